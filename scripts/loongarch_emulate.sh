@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Run the torch-free board predictor on an emulated LSX-only LoongArch CPU (what the Loongson 2K1000LA has) and
+# compare its detections with the same OpenCV DNN backend on this x86 machine.
+#
+#   scripts/loongarch_emulate.sh [--force] [--model-dir DIR | --checkpoint CKPT.pt] [--no-x86-cv410]
+#
+# Steps (each cached under outputs/loongarch/, skipped when its output exists; --force redoes them all):
+#   1. qemu     QEMU 10 user-mode `qemu-loongarch64` from Debian bookworm-backports (`qemu-user`, static binaries),
+#               fetched with `apt-get download` through a private apt config and unpacked with dpkg-deb (no install).
+#               Debian 12's own QEMU 7.2 cannot run loong64 userland (no LSX).
+#   2. download the Debian sid loong64 closure of `python3-numpy python3-pydicom python3-opencv` (no Recommends),
+#               resolved by apt with APT::Architecture=loong64 and an empty dpkg status, download-only (~280 MB).
+#   3. rootfs   every .deb unpacked with `dpkg-deb --fsys-tarfile | tar -x` into a merged-/usr tree; no maintainer
+#               scripts run, so the two that matter are redone by hand (BLAS/LAPACK alternatives links, ld.so.cache).
+#               No debootstrap or binfmt_misc needed: QEMU is called directly with -L ROOTFS (only ldconfig
+#               chroots, as root; without root the loader's built-in multiarch paths are enough).
+#   4. smoke    the guest's HWCAP (LSX yes, LASX no under QEMU_CPU=la464,lasx=off; both with la464), and the
+#               python3/numpy/OpenCV/pydicom versions and OpenCV's CPU feature line (`LSX *LASX?`).
+#   5. inputs   (x86, needs torch) 2 synthetic 256 px test DICOMs and a board model folder: the `tiny` preset
+#               (resnet_tiny, 128 px, random weights), or --model-dir (an exported folder), or --checkpoint (exported here).
+#   6. x86      the board predictor (`--backend opencv`, 2 threads) with this machine's OpenCV, and with OpenCV 4.10
+#               (the board's version) from a private venv under outputs/loongarch/x86-cv410 (skip: --no-x86-cv410).
+#   7. loong64  the same predictor, same files, inside the emulator.
+#   8. compare  same images, same box counts, boxes IoU > 0.99, scores within 1e-3, raw network outputs within 1e-3.
+# Exit status: 0 all comparisons match, 1 a mismatch, 2 a step failed (the message names the step).
+# Emulated timings say nothing about the board's speed.
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+W=${LOONGARCH_WORK:-$ROOT/outputs/loongarch}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SUITE=${LOONGARCH_SUITE:-sid}
+BPO_SUITE=${QEMU_SUITE:-bookworm-backports}
+PKGS=(python3-numpy python3-pydicom python3-opencv libc-bin)   # libc-bin: ldconfig (every Debian system has it)
+RECIPE=2   # bump when the rootfs recipe below changes: cached trees of an older recipe are rebuilt
+X86_CV=${X86_CV_VERSION:-4.10.0.84}
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+export QEMU_CPU_MODEL=${QEMU_CPU_MODEL:-la464,lasx=off}
+
+FORCE=0; MODEL_DIR=; CHECKPOINT=; CV410=1
+while (($#)); do
+  case $1 in
+    --force) FORCE=1 ;;
+    --model-dir) MODEL_DIR=$(realpath "$2"); shift ;;
+    --checkpoint) CHECKPOINT=$(realpath "$2"); shift ;;
+    --no-x86-cv410) CV410=0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac; shift
+done
+
+QEMU_DIR=$W/qemu; QEMU=$QEMU_DIR/usr/bin/qemu-loongarch64
+APTDIR=$W/apt; ROOTFS=$W/rootfs; RUN=$W/run; PKG=$RUN/pkg
+STEP=start; T_STEP=0
+declare -A TIMES
+now() { date +%s.%N; }
+step() { STEP=$1; T_STEP=$(now); printf '\n== [%s] %s: %s\n' "$(date +%T)" "$1" "$2"; }
+done_step() { TIMES[$STEP]=$(awk -v a="$T_STEP" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'); echo "   ($STEP: ${TIMES[$STEP]} s)"; }
+die() { echo "loongarch_emulate: FAILED at step '$STEP': $*" >&2; exit 2; }
+trap 'echo "loongarch_emulate: FAILED at step '"'"'$STEP'"'"' (a command exited $? on line $LINENO)" >&2; exit 2' ERR
+
+# a private apt tree: its own sources, lists, cache and (empty) dpkg status; the host's apt state is never touched
+apt_tree() { # DIR ARCH SOURCES_LINE
+  local d=$1
+  mkdir -p "$d"/etc/apt.conf.d "$d"/etc/preferences.d "$d"/etc/sources.list.d "$d"/lists/partial \
+           "$d"/cache/archives/partial "$d"/dpkg
+  [[ -f $d/dpkg/status ]] || : > "$d/dpkg/status"
+  echo "$3" > "$d/etc/sources.list"
+  { echo "Dir::Etc \"$d/etc/\"; Dir::State \"$d/\"; Dir::State::Lists \"$d/lists/\";"
+    echo "Dir::State::status \"$d/dpkg/status\"; Dir::Cache \"$d/cache/\";"
+    echo "APT::Architecture \"$2\"; APT::Architectures { \"$2\"; }; APT::Install-Recommends \"false\";"
+    echo 'Acquire::Languages "none"; APT::Sandbox::User "root";'
+    # mirrors that serve a frozen copy of the archive have an expired Valid-Until; signatures are still checked
+    echo 'Acquire::Check-Valid-Until "false";'
+    apt-config dump 2>/dev/null | grep -iE '^Acquire::(https?|ftp)::Proxy' || true
+  } > "$d/apt.conf"
+}
+apt_in() { local d=$1; shift; APT_CONFIG=$d/apt.conf "$@"; }
+
+# run a loong64 program under QEMU with a clean environment (nothing of the host's leaks in)
+guest() { env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 QEMU_CPU="$QEMU_CPU_MODEL" \
+              "$QEMU" -L "$ROOTFS" "$@"; }
+guest_py() { guest "$ROOTFS/usr/bin/python3" "$@"; }
+
+# ------------------------------------------------------------------------------------------------ 0. host
+step host "checking this machine"
+for t in apt-get apt-config dpkg-deb tar python3 awk realpath; do command -v $t >/dev/null || die "'$t' is not installed"; done
+[[ -r $KEYRING ]] || die "$KEYRING missing: apt-get install debian-archive-keyring"
+[[ $(uname -m) == x86_64 ]] || echo "   note: host is $(uname -m), not x86_64"
+[[ $EUID == 0 ]] || echo "   note: not root; the cached rootfs keeps your ownership (fine for QEMU)"
+if ((FORCE)); then echo "   --force: removing $QEMU_DIR $ROOTFS $APTDIR $W/x86-cv410"; rm -rf "$QEMU_DIR" "$ROOTFS" "$APTDIR" "$W/x86-cv410"; fi
+mkdir -p "$W"
+done_step
+
+# ------------------------------------------------------------------------------------------------ 1. qemu
+step qemu "QEMU 10 qemu-loongarch64 from Debian $BPO_SUITE"
+if [[ -x $QEMU ]]; then echo "   cached: $QEMU"
+else
+  HA=$(dpkg --print-architecture)
+  apt_tree "$W/apt-qemu" "$HA" "deb [arch=$HA signed-by=$KEYRING] $MIRROR $BPO_SUITE main"
+  apt_in "$W/apt-qemu" apt-get -q update >/dev/null || die "apt-get update of $BPO_SUITE failed (no access to $MIRROR?)"
+  mkdir -p "$W/debs-qemu"
+  (cd "$W/debs-qemu" && rm -f qemu-user_*.deb && apt_in "$W/apt-qemu" apt-get -q download qemu-user) \
+    || die "apt-get download qemu-user from $BPO_SUITE failed"
+  deb=$(ls "$W"/debs-qemu/qemu-user_*.deb | head -1)
+  rm -rf "$QEMU_DIR"; mkdir -p "$QEMU_DIR"
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$QEMU_DIR" ./usr/bin/qemu-loongarch64 \
+    || die "$deb has no usr/bin/qemu-loongarch64"
+  rm -rf "$W/debs-qemu" "$W/apt-qemu"   # only the one binary is kept (~10 MB of a 63 MB package)
+fi
+QV=$("$QEMU" --version | head -1) || die "$QEMU does not run on this machine"
+echo "   $QV"
+[[ $QV =~ version\ ([0-9]+) ]] && ((BASH_REMATCH[1] >= 10)) || die "need QEMU >= 10 (has LSX and the la464 lasx=off switch), got: $QV"
+done_step
+
+# ------------------------------------------------------------------------------------------------ 2. download
+step download "Debian $SUITE loong64 closure of ${PKGS[*]}"
+ARCHIVES=$APTDIR/cache/archives
+DL_KEY="$MIRROR $SUITE ${PKGS[*]}"
+if [[ -f $APTDIR/.complete && $(cat "$APTDIR/.complete") == "$DL_KEY" ]]; then echo "   cached: $(ls "$ARCHIVES"/*.deb | wc -l) packages in $ARCHIVES"
+else
+  apt_tree "$APTDIR" loong64 "deb [arch=loong64 signed-by=$KEYRING] $MIRROR $SUITE main"
+  apt_in "$APTDIR" apt-get -q update >/dev/null || die "apt-get update of $SUITE loong64 failed (no access to $MIRROR?)"
+  apt_in "$APTDIR" apt-get -q -y --download-only install "${PKGS[@]}" > "$W/download.log" 2>&1 \
+    || { tail -20 "$W/download.log" >&2; die "apt could not download the loong64 packages (log: $W/download.log)"; }
+  apt_in "$APTDIR" apt-get -q autoclean >/dev/null   # drop .debs of older runs that the archive no longer has
+  n=$(ls "$ARCHIVES"/*.deb 2>/dev/null | wc -l); ((n > 50)) || die "only $n packages downloaded; see $W/download.log"
+  echo "$DL_KEY" > "$APTDIR/.complete"   # the rootfs key (the .deb list) says whether to unpack again
+  echo "   $n packages, $(du -sh "$ARCHIVES" | cut -f1)"
+fi
+done_step
+
+# ------------------------------------------------------------------------------------------------ 3. rootfs
+step rootfs "unpacking into $ROOTFS"
+FS_KEY="recipe $RECIPE: $(ls "$ARCHIVES"/*.deb | xargs -n1 basename | md5sum | cut -c1-16)"
+if [[ -f $ROOTFS/.complete && $(cat "$ROOTFS/.complete") == "$FS_KEY" ]]; then echo "   cached: $ROOTFS ($(du -sh "$ROOTFS" | cut -f1))"
+else
+  rm -rf "$ROOTFS"; mkdir -p "$ROOTFS"/usr/{bin,sbin,lib,lib64} "$ROOTFS"/{etc,tmp,proc,dev}
+  for d in bin sbin lib lib64; do ln -s usr/$d "$ROOTFS/$d"; done   # merged /usr, as Debian's base-files/usrmerge make it
+  for deb in "$ARCHIVES"/*.deb; do
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$ROOTFS" --keep-directory-symlink \
+      --exclude='./usr/share/doc/*' --exclude='./usr/share/man/*' --exclude='./usr/share/locale/*' \
+      || die "cannot unpack $deb"
+  done
+  # maintainer-script work that matters here: update-alternatives for the reference BLAS/LAPACK (numpy, OpenCV link them)
+  TRIPLET=$(basename "$(dirname "$(ls "$ROOTFS"/usr/lib/*/libc.so.6 | head -1)")")   # loongarch64-linux-gnu
+  for lib in blas/libblas.so.3 lapack/liblapack.so.3; do
+    f=$ROOTFS/usr/lib/$TRIPLET/$lib
+    if [[ -e $f ]]; then ln -sfn "$lib" "$ROOTFS/usr/lib/$TRIPLET/$(basename "$lib")"; fi
+  done
+  # the dynamic loader's cache (ldconfig chroots into the tree itself; without root the loader's default paths are used)
+  if [[ $EUID == 0 ]]; then guest "$ROOTFS/usr/sbin/ldconfig" -r "$ROOTFS" || echo "   note: ldconfig failed; relying on the loader's default paths"; fi
+  echo "$FS_KEY" > "$ROOTFS/.complete"
+  echo "   $(du -sh "$ROOTFS" | cut -f1)"
+fi
+done_step
+
+# ------------------------------------------------------------------------------------------------ 4. smoke
+step smoke "python3, numpy, OpenCV, pydicom under QEMU_CPU=$QEMU_CPU_MODEL"
+# the CPU's HWCAP bits as the guest kernel (QEMU) reports them: bit 4 LSX, bit 5 LASX
+HWCAP='import struct; h = dict(struct.iter_unpack("<QQ", open("/proc/self/auxv", "rb").read())).get(16, 0); print("hwcap", hex(h), "LSX", bool(h >> 4 & 1), "LASX", bool(h >> 5 & 1))'
+echo "   QEMU_CPU=la464 (LASX on): $(QEMU_CPU_MODEL=la464 guest_py -S -c "$HWCAP")" | tee "$W/smoke.txt"
+echo "   QEMU_CPU=$QEMU_CPU_MODEL: $(guest_py -S -c "$HWCAP")" | tee -a "$W/smoke.txt"
+grep -q "$QEMU_CPU_MODEL: hwcap .* LSX True LASX False" "$W/smoke.txt" || die "the emulated CPU is not LSX-only (see the hwcap lines)"
+SMOKE='import platform, numpy, cv2, pydicom; print("guest", platform.machine(), "python", platform.python_version(), "numpy", numpy.__version__, "opencv", cv2.__version__, "pydicom", pydicom.__version__); print("opencv CPU features (* dispatched, ? not available):", cv2.getCPUFeaturesLine())'
+guest_py -c "$SMOKE" 2>&1 | sed 's/^/   /' | tee -a "$W/smoke.txt" || die "python3 with numpy/cv2/pydicom does not start under QEMU (see above)"
+grep -q 'LASX?' "$W/smoke.txt" || echo "   WARNING: OpenCV does not report LASX as unavailable"
+done_step
+
+# ------------------------------------------------------------------------------------------------ 5. inputs
+step inputs "x86: 2 synthetic DICOMs and a board model folder"
+rm -rf "$RUN"; mkdir -p "$PKG/pneumonia_kit"
+PREP=()
+if [[ -n $MODEL_DIR ]]; then PREP+=(--model-dir "$MODEL_DIR"); fi
+if [[ -n $CHECKPOINT ]]; then PREP+=(--checkpoint "$CHECKPOINT"); fi
+python3 "$ROOT/scripts/loongarch_compare.py" prepare "$RUN/inputs" "${PREP[@]}" || die "could not make the test inputs (needs the full package with torch)"
+# what goes to the board: the torch-free modules only (+ the runner)
+for m in __init__ core dicom metric board; do cp "$ROOT/pneumonia_kit/$m.py" "$PKG/pneumonia_kit/"; done
+cp "$ROOT/scripts/loongarch_compare.py" "$PKG/"
+IMAGES=("$RUN"/inputs/images/*.dcm)
+done_step
+
+# ------------------------------------------------------------------------------------------------ 6. x86
+step x86 "board predictor on x86, OpenCV DNN backend"
+python3 "$PKG/loongarch_compare.py" run "$RUN/inputs/model" "$RUN/x86" "${IMAGES[@]}" --backend opencv --threads 2 \
+  > "$RUN/x86.log" 2>&1 || { cat "$RUN/x86.log" >&2; die "board predictor failed on x86"; }
+tail -1 "$RUN/x86.log" | cut -c1-300
+if ((CV410)); then
+  VENV=$W/x86-cv410
+  if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c "import cv2; assert cv2.__version__ == '${X86_CV%.*}'" 2>/dev/null; then
+    rm -rf "$VENV"
+    { python3 -m venv "$VENV" && "$VENV/bin/pip" -q install "opencv-python-headless==$X86_CV" numpy pydicom; } > "$W/venv.log" 2>&1 \
+      || { echo "   WARNING: could not build the OpenCV $X86_CV venv (log: $W/venv.log); comparing with the installed OpenCV only"; rm -rf "$VENV"; CV410=0; }
+  fi
+  if ((CV410)); then
+    "$VENV/bin/python" "$PKG/loongarch_compare.py" run "$RUN/inputs/model" "$RUN/x86-cv410" "${IMAGES[@]}" --backend opencv --threads 2 \
+      > "$RUN/x86-cv410.log" 2>&1 || { cat "$RUN/x86-cv410.log" >&2; die "board predictor failed on x86 with OpenCV $X86_CV"; }
+    tail -1 "$RUN/x86-cv410.log" | cut -c1-300
+  fi
+fi
+done_step
+
+# ------------------------------------------------------------------------------------------------ 7. loong64
+step loong64 "board predictor under qemu-loongarch64 ($QEMU_CPU_MODEL)"
+guest_py "$PKG/loongarch_compare.py" run "$RUN/inputs/model" "$RUN/loong64" "${IMAGES[@]}" --backend opencv --threads 2 \
+  > "$RUN/loong64.log" 2>&1 || { cat "$RUN/loong64.log" >&2; die "board predictor failed in the emulator"; }
+tail -1 "$RUN/loong64.log" | cut -c1-300
+done_step
+
+# ------------------------------------------------------------------------------------------------ 8. compare
+step compare "emulated loong64 vs x86 (boxes IoU > 0.99, scores within 1e-3)"
+RC=0
+echo "-- vs x86 with the installed OpenCV:"
+mkdir -p "$RUN/cmp-x86" && cp -r "$RUN/loong64/." "$RUN/cmp-x86/"
+python3 "$ROOT/scripts/loongarch_compare.py" compare "$RUN/x86" "$RUN/cmp-x86" || RC=1
+if ((CV410)); then
+  echo "-- vs x86 with OpenCV $X86_CV (the board's OpenCV version):"
+  mkdir -p "$RUN/cmp-x86-cv410" && cp -r "$RUN/loong64/." "$RUN/cmp-x86-cv410/"
+  python3 "$ROOT/scripts/loongarch_compare.py" compare "$RUN/x86-cv410" "$RUN/cmp-x86-cv410" || RC=1
+fi
+done_step
+
+TIMES_JSON=$(for k in "${!TIMES[@]}"; do printf '"%s": %s\n' "$k" "${TIMES[$k]}"; done | paste -sd, -)
+python3 - "$W/summary.json" "$RC" "$QV" "$W/smoke.txt" "{$TIMES_JSON}" "$RUN" <<'EOF'
+import json, sys
+from pathlib import Path
+out, rc, qv, smoke, times, run = sys.argv[1:]
+run = Path(run)
+info = lambda d: json.loads((run/d/'info.json').read_text()) if (run/d/'info.json').is_file() else None
+cmp = lambda d: json.loads((run/d/'compare.json').read_text()) if (run/d/'compare.json').is_file() else None
+s = dict(ok=rc == '0', qemu=qv, smoke=Path(smoke).read_text().strip().splitlines(), step_seconds=json.loads(times),
+         loong64=info('loong64'), x86=info('x86'), x86_cv410=info('x86-cv410'),
+         compare_x86=cmp('cmp-x86'), compare_x86_cv410=cmp('cmp-x86-cv410'))
+Path(out).write_text(json.dumps(s, indent=2, default=str))
+EOF
+echo
+echo "summary: $W/summary.json; step seconds: {$TIMES_JSON}"
+if ((RC)); then echo "RESULT: MISMATCH between the emulated LoongArch run and x86 (details above)"; else echo "RESULT: the emulated LoongArch run matches x86"; fi
+exit $RC
