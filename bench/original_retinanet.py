@@ -208,4 +208,4 @@ def original_step(model, opt, images, annotations, global_labels):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
     opt.step()
-    return float(loss)
+    return float(loss.detach())

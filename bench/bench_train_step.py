@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Training-step benchmark: pneumonia_kit's step against the original's, same backbone, input size and batch.
+
+One step = forward + loss + backward + gradient clipping + Adam, on random uint8 images with realistic boxes.
+- `original`: `bench/original_retinanet.py`, the 2nd-place code's step re-implemented (P2-P7, sigmoid heads, anchors
+  rebuilt in numpy every forward, per-image Python focal loss, BN frozen by eval mode, fp32, NCHW, cudnn.benchmark off);
+- `ours P2-P7`: `train.train_one_epoch` on one batch with the same pyramid (`ModelCfg.levels=(2,7)`): vectorised loss,
+  FrozenBatchNorm2d, and on CUDA bf16/fp16 autocast, channels-last and cudnn.benchmark, as `fit` runs it;
+- `ours P3-P7` (unless --no-p3p7): the same without the P2 level, the configuration we recommend.
+All configurations are timed in this one process, their steps interleaved, so the ratios compare like with like
+(the peak GPU memory column then includes the other models' weights and optimizer states).
+
+    python bench/bench_train_step.py --device cpu --backbone resnet34 --size 256 --batch 2
+    python bench/bench_train_step.py --device cuda                     # se_resnext50_32x4d, 512 px, batch 2... 8
+"""
+import argparse, dataclasses, json, platform, statistics, sys, time
+from pathlib import Path
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from original_retinanet import OriginalRetinaNet, original_step, pad_annotations  # noqa: E402
+from pneumonia_kit.model import create_model, default_cfgs  # noqa: E402
+from pneumonia_kit.train import TrainCfg, amp_dtype, train_one_epoch  # noqa: E402
+
+def make_batch(batch:int, size:int, seed:int=0):
+    "uint8 images [B,1,S,S] and per-image targets: 0, 1 or 2 boxes of the real data's typical size, class ids"
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.integers(0, 256, (batch, 1, size, size), dtype=np.uint8))
+    k = size / 1024
+    targets = []
+    for i in range(batch):
+        n = i % 3
+        boxes = []
+        for j in range(n):
+            w, h = float(np.clip(rng.normal(218, 59), 60, 500)) * k, float(np.clip(rng.normal(329, 158), 60, 900)) * k
+            x = (314 if j == 0 else 709) * k - w / 2; y = rng.uniform(200, 500) * k
+            boxes.append([x, y, min(x + w, size - 1), min(y + h, size - 1)])
+        targets.append(dict(boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), class_id=2 if n else i % 2))
+    return images, targets
+
+def _sync(dev):
+    if dev.type == 'cuda': torch.cuda.synchronize(dev)
+
+def time_steps(step, dev, warmup:int, steps:int) -> list:
+    "Seconds of each timed step after `warmup` untimed ones"
+    for _ in range(warmup): step()
+    out = []
+    for _ in range(steps):
+        _sync(dev); t = time.perf_counter(); step(); _sync(dev); out.append(time.perf_counter() - t)
+    return out
+
+def original_runner(backbone, images, targets, dev):
+    "A step closure of the original code"
+    torch.manual_seed(0)
+    m = OriginalRetinaNet(backbone).to(dev)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-5)
+    x = images.to(dev).float() / 255            # the original fed float images
+    ann = pad_annotations([t['boxes'].tolist() for t in targets], dev)
+    glob = torch.tensor([t['class_id'] for t in targets], device=dev)
+    def step():
+        torch.backends.cudnn.benchmark = False    # its default
+        original_step(m, opt, x, ann, glob)
+    return m, step
+
+def ours_runner(backbone, size, levels, images, targets, dev, amp, channels_last):
+    "A step closure of pneumonia_kit's training loop (`train_one_epoch` on one batch)"
+    torch.manual_seed(0)
+    base = default_cfgs['original_se_resnext50']
+    m = create_model(base, backbone=backbone, pretrained=False, image_size=size, levels=levels).to(dev)
+    cl = channels_last and dev.type == 'cuda'
+    if cl: m = m.to(memory_format=torch.channels_last)
+    tc = TrainCfg(amp=amp, channels_last=channels_last)
+    dtype = amp_dtype(amp, dev)
+    opt = torch.optim.Adam(m.parameters(), lr=tc.lr)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+    batch = [(images, targets)]
+    def step():
+        torch.backends.cudnn.benchmark = True     # as `fit` runs (deterministic=False)
+        train_one_epoch(m, batch, opt, scaler, dev, dtype, tc, epoch=1, channels_last=cl)
+    return m, step, dtype
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--device', default='cpu', help='cpu or cuda')
+    p.add_argument('--backbone', default='se_resnext50_32x4d', help='se_resnext50_32x4d, se_resnext101_32x4d, resnet34, resnet50')
+    p.add_argument('--size', type=int, default=512, help='input size (>= 256: the original global head needs it)')
+    p.add_argument('--batch', type=int, default=2, help='images per step')
+    p.add_argument('--steps', type=int, default=5, help='timed steps per configuration (median reported)')
+    p.add_argument('--warmup', type=int, default=2, help='untimed steps first')
+    p.add_argument('--amp', default='auto', help="ours: auto, bf16, fp16 or off")
+    p.add_argument('--no-channels-last', action='store_true', help='ours: keep NCHW on CUDA')
+    p.add_argument('--no-p3p7', action='store_true', help='skip the P3-P7 row')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    p.add_argument('--json', default=None, help='also write the JSON result here')
+    a = p.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    if dev.type == 'cuda' and dev.index is None: dev = torch.device('cuda', 0)
+    images, targets = make_batch(a.batch, a.size)
+
+    runners = {}   # name -> (step, model, note)
+    m, step = original_runner(a.backbone, images, targets, dev)
+    runners['original (P2-P7, fp32, python loss)'] = (step, m, 'fp32 NCHW, numpy anchors, per-image loss loop, BN eval mode')
+    m, step, dt = ours_runner(a.backbone, a.size, (2, 7), images, targets, dev, a.amp, not a.no_channels_last)
+    prec = str(dt).removeprefix('torch.') if dt else 'fp32'
+    cl = ' channels_last' if dev.type == 'cuda' and not a.no_channels_last else ''
+    runners['ours P2-P7'] = (step, m, f'{prec}{cl}, vectorised loss, FrozenBN')
+    if not a.no_p3p7:
+        m, step, _ = ours_runner(a.backbone, a.size, (3, 7), images, targets, dev, a.amp, not a.no_channels_last)
+        runners['ours P3-P7'] = (step, m, f'{prec}{cl}, no P2 level')
+    times, peaks = {k: [] for k in runners}, {k: 0. for k in runners}
+    for k, (step, _, _) in runners.items():
+        for _ in range(a.warmup): step()
+    for i in range(a.steps):          # interleaved, so a change of machine load hits every configuration alike
+        for k, (step, _, _) in runners.items():
+            if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
+            times[k] += time_steps(step, dev, 0, 1)
+            if dev.type == 'cuda': peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated(dev) / 2**30)
+        print(f'  step {i + 1}/{a.steps}: ' + ', '.join(f'{k.split(" (")[0]} {times[k][-1]*1e3:.0f} ms' for k in runners),
+              file=sys.stderr, flush=True)
+    rows = {k: dict(median_s=statistics.median(ts), min_s=min(ts), images_per_s=a.batch / statistics.median(ts),
+                    peak_mem_gb=peaks[k] if dev.type == 'cuda' else None,
+                    params_m=sum(q.numel() for q in runners[k][1].parameters()) / 1e6, note=runners[k][2])
+            for k, ts in times.items()}
+    ref = rows['original (P2-P7, fp32, python loss)']['median_s']
+    for r in rows.values(): r['speedup_vs_original'] = ref / r['median_s']
+
+    dev_name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads'
+    res = dict(device=dev_name, backbone=a.backbone, size=a.size, batch=a.batch, steps=a.steps, warmup=a.warmup,
+               torch=str(torch.__version__), rows=rows)
+    print(f'\nTraining step, {a.backbone}, {a.size} px, batch {a.batch}, {dev_name} (median of {a.steps} steps)\n')
+    print('| configuration | ms/step | images/s | speed-up vs original | peak GPU mem GB | notes |')
+    print('|---|---:|---:|---:|---:|---|')
+    for k, r in rows.items():
+        mem = '' if r['peak_mem_gb'] is None else f'{r["peak_mem_gb"]:.2f}'
+        print(f'| {k} | {r["median_s"]*1e3:.0f} | {r["images_per_s"]:.2f} | {r["speedup_vs_original"]:.2f}x | {mem} | {r["note"]} |')
+    print('\n' + json.dumps(res, indent=1))
+    if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+    return res
+
+if __name__ == '__main__': main()
