@@ -27,7 +27,7 @@ def test_readme_has_three_commands():
 @pytest.mark.slow
 def test_newcomer(tmp_path):
     setup, main_job, tests = readme_commands()
-    clone = tmp_path/'pneumonia_kit'
+    clone = tmp_path/'repo'
     subprocess.run(['git', 'clone', '-q', str(REPO), str(clone)], check=True)
     venv = tmp_path/'venv'
     subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', str(venv)], check=True)
