@@ -127,10 +127,18 @@ def score(submission:str,               # submission CSV (patientId,PredictionSt
 def export(checkpoint:str,           # checkpoint file
            out:str='outputs/board_model',  # model folder to write (model.onnx, anchors.npy, board.json)
            int8:store_true=False,    # also write a statically quantised int8 model
-           calib:str|None=None):     # folder of DICOMs for int8 calibration
-    "Export a checkpoint to a static ONNX model folder for the torch-free board predictor (self-checked)"
+           calib:str|None=None):     # DICOMs for int8 calibration (default: the run's training folds)
+    "Export a checkpoint to a static ONNX model folder for the torch-free board predictor (self-checked; int8 checked on the run's validation fold)"
+    from pathlib import Path
+    from pneumonia_kit.core import load_json
     from pneumonia_kit.predict import export_model
-    print(export_model(checkpoint, out, int8=int8, calib=calib))
+    d = export_model(checkpoint, out, int8=int8, calib=calib)
+    q = load_json(Path(d)/'board.json').get('int8') or {}
+    if q.get('checked'):
+        print(f"int8: mAP {q['map_int8']:.4f} vs fp32 {q['map_fp32']:.4f} on {q['n_images']} validation images "
+              f"(loss {q['loss']:.4f} <= {q['max_loss']}): accepted")
+    elif q: print('int8: written but not checked (no validation fold known: export a checkpoint inside its run folder)')
+    print(d)
 
 def board_predict(model_dir:str,          # folder written by `export`
                   *images:str,            # DICOM files or folders of them

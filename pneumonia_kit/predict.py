@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_predict.ipynb #d27da278
 from __future__ import annotations
-import csv, math, re, sys, time
+import contextlib, csv, math, re, sys, time
 from dataclasses import replace
 from pathlib import Path
 import numpy as np, torch
@@ -340,21 +340,29 @@ def export_model(checkpoint, # checkpoint file (or a run folder: its best epoch)
                  out_dir, # model folder to write
                  post=None, # `BoardCfg` or dict; default: best_post.json of the checkpoint's run, else defaults
                  int8:bool=False, # also write `model_int8.onnx`
-                 calib=None, # folder (or list) of DICOMs for the int8 calibration
+                 calib=None, # DICOMs (folder or list) for the int8 calibration; default: the run's training folds
                  n_calib:int=64, # calibration images used
+                 int8_max_loss:float=0.01, # the int8 model is refused if it loses more mAP on the run's validation fold
+                 n_check:int|None=500, # validation images for that check (None: the whole fold)
                 ) -> Path: # the model folder
     "Export a checkpoint to the torch-free board predictor's model folder, with its post-processing settings"
     from pneumonia_kit.model import export_onnx
     ckpt = resolve_checkpoints([checkpoint])[0]
-    if int8 and calib is None: raise PneumoniaKitError('int8 export needs calibration images (calib: a folder of DICOMs)')
+    split = None
+    if int8:
+        from pneumonia_kit.bench import quantize_int8, check_int8, run_split
+        with contextlib.suppress(PneumoniaKitError): split = run_split(run_dir_of(ckpt))
+        calib = calib or (split['train'] if split else None)
+        if not calib: raise PneumoniaKitError(f'{ckpt}: int8 export needs calibration images: pass calib (a folder of DICOMs) '
+                                              'or export a checkpoint inside its training run folder')
     post, source = resolve_post(post, ckpt)
     model = load_models([ckpt], 'cpu')[0]
     path = export_onnx(model, out_dir, meta=dict(post=cfg2dict(post), post_source=source, checkpoint=Path(ckpt).name,
                                                  checkpoint_sha256=file_sha256(ckpt)), check=False)
     check_onnx(model, path)
     if int8:
-        from pneumonia_kit.bench import quantize_int8
         quantize_int8(out_dir, calib, n_calib=n_calib)
+        if split: check_int8(out_dir, split['val'][:n_check], split['labels'], max_loss=int8_max_loss)
     return Path(out_dir)
 
 # %% ../nbs/08_predict.ipynb #006f0826
