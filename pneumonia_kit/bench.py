@@ -204,21 +204,22 @@ def _markdown(rows:list) -> str:
 
 def bench_board(out='outputs/bench', backbone:str='se_resnext50_32x4d', size:int=512, threads:int=2, runs:int=5,
                 levels:tuple=('P2-P7', 'P3-P7'), calib=None, n_calib:int=8, runtimes:tuple=('torch', 'onnxruntime', 'onnxruntime-int8', 'opencv'),
+                rounds:int=2, # processes per configuration; rounds are interleaved across configurations
                 log=print) -> dict:
     "Time every (levels, runtime) configuration; write `bench.json`, `bench.md` and `summary.json` to `out`"
     unknown = set(levels) - set(LEVELS)
     if unknown: raise PneumoniaKitError(f'unknown pyramid configuration(s) {sorted(unknown)}; use {", ".join(LEVELS)}')
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix='bench_') as work:
-        rows = _bench_rows(Path(work), backbone, size, threads, runs, levels, calib, n_calib, runtimes, log)
-    return _report(rows, out, backbone, size, threads, runs, levels, log)
+        rows = _bench_rows(Path(work), backbone, size, threads, runs, levels, calib, n_calib, runtimes, log, rounds)
+    return _report(rows, out, backbone, size, threads, runs, levels, log, rounds)
 
-def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, runtimes, log) -> list:
+def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, runtimes, log, rounds=1) -> list:
     from pneumonia_kit.core import cfg2dict
     from pneumonia_kit.model import ModelCfg, create_model, export_onnx, count_flops
     if calib: calib_files = _dicoms(calib)
     elif 'onnxruntime-int8' in runtimes: calib_files = _calib_images(n_calib, size, work/'calib')
-    rows = []
+    configs = []   # (levels, runtime label, GFLOP, worker spec)
     for name in levels:
         cfg = ModelCfg(backbone=backbone, levels=LEVELS[name], image_size=size, pretrained=False)
         model = create_model(cfg).eval()
@@ -233,12 +234,25 @@ def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, run
             spec = dict(size=size, threads=threads, runs=runs)
             if rt == 'torch': spec.update(kind='torch', model=cfg2dict(cfg))
             else: spec.update(kind=rt.replace('-int8', ''), model_dir=str(mdir), int8=rt.endswith('int8'))
-            r = dict(levels=name, runtime=('pytorch-eager' if rt == 'torch' else rt), gflop=gflop, **run_worker(spec))
-            log(f"{name:6} {r['runtime']:18} {r.get('median_ms', float('nan')):9.1f} ms  {r.get('peak_mb', float('nan')):7.0f} MB  {r.get('error', '')}")
-            rows.append(r)
+            configs.append((name, 'pytorch-eager' if rt == 'torch' else rt, gflop, spec))
+    results = [[] for _ in configs]
+    for k in range(rounds):   # a slow spell of the machine then hits every configuration alike
+        for (name, label, _, spec), res in zip(configs, results):
+            res.append(run_worker(spec))
+            log(f"round {k + 1}/{rounds}  {name:6} {label:18} {res[-1].get('median_ms', float('nan')):9.1f} ms  "
+                f"{res[-1].get('peak_mb', float('nan')):7.0f} MB  {res[-1].get('error', '')}")
+    rows = []
+    for (name, label, gflop, _), res in zip(configs, results):
+        r, ok = dict(levels=name, runtime=label, gflop=gflop), [x for x in res if 'ms' in x]
+        if ok:
+            ms = [t for x in ok for t in x['ms']]
+            r.update(ms=ms, median_ms=round(statistics.median(ms), 2), peak_mb=max(x['peak_mb'] for x in ok),
+                     base_mb=min(x['base_mb'] for x in ok), rounds=len(ok))
+        else: r['error'] = res[-1].get('error', 'failed')
+        rows.append(r)
     return rows
 
-def _report(rows, out, backbone, size, threads, runs, levels, log) -> dict:
+def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> dict:
     "Speed-ups against the original configuration, board estimates, and the files"
     base = next((r['median_ms'] for r in rows if r['levels'] == levels[0] and r['runtime'] == 'pytorch-eager' and 'median_ms' in r), None)
     for r in rows:
@@ -250,11 +264,11 @@ def _report(rows, out, backbone, size, threads, runs, levels, log) -> dict:
         r['board_s_real'] = round(r['gflop'] / (BOARD_PEAK_GFLOPS * BOARD_EFFICIENCY) / int8_gain, 2)
     ok = [r for r in rows if 'median_ms' in r and r['runtime'] != 'pytorch-eager']
     best = min(ok, key=lambda r: r['median_ms']) if ok else None
-    res = dict(machine=f'{platform.machine()}, {os.cpu_count()} cpus, {threads} threads', backbone=backbone, size=size, runs=runs, rows=rows,
+    res = dict(machine=f'{platform.machine()}, {os.cpu_count()} cpus, {threads} threads', backbone=backbone, size=size, runs=runs, rounds=rounds, rows=rows,
                best_config=f"{best['levels']} {best['runtime']}" if best else None, best_ms=best['median_ms'] if best else None,
                best_speedup=best.get('speedup') if best else None)
     save_json(res, out/'bench.json'); save_json({k: v for k, v in res.items() if k != 'rows'}, out/'summary.json')
     table = _markdown(rows)
-    with atomic_write(out/'bench.md') as f: f.write(f'{backbone} at {size}x{size}, {threads} threads, median of {runs} runs\n\n{table}\n')
+    with atomic_write(out/'bench.md') as f: f.write(f'{backbone} at {size}x{size}, {threads} threads, median of {runs} runs x {rounds} rounds\n\n{table}\n')
     log(table)
     return res

@@ -184,9 +184,9 @@ class OrtRuntime(Runtime):
         so.intra_op_num_threads, so.inter_op_num_threads = self.threads, 1
         so.log_severity_level = 3
         # the exported model is already folded (`model.optimize_onnx`); 'extended' adds only operator fusions, while
-        # 'all' also re-lays fp32 convolution weights out in blocked copies: 6-12% faster here, but +180 MB for an
-        # fp32 se_resnext50 (little for int8, whose convolutions are not re-laid). Without the arena, activations are
-        # freed as soon as they are used (-35 MB, same speed).
+        # 'all' also re-lays fp32 convolution weights out in blocked copies: 5-12% faster here, but +180 MB for an
+        # fp32 se_resnext50 and +20 MB for its int8 model (over the 600 / 300 MB budgets). Without the arena,
+        # activations are freed as soon as they are used (-35 MB, same speed).
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, levels[opt_level])
         so.enable_cpu_mem_arena = False
         try: self.session = ort.InferenceSession(str(self.onnx_path), so, providers=['CPUExecutionProvider'])
@@ -273,10 +273,8 @@ class BoardPredictor:
         self.weights = tuple(self.meta.get('box_coder_weights', (10., 10., 5., 5.)))
         self.clip = float(self.meta.get('bbox_xform_clip', math.log(1000. / 16)))
         self.class_names = tuple(self.meta.get('class_names') or self.meta.get('classes') or CLASSES)
-        # ONNX Runtime: all optimisations for int8 (faster, little extra memory), memory-lean 'extended' for fp32
-        kw = dict(opt_level='all' if int8 else 'extended') if backend == 'onnxruntime' else {}
         self.runtime = make_runtime(backend, m['onnx'], input_name=self.meta.get('input_name', 'image'),
-                                    output_names=self.meta.get('output_names', OUTPUT_NAMES), threads=threads, **kw)
+                                    output_names=self.meta.get('output_names', OUTPUT_NAMES), threads=threads)
 
     def __repr__(self): return f'BoardPredictor({self.model_dir}, {self.runtime}, input {self.size})'
 

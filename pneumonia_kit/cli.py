@@ -157,11 +157,12 @@ def bench_board(out:str='outputs/bench',  # folder for bench.json and bench.md
                 backbone:str='se_resnext50_32x4d',  # backbone to time
                 size:int=512,              # input size
                 threads:int=2,             # CPU threads
-                runs:int=5,                # timed runs per configuration (median)
+                runs:int=5,                # timed runs per configuration and round (median of all)
+                rounds:int=2,              # fresh processes per configuration, interleaved across configurations
                 levels:str='P2-P7,P3-P7'):  # pyramid configurations to time
     "Latency and peak memory of PyTorch eager vs ONNX Runtime fp32/int8 vs OpenCV DNN, P2-P7 and P3-P7"
     from pneumonia_kit.bench import bench_board as _bb
-    _bb(out=out, backbone=backbone, size=size, threads=threads, runs=runs, levels=tuple(levels.split(',')))
+    _bb(out=out, backbone=backbone, size=size, threads=threads, runs=runs, rounds=rounds, levels=tuple(levels.split(',')))
 
 # %% ../nbs/10_cli.ipynb #94c6f050
 COMMANDS = {'synth': synth, 'download': download, 'show': show, 'cache': cache, 'eda': eda, 'train': train,

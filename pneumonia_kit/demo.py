@@ -29,6 +29,7 @@ class DemoCfg:
     epochs:int|None=None            # override the preset's epochs
     train_minutes:float=5.0         # training time budget
     bench_runs:int=2                # timed runs per configuration in the benchmark
+    bench_rounds:int=1              # processes per configuration (the standalone `bench-board` uses 2)
     bench_backbone:str='se_resnext50_32x4d'  # backbone the benchmark times (the board model)
     bench_size:int=512              # input size the benchmark times
 
@@ -62,7 +63,7 @@ STAGES = [
           labels=_test_labels(c), torch_submission=_o(c, 'predict', 'submission.csv'), out_dir=_o(c, 'board')),
           'ONNX export + torch-free prediction + score', 'board'),
     Stage('bench', 'bench.ipynb', lambda c: dict(backbone=c.bench_backbone, size=c.bench_size, out_dir=_o(c, 'bench'),
-          runs=c.bench_runs), 'latency and memory benchmark', 'bench'),
+          runs=c.bench_runs, rounds=c.bench_rounds), 'latency and memory benchmark', 'bench'),
 ]
 
 # %% ../nbs/11_demo.ipynb #0ae8b940
@@ -125,6 +126,9 @@ def key_figures(out) -> dict:
             'test mAP, PyTorch (flip TTA)': _get(out/'predict'/'summary.json', 'map'),
             'test mAP, board (onnxruntime)': _get(out/'board'/'summary.json', 'map', 'onnxruntime'),
             'test mAP, board (opencv)': _get(out/'board'/'summary.json', 'map', 'opencv'),
+            'int8 check, validation fold: fp32 mAP': _get(out/'board'/'summary.json', 'int8_check', 'fp32'),
+            'int8 check, validation fold: int8 mAP': _get(out/'board'/'summary.json', 'int8_check', 'int8'),
+            'int8 accepted (loss <= 0.01)': _get(out/'board'/'summary.json', 'int8_check', 'accepted'),
             'board latency per image, ms': _get(out/'bench'/'summary.json', 'best_ms'),
             'board latency, configuration': _get(out/'bench'/'summary.json', 'best_config')}
 
