@@ -29,7 +29,7 @@ import skimage.transform as skt
 import torch
 
 from pneumonia_kit.core import CLASSES, RsnaPaths
-from pneumonia_kit.augment import RsnaDataset, make_transforms, collate_fn
+from pneumonia_kit.dataset import RsnaDataset, make_transforms, collate_fn
 
 # ----------------------------------------------------------------------------------------------- data
 def _fake_xray(rng, size=1024):

@@ -38,7 +38,7 @@ def main():
     a = ap.parse_args()
     from pneumonia_kit.core import RsnaPaths
     from pneumonia_kit.train import fit, preset_cfgs
-    from pneumonia_kit.predict import sweep_run
+    from pneumonia_kit.sweep import sweep_run
     if not RsnaPaths(a.data).train_labels.exists():
         from pneumonia_kit.synth import synth_dataset
         synth_dataset(a.data, n_images=a.n_images, n_test=100, seed=0)

@@ -20,8 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from original_retinanet import OriginalRetinaNet, original_step, pad_annotations  # noqa: E402
-from pneumonia_kit.model import create_model, default_cfgs  # noqa: E402
-from pneumonia_kit.train import TrainCfg, amp_dtype, train_one_epoch  # noqa: E402
+from pneumonia_kit.model import MODEL_PRESETS, create_model  # noqa: E402
+from pneumonia_kit.runs import amp_dtype  # noqa: E402
+from pneumonia_kit.train import TrainCfg, train_one_epoch  # noqa: E402
 
 def make_batch(batch:int, size:int, seed:int=0):
     "uint8 images [B,1,S,S] and per-image targets: 0, 1 or 2 boxes of the real data's typical size, class ids"
@@ -66,7 +67,7 @@ def original_runner(backbone, images, targets, dev):
 def ours_runner(backbone, size, levels, images, targets, dev, amp, channels_last):
     "A step closure of pneumonia_kit's training loop (`train_one_epoch` on one batch)"
     torch.manual_seed(0)
-    base = default_cfgs['original_se_resnext50']
+    base = MODEL_PRESETS['original_se_resnext50']
     m = create_model(base, backbone=backbone, pretrained=False, image_size=size, levels=levels).to(dev)
     cl = channels_last and dev.type == 'cuda'
     if cl: m = m.to(memory_format=torch.channels_last)

@@ -5,7 +5,7 @@
     python3 loongarch_compare.py run MODEL_DIR OUT IMAGES... [--backend opencv] [--threads 2]  # board/emulator: numpy, pydicom, cv2 only
     python3 scripts/loongarch_compare.py compare REF_OUT OTHER_OUT [--iou 0.99] [--score-tol 1e-3]  # exit 1 on mismatch
 
-`run` imports only the torch-free modules (`pneumonia_kit.{core,dicom,metric,board}`) found beside this file or on
+`run` imports only the torch-free modules (`pneumonia_kit.{core,dicom,boxes,metric,post,board}`) found beside this file or on
 PYTHONPATH, so the same file runs under QEMU in a Debian loong64 root filesystem that has no PyTorch, pandas or fastcore.
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ def prepare(out, model_dir=None, checkpoint=None, size:int=256, seed:int=0):
     else:
         import torch
         from pneumonia_kit.core import set_seed, file_sha256
-        from pneumonia_kit.model import create_model, export_onnx
+        from pneumonia_kit.model import create_model
+        from pneumonia_kit.export import export_onnx
         meta = {}
         if checkpoint:
             ck = torch.load(checkpoint, map_location='cpu', weights_only=True)
@@ -49,7 +50,7 @@ def prepare(out, model_dir=None, checkpoint=None, size:int=256, seed:int=0):
             # RetinaNet's initialisation (std 0.01 convs, prior bias) gives every anchor the score 0.0100000 +- 1e-7:
             # ties everywhere. Redraw the heads (He init, final convs std 1/sqrt(fan_in), zero bias) so anchors get
             # distinct scores (about 0.4-0.75, neighbours 1e-4 apart) and box deltas up to ~2: NMS and decoding get exercised.
-            set_seed(seed); torch.manual_seed(seed)   # core.set_seed leaves torch to the caller
+            set_seed(seed)
             model = create_model('tiny')
             finals = (model.head.classification_head.cls_logits, model.head.regression_head.bbox_reg)
             with torch.no_grad():
@@ -95,7 +96,8 @@ def run(model_dir, out, images, backend='opencv', threads=2):
     t0 = time.perf_counter()
     import numpy as np, cv2, pydicom
     from pneumonia_kit import board
-    from pneumonia_kit.board import BoardPredictor, find_dicoms, prepare_input
+    from pneumonia_kit.board import BoardPredictor, prepare_input
+    from pneumonia_kit.dicom import find_dicoms
     from pneumonia_kit.dicom import read_xray
     t_import = time.perf_counter() - t0
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +141,7 @@ def compare(ref, other, iou:float=0.99, score_tol:float=1e-3, raw_tol:float=1e-3
     "Compare two `run` folders: same images, same number of boxes, boxes IoU > iou, scores within score_tol"
     sys.path.insert(0, str(REPO))
     import numpy as np
-    from pneumonia_kit.board import match_detections
+    from pneumonia_kit.boxes import match_detections
     from pneumonia_kit.metric import read_submission
     ref, other = Path(ref), Path(other)
     problems, rows = [], []

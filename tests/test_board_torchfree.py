@@ -115,6 +115,19 @@ def test_import_does_not_load_torch(tmp_path):
     assert r.stdout.strip() == '[]', r.stdout
 
 
+TORCH_FREE = ('core', 'dicom', 'boxes', 'metric', 'post', 'board')   # DESIGN.md: what the board imports
+
+
+def test_torch_free_modules_import_blocked(tmp_path):
+    "Every torch-free module imports where torch, torchvision, pandas, PIL and fastcore cannot be imported"
+    r = _run(f'''
+        import importlib, sys
+        for m in {TORCH_FREE!r}: importlib.import_module('pneumonia_kit.' + m)
+        print(sorted(m for m in sys.modules if m.startswith('pneumonia_kit.')))''', tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == str(sorted(f'pneumonia_kit.{m}' for m in TORCH_FREE)), r.stdout
+
+
 def test_blocker_blocks(tmp_path):
     "The blocker itself works, so the end-to-end test below means something"
     r = _run('import torch', tmp_path)
@@ -161,7 +174,8 @@ def test_board_predict_without_torch(board_files, tmp_path):
 
 def test_runtimes_agree(board_files):
     "ONNX Runtime and OpenCV DNN give the same raw outputs and the same detections (matched, not by order)"
-    from pneumonia_kit.board import BoardPredictor, match_detections, prepare_input
+    from pneumonia_kit.board import BoardPredictor, prepare_input
+    from pneumonia_kit.boxes import match_detections
     from pneumonia_kit.dicom import read_xray
     md, images = board_files
     ort_p, cv_p = BoardPredictor(md, 'onnxruntime', threads=1), BoardPredictor(md, 'opencv', threads=1)

@@ -25,7 +25,8 @@ def test_error_is_one_line(tmp_path):
     (tmp_path/'labels.csv').write_text('patientId,x,y,width,height,Target\np1,,,,,0\n')
     r = run('score', tmp_path/'nope.csv', tmp_path/'labels.csv')
     assert r.returncode == 2
-    assert r.stderr.startswith('error:') and 'nope.csv' in r.stderr and 'Traceback' not in r.stderr
+    assert r.stderr.startswith('pneumonia-kit score: error:') and 'nope.csv' in r.stderr and 'Traceback' not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_show_bad_file(tmp_path):

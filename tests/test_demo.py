@@ -22,4 +22,4 @@ def test_demo_first_stages(tmp_path):
     r = demo('--stages', 'data,eda', '--out', 'out', '--data', 'twin', cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.count('skipped') == 2, r.stdout
     r = demo('--stages', 'nope', '--out', 'out', cwd=tmp_path)
-    assert r.returncode == 2 and 'unknown stage' in r.stderr and 'Traceback' not in r.stderr
+    assert r.returncode == 2 and "argument --stages: 'nope': choose from data" in r.stderr and 'Traceback' not in r.stderr

@@ -76,7 +76,7 @@ def test_torchrun_cli(twin, tmp_path):
     assert json.loads((out/'config.json').read_text())['train']['fold'] == 1
 
 @pytest.mark.parametrize('flags,message', [(['--fold', '9'], 'fold 9 is out of range: use 0..3'),
-                                           (['--backbone', 'resnet_huge'], "unknown backbone 'resnet_huge'")])
+                                           (['--weights-file', '/nonexistent/w.pth'], '/nonexistent/w.pth: weights file not found')])
 def test_torchrun_bad_settings(twin, tmp_path, flags, message):
     "A setting error (on every rank, or on rank 0 only: the model is built there first) stops all ranks with the message"
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(WORLD), '--master_port', str(_free_port()),

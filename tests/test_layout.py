@@ -1,0 +1,61 @@
+"""The package's shape as DESIGN.md states it: notebooks numbered in import order, no import of a later module
+(except in a function, with a comment saying why), the torch-free modules free of torch, pandas, PIL and fastcore."""
+import ast, json, re
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TORCH_FREE = ('core', 'dicom', 'boxes', 'metric', 'post', 'board')
+HEAVY = ('torch', 'torchvision', 'pandas', 'PIL', 'fastcore')
+
+
+def notebook_numbers() -> dict:
+    "module name -> its notebook's number, from each notebook's `#| default_exp`"
+    out = {}
+    for nb in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')):
+        cells = json.loads(nb.read_text())['cells']
+        m = re.search(r'#\|\s*default_exp\s+(\w+)', ''.join(cells[0]['source']))
+        assert m, f'{nb.name}: the first cell must be `#| default_exp NAME`'
+        out[m.group(1)] = int(nb.name.split('_')[0])
+    return out
+
+
+def package_imports(path: Path):
+    "(line, imported pneumonia_kit module, at module level?) for every import of a package module in `path`"
+    tree, lines = ast.parse(path.read_text()), path.read_text().splitlines()
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('pneumonia_kit.'):
+            names = [node.module.split('.')[1]]
+        elif isinstance(node, ast.ImportFrom) and node.module == 'pneumonia_kit':
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split('.')[1] for a in node.names if a.name.startswith('pneumonia_kit.')]
+        for n in names: yield lines[node.lineno - 2] + lines[node.lineno - 1], n, id(node) in top   # with the line above
+
+
+def test_one_notebook_per_module():
+    nums = notebook_numbers()
+    mods = {p.stem for p in (ROOT/'pneumonia_kit').glob('*.py') if not p.stem.startswith('_')}
+    assert set(nums) == mods, (sorted(set(nums) ^ mods))
+    assert len(set(nums.values())) == len(nums), 'two notebooks share a number'
+
+
+@pytest.mark.parametrize('mod', sorted(notebook_numbers()))
+def test_imports_follow_notebook_order(mod):
+    nums = notebook_numbers()
+    for line, other, top in package_imports(ROOT/'pneumonia_kit'/f'{mod}.py'):
+        if other not in nums: continue   # e.g. `from pneumonia_kit import __version__`
+        if top: assert nums[other] < nums[mod], f'{mod} (notebook {nums[mod]}) imports {other} (notebook {nums[other]}) at module level'
+        else: assert '#' in line, f'{mod}: an import of {other} inside a function needs a comment saying why: {line.strip()}'
+
+
+@pytest.mark.parametrize('mod', TORCH_FREE)
+def test_torch_free_modules(mod):
+    tree = ast.parse((ROOT/'pneumonia_kit'/f'{mod}.py').read_text())
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ''] if isinstance(node, ast.ImportFrom) else []
+        for n in names: assert n.split('.')[0] not in HEAVY, f'{mod} imports {n}'
+    for line, other, _ in package_imports(ROOT/'pneumonia_kit'/f'{mod}.py'):
+        assert other in TORCH_FREE or other == '__version__', f'{mod} imports {other}, which is not torch-free'
