@@ -274,7 +274,7 @@ def x86_key(sha:str, size:int, python:Path, threads) -> str:
     return f'x86 v{METER_VERSION} sha256={sha} size={size} venv={Path(python).parent.parent.name} threads={",".join(map(str, threads))}'
 
 
-def meter(model, size:int|None=None, *, forwards:int=1, method:str='fork', x86:bool=True, force:bool=False,
+def meter(model, size:int|None=None, *, forwards:int=2, method:str='fork', x86:bool=True, force:bool=False,
           remeasure_x86:bool=False, threads_x86=(1, 2), timeout:float=4*3600, work:Path|None=None, tools:dict|None=None,
           cache:Cache|None=None, progress=print) -> dict:
     "Count (or fetch from the cache) one model's board instructions, and its x86 OpenCV 4.10 latency"
@@ -313,13 +313,13 @@ def meter(model, size:int|None=None, *, forwards:int=1, method:str='fork', x86:b
 def summarize(results:list, *, ghz, ipc, threads, efficiency, reference:float|None=None) -> list[dict]:
     rows = []
     for r in results:
-        b = r['board']; g = b['insns']
-        row = dict(name=r['name'], size=r['size'], sha256=r['sha256'][:12], insns_G=round(g / 1e9, 3),
+        b = r['board']; first = b['insns']; g = b.get('steady_insns') or first   # per image: the steady forward when counted
+        row = dict(name=r['name'], size=r['size'], sha256=r['sha256'][:12], first_G=round(first / 1e9, 3),
+                   per_image_G=round(g / 1e9, 3), per_image_is='second forward' if b.get('steady_insns') else 'first forward',
                    baseline_G=round(b['baseline'] / 1e9, 3),
-                   steady_insns_G=(round(b['steady_insns'] / 1e9, 3) if b.get('steady_insns') else None),
                    board_s=round(board_estimate(g, ghz, ipc, threads, efficiency), 2),
                    board_s_range=[round(board_estimate(g, ghz, i, threads, efficiency), 2) for i in IPC_RANGE[::-1]],
-                   vs_reference=(round(reference / g, 2) if reference else None), emulation_s=b.get('emulation_s'),
+                   vs_reference=(round(reference / first, 2) if reference else None), emulation_s=b.get('emulation_s'),
                    cached=bool(b.get('cached')))
         x = r.get('x86')
         if x:
@@ -332,17 +332,19 @@ def summarize(results:list, *, ghz, ipc, threads, efficiency, reference:float|No
 
 def print_table(rows:list, assumptions:dict, reference_desc:str|None, file=None):
     p = lambda *a: print(*a, file=file or sys.stdout)
-    hdr = ['model', 'size', 'G insns', 'baseline G', 'board s', f'(IPC {IPC_RANGE[1]}-{IPC_RANGE[0]})', 'vs ref',
-           'x86 1t ms', 'x86 2t ms', 'x86 2t eff']
-    body = [[r['name'], r['size'], f'{r["insns_G"]:.2f}', f'{r["baseline_G"]:.2f}', f'{r["board_s"]:.1f}',
+    hdr = ['model', 'size', 'G first', 'G/image', 'baseline G', 'board s/image', f'(IPC {IPC_RANGE[1]}-{IPC_RANGE[0]})',
+           'vs ref (first)', 'x86 1t ms', 'x86 2t ms', 'x86 2t eff']
+    body = [[r['name'], r['size'], f'{r["first_G"]:.2f}', f'{r["per_image_G"]:.2f}', f'{r["baseline_G"]:.2f}', f'{r["board_s"]:.1f}',
              f'{r["board_s_range"][0]:.1f}-{r["board_s_range"][1]:.1f}',
              f'{r["vs_reference"]:.2f}x' if r['vs_reference'] else '-',
              r.get('x86_ms_1t', '-'), r.get('x86_ms_2t', '-'), r.get('x86_parallel_eff', '-')] for r in rows]
     w = [max(len(str(x)) for x in col) for col in zip(hdr, *body)]
     for line in [hdr] + body: p('  '.join(str(x).rjust(n) if i else str(x).ljust(n) for i, (x, n) in enumerate(zip(line, w))))
-    p('board estimate = instructions / (clock x IPC x threads x parallel efficiency), with:')
+    p('G first: the first forward of a loaded network (with OpenCV\'s one-time set-up; REFERENCE.md\'s figures count this); '
+      'G/image: the second forward (what each further image costs; = G first with --forwards 1)')
+    p('board estimate = instructions per image / (clock x IPC x threads x parallel efficiency), with:')
     for k, (v, why) in assumptions.items(): p(f'  {k} = {v}: {why}')
-    if reference_desc: p(f'vs ref = reference instructions / this model\'s ({reference_desc})')
+    if reference_desc: p(f'vs ref = reference instructions / this model\'s first forward ({reference_desc})')
     p('counted: one forward at 1 OpenCV thread in Debian loong64 python3 + numpy + OpenCV (guest versions in the JSON) '
       f'under QEMU_CPU={QEMU_CPU}, minus the same process just before the forward; x86: opencv-python-headless 4.10 '
       'median latency on this machine (a second opinion only: emulated and x86 timings say little about the board).')
@@ -359,7 +361,8 @@ def main(argv=None) -> int:
     ap.add_argument('--ipc', type=float, default=ASSUMPTIONS['ipc'][0])
     ap.add_argument('--threads', type=int, default=ASSUMPTIONS['threads'][0], help='board threads in the estimate')
     ap.add_argument('--efficiency', type=float, default=ASSUMPTIONS['efficiency'][0], help='parallel efficiency in the estimate')
-    ap.add_argument('--forwards', type=int, default=1, help='forward passes counted (>1 also gives the steady-state cost)')
+    ap.add_argument('--forwards', type=int, default=2, help='forward passes counted: the first includes OpenCV\'s one-time '
+                    'network set-up; the second is what each further image costs (1: the first only, half the emulation)')
     ap.add_argument('--method', default='fork', choices=('fork', 'two-process'))
     ap.add_argument('--no-x86', action='store_true', help='skip the x86 OpenCV 4.10 latency')
     ap.add_argument('--remeasure-x86', action='store_true', help='time x86 again instead of using the cached latency')
@@ -384,7 +387,7 @@ def main(argv=None) -> int:
         ref_desc = None
         if ref_model:
             rr = meter(a.reference, ref_model['size'], **kw)
-            ref_g, ref_desc = rr['board']['insns'], f'{rr["name"]}: {rr["board"]["insns"] / 1e9:.2f} G'
+            ref_g, ref_desc = rr['board']['insns'], f'{rr["name"]}: {rr["board"]["insns"] / 1e9:.2f} G first forward'
         elif ref_g: ref_desc = f'{ref_g / 1e9:.2f} G given'
     except MeterError as e:
         print(f'board_meter: {e}', file=sys.stderr); return 2

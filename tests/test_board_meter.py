@@ -89,23 +89,25 @@ def test_fork_counting_and_cache(bm, tmp_path, monkeypatch, capsys):
         return dict(totals=t + [t[-1] + 1000], info=dict(opencv='4.10.0', threads=1, outputs={}, checksum=1.0), seconds=1.0)
     monkeypatch.setattr(bm, 'run_guest', fake_run_guest)
     d = board_folder(tmp_path/'m')
-    r = bm.meter(d, x86=False)
+    r = bm.meter(d, x86=False, forwards=1)
     assert r['board']['insns'] == 5e9 and r['board']['baseline'] == 2e9 and len(calls) == 1
-    assert bm.meter(d, x86=False)['board'].get('cached') and len(calls) == 1            # from the cache
+    assert bm.meter(d, x86=False, forwards=1)['board'].get('cached') and len(calls) == 1  # from the cache
     r2 = bm.meter(d, x86=False, forwards=2)                                              # another key: counted
     assert r2['board']['insns_each'] == [5e9, 3e9] and r2['board']['steady_insns'] == 3e9 and len(calls) == 2
     bm.meter(d, x86=False, force=True); assert len(calls) == 3                           # --force
     (d/'model.onnx').write_bytes(b'another model')                                       # new sha256: counted again
-    bm.meter(d, x86=False); assert len(calls) == 4
+    bm.meter(d, x86=False); assert len(calls) == 4 and calls[-1][2] == 2                 # default: 2 forwards
     cache = json.loads((bm.WORK/'meter'/'cache.json').read_text())
     assert all('opencv=4.10.0' in k and 'cpu=la464,lasx=off' in k for k in cache)
     # the command line: table, reference ratio, JSON
     out = tmp_path/'res.json'
     assert bm.main([str(d), '--no-x86', '--reference', '27.1', '--json', str(out)]) == 0
     res = json.loads(out.read_text())
-    assert res['rows'][0]['insns_G'] == 5.0 and res['rows'][0]['vs_reference'] == pytest.approx(5.42)
+    row = res['rows'][0]
+    assert row['first_G'] == 5.0 and row['per_image_G'] == 3.0 and row['vs_reference'] == pytest.approx(5.42)
+    assert row['board_s'] == pytest.approx(3e9 / (1e9 * 0.8 * 2 * 0.8), abs=0.01)
     assert res['assumptions']['ipc']['value'] == 0.8 and len(calls) == 4
-    assert 'board estimate = instructions /' in capsys.readouterr().out
+    assert 'board estimate = instructions per image /' in capsys.readouterr().out
 
 
 def test_two_process_method(bm, tmp_path, monkeypatch):
@@ -114,5 +116,5 @@ def test_two_process_method(bm, tmp_path, monkeypatch):
         assert method == 'plain'
         return dict(totals=[2_000_000_000 + forwards * 7_000_000_000], info=dict(opencv='4.10.0', threads=1), seconds=1.0)
     monkeypatch.setattr(bm, 'run_guest', fake_run_guest)
-    r = bm.meter(board_folder(tmp_path/'m'), x86=False, method='two-process')
+    r = bm.meter(board_folder(tmp_path/'m'), x86=False, method='two-process', forwards=1)
     assert r['board']['insns'] == 7e9 and r['board']['baseline'] == 2e9
