@@ -16,7 +16,9 @@ the package's `create_model` for the configurations the package supports, when i
 
 Writes outputs/board_candidates/{candidates.json,candidates.md} after every candidate (a long run can be stopped and
 started again: exports, x86 timings and emulated counts are cached), and board model folders under
-outputs/board_candidates/models/NAME/ (model.onnx + board.json). Metering runs in the listed order, one at a time.
+outputs/board_candidates/models/NAME/ (model.onnx + board.json). The candidates not yet counted are emulated in the
+listed order in ONE guest process (`board_meter.meter_many`: the ~1.9 G-instruction start-up is paid once), each
+result cached as soon as it is done; two forwards each (the first with OpenCV's set-up, the second = per image).
 """
 from __future__ import annotations
 import argparse, importlib.util, json, math, os, sys, tempfile, time
@@ -181,6 +183,13 @@ def build(c:Cand, seed:int=0):
     return Net().eval()
 
 
+def cand_key(c:Cand) -> str:
+    "What decides the exported network (the note does not; ort_basic only when off, as before it existed)"
+    d = asdict(c); d.pop('note')
+    if d['ort_basic']: d.pop('ort_basic')
+    return json.dumps(d, sort_keys=True)
+
+
 def num_anchors(c:Cand) -> int:
     lo, hi = c.levels
     return sum((c.size // 2**l) ** 2 for l in range(lo, hi + 1)) * A
@@ -305,7 +314,8 @@ def main(argv=None) -> int:
     ap.add_argument('--no-x86', action='store_true', help='no x86 OpenCV 4.10 timing')
     ap.add_argument('--max-meter', type=int, default=None, help='emulate at most N not-yet-counted candidates this run')
     ap.add_argument('--phase', default='all', choices=('all', 'prepare', 'meter'),
-                    help='prepare: export + FLOPs + x86 timing for all first; meter: emulation only; all: both')
+                    help='prepare: export + FLOPs + x86 timing (no emulation); meter: export + emulation (no x86); all: both')
+    ap.add_argument('--remeasure-x86', action='store_true', help='time x86 again instead of using cached latencies')
     ap.add_argument('--parity-only', action='store_true', help='only check OpenCV 4.10 (x86) outputs against PyTorch, 1 thread')
     ap.add_argument('--out', default=str(OUT))
     ap.add_argument('--check-package', action='store_true', help="compare FLOPs with the package's create_model where it can")
@@ -321,9 +331,10 @@ def main(argv=None) -> int:
         return 0
     bm = _load_meter()
     out = Path(a.out); (out/'models').mkdir(parents=True, exist_ok=True)
-    try: tools = bm.find_tools(bm.WORK, need_x86=not a.no_x86) if not (a.no_meter and a.no_x86) else None
+    try: tools = bm.find_tools(bm.WORK, need_x86=not a.no_x86)
     except bm.MeterError as e:
-        print(f'board_candidates: {e}', file=sys.stderr); return 2
+        if not (a.no_meter and a.no_x86): print(f'board_candidates: {e}', file=sys.stderr); return 2
+        tools = None   # the table without counts
     state_f = out/'prepared.json'
     state = json.loads(state_f.read_text()) if state_f.is_file() else {}
     cache = bm.Cache(bm.WORK/'meter'/'cache.json')
@@ -331,7 +342,7 @@ def main(argv=None) -> int:
 
     def prepare(c):
         d = out/'models'/c.name
-        key = json.dumps(asdict(c), sort_keys=True)
+        key = cand_key(c)
         st = state.get(c.name)
         if st and st.get('key') == key and (d/'model.onnx').is_file(): return st
         import torch
@@ -353,69 +364,72 @@ def main(argv=None) -> int:
                 state_f.write_text(json.dumps(state, indent=1))
             log(f'   {c.name}: {st["cv410_parity"]}')
         return 0
-    rows, emulated = [], 0
     assumptions = {k: v[0] for k, v in bm.ASSUMPTIONS.items()}
-    ref_g = ref_steady = None
-    phases = ['prepare', 'meter'] if a.phase == 'all' else [a.phase]
+    ref = dict(first=None, steady=None)
+    gv = bm.guest_versions(Path(tools['rootfs'])) if tools else {}
+    emu_key = lambda c: bm.emu_key(bm.file_sha256(out/'models'/c.name/'model.onnx'), c.size, gv.get('opencv'), bm.QEMU_CPU, 'fork', FORWARDS)
 
     def write(rows):
-        js = dict(rows=rows, reference_insns=ref_g, assumptions={k: dict(value=v[0], why=v[1]) for k, v in bm.ASSUMPTIONS.items()},
-                  ipc_range=bm.IPC_RANGE, note='random weights; cost only. x86 latency on a shared 2-core machine.')
+        js = dict(rows=rows, reference_insns=ref['first'], reference_steady_insns=ref['steady'],
+                  assumptions={k: dict(value=v[0], why=v[1]) for k, v in bm.ASSUMPTIONS.items()}, ipc_range=bm.IPC_RANGE,
+                  note='random weights; cost only. x86 latency on a shared 2-core machine (see x86_loadavg).')
         (out/'candidates.json').write_text(json.dumps(js, indent=1, default=str))
-        (out/'candidates.md').write_text(markdown(rows, assumptions, ref_g))
+        (out/'candidates.md').write_text(markdown(rows, assumptions, ref['first']))
 
-    for ph in phases:
-        rows = []
-        for c in cands:
-            st = prepare(c)
-            d = out/'models'/c.name
-            row = dict(name=c.name, desc=c.desc, note=c.note, size=c.size, levels=list(c.levels), backbone=c.backbone,
-                       fpn=c.fpn, head_width=c.head_width, head_convs=c.head_convs, grey_stem=c.grey_stem,
-                       gflop=round(st['gflop'], 2), gflop_parts=st['gflop_parts'], mparams=round(st['mparams'], 2),
-                       mparams_parts=st['mparams_parts'], onnxruntime_vs_torch=st['onnxruntime_vs_torch'],
-                       onnx_mb=st['onnx_mb'], onnx_ops=st['onnx_ops'], num_anchors=num_anchors(c))
-            if not a.no_x86:
-                if 'cv410_parity' not in st:
-                    st['cv410_parity'] = cv_parity(tools['x86_python'], d, c.size); state_f.write_text(json.dumps(state, indent=1))
-                row['cv410_vs_torch'] = st['cv410_parity']
-                sha = bm.file_sha256(d/'model.onnx')
-                xk = bm.x86_key(sha, c.size, tools['x86_python'], (1, 2))
-                xr = cache.get(xk)
-                if xr is None:
-                    log(f'   {c.name}: x86 OpenCV 4.10 timing ...')
-                    xr = bm.x86_latency(tools['x86_python'], d/'model.onnx', c.size); xr['measured_at'] = time.strftime('%F %T')
-                    cache.put(xk, xr)
-                row.update({f'x86_ms_{k}t': round(v['median_ms'], 1) for k, v in xr['threads'].items()},
-                           x86_loadavg=xr.get('loadavg'))
-            # the emulated count: from the cache, or measured now (meter phase)
-            gv = bm.guest_versions(Path(tools['rootfs'])) if tools else {}
-            sha = bm.file_sha256(d/'model.onnx')
-            ek = bm.emu_key(sha, c.size, gv.get('opencv'), bm.QEMU_CPU, 'fork', FORWARDS)
-            rec = cache.get(ek)
-            if rec is None and ph == 'meter' and not a.no_meter and (a.max_meter is None or emulated < a.max_meter):
-                try:
-                    res = bm.meter(d, None, forwards=FORWARDS, x86=False, tools=tools, cache=cache, progress=log)
-                    rec = res['board']; emulated += 1
-                except (RuntimeError, bm.MeterError) as e:
-                    log(f'   {c.name}: metering FAILED: {e}'); row['meter_error'] = str(e)
-            if rec:
-                g, gs = rec['insns'], rec.get('steady_insns') or rec['insns']
-                if c.name == 'original': ref_g, ref_steady = g, gs
-                row.update(insns_G=round(g / 1e9, 3), steady_G=round(gs / 1e9, 3), setup_G=round((g - gs) / 1e9, 3),
-                           baseline_G=round(rec['baseline'] / 1e9, 3), steady_flop_per_insn=round(st['gflop'] * 1e9 / gs, 2),
-                           board_s_steady=round(bm.board_estimate(gs, **assumptions), 2),
-                           emulation_s=rec.get('emulation_s'), flop_per_insn=round(st['gflop'] * 1e9 / g, 2),
-                           board_s=round(bm.board_estimate(g, **assumptions), 2),
-                           board_s_range=[round(bm.board_estimate(g, assumptions['ghz'], i, assumptions['threads'], assumptions['efficiency']), 2) for i in bm.IPC_RANGE[::-1]],
-                           guest_checksum_rel_err=abs(rec['checksum'] - st['reference_abs_sum']) / max(st['reference_abs_sum'], 1e-9) if rec.get('checksum') is not None else None)
-            rows.append(row)
-            for r in rows:
-                ref = ref_g or REFERENCE_G * 1e9
-                if r.get('insns_G'): r['vs_original'] = round(ref / (r['insns_G'] * 1e9), 2)
-                if r.get('steady_G') and ref_steady: r['vs_original_steady'] = round(ref_steady / (r['steady_G'] * 1e9), 2)
-            write(rows)
-    # print the table
-    print(markdown(rows, assumptions, ref_g))
+    for c in cands: prepare(c)
+    errors = {}
+    if a.phase in ('all', 'meter') and not a.no_meter:
+        todo = [c for c in cands if cache.get(emu_key(c)) is None]
+        if a.max_meter is not None: todo = todo[:a.max_meter]
+        if todo:
+            try: bm.meter_many([out/'models'/c.name for c in todo], forwards=FORWARDS, x86=False, tools=tools, cache=cache, progress=log)
+            except (RuntimeError, bm.MeterError) as e:
+                log(f'   metering FAILED: {e}')
+                for c in todo:
+                    if cache.get(emu_key(c)) is None: errors[c.name] = str(e); break
+    rows = []
+    for c in cands:
+        st = prepare(c)
+        d = out/'models'/c.name
+        row = dict(name=c.name, desc=c.desc, note=c.note, size=c.size, levels=list(c.levels), backbone=c.backbone,
+                   fpn=c.fpn, head_width=c.head_width, head_convs=c.head_convs, grey_stem=c.grey_stem, ort_basic=c.ort_basic,
+                   gflop=round(st['gflop'], 2), gflop_parts=st['gflop_parts'], mparams=round(st['mparams'], 2),
+                   mparams_parts=st['mparams_parts'], onnxruntime_vs_torch=st['onnxruntime_vs_torch'],
+                   onnx_mb=st['onnx_mb'], onnx_ops=st['onnx_ops'], num_anchors=num_anchors(c), cv410_vs_torch=st.get('cv410_parity'))
+        if c.name in errors: row['meter_error'] = errors[c.name]
+        if not a.no_x86 and a.phase != 'meter':
+            if 'cv410_parity' not in st:
+                st['cv410_parity'] = row['cv410_vs_torch'] = cv_parity(tools['x86_python'], d, c.size)
+                state_f.write_text(json.dumps(state, indent=1))
+            xk = bm.x86_key(bm.file_sha256(d/'model.onnx'), c.size, tools['x86_python'], (1, 2))
+            xr = cache.get(xk)
+            if xr is None or a.remeasure_x86:
+                log(f'   {c.name}: x86 OpenCV 4.10 timing ...')
+                xr = bm.x86_latency(tools['x86_python'], d/'model.onnx', c.size); xr['measured_at'] = time.strftime('%F %T')
+                cache.put(xk, xr)
+            row.update({f'x86_ms_{k}t': round(v['median_ms'], 1) for k, v in xr['threads'].items()}, x86_loadavg=xr.get('loadavg'),
+                       x86_measured_at=xr.get('measured_at'))
+            if '1' in xr['threads'] and '2' in xr['threads']:
+                row['x86_parallel_eff'] = round(xr['threads']['1']['median_ms'] / (2 * xr['threads']['2']['median_ms']), 2)
+        rec = cache.get(emu_key(c)) if tools else None
+        if rec:
+            g, gs = rec['insns'], rec.get('steady_insns') or rec['insns']
+            if c.name == 'original': ref.update(first=g, steady=gs)
+            est = lambda n, ipc=assumptions['ipc']: round(bm.board_estimate(n, assumptions['ghz'], ipc, assumptions['threads'], assumptions['efficiency']), 2)
+            row.update(insns_G=round(g / 1e9, 3), steady_G=round(gs / 1e9, 3), setup_G=round((g - gs) / 1e9, 3),
+                       baseline_G=round(rec['baseline'] / 1e9, 3), flop_per_insn=round(st['gflop'] * 1e9 / g, 2),
+                       steady_flop_per_insn=round(st['gflop'] * 1e9 / gs, 2), board_s_steady=est(gs),
+                       board_s_steady_range=[est(gs, i) for i in bm.IPC_RANGE[::-1]], board_s_first=est(g),
+                       emulation_s=rec.get('emulation_s'), measured_at=rec.get('measured_at'),
+                       guest_checksum_rel_err=(abs(rec['checksum'] - st['reference_abs_sum']) / max(st['reference_abs_sum'], 1e-9)
+                                               if rec.get('checksum') is not None else None))
+        rows.append(row)
+    for r in rows:
+        first = ref['first'] or REFERENCE_G * 1e9
+        if r.get('insns_G'): r['vs_original'] = round(first / (r['insns_G'] * 1e9), 2)
+        if r.get('steady_G') and ref['steady']: r['vs_original_steady'] = round(ref['steady'] / (r['steady_G'] * 1e9), 2)
+    write(rows)
+    print(markdown(rows, assumptions, ref['first']))
     print(f'written: {out/"candidates.json"}, {out/"candidates.md"}')
     return 0
 

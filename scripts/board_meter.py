@@ -204,6 +204,87 @@ def count_forward(tools:dict, onnx:Path, size:int, forwards:int=1, method:str='f
                 emulation_s=secs, guest_opencv=info.get('opencv'), outputs=info.get('outputs'), checksum=info.get('checksum'))
 
 
+BATCH_GUEST = r"""
+import json, os, sys
+forwards = int(sys.argv[1])
+jobs = [(a.rsplit(':', 1)[0], int(a.rsplit(':', 1)[1])) for a in sys.argv[2:]]
+import numpy as np, cv2
+cv2.setNumThreads(1)
+def mark():  # a child that exits at once: its instruction count is everything up to this point
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0: os._exit(0)
+    os.waitpid(pid, 0)
+for i, (onnx, size) in enumerate(jobs):
+    mark()
+    net = cv2.dnn.readNetFromONNX(onnx)
+    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    names = net.getUnconnectedOutLayersNames()
+    net.setInput(x)
+    for k in range(forwards):
+        mark()
+        outs = net.forward(names)
+    mark()
+    info = dict(index=i, opencv=cv2.__version__, threads=cv2.getNumThreads(), outputs={n: list(o.shape) for n, o in zip(names, outs)},
+                checksum=float(sum(float(np.abs(o).sum()) for o in outs)))
+    sys.stderr.write('METER ' + json.dumps(info) + '\n'); sys.stderr.flush()
+    del net, outs
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(0)
+"""
+
+
+def count_batch(tools:dict, jobs:list, forwards:int=2, timeout:float=12*3600, log:Path|None=None, on_result=None) -> list:
+    """Several models in ONE emulated process (python + numpy + cv2 start-up, ~1.9 G instructions, paid once).
+    Per model the guest marks (forks a child that exits at once) before readNetFromONNX, before each forward and after
+    the last: the differences of the children's counts are the load and each forward. `on_result(i, rec)` is called
+    as soon as model i is done (so a long batch that is stopped keeps what it finished)."""
+    import threading
+    if forwards < 1: raise MeterError('--forwards must be >= 1')
+    work = Path(tools['qemu']).parents[1]
+    gdir = work/'meter'; gdir.mkdir(parents=True, exist_ok=True)
+    script = gdir/f'guest_batch_{hashlib.sha256(BATCH_GUEST.encode()).hexdigest()[:12]}.py'
+    if not script.is_file(): script.write_text(BATCH_GUEST)
+    env = dict(PATH='/usr/bin:/bin', HOME='/tmp', LANG='C.UTF-8', PYTHONDONTWRITEBYTECODE='1', PYTHONHASHSEED='0',
+               QEMU_CPU=QEMU_CPU, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
+    cmd = [str(tools['qemu']), '-L', str(tools['rootfs']), '-plugin', f'{tools["plugin"]},inline=on', '-d', 'plugin',
+           str(Path(tools['rootfs'])/'usr'/'bin'/'python3'), str(script), str(forwards)] + [f'{o}:{s}' for o, s in jobs]
+    per_model = forwards + 2
+    results, totals, lines = [None] * len(jobs), [], []
+    t0 = time.time(); t_model = t0
+    with emulation_lock(work):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        timer = threading.Timer(timeout, proc.kill); timer.start()
+        try:
+            for line in proc.stderr:
+                lines.append(line)
+                m = TOTAL_RX.match(line)
+                if m: totals.append(int(m.group(1))); continue
+                if line.startswith('METER '):
+                    info = json.loads(line[6:]); i = info['index']
+                    t = totals[i * per_model:(i + 1) * per_model]
+                    if len(t) != per_model: raise RuntimeError(f'model {i}: expected {per_model} counts, got {len(t)}')
+                    each = [b - a for a, b in zip(t[1:-1], t[2:])]
+                    now = time.time()
+                    rec = dict(insns=each[0], insns_each=each, steady_insns=(each[-1] if forwards > 1 else None),
+                               baseline=totals[0] + (t[1] - t[0]), load_insns=t[1] - t[0], emulation_s=round(now - t_model, 1),
+                               batch_position=i, batch_size=len(jobs), guest_opencv=info.get('opencv'),
+                               outputs=info.get('outputs'), checksum=info.get('checksum'))
+                    if info.get('threads') != 1: raise RuntimeError(f'the guest ran with {info.get("threads")} OpenCV threads, not 1')
+                    t_model = now; results[i] = rec
+                    if on_result: on_result(i, rec)
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None: proc.kill(); proc.wait()
+            if log: Path(log).write_text(f'$ {" ".join(cmd)}\n# rc {proc.returncode}, {time.time() - t0:.1f} s\n' + ''.join(lines))
+    if rc or any(r is None for r in results):
+        done = sum(r is not None for r in results)
+        tail = (lines or ['(no output)'])[-1].strip()[:300]
+        raise RuntimeError(f'the emulated batch stopped after {done} of {len(jobs)} models (rc {rc}): {tail}' + (f' (log: {log})' if log else ''))
+    return results
+
+
 # ------------------------------------------------------------------------------------------------ x86 second opinion
 X86 = r'''
 import json, sys, time
@@ -274,39 +355,62 @@ def x86_key(sha:str, size:int, python:Path, threads) -> str:
     return f'x86 v{METER_VERSION} sha256={sha} size={size} venv={Path(python).parent.parent.name} threads={",".join(map(str, threads))}'
 
 
-def meter(model, size:int|None=None, *, forwards:int=2, method:str='fork', x86:bool=True, force:bool=False,
-          remeasure_x86:bool=False, threads_x86=(1, 2), timeout:float=4*3600, work:Path|None=None, tools:dict|None=None,
-          cache:Cache|None=None, progress=print) -> dict:
-    "Count (or fetch from the cache) one model's board instructions, and its x86 OpenCV 4.10 latency"
-    m = resolve_model(model, size)
+def meter_many(models:list, size:int|None=None, *, forwards:int=2, method:str='fork', x86:bool=True, force:bool=False,
+               remeasure_x86:bool=False, threads_x86=(1, 2), timeout:float=12*3600, work:Path|None=None,
+               tools:dict|None=None, cache:Cache|None=None, progress=print) -> list[dict]:
+    "Count (or fetch from the cache) each model's board instructions, uncounted ones in one emulated process; x86 latency"
+    ms = [resolve_model(m, size) for m in models]
     work = Path(work or WORK)
     tools = tools or find_tools(work, need_x86=x86)
     cache = cache or Cache(work/'meter'/'cache.json')
-    sha = file_sha256(m['onnx'])
     gv = guest_versions(Path(tools['rootfs']))
-    key = emu_key(sha, m['size'], gv['opencv'], QEMU_CPU, method, forwards)
-    rec = None if force else cache.get(key)
-    if rec is None:
-        progress(f'   emulating {m["name"]} ({m["onnx"]}, {m["size"]} px, {forwards} forward(s), {method}): about 23 M '
-                 f'instructions per second here, so ~1.5 min of baseline plus ~45 s per G instructions of forward ...')
-        rec = count_forward(tools, m['onnx'], m['size'], forwards, method, timeout, log_dir=Path(work)/'meter'/'logs')
-        rec.update(sha256=sha, size=m['size'], qemu_cpu=QEMU_CPU, method=method, forwards=forwards, guest=gv,
+    for m in ms:
+        m['sha'] = file_sha256(m['onnx'])
+        m['key'] = emu_key(m['sha'], m['size'], gv['opencv'], QEMU_CPU, method, forwards)
+        m['rec'] = None if force else cache.get(m['key'])
+        if m['rec'] is not None: m['rec'] = dict(m['rec'], cached=True)
+    todo, seen = [], set()
+    for m in ms:
+        if m['rec'] is None and m['key'] not in seen: todo.append(m); seen.add(m['key'])
+
+    def store(m, rec):
+        rec.update(sha256=m['sha'], size=m['size'], qemu_cpu=QEMU_CPU, method=method, forwards=forwards, guest=gv,
                    measured_at=time.strftime('%Y-%m-%d %H:%M:%S'), onnx=str(m['onnx']))
-        cache.put(key, rec)
-        progress(f'   {m["name"]}: {rec["insns"] / 1e9:.3f} G instructions per forward (baseline {rec["baseline"] / 1e9:.3f} G), '
-                 f'emulated in {rec["emulation_s"]:.0f} s')
-    else: rec = dict(rec, cached=True)
-    out = dict(name=m['name'], onnx=str(m['onnx']), size=m['size'], sha256=sha, board=rec)
-    if x86:
-        xk = x86_key(sha, m['size'], tools['x86_python'], threads_x86)
-        xr = None if (force or remeasure_x86) else cache.get(xk)
-        if xr is None:
-            xr = x86_latency(tools['x86_python'], m['onnx'], m['size'], threads_x86)
-            xr['measured_at'] = time.strftime('%Y-%m-%d %H:%M:%S')
-            cache.put(xk, xr)
-        else: xr = dict(xr, cached=True)
-        out['x86'] = xr
-    return out
+        cache.put(m['key'], rec)
+        for o in ms:
+            if o['key'] == m['key']: o['rec'] = rec
+        steady = f', then {rec["steady_insns"] / 1e9:.3f} G per image' if rec.get('steady_insns') else ''
+        progress(f'   {m["name"]}: {rec["insns"] / 1e9:.3f} G instructions first forward{steady} '
+                 f'(baseline {rec["baseline"] / 1e9:.3f} G), {rec["emulation_s"]:.0f} s emulated')
+    if todo:
+        progress(f'   emulating {len(todo)} model(s) ({", ".join(m["name"] for m in todo)}), {forwards} forward(s) each, '
+                 f'{method}: ~23 M instructions per second here (~45 s per G), start-up ~1.9 G once ...')
+        logs = work/'meter'/'logs'; logs.mkdir(parents=True, exist_ok=True)
+        if method == 'fork':
+            count_batch(tools, [(m['onnx'], m['size']) for m in todo], forwards, timeout,
+                        log=logs/f'batch_{time.strftime("%Y%m%d_%H%M%S")}.log', on_result=lambda i, rec: store(todo[i], rec))
+        elif method == 'two-process':
+            for m in todo: store(m, count_forward(tools, m['onnx'], m['size'], forwards, method, timeout, log_dir=logs))
+        else: raise MeterError(f'unknown --method {method!r}: fork or two-process')
+    outs = []
+    for m in ms:
+        out = dict(name=m['name'], onnx=str(m['onnx']), size=m['size'], sha256=m['sha'], board=m['rec'])
+        if x86:
+            xk = x86_key(m['sha'], m['size'], tools['x86_python'], threads_x86)
+            xr = None if (force or remeasure_x86) else cache.get(xk)
+            if xr is None:
+                xr = x86_latency(tools['x86_python'], m['onnx'], m['size'], threads_x86)
+                xr['measured_at'] = time.strftime('%Y-%m-%d %H:%M:%S')
+                cache.put(xk, xr)
+            else: xr = dict(xr, cached=True)
+            out['x86'] = xr
+        outs.append(out)
+    return outs
+
+
+def meter(model, size:int|None=None, **kw) -> dict:
+    "`meter_many` for one model"
+    return meter_many([model], size, **kw)[0]
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -367,7 +471,7 @@ def main(argv=None) -> int:
     ap.add_argument('--no-x86', action='store_true', help='skip the x86 OpenCV 4.10 latency')
     ap.add_argument('--remeasure-x86', action='store_true', help='time x86 again instead of using the cached latency')
     ap.add_argument('--force', action='store_true', help='count again, ignoring the cache')
-    ap.add_argument('--timeout', type=float, default=4 * 3600, help='seconds one emulation may run')
+    ap.add_argument('--timeout', type=float, default=12 * 3600, help='seconds one emulation may run')
     ap.add_argument('--json', help='write the results here (default outputs/loongarch/meter/last.json)')
     a = ap.parse_args(argv)
     try:
@@ -383,7 +487,7 @@ def main(argv=None) -> int:
         tools = find_tools(need_x86=not a.no_x86)
         kw = dict(forwards=a.forwards, method=a.method, x86=not a.no_x86, force=a.force, remeasure_x86=a.remeasure_x86,
                   timeout=a.timeout, tools=tools, progress=lambda s: print(s, file=sys.stderr, flush=True))
-        results = [meter(src, a.size, **kw) for src in a.models]
+        results = meter_many(a.models, a.size, **kw)
         ref_desc = None
         if ref_model:
             rr = meter(a.reference, ref_model['size'], **kw)

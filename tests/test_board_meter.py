@@ -82,22 +82,32 @@ def test_board_estimate():
 def test_fork_counting_and_cache(bm, tmp_path, monkeypatch, capsys):
     fake_tools(bm.WORK)
     calls = []
-    def fake_run_guest(tools, onnx, size, forwards, method, timeout, log=None):
-        calls.append((Path(onnx).parent.name, size, forwards, method))
-        base, first, steady = 2_000_000_000, 5_000_000_000, 3_000_000_000
-        t = [base] + [base + first + steady * i for i in range(forwards)]
-        return dict(totals=t + [t[-1] + 1000], info=dict(opencv='4.10.0', threads=1, outputs={}, checksum=1.0), seconds=1.0)
-    monkeypatch.setattr(bm, 'run_guest', fake_run_guest)
+    def fake_count_batch(tools, jobs, forwards=2, timeout=0, log=None, on_result=None):
+        out = []
+        for i, (onnx, size) in enumerate(jobs):
+            calls.append((Path(onnx).parent.name, size, forwards))
+            each = [5_000_000_000] + [3_000_000_000] * (forwards - 1)
+            rec = dict(insns=each[0], insns_each=each, steady_insns=each[-1] if forwards > 1 else None,
+                       baseline=2_000_000_000, emulation_s=1.0, checksum=1.0)
+            if on_result: on_result(i, rec)
+            out.append(rec)
+        return out
+    monkeypatch.setattr(bm, 'count_batch', fake_count_batch)
     d = board_folder(tmp_path/'m')
     r = bm.meter(d, x86=False, forwards=1)
     assert r['board']['insns'] == 5e9 and r['board']['baseline'] == 2e9 and len(calls) == 1
     assert bm.meter(d, x86=False, forwards=1)['board'].get('cached') and len(calls) == 1  # from the cache
     r2 = bm.meter(d, x86=False, forwards=2)                                              # another key: counted
     assert r2['board']['insns_each'] == [5e9, 3e9] and r2['board']['steady_insns'] == 3e9 and len(calls) == 2
-    bm.meter(d, x86=False, force=True); assert len(calls) == 3                           # --force
+    # several models: the uncounted ones go to one batch, in order; a repeated model is counted once
+    e = board_folder(tmp_path/'e', payload=b'model e')
+    rs = bm.meter_many([e, d, e], x86=False)
+    assert [r['name'] for r in rs] == ['e', 'm', 'e'] and len(calls) == 3 and rs[1]['board'].get('cached')
+    bm.meter(d, x86=False, force=True); assert len(calls) == 4                           # --force
     (d/'model.onnx').write_bytes(b'another model')                                       # new sha256: counted again
-    bm.meter(d, x86=False); assert len(calls) == 4 and calls[-1][2] == 2                 # default: 2 forwards
+    bm.meter(d, x86=False); assert len(calls) == 5 and calls[-1][2] == 2                 # default: 2 forwards
     cache = json.loads((bm.WORK/'meter'/'cache.json').read_text())
+    assert len(cache) == 4
     assert all('opencv=4.10.0' in k and 'cpu=la464,lasx=off' in k for k in cache)
     # the command line: table, reference ratio, JSON
     out = tmp_path/'res.json'
@@ -106,7 +116,7 @@ def test_fork_counting_and_cache(bm, tmp_path, monkeypatch, capsys):
     row = res['rows'][0]
     assert row['first_G'] == 5.0 and row['per_image_G'] == 3.0 and row['vs_reference'] == pytest.approx(5.42)
     assert row['board_s'] == pytest.approx(3e9 / (1e9 * 0.8 * 2 * 0.8), abs=0.01)
-    assert res['assumptions']['ipc']['value'] == 0.8 and len(calls) == 4
+    assert res['assumptions']['ipc']['value'] == 0.8 and len(calls) == 5
     assert 'board estimate = instructions per image /' in capsys.readouterr().out
 
 
