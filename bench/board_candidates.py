@@ -321,6 +321,7 @@ def main(argv=None) -> int:
                     help='prepare: export + FLOPs + x86 timing (no emulation); meter: export + emulation (no x86); all: both')
     ap.add_argument('--remeasure-x86', action='store_true', help='time x86 again instead of using cached latencies')
     ap.add_argument('--parity-only', action='store_true', help='only check OpenCV 4.10 (x86) outputs against PyTorch, 1 thread')
+    ap.add_argument('--forwards', type=int, default=FORWARDS, help='forwards counted per candidate (1: first only, half the emulation)')
     ap.add_argument('--order', help='comma-separated names to emulate first (then the rest in the listed order)')
     ap.add_argument('--out', default=str(OUT))
     ap.add_argument('--check-package', action='store_true', help="compare FLOPs with the package's create_model where it can")
@@ -389,7 +390,7 @@ def main(argv=None) -> int:
         todo.sort(key=lambda c: first.index(c.name) if c.name in first else len(first))
         if a.max_meter is not None: todo = todo[:a.max_meter]
         if todo:
-            try: bm.meter_many([out/'models'/c.name for c in todo], forwards=FORWARDS, x86=False, tools=tools, cache=cache, progress=log)
+            try: bm.meter_many([out/'models'/c.name for c in todo], forwards=a.forwards, x86=False, tools=tools, cache=cache, progress=log)
             except (RuntimeError, bm.MeterError) as e:
                 log(f'   metering FAILED: {e}')
                 for c in todo:
@@ -412,7 +413,7 @@ def main(argv=None) -> int:
             xr = cache.get(xk)
             if xr is None or a.remeasure_x86:
                 log(f'   {c.name}: x86 OpenCV 4.10 timing ...')
-                xr = bm.x86_latency(tools['x86_python'], d/'model.onnx', c.size); xr['measured_at'] = time.strftime('%F %T')
+                xr = bm.x86_latency(tools['x86_python'], d/'model.onnx', c.size, budget_s=3.0); xr['measured_at'] = time.strftime('%F %T')
                 cache.put(xk, xr)
             row.update({f'x86_ms_{k}t': round(v['median_ms'], 1) for k, v in xr['threads'].items()}, x86_loadavg=xr.get('loadavg'),
                        x86_measured_at=xr.get('measured_at'))
