@@ -304,7 +304,9 @@ def markdown(rows:list, assumptions:dict, ref_g:float|None) -> str:
         per_image = f(r.get('steady_G'), '.2f') + (' (est.)' if r.get('steady_estimated') else '')
         L.append('| ' + ' | '.join(str(x) for x in [
             i, r['name'], r['desc'], f(r.get('insns_G'), '.2f'), per_image, vs,
-            f(r.get('board_s_steady'), '.1f'), f(r['gflop'], '.1f'), f(r.get('steady_flop_per_insn'), '.1f'), f(r['mparams'], '.1f'),
+            f(r.get('board_s_steady'), '.1f') if r.get('board_s_steady') else (f(r.get('board_s_first'), '.1f') + ' (first)' if r.get('board_s_first') else '—'),
+            f(r['gflop'], '.1f'), f(r.get('steady_flop_per_insn'), '.1f') if r.get('steady_flop_per_insn') else (f(r.get('flop_per_insn'), '.1f') + ' (first)' if r.get('flop_per_insn') else '—'),
+            f(r['mparams'], '.1f'),
             r.get('x86_ms_1t', '—'), r.get('x86_ms_2t', '—'),
             f'{gp["backbone"]:.1f}/{gp["fpn"]:.1f}/{gp["heads"]:.1f}/{gp["global_head"]:.2f}', r.get('note', '')]) + ' |')
     return '\n'.join(L) + '\n'
