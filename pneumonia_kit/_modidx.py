@@ -210,6 +210,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'pneumonia_kit.demo._done_file': ('demo.html#_done_file', 'pneumonia_kit/demo.py'),
                                     'pneumonia_kit.demo._files_html': ('demo.html#_files_html', 'pneumonia_kit/demo.py'),
                                     'pneumonia_kit.demo._get': ('demo.html#_get', 'pneumonia_kit/demo.py'),
+                                    'pneumonia_kit.demo._kernel_to_log': ('demo.html#_kernel_to_log', 'pneumonia_kit/demo.py'),
                                     'pneumonia_kit.demo._latency_figures': ('demo.html#_latency_figures', 'pneumonia_kit/demo.py'),
                                     'pneumonia_kit.demo._link': ('demo.html#_link', 'pneumonia_kit/demo.py'),
                                     'pneumonia_kit.demo._num': ('demo.html#_num', 'pneumonia_kit/demo.py'),

@@ -86,18 +86,31 @@ class _Echo:
             if line.strip(): self.stream.write(f'{self.prefix}{line}\n')
     def flush(self): self.stream.flush()
 
+def _kernel_to_log():
+    "A Jupyter kernel manager whose kernel process writes its own stderr (log lines, C libraries' messages) to a file"
+    from jupyter_client.manager import AsyncKernelManager   # Jupyter only when a stage runs: the CLI starts fast
+    from traitlets import Unicode
+    class KernelToLog(AsyncKernelManager):
+        stderr_file = Unicode('', help="file for the kernel process's stderr ('': the console)").tag(config=True)
+        async def start_kernel(self, **kw):
+            if not self.stderr_file: return await super().start_kernel(**kw)
+            with open(self.stderr_file, 'ab') as f: return await super().start_kernel(**kw, stderr=f)   # Popen keeps its copy
+    return KernelToLog
+
+# %% ../nbs/20_demo.ipynb #98fe73d8
 def run_runner(runner:str, out_nb, params:dict, echo:str|None=None) -> Path:
     "Execute runner notebook `runner` with papermill `params` into `out_nb`; a failing cell raises one clear error"
-    import papermill as pm
+    import papermill as pm   # papermill only when a stage runs
     from traitlets.config import Config
-    out_nb = Path(out_nb)
-    out_nb.parent.mkdir(parents=True, exist_ok=True)
-    # IPC transport: the kernel talks over local sockets, not TCP, and so prints no unencrypted-TCP warning
-    kernel = Config({'KernelManager': {'transport': 'ipc'}})
+    out_nb = Path(out_nb); log = out_nb.with_suffix('.kernel.log')
+    out_nb.parent.mkdir(parents=True, exist_ok=True); log.unlink(missing_ok=True)
+    # IPC sockets instead of TCP (no unencrypted-TCP warning); the kernel's own stderr to <stage>.kernel.log, not the console
+    kernel = Config({'KernelManager': {'transport': 'ipc'}, 'KernelToLog': {'stderr_file': str(log)}})
     try: pm.execute_notebook(str(runners_dir()/runner), str(out_nb), parameters=params, kernel_name='python3', progress_bar=False,
-                             cwd=str(Path.cwd()), config=kernel, stdout_file=_Echo(f'[{echo}] ') if echo else None)
+                             cwd=str(Path.cwd()), config=kernel, kernel_manager_class=_kernel_to_log(),
+                             stdout_file=_Echo(f'[{echo}] ') if echo else None)
     except pm.PapermillExecutionError as e:
-        raise PneumoniaKitError(f'{runner} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); see {out_nb}') from None
+        raise PneumoniaKitError(f'{runner} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); see {out_nb} and {log.name}') from None
     return out_nb
 
 # %% ../nbs/20_demo.ipynb #54372f71
