@@ -238,7 +238,9 @@ SECTIONS = [('Data', 'data', 'data', 'The dataset the demo made or found: the sy
             ('PyTorch predictions on the test images', 'predict', 'predict', 'The PyTorch predictor with flip TTA on the held-out test images.'),
             ('Board predictor', 'board', 'board', 'The exported model run without PyTorch, as on the Loongson board; scores, paired '
              'comparisons, per-stage timing and a gallery of its errors.'),
-            ('Benchmark', 'bench', 'bench', 'Latency and memory of the board configurations (random weights), each in its own process on this machine.')]
+            ('Benchmark', 'bench', 'bench', 'Latency and memory of the board configurations (random weights), each in its own process on '
+             'this machine. The "board est." columns are estimates (the network\'s GFLOPs over the 2K1000LA\'s fp32 peak of 16 GFLOP/s, '
+             'and over 35% of it), not measurements on the board.')]
 
 # captions of the known figures (others get their file name): what is drawn, on which images, what the colours mean
 CAPTIONS = {
