@@ -12,7 +12,7 @@ import gpu_acceptance as ga   # noqa: E402  (the driver: standard library only)
 # what the GPU machine has (device/KINDS.md, 'Python packages already there'), by import name
 ON_DEVICE = {'torch', 'torchvision', 'numpy', 'pandas', 'cv2', 'onnx', 'onnxruntime', 'matplotlib', 'seaborn', 'tqdm',
              'safetensors', 'PIL', 'scipy', 'yaml', 'skimage', 'timm'}
-NOT_FOR_GPU_RUN = {'kaggle', 'papermill'}   # the Kaggle download and the demo's notebook runner: not in the acceptance run
+NOT_FOR_GPU_RUN = {'kaggle', 'papermill', 'jupyter_client', 'traitlets'}   # the Kaggle download and the demo's notebook runner (papermill, its kernel client): not in the acceptance run
 
 
 @pytest.fixture(scope='module')
