@@ -4,12 +4,13 @@
 
 # %% ../nbs/21_cli.ipynb #cd264e55
 from __future__ import annotations
-import argparse, importlib, json, os, re, sys
+import argparse, dataclasses, importlib, inspect, json, os, re, sys
 from pathlib import Path
 import pneumonia_kit
-from .core import (ArgParser, PneumoniaKitError, fraction, load_json, nonneg_int, positive_float, positive_int,
-                                run_command)
+from .core import (ArgParser, PneumoniaKitError, fraction, load_json, nonneg_float, nonneg_int, positive_float,
+                                positive_int, run_command)
 from .metric import MODES, compare_submissions, format_comparison, format_score_report, score_submission
+from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
 from .board import RUNTIMES, add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo, run_runner
 
@@ -44,6 +45,23 @@ def name_list(choices:tuple):
     return parse
 
 # %% ../nbs/21_cli.ipynb #47ce6c83
+def _knob_type(f):
+    "argparse type of the twin knob `f` (a `SynthCfg` field), from its default's type and its name"
+    if f.name == 'opacity_contrast':
+        def parse(s:str) -> tuple:
+            try: lo, hi = (float(x) for x in s.split(','))
+            except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not LO,HI (two numbers)") from None
+            if not 0 < lo <= hi < 10: raise argparse.ArgumentTypeError(f"{s!r}: need 0 < LO <= HI")
+            return lo, hi
+        return parse
+    if f.name == 'lookalikes': return lambda s: tuple(name_list(LOOKALIKES)(s))
+    if isinstance(f.default, int): return positive_int
+    return fraction if f.name.endswith('_p') or f.name == 'opacity_edge' else nonneg_float
+
+def _knob_help() -> dict:
+    "Each `SynthCfg` field's comment in the synth module's source: the knobs' help"
+    return dict(re.findall(r'^\s+(\w+):\w+=.*?#\s*(.+?)\s*$', inspect.getsource(SynthCfg), re.M))
+
 def _synth_args(p):
     p.add_argument('out', metavar='DIR', help='folder to write the twin into (the Kaggle layout)')
     p.add_argument('--n-images', metavar='N', type=positive_int, default=400, help='training images (default: 400)')
@@ -51,12 +69,25 @@ def _synth_args(p):
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=0, help='same seed, same bytes (default: 0)')
     p.add_argument('--size', metavar='PX', type=positive_int, default=1024, help='image side in pixels (default: 1024)')
     p.add_argument('--workers', metavar='N', type=positive_int, help='processes (default: all cores)')
+    p.add_argument('--difficulty', choices=tuple(DIFFICULTIES), default='default',
+                   help='preset of the knobs below: easy (the first, bright twin: fast tests), default (calibrated to the '
+                        "real competition's score range), hard (default: %(default)s)")
+    g = p.add_argument_group('twin knobs', "override the difficulty's value of one knob (written to synthetic_twin.json)")
+    doc, default = _knob_help(), DIFFICULTIES['default']
+    for f in dataclasses.fields(SynthCfg):
+        meta = {'opacity_contrast': 'LO,HI', 'lookalikes': 'KINDS'}.get(f.name, 'N' if isinstance(f.default, int) else 'X')
+        v = getattr(default, f.name); shown = ','.join(map(str, v)) if isinstance(v, tuple) else v
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f'knob_{f.name}', metavar=meta, type=_knob_type(f),
+                       help=f"{doc[f.name]} (default difficulty: {shown})".replace('%', '%%'))
 
 def synth(a):
-    "Write an offline synthetic twin of the RSNA Kaggle layout (DICOMs, label CSVs, test labels)"
+    "Write an offline synthetic twin of the RSNA Kaggle layout (DICOMs, label CSVs, test labels) at a chosen difficulty"
     synth_dataset = _api('synth').synth_dataset
-    synth_dataset(a.out, n_images=a.n_images, n_test=a.n_test, seed=a.seed, size=a.size, workers=a.workers)
-    print(f'synthetic twin written to {a.out}')
+    knobs = {k[5:]: v for k, v in vars(a).items() if k.startswith('knob_') and v is not None}
+    paths = synth_dataset(a.out, n_images=a.n_images, n_test=a.n_test, seed=a.seed, size=a.size, workers=a.workers,
+                          difficulty=a.difficulty, **knobs)
+    print(f'synthetic twin ({a.difficulty}{" with " + ", ".join(knobs) if knobs else ""}) written to {a.out}; '
+          f'settings in {paths.root / "synthetic_twin.json"}')
 
 def _download_args(p):
     p.add_argument('out', metavar='DIR', help='folder to unpack the competition into, e.g. data/rsna')
@@ -242,7 +273,9 @@ def demo(a):
 
 # %% ../nbs/21_cli.ipynb #2874232a
 EXAMPLES = dict(
-    synth=['pneumonia-kit synth data/synthetic --n-images 400 --n-test 100'],
+    synth=['pneumonia-kit synth data/synthetic --n-images 400 --n-test 100',
+           'pneumonia-kit synth data/twin_hard --difficulty hard --n-test 1000',
+           'pneumonia-kit synth data/twin_faint --opacity-contrast 0.08,0.2 --fp-p 0.1'],
     download=['pneumonia-kit download data/rsna'],
     show=['pneumonia-kit show data/synthetic/stage_2_train_images/ID.dcm --boxes data/synthetic/stage_2_train_labels.csv'],
     cache=['pneumonia-kit cache data/rsna --size 512 --split both'],

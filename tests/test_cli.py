@@ -1,5 +1,5 @@
 """The `pneumonia-kit` command as a user runs it: a real subprocess, help for every subcommand, one-line errors."""
-import subprocess, sys
+import json, subprocess, sys
 import pytest
 from pneumonia_kit.cli import COMMANDS
 
@@ -38,8 +38,13 @@ def test_show_bad_file(tmp_path):
 def test_synth_show_score(tmp_path):
     "synth writes the Kaggle layout; show renders an image with its boxes; scoring the labels against themselves gives 1"
     out = tmp_path/'twin'
-    r = run('synth', out, '--n-images', 6, '--n-test', 10, '--seed', 1, '--size', 256, '--workers', 1)
+    r = run('synth', out, '--n-images', 6, '--n-test', 10, '--seed', 1, '--size', 256, '--workers', 1, '--difficulty', 'hard', '--fp-p', 0.2)
     assert r.returncode == 0, r.stderr
+    twin = json.loads((out/'synthetic_twin.json').read_text())   # the settings travel with the data
+    assert (twin['difficulty'], twin['overrides'], twin['knobs']['fp_p'], twin['knobs']['reader_jitter']) == ('hard', {'fp_p': 0.2}, 0.2, 0.12)
+    r = run('synth', tmp_path/'no', '--merge-p', 1.5)
+    assert r.returncode == 2 and r.stderr == "pneumonia-kit synth: error: argument --merge-p: '1.5' is not a number between 0 and 1\n", r.stderr
+    assert not (tmp_path/'no').exists()
     dcm = sorted((out/'stage_2_train_images').glob('*.dcm'))[0]
     r = run('show', dcm, '--out', tmp_path/'x.png', '--boxes', out/'stage_2_train_labels.csv')
     assert r.returncode == 0, r.stderr
