@@ -12,8 +12,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'EXIT_USAGE', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'positive_int', 'nonneg_int',
            'positive_float', 'nonneg_float', 'fraction', 'PneumoniaKitError', 'RsnaPaths', 'check_patient_id',
-           'WriteError', 'remove_stale_temps', 'temp_path', 'atomic_write', 'save_json', 'load_json', 'cfg2dict',
-           'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'run_command']
+           'WriteError', 'remove_stale_temps', 'temp_path', 'atomic_write', 'check_writable', 'save_json', 'load_json',
+           'cfg2dict', 'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'run_command']
 
 # %% ../nbs/00_core.ipynb #97380400
 CLASSES = ('Normal', 'No Lung Opacity / Not Normal', 'Lung Opacity')  # spelled exactly as in the Kaggle CSV
@@ -94,6 +94,8 @@ def temp_path(path) -> Path:
     "A new empty temp file beside `path` named `.NAME.RANDOM.HOST-PID.tmp` (mode 0600 until renamed); stale ones there are removed first"
     path = Path(path)
     if path.is_dir(): raise WriteError(f'{path}: is a folder; give a file name')
+    up = next((a for a in path.parents if a.exists()), None)   # the nearest ancestor that exists must be a folder
+    if up is not None and not up.is_dir(): raise WriteError(f'{path}: cannot write it ({up} is a file, not a folder)')
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if (key := os.path.abspath(path.parent)) not in _SWEPT: remove_stale_temps(path.parent); _SWEPT.add(key)
@@ -118,6 +120,11 @@ def atomic_write(path, mode:str='w', **kwargs):
         if isinstance(e, OSError) and getattr(e, 'filename', None) in (None, str(tmp)):   # not an error of another file
             raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
         raise
+
+def check_writable(path) -> Path:
+    "`path`, after checking (with an empty temp file, removed) that it can be written: fail before a long run, not after it"
+    temp_path(path).unlink()
+    return Path(path)
 
 # %% ../nbs/00_core.ipynb #e88c737a
 def _json_default(o):
