@@ -332,7 +332,7 @@ def _save_epoch(out:Path, st:dict, config:dict, epoch:int, row:dict, ev):
         raise NonFiniteLossError(f'epoch {epoch}: the weights became non-finite; nothing of this epoch was saved')
     if ev is not None and row.get('val_map') is not None: save_oof(ev['oof'], out/'oof'/f'epoch_{epoch:03d}.npz')
     save_checkpoint(out/'checkpoints'/f'epoch_{epoch:03d}.pt', model, config, epoch, row, history, st['opt'], st['sched'], st['scaler'])
-    for old in list_checkpoints(out)[-2:-1]: drop_optimizer_state(old)   # the older ones lost it before
+    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)   # all of them: a kill right after the save above leaves two
     write_log(history, out); plot_curves(history, out/'curves.png')
 
 # %% ../nbs/14_train.ipynb #da656640
@@ -348,6 +348,7 @@ def _start_files(out:Path, config:dict, st:dict, dev, world:int, dtype):
     save_json(dict(config, resumed_from=st['resumed_from'], device=str(dev), world_size=world,
                    amp=str(dtype) if dtype else 'off', torch=str(torch.__version__)), out/'config.json')
     if st['history']: write_log(st['history'], out); plot_curves(st['history'], out/'curves.png')
+    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)   # what a kill between those two writes left behind
 
 def _epoch_line(row:dict, epochs:int) -> str:
     "One console line per epoch"
