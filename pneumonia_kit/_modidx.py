@@ -181,6 +181,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'pneumonia_kit.core.file_sha256': ('core.html#file_sha256', 'pneumonia_kit/core.py'),
                                     'pneumonia_kit.core.load_json': ('core.html#load_json', 'pneumonia_kit/core.py'),
                                     'pneumonia_kit.core.remove_stale_temps': ('core.html#remove_stale_temps', 'pneumonia_kit/core.py'),
+                                    'pneumonia_kit.core.replace_file': ('core.html#replace_file', 'pneumonia_kit/core.py'),
                                     'pneumonia_kit.core.run_command': ('core.html#run_command', 'pneumonia_kit/core.py'),
                                     'pneumonia_kit.core.save_json': ('core.html#save_json', 'pneumonia_kit/core.py'),
                                     'pneumonia_kit.core.set_seed': ('core.html#set_seed', 'pneumonia_kit/core.py'),

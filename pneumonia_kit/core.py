@@ -12,8 +12,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'EXIT_USAGE', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'positive_int', 'nonneg_int',
            'positive_float', 'nonneg_float', 'fraction', 'PneumoniaKitError', 'RsnaPaths', 'check_patient_id',
-           'WriteError', 'remove_stale_temps', 'temp_path', 'atomic_write', 'check_writable', 'save_json', 'load_json',
-           'cfg2dict', 'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'run_command']
+           'WriteError', 'remove_stale_temps', 'temp_path', 'replace_file', 'atomic_write', 'check_writable',
+           'save_json', 'load_json', 'cfg2dict', 'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'run_command']
 
 # %% ../nbs/00_core.ipynb #97380400
 CLASSES = ('Normal', 'No Lung Opacity / Not Normal', 'Lung Opacity')  # spelled exactly as in the Kaggle CSV
@@ -104,6 +104,11 @@ def temp_path(path) -> Path:
     os.close(fd)
     return Path(tmp)
 
+def replace_file(tmp, path) -> Path:
+    "Put the finished temp file `tmp` (from `temp_path`) in place of `path`, with the usual permissions (mkstemp makes 0600)"
+    os.chmod(tmp, 0o666 & ~_UMASK); os.replace(tmp, path)
+    return Path(path)
+
 @contextlib.contextmanager
 def atomic_write(path, mode:str='w', **kwargs):
     "Open a temp file beside `path` for writing; rename it to `path` only if the block ends without error"
@@ -113,8 +118,7 @@ def atomic_write(path, mode:str='w', **kwargs):
         with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError): os.unlink(tmp)
         if isinstance(e, OSError) and getattr(e, 'filename', None) in (None, str(tmp)):   # not an error of another file
