@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse, importlib, json, os, re, sys
 from pathlib import Path
 import pneumonia_kit
-from .core import (ArgParser, PneumoniaKitError, fraction, load_json, nonneg_int, positive_float, positive_int,
-                                run_command)
+from .core import (EXIT_FAILED, ArgParser, PneumoniaKitError, fraction, load_json, nonneg_int, positive_float,
+                                positive_int, run_command)
 from .metric import MODES, compare_submissions, format_comparison, format_score_report, score_submission
 from .board import RUNTIMES, add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo, run_runner
@@ -158,9 +158,10 @@ def predict(a):
     "Predict DICOMs with one or more checkpoints and write a Kaggle submission"
     _predict = _api('predict').predict
     r = _predict(a.checkpoints, a.images, out=a.out, tta=a.tta, ensemble=a.ensemble, batch_size=a.batch_size, device=a.device, png_dir=a.png_dir)
-    print(f"{a.out}: {r['n_images']} images, {len(r['failed'])} failed; {len(r['checkpoints'])} checkpoint(s) "
+    failed = f" (listed in {r['failed_csv']}; their rows are empty)" if r['failed'] else ''
+    print(f"{a.out}: {r['n_images']} images, {len(r['failed'])} failed{failed}; {len(r['checkpoints'])} checkpoint(s) "
           f"({', '.join(Path(c).name for c in r['checkpoints'])}), post-processing from {r['post_source']}")
-    return 1 if r['failed'] else 0
+    return EXIT_FAILED if r['failed'] else 0
 
 # %% ../nbs/21_cli.ipynb #0068b088
 def _score_args(p):
@@ -270,7 +271,8 @@ def build_parser() -> ArgParser:
     "The `pneumonia-kit` parser: one subcommand per entry of `COMMANDS`, with its help, examples and checked options"
     fmt = argparse.RawDescriptionHelpFormatter
     p = ArgParser(prog='pneumonia-kit', formatter_class=fmt, description='Find pneumonia (lung opacity) regions on chest X-rays.',
-                  epilog='pneumonia-kit COMMAND --help describes a command; README.md the workflow.')
+                  epilog='pneumonia-kit COMMAND --help describes a command; README.md the workflow.\n'
+                         'exit status: 0 done, 2 bad usage or input (one line), 3 some images of a batch failed (<out>.failed.csv), 130 interrupted')
     p.add_argument('--version', action='version', version=f'pneumonia_kit {pneumonia_kit.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', title='commands')
     for name, (fn, add_args) in COMMANDS.items():
