@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_cli.ipynb #cd264e55
 from __future__ import annotations
-import argparse, importlib, json, os, re, sys
+import argparse, importlib, json, os, re, sys, warnings
 from pathlib import Path
 import pneumonia_kit
 from .core import (EXIT_FAILED, ArgParser, PneumoniaKitError, fraction, load_json, nonneg_int, positive_float,
@@ -88,11 +88,17 @@ def _cache_args(p):
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=42, help='fold seed (default: 42)')
 
 def cache(a):
-    "Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds"
-    build_cache = _api('cache').build_cache
-    get_folds = _api('data').get_folds
-    for s in (['train', 'test'] if a.split == 'both' else [a.split]): print(build_cache(a.data, size=a.size, split=s, workers=a.workers))
-    if a.split in ('train', 'both'): get_folds(a.data, n_folds=a.n_folds, seed=a.seed)
+    "Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds; exit 3 if some images failed"
+    cm, get_folds, n_bad = _api('cache'), _api('data').get_folds, 0
+    if a.split in ('train', 'both'): get_folds(a.data, n_folds=a.n_folds, seed=a.seed)   # a broken labels file fails before hours of decoding
+    for s in (['train', 'test'] if a.split == 'both' else [a.split]):
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'\d+ of \d+ images could not be cached')   # said below, on one line
+            d = cm.build_cache(a.data, size=a.size, split=s, workers=a.workers)
+        man = cm.load_manifest(d); bad = man[man.status != 'ok']; n_bad += len(bad)
+        why = f' (their status is in {d/"manifest.csv"}; first: {bad.status.iloc[0]})' if len(bad) else ''
+        print(f'{d}: {len(man)} images, {len(bad)} failed{why}')
+    return EXIT_FAILED if n_bad else 0
 
 def _eda_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder, e.g. data/synthetic')
