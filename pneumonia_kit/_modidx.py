@@ -360,6 +360,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'pneumonia_kit.plots.show_batch': ('plots.html#show_batch', 'pneumonia_kit/plots.py'),
                                      'pneumonia_kit.plots.show_image': ('plots.html#show_image', 'pneumonia_kit/plots.py')},
             'pneumonia_kit.post': { 'pneumonia_kit.post.PostCfg': ('post.html#postcfg', 'pneumonia_kit/post.py'),
+                                    'pneumonia_kit.post._check_post': ('post.html#_check_post', 'pneumonia_kit/post.py'),
                                     'pneumonia_kit.post.as_post': ('post.html#as_post', 'pneumonia_kit/post.py'),
                                     'pneumonia_kit.post.decode_candidates': ('post.html#decode_candidates', 'pneumonia_kit/post.py'),
                                     'pneumonia_kit.post.finalize': ('post.html#finalize', 'pneumonia_kit/post.py'),

@@ -55,7 +55,11 @@ def check_board_meta(meta, # the parsed board.json
         raise bad('box_coder_weights', f'must be 4 positive numbers, got {w!r}')
     for k in ('bbox_xform_clip',):
         if k in meta and not (_is_num(meta[k]) and meta[k] > 0): raise bad(k, f'must be a positive number, got {meta[k]!r}')
-    if 'num_anchors' in meta and not (isinstance(meta['num_anchors'], int) and meta['num_anchors'] > 0): raise bad('num_anchors', 'must be a positive integer')
+    n = meta.get('num_anchors', 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise bad('num_anchors', f'must be a positive integer, got {n!r}')
+    for k in ('classes', 'class_names'):
+        if k in meta and not (isinstance(meta[k], list) and len(meta[k]) == 3 and all(isinstance(c, str) for c in meta[k])):
+            raise bad(k, f'must be 3 class names, got {meta[k]!r}')
     if not isinstance(meta.get('input_name', 'image'), str): raise bad('input_name', 'must be a string')
     return meta
 

@@ -232,6 +232,8 @@ def make_boards(d: Path) -> Path:
     _model_dir(d/'up_anchors', anchors_file='../ok/anchors.npy')
     _model_dir(d/'zero_weights', box_coder_weights=[0, 0, 0, 0])
     _model_dir(d/'bad_types', input_size='64')
+    _model_dir(d/'bad_post', post=dict(nms_thresh='0.5'))
+    _model_dir(d/'bad_classes', classes=5)
     _model_dir(d/'bad_json'); (d/'bad_json'/'board.json').write_text('{"format_version": 1, ')
     _model_dir(d/'no_anchors'); (d/'no_anchors'/'anchors.npy').unlink()
     _model_dir(d/'misfit', anchors=_anchors()[:10], num_anchors=None)   # the network's 16 outputs, 10 anchors
@@ -354,6 +356,8 @@ def cases() -> list:
                                   ('abs_model', "model_file must be a file name inside the model folder, got '/etc/passwd'", None),
                                   ('up_anchors', "anchors_file must be a file name inside", None), ('zero_weights', 'box_coder_weights must be 4 positive numbers', None),
                                   ('bad_types', "input_size must be an integer 16..4096, got '64'", None), ('bad_json', 'not valid JSON', None),
+                                  ('bad_post', "board.json: PostCfg: nms_thresh must be a number between 0 and 1, got '0.5'", None),
+                                  ('bad_classes', 'classes must be 3 class names, got 5', None),
                                   ('no_anchors', 'missing anchors.npy', None), ('link_model', "file 'model.onnx' leads outside the model folder", None),
                                   ('ext_up', "external data '../secret.bin' leads outside", 'onnxruntime'), ('ext_up', "external data '../secret.bin' leads outside", 'opencv'),
                                   ('ext_abs', 'leads outside the model folder', 'opencv'), ('misfit', 'runtime cannot run this model', None),
