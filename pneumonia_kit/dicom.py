@@ -6,14 +6,20 @@
 from __future__ import annotations
 import math, os, re, warnings, zlib
 from pathlib import Path
-import numpy as np, cv2, pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, generate_frames
-from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
+from typing import TYPE_CHECKING
+import numpy as np, cv2
 from .core import PneumoniaKitError, atomic_write
+if TYPE_CHECKING: from pydicom.dataset import Dataset
+
+def _pydicom():
+    "pydicom, imported when a DICOM is first read or written"
+    # not at module level: importing pydicom costs ~0.5 s of CPU (it loads its decoder plugins), which every
+    # `pneumonia-kit` start would pay, `--help` and the parser's refusals of bad arguments included
+    import pydicom, pydicom.encaps, pydicom.errors, pydicom.pixels, pydicom.uid   # noqa: F401  (the parts used here)
+    return pydicom
+
+_JPEG8 = {'1.2.840.10008.1.2.4.50'}          # JPEG baseline, 8-bit (`pydicom.uid.JPEGBaseline8Bit`): OpenCV decodes it
+_DEFLATED = '1.2.840.10008.1.2.1.99'         # Deflated Explicit VR Little Endian: the whole dataset is zlib-compressed
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'DicomError', 'write_jpeg_dicom', 'pixel_limit', 'read_xray', 'read_meta', 'resize_image', 'draw_boxes',
@@ -26,13 +32,14 @@ class DicomError(PneumoniaKitError):
 # %% ../nbs/01_dicom.ipynb #ad350192
 def _kaggle_dataset(img:np.ndarray, patient_id:str, view:str, sex:str, age:int) -> Dataset:
     "The header of a Kaggle-like chest X-ray (CR, CHEST, Secondary Capture, 8-bit MONOCHROME2, JPEG baseline), no pixels"
-    uid = lambda kind: generate_uid(entropy_srcs=[str(patient_id), kind])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, uid('sop')
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds = Dataset(); ds.file_meta = meta
+    pd = _pydicom(); U = pd.uid
+    uid = lambda kind: U.generate_uid(entropy_srcs=[str(patient_id), kind])
+    meta = pd.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = U.SecondaryCaptureImageStorage, uid('sop')
+    meta.TransferSyntaxUID = U.JPEGBaseline8Bit
+    ds = pd.dataset.Dataset(); ds.file_meta = meta
     ds.SpecificCharacterSet = 'ISO_IR 100'
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, uid('sop')
+    ds.SOPClassUID, ds.SOPInstanceUID = U.SecondaryCaptureImageStorage, uid('sop')
     ds.StudyDate, ds.StudyTime, ds.AccessionNumber = '19010101', '000000.00', ''
     ds.Modality, ds.ConversionType, ds.ReferringPhysicianName = 'CR', 'WSD', ''
     ds.SeriesDescription = f'view: {view}'
@@ -66,7 +73,7 @@ def write_jpeg_dicom(path, # where to write the `.dcm` file (written atomically)
     ok, jpg = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok: raise DicomError(f'{path}: OpenCV could not encode the image as JPEG')
     ds = _kaggle_dataset(img, patient_id, view, sex, age)
-    ds.PixelData = encapsulate([jpg.tobytes()])
+    ds.PixelData = _pydicom().encaps.encapsulate([jpg.tobytes()])
     ds['PixelData'].VR = 'OB'
     with atomic_write(path, 'wb') as f, warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Invalid value for VR AS')  # the Kaggle files' bare-number ages
@@ -108,8 +115,6 @@ def _stream_dims(frame:bytes):
     return None
 
 # %% ../nbs/01_dicom.ipynb #4184c932
-_JPEG8 = {JPEGBaseline8Bit}
-
 def _fail(path, what): return DicomError(f'{path}: {what}')
 
 def _check_deflated(path:Path, limit:int):
@@ -118,7 +123,7 @@ def _check_deflated(path:Path, limit:int):
         head = f.read(144)
         if head[128:136] != b'DICM\x02\x00\x00\x00': return            # no file meta group length: dcmread will judge
         meta = f.read(int.from_bytes(head[140:144], 'little'))
-        if DeflatedExplicitVRLittleEndian.encode() not in meta: return
+        if _DEFLATED.encode() not in meta: return
         d, total, cap = zlib.decompressobj(-zlib.MAX_WBITS), 0, _max_bytes(limit)
         while chunk := f.read(1 << 16):
             while chunk:
@@ -140,6 +145,7 @@ def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
     if path.is_dir(): raise _fail(path, 'is a folder, not a DICOM file')
     if not path.exists(): raise _fail(path, 'file not found')
     if not path.is_file(): raise _fail(path, 'not a regular file')
+    pd = _pydicom()
     try:
         size = path.stat().st_size
         if size > _max_bytes(limit) and not kwargs.get('stop_before_pixels'):
@@ -147,9 +153,9 @@ def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
         _check_deflated(path, limit)
         with warnings.catch_warnings(record=True) as ws:
             warnings.simplefilter('always')
-            ds = pydicom.dcmread(path, **kwargs)
+            ds = pd.dcmread(path, **kwargs)
     except DicomError: raise
-    except InvalidDicomError: raise _fail(path, "not a DICOM file (no 'DICM' marker in its header)") from None
+    except pd.errors.InvalidDicomError: raise _fail(path, "not a DICOM file (no 'DICM' marker in its header)") from None
     except OSError as e: raise _fail(path, f'cannot read it ({e.strerror or e})') from None
     except Exception as e: raise _fail(path, f'broken DICOM header ({type(e).__name__}: {e})') from None
     if 'PixelData' not in ds and not kwargs.get('stop_before_pixels'):
@@ -187,7 +193,7 @@ def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
         if len(ds.PixelData) < need: raise _fail(path, f'pixel data is truncated ({len(ds.PixelData)} of {need} bytes)')
     frame = None
     if ts is not None and ts.is_compressed:
-        try: frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        try: frame = next(_pydicom().encaps.generate_frames(ds.PixelData, number_of_frames=1))
         except Exception as e: raise _fail(path, f'cannot find the compressed image in the Pixel Data ({type(e).__name__}: {e})') from None
         dims = _stream_dims(frame)
         if dims is not None and dims != shape:
@@ -220,7 +226,7 @@ def _check_luts(ds):
     for k in ('RescaleSlope', 'RescaleIntercept', 'WindowCenter', 'WindowWidth'):
         v = ds.get(k)
         if v is None or v == '': continue
-        try: ok = all(math.isfinite(float(x)) for x in (v if isinstance(v, (list, tuple, MultiValue)) else [v]))
+        try: ok = all(math.isfinite(float(x)) for x in ([v] if isinstance(v, (str, bytes)) or not hasattr(v, '__iter__') else v))
         except (TypeError, ValueError): ok = False
         if not ok: raise ValueError(f'{k} is {v!r}, not a finite number')
     if 'RescaleSlope' in ds and ds.RescaleSlope not in (None, '') and float(ds.RescaleSlope) == 0: raise ValueError('RescaleSlope is 0')
@@ -236,6 +242,7 @@ def _grey(arr:np.ndarray, ds:Dataset) -> np.ndarray:
         g = cv2.cvtColor(arr.astype(np.float32), cv2.COLOR_RGB2GRAY)   # pydicom already converted YBR to RGB
         return np.rint(g).clip(0, 255).astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(g, *_percentiles(g))
     bits, signed = int(ds.get('BitsStored', ds.BitsAllocated)), int(ds.get('PixelRepresentation', 0)) == 1
+    apply_modality_lut, apply_voi_lut = _pydicom().pixels.apply_modality_lut, _pydicom().pixels.apply_voi_lut
     if arr.dtype.kind in 'ui' and bits <= 16:
         vmin, vmax = (-(1 << (bits-1)), (1 << (bits-1)) - 1) if signed else (0, (1 << bits) - 1)
         if signed or arr.dtype.kind == 'i': idx = np.clip(arr.astype(np.int32), vmin, vmax) - vmin

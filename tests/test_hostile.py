@@ -186,3 +186,20 @@ def test_kill_cache_workers_die_and_next_run_cleans(corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert not stale.exists() and not list(cache.glob('.*.tmp'))
     assert len(list(cache.glob('*.npy'))) == 202 and '202 images, 0 failed' in r.stdout
+
+
+def test_predict_batch(corpus, tmp_path):
+    "The PyTorch batch command on the batch of every bad DICOM: the good images predicted, the rest listed, exit 3"
+    from pneumonia_kit.core import cfg2dict
+    from pneumonia_kit.model import MODEL_PRESETS, create_model
+    from pneumonia_kit.runs import save_checkpoint
+    cfg = MODEL_PRESETS['tiny']
+    ck = save_checkpoint(tmp_path/'run'/'checkpoints'/'epoch_001.pt', create_model(cfg, pretrained=False), dict(model=cfg2dict(cfg), train={}, data={}), 1, {}, [])
+    sub = tmp_path/'sub.csv'
+    r = run_measured(PROGS['pneumonia-kit'] + ['predict', str(ck), '--images', str(corpus/'batch'), '--out', str(sub), '--device', 'cpu'], _env())
+    assert r['rc'] == 3 and 'Traceback' not in r['stderr'], r
+    assert '14 images, 12 failed (listed in' in r['stdout'], r['stdout']
+    with open(sub, newline='') as f: rows = dict(list(csv.reader(f))[1:])
+    with open(tmp_path/'sub.failed.csv', newline='') as f: listed = {row['patientId']: row['error'] for row in csv.DictReader(f)}
+    assert sorted(rows) == sorted([*GOOD, *BAD_DICOMS]) and sorted(listed) == sorted(BAD_DICOMS), (rows, listed)
+    for pid, msg in BAD_DICOMS.items(): assert rows[pid] == '' and msg in listed[pid], (pid, listed[pid])
