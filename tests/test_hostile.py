@@ -3,11 +3,11 @@
 For every case: the exit status; for a refusal (2) exactly one line on stderr, `PROG: error: ...`, naming the file
 or option; never a traceback; for a batch, the complete submission, the good images predicted, the bad ones listed in
 `<out>.failed.csv` with empty rows and exit status 3; peak memory (the process's own maximum resident set, from
-`wait4`) within the bound for the decompression bombs. Then Ctrl-C in both batch commands (exit 130, previous output
+`wait4` in a small launcher process) within the bound for the decompression bombs. Then Ctrl-C in both batch commands (exit 130, previous output
 untouched) and `kill -9` of `cache` with two workers (the workers die with it; the next run cleans up and finishes).
 The cases run four at a time; the whole file takes about a minute on two cores.
 """
-import csv, os, re, resource, shutil, signal, subprocess, sys, threading, time
+import csv, os, re, shutil, signal, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
@@ -25,22 +25,37 @@ def _env(**extra):
     return dict(os.environ, TQDM_DISABLE='1', PYTHONWARNINGS='ignore::DeprecationWarning', **extra)
 
 
+# A small process between pytest and each command: it forks and execs the command and reports its peak resident memory
+# (ru_maxrss from wait4). Forked straight from pytest, a command would inherit pytest's size (hundreds of MB once torch is
+# loaded) into its high-water mark, which Linux carries across exec.
+LAUNCHER = """
+import os, resource, sys
+fsize, report, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+pid = os.fork()
+if pid == 0:
+    try:
+        if fsize >= 0: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        os.execvp(argv[0], argv)
+    finally: os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+with open(report, 'w') as f: f.write(f'{ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}')
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_measured(argv, env, fsize=None, timeout=240) -> dict:
-    "Run `argv`; its exit status, stdout, stderr, seconds, CPU seconds and peak resident memory (MB, the child's own, from wait4)"
-    def limit():   # writes beyond `fsize` bytes fail with EFBIG, as on a full disk (pipes are not files: the messages get through)
-        if fsize is not None: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, preexec_fn=limit)
-    got = {}
-    readers = [threading.Thread(target=lambda k, f: got.__setitem__(k, f.read()), args=(k, f)) for k, f in (('out', p.stdout), ('err', p.stderr))]
-    for t in readers: t.start()
-    timer = threading.Timer(timeout, p.kill); timer.start()
-    _, status, ru = os.wait4(p.pid, 0)
-    timer.cancel()
-    for t in readers: t.join()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return dict(rc=p.returncode, stdout=got['out'].decode('utf-8', 'replace'), stderr=got['err'].decode('utf-8', 'replace'),
-                seconds=time.perf_counter() - t0, cpu_s=ru.ru_utime + ru.ru_stime, peak_mb=ru.ru_maxrss / 1024)
+    "Run `argv`; its exit status, stdout, stderr, seconds, CPU seconds and peak resident memory (MB, its own)"
+    # fsize: writes beyond that many bytes fail with EFBIG, as on a full disk (pipes are not files: the messages get through)
+    with tempfile.TemporaryDirectory() as d:
+        report, t0 = Path(d)/'peak', time.perf_counter()
+        p = subprocess.Popen([sys.executable, '-c', LAUNCHER, str(-1 if fsize is None else fsize), str(report), *argv],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        try: out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired: os.killpg(p.pid, signal.SIGKILL); out, err = p.communicate()
+        kb, cpu = map(float, report.read_text().split()) if report.exists() else (float('nan'), float('nan'))
+    return dict(rc=p.returncode, stdout=out.decode('utf-8', 'replace'), stderr=err.decode('utf-8', 'replace'),
+                seconds=time.perf_counter() - t0, cpu_s=cpu, peak_mb=kb / 1024)
 
 
 def _fill(s: str, root: Path, out: Path) -> str: return s.replace('{root}', str(root)).replace('{out}', str(out))
