@@ -10,7 +10,7 @@ import numpy as np, cv2
 import pneumonia_kit
 from .core import (CLASSES, EXIT_FAILED, ArgParser, PneumoniaKitError, check_writable, load_json, positive_int,
                                 run_command, save_json)
-from .dicom import draw_boxes, find_dicoms, read_xray, resize_image, write_png
+from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
 from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
 from .post import PostCfg, as_post, postprocess_raw
 
@@ -242,6 +242,7 @@ class BoardPredictor:
                 ):
         m = load_model_dir(model_dir, int8=int8)
         self.model_dir, self.meta, self.anchors, self.max_pixels = Path(model_dir), m['meta'], m['anchors'], max_pixels
+        if max_pixels is None: pixel_limit()   # a bad PNEUMONIA_KIT_MAX_PIXELS fails here, once, not on every image
         self.post = as_post({**vars(m['post']), **(post or {})})
         self.size = int(self.meta['input_size'])
         self.weights = tuple(self.meta.get('box_coder_weights', (10., 10., 5., 5.)))

@@ -10,7 +10,7 @@ import numpy as np, torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from .core import PneumoniaKitError, cfg2dict, check_writable
-from .dicom import draw_boxes, find_dicoms, read_xray, resize_image, write_png
+from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion
 from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
 from .post import PostCfg, decode_candidates, finalize, select_candidates, sigmoid
@@ -155,7 +155,7 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
     "Predict DICOMs with checkpoints; write the submission (every image) and its `.failed.csv`; returns a summary (failures listed)"
     t_load = time.perf_counter()
     if ensemble not in ENSEMBLES: raise PneumoniaKitError(f'unknown ensemble {ensemble!r}; use one of {", ".join(ENSEMBLES)}')
-    check_writable(out); check_writable(failed_csv_path(out))   # before minutes of work, not after
+    check_writable(out); check_writable(failed_csv_path(out)); pixel_limit()   # before minutes of work, not after (a bad PNEUMONIA_KIT_MAX_PIXELS too)
     if png_dir is not None: check_writable(Path(png_dir)/'x.png')
     ckpts = resolve_checkpoints(checkpoints)
     post, post_source = resolve_post(post, ckpts[0])

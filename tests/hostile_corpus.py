@@ -373,6 +373,8 @@ def cases() -> list:
     out.append(Case('bp_out_readonly', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{root}/targets/readonly/sub.csv'], 2,
                     ('Permission denied',), needs_nonroot=True))
     out.append(Case('bp_out_full_disk', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{out}/sub.csv'], 2, ('sub.csv: cannot write it (File too large)',), fsize=20))
+    out.append(Case('bp_env_max_pixels', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{out}/sub.csv'], 2,
+                    ("PNEUMONIA_KIT_MAX_PIXELS='8k' is not a positive integer",), env=dict(PNEUMONIA_KIT_MAX_PIXELS='8k')))
     out.append(Case('bp_missing_arg', ['board-predict', f'{B}/ok', '{root}/nothing_here', '--out', '{out}/sub.csv'], 2, ('nothing_here: no such file or folder',)))
     out.append(Case('bp_dup_ids', ['board-predict', f'{B}/ok', '{root}/goods', '{root}/dup', '--out', '{out}/sub.csv'], 2, ('two images have the patientId good1',)))
     out += [_bad('--threads', '0', 'board-predict', f'{B}/ok', '{root}/goods'), _bad('--max-pixels', '-5', 'board-predict', f'{B}/ok', '{root}/goods'),

@@ -21,8 +21,13 @@ PROGS = {'pneumonia-kit': [str(_SCRIPT) if _SCRIPT.is_file() else 'pneumonia-kit
 ERROR_PREFIX = {'pneumonia-kit': 'pneumonia-kit ', 'board': 'python3 -m pneumonia_kit.board: error:'}
 
 
+# The commands run the pneumonia_kit that this test imports (a checkout or worktree), not whichever one is installed
+_PKG_ROOT = str(Path(__import__('pneumonia_kit').__file__).resolve().parent.parent)
+
+
 def _env(**extra):
-    return dict(os.environ, TQDM_DISABLE='1', PYTHONWARNINGS='ignore::DeprecationWarning', **extra)
+    path = os.pathsep.join([_PKG_ROOT, *filter(None, [os.environ.get('PYTHONPATH')])])
+    return dict(os.environ, TQDM_DISABLE='1', PYTHONWARNINGS='ignore::DeprecationWarning', PYTHONPATH=path, **extra)
 
 
 # A small process between pytest and each command: it forks and execs the command and reports its peak resident memory
