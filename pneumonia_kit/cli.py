@@ -127,13 +127,14 @@ def _train_args(p):
     p.add_argument('--amp', choices=AMP_NAMES, help='mixed precision (overrides the preset)')
     p.add_argument('--seed', metavar='N', type=nonneg_int, help='seed (overrides the preset)')
     p.add_argument('--num-workers', metavar='N', type=nonneg_int, help='DataLoader workers per process (overrides the preset)')
+    p.add_argument('--tensorboard', action='store_true', help='also log each epoch to RUN_DIR/tensorboard (needs: pip install tensorboard)')
 
 def train(a):
     "Train the detector on one fold (CPU, one GPU, or several with torchrun -m pneumonia_kit.train)"
     train_preset = _api('train').train_preset
     r = train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained,
                      **{k: getattr(a, k) for k in ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes',
-                                                   'weights_file', 'amp', 'seed', 'num_workers')})
+                                                   'weights_file', 'amp', 'seed', 'num_workers')}, tensorboard=a.tensorboard or None)
     if int(os.environ.get('RANK', '0')) == 0:
         bm = 'n/a' if r['best_val_map'] is None else f"{r['best_val_map']:.4f}"
         print(f"{r['run_dir']}: {r['epochs_done']}/{r['epochs']} epochs ({r['stopped']}), best val mAP {bm} at epoch {r['best_epoch']}, {r['minutes']:.1f} min on {r['device']}")
