@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import PneumoniaKitError, RsnaPaths, cfg2dict, dict2cfg, save_json, set_seed
+from .core import PneumoniaKitError, RsnaPaths, cfg2dict, check_writable, dict2cfg, save_json, set_seed
 from .post import PostCfg, decode_candidates, select_candidates, sigmoid, softmax
 from .plots import plot_curves
 from .data import get_folds, load_labels
@@ -434,6 +434,7 @@ def train_preset(data, # dataset folder (Kaggle layout)
     mc, tc = preset_cfgs(preset, **overrides)
     if not pretrained: mc = dataclasses.replace(mc, pretrained=False)
     out = out or f'outputs/runs/{mc.backbone}_fold{fold}'
+    check_writable(Path(out)/'config.json')   # a run folder that cannot be written fails now, not after the cache is built
     res = fit(data, fold, out, mc, tc, resume=resume, device=device)
     return dict({k: v for k, v in res.items() if k not in ('model', 'history')}, run_dir=str(out))
 

@@ -310,7 +310,7 @@ def cases() -> list:
     out.append(Case('show_missing', ['show', f'{D}/missing.dcm', '--out', '{out}/x.png'], 2, ('missing.dcm', 'file not found')))
     out.append(Case('show_unreadable', ['show', f'{D}/unreadable.dcm', '--out', '{out}/x.png'], 2, ('unreadable.dcm', 'Permission denied'), needs_nonroot=True))
     # --- show --boxes: every bad CSV
-    for csv_, rc, says in (('sub_nan', 2, ('sub_nan.csv', 'line 2', 'NaN')),
+    for csv_, rc, says in (('sub_nan', 2, ('sub_nan.csv', 'line 2', 'NaN')), ('sub_inf', 2, ('sub_inf.csv', 'line 2', 'infinite')),
                            ('sub_negconf', 2, ('sub_negconf.csv', 'confidence outside 0..1')), ('sub_conf2', 2, ('sub_conf2.csv', 'confidence outside 0..1')),
                            ('sub_text', 2, ('sub_text.csv', "non-numbers: 'ten'")), ('sub_latin1', 2, ('sub_latin1.csv', 'not a UTF-8')),
                            ('sub_other', 2, ('sub_other.csv', 'no row for patientId good1')), ('labels_dup', 2, ('labels_dup.csv', 'repeats the box')),
@@ -387,6 +387,11 @@ def cases() -> list:
     out.append(Case('cache_labels_path', ['cache', '{root}/data_badlabels', '--size', '32', '--workers', '1'], 2,
                     ("stage_2_train_labels.csv", "patientId '../../etc/passwd' cannot name a file")))
     out += [_bad('--size', '0', 'cache', R), _bad('--workers', '0', 'cache', R)]
+    # --- where the other commands write: refused before any work, one line naming the target
+    out.append(Case('train_out_under_file', ['train', '{root}/data_mixed', '--out', '{root}/targets/afile/run'], 2,
+                    ('targets/afile/run/config.json: cannot write it (', 'afile is a file, not a folder')))
+    out.append(Case('predict_out_dir', ['predict', 'x.pt', '--images', '{root}/goods', '--out', '{root}/targets/adir'], 2, ('adir: is a folder',)))
+    out.append(Case('synth_out_under_file', ['synth', '{root}/targets/afile/twin'], 2, ('targets/afile/twin',)))
     # --- arguments of the other commands: refused by the parser, before torch is imported
     out += [_bad('--n-images', '-3', 'synth', '{out}/twin'), _bad('--size', '0', 'synth', '{out}/twin'),
             _bad('--lr', 'nan', 'train', R), _bad('--batch-size', '0', 'train', R), _bad('--max-minutes', 'inf', 'train', R),

@@ -124,7 +124,7 @@ def test_case(case, results, corpus):
 def test_report(results, capsys):
     "Not a check of its own: peak memory of the bomb cases and the cost of the cases, for the record (shown with `pytest -s`)"
     with capsys.disabled():
-        for n in ('show_bomb', 'show_liar', 'show_bomb_raw', 'show_deflate', 'bp_bombs', 'bp_bombs_png', 'bp_clean', 'bp_batch'):
+        for n in ('show_bomb', 'show_liar', 'show_bomb_raw', 'show_deflate', 'bp_bombs', 'bp_bombs_png', 'bp_clean', 'bp_batch', 'board_batch_opencv', 'cache_mixed'):
             if n in results: print(f"\n  {n}: peak {results[n]['peak_mb']:.0f} MB, {results[n]['seconds']:.1f} s", end='')
         cpu = sorted(((r['cpu_s'], n) for n, r in results.items()), reverse=True)
         print(f"\n  {len(results)} cases: {sum(c for c, _ in cpu):.0f} s CPU in all; most: " + ', '.join(f'{n} {c:.1f} s' for c, n in cpu[:5]))
@@ -219,6 +219,8 @@ def test_predict_batch(corpus, tmp_path):
     r = run_measured(PROGS['pneumonia-kit'] + ['predict', str(ck), '--images', str(corpus/'batch'), '--out', str(sub), '--device', 'cpu'], _env())
     assert r['rc'] == 3 and 'Traceback' not in r['stderr'], r
     assert '14 images, 12 failed (listed in' in r['stdout'], r['stdout']
+    print(f"\n  predict_batch: peak {r['peak_mb']:.0f} MB, {r['seconds']:.1f} s", end='')
+    assert r['peak_mb'] < 1500, r['peak_mb']   # the three bombs included; torch and the model are most of it (~900 MB with good images only)
     with open(sub, newline='') as f: rows = dict(list(csv.reader(f))[1:])
     with open(tmp_path/'sub.failed.csv', newline='') as f: listed = {row['patientId']: row['error'] for row in csv.DictReader(f)}
     assert sorted(rows) == sorted([*GOOD, *BAD_DICOMS]) and sorted(listed) == sorted(BAD_DICOMS), (rows, listed)
