@@ -69,13 +69,23 @@ def download(a):
     print(f'RSNA data ready in {a.out}')
 
 # %% ../nbs/21_cli.ipynb #71b13723
+def _max_pixels_arg(p):
+    p.add_argument('--max-pixels', metavar='N', type=positive_int,
+                   help='refuse DICOMs declaring more pixels (default: 67108864, or PNEUMONIA_KIT_MAX_PIXELS)')
+
+def _use_max_pixels(a):
+    "`--max-pixels` in force for this process and the workers it starts (they read the limit from the environment)"
+    if getattr(a, 'max_pixels', None) is not None: os.environ['PNEUMONIA_KIT_MAX_PIXELS'] = str(a.max_pixels)
+
 def _show_args(p):
     p.add_argument('image', metavar='DICOM', help='a DICOM file')
     p.add_argument('--out', metavar='PNG', help='PNG to write (default: outputs/show/<patientId>.png)')
     p.add_argument('--boxes', metavar='CSV', help='a labels CSV or a submission CSV with boxes for this image')
+    _max_pixels_arg(p)
 
 def show(a):
     "Render a chest X-ray DICOM (with its boxes) to a PNG for people to look at"
+    _use_max_pixels(a)
     show_image = _api('plots').show_image
     print(show_image(a.image, a.out or Path('outputs/show')/f'{Path(a.image).stem}.png', boxes_csv=a.boxes))
 
@@ -86,9 +96,11 @@ def _cache_args(p):
     p.add_argument('--workers', metavar='N', type=positive_int, help='processes (default: all cores)')
     p.add_argument('--n-folds', metavar='N', type=positive_int, default=4, help='folds to make if folds.csv is missing (default: 4)')
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=42, help='fold seed (default: 42)')
+    _max_pixels_arg(p)
 
 def cache(a):
     "Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds; exit 3 if some images failed"
+    _use_max_pixels(a)
     cm, get_folds, n_bad = _api('cache'), _api('data').get_folds, 0
     if a.split in ('train', 'both'): get_folds(a.data, n_folds=a.n_folds, seed=a.seed)   # a broken labels file fails before hours of decoding
     for s in (['train', 'test'] if a.split == 'both' else [a.split]):
@@ -160,9 +172,11 @@ def _predict_args(p):
     p.add_argument('--batch-size', metavar='N', type=positive_int, default=8, help='images per batch (default: 8)')
     p.add_argument('--device', metavar='DEVICE', type=device_name, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.add_argument('--png-dir', metavar='DIR', help='also draw each image with its boxes here')
+    _max_pixels_arg(p)
 
 def predict(a):
     "Predict DICOMs with one or more checkpoints and write a Kaggle submission"
+    _use_max_pixels(a)
     _predict = _api('predict').predict
     r = _predict(a.checkpoints, a.images, out=a.out, tta=a.tta, ensemble=a.ensemble, batch_size=a.batch_size, device=a.device, png_dir=a.png_dir)
     failed = f" (listed in {r['failed_csv']}; their rows are empty)" if r['failed'] else ''

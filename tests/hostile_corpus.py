@@ -307,6 +307,7 @@ def cases() -> list:
                         max_mb=400 if n in BOMBS else None))
     out.append(Case('show_deflate', ['show', f'{D}/deflate.dcm', '--out', '{out}/x.png'], 2, ('deflate.dcm', 'inflates to more than'),
                     env=dict(PNEUMONIA_KIT_MAX_PIXELS='1000000'), max_mb=400))
+    out.append(Case('show_max_pixels', ['show', f'{D}/good1.dcm', '--out', '{out}/x.png', '--max-pixels', '100'], 2, ('good1.dcm', 'the limit is 100 pixels')))
     out.append(Case('show_missing', ['show', f'{D}/missing.dcm', '--out', '{out}/x.png'], 2, ('missing.dcm', 'file not found')))
     out.append(Case('show_unreadable', ['show', f'{D}/unreadable.dcm', '--out', '{out}/x.png'], 2, ('unreadable.dcm', 'Permission denied'), needs_nonroot=True))
     # --- show --boxes: every bad CSV
@@ -386,7 +387,7 @@ def cases() -> list:
                     files=('{root}/data_mixed/cache/train_32/good1.npy', '{root}/data_mixed/cache/train_32/good2.npy')))
     out.append(Case('cache_labels_path', ['cache', '{root}/data_badlabels', '--size', '32', '--workers', '1'], 2,
                     ("stage_2_train_labels.csv", "patientId '../../etc/passwd' cannot name a file")))
-    out += [_bad('--size', '0', 'cache', R), _bad('--workers', '0', 'cache', R)]
+    out += [_bad('--size', '0', 'cache', R), _bad('--workers', '0', 'cache', R), _bad('--max-pixels', '0', 'cache', R)]
     # --- where the other commands write: refused before any work, one line naming the target
     out.append(Case('train_out_under_file', ['train', '{root}/data_mixed', '--out', '{root}/targets/afile/run'], 2,
                     ('targets/afile/run/config.json: cannot write it (', 'afile is a file, not a folder')))
