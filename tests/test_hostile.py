@@ -139,14 +139,18 @@ def test_parser_refusals_skip_torch(results):
 # ---------------------------------------------------------------- Ctrl-C and kill -9
 def _interrupt(argv, png_dir: Path, wait_for: int = 3):
     "Start `argv`, wait until `wait_for` PNGs are written, send SIGINT; (return code, stderr)"
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    # SIGINT back to its default in the child: started from a background job (`pytest ... &` in a script, some CI
+    # runners), it would inherit SIG_IGN, Python would install no KeyboardInterrupt handler, and Ctrl-C would do nothing
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while time.time() - t0 < 120 and p.poll() is None:
         if png_dir.exists() and sum(1 for _ in png_dir.glob('*.png')) >= wait_for: break
         time.sleep(0.05)
     assert p.poll() is None, f'finished before it could be interrupted: {p.communicate()}'
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    try: _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired: p.kill(); p.communicate(); raise AssertionError('still running 60 s after Ctrl-C') from None
     return p.returncode, err
 
 
@@ -225,3 +229,16 @@ def test_predict_batch(corpus, tmp_path):
     with open(tmp_path/'sub.failed.csv', newline='') as f: listed = {row['patientId']: row['error'] for row in csv.DictReader(f)}
     assert sorted(rows) == sorted([*GOOD, *BAD_DICOMS]) and sorted(listed) == sorted(BAD_DICOMS), (rows, listed)
     for pid, msg in BAD_DICOMS.items(): assert rows[pid] == '' and msg in listed[pid], (pid, listed[pid])
+
+
+def test_unreadable_dicom_message(corpus, monkeypatch):
+    "No read permission, simulated so that it is checked as root too (CI): 'cannot read it (Permission denied)', not 'broken header'"
+    import builtins, errno
+    from pneumonia_kit.core import PneumoniaKitError
+    from pneumonia_kit.dicom import read_xray
+    target, real_open = corpus/'dicom'/'good1.dcm', builtins.open
+    def refusing_open(f, *a, **k):
+        if isinstance(f, (str, os.PathLike)) and Path(f) == target: raise PermissionError(errno.EACCES, 'Permission denied', str(f))
+        return real_open(f, *a, **k)
+    monkeypatch.setattr(builtins, 'open', refusing_open)
+    with pytest.raises(PneumoniaKitError, match=r'good1\.dcm: cannot read it \(Permission denied\)'): read_xray(target)
