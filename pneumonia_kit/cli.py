@@ -4,10 +4,10 @@
 
 # %% ../nbs/21_cli.ipynb #cd264e55
 from __future__ import annotations
-import argparse, dataclasses, importlib, inspect, json, os, re, sys
+import argparse, dataclasses, importlib, inspect, json, os, re, sys, warnings
 from pathlib import Path
 import pneumonia_kit
-from .core import (ArgParser, PneumoniaKitError, fraction, load_json, nonneg_float, nonneg_int, positive_float,
+from .core import (EXIT_FAILED, ArgParser, PneumoniaKitError, fraction, load_json, nonneg_float, nonneg_int, positive_float,
                                 positive_int, run_command)
 from .metric import MODES, compare_submissions, format_comparison, format_score_report, score_submission
 from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
@@ -100,13 +100,23 @@ def download(a):
     print(f'RSNA data ready in {a.out}')
 
 # %% ../nbs/21_cli.ipynb #71b13723
+def _max_pixels_arg(p):
+    p.add_argument('--max-pixels', metavar='N', type=positive_int,
+                   help='refuse DICOMs declaring more pixels (default: 67108864, or PNEUMONIA_KIT_MAX_PIXELS)')
+
+def _use_max_pixels(a):
+    "`--max-pixels` in force for this process and the workers it starts (they read the limit from the environment)"
+    if getattr(a, 'max_pixels', None) is not None: os.environ['PNEUMONIA_KIT_MAX_PIXELS'] = str(a.max_pixels)
+
 def _show_args(p):
     p.add_argument('image', metavar='DICOM', help='a DICOM file')
     p.add_argument('--out', metavar='PNG', help='PNG to write (default: outputs/show/<patientId>.png)')
     p.add_argument('--boxes', metavar='CSV', help='a labels CSV or a submission CSV with boxes for this image')
+    _max_pixels_arg(p)
 
 def show(a):
     "Render a chest X-ray DICOM (with its boxes) to a PNG for people to look at"
+    _use_max_pixels(a)
     show_image = _api('plots').show_image
     print(show_image(a.image, a.out or Path('outputs/show')/f'{Path(a.image).stem}.png', boxes_csv=a.boxes))
 
@@ -117,13 +127,21 @@ def _cache_args(p):
     p.add_argument('--workers', metavar='N', type=positive_int, help='processes (default: all cores)')
     p.add_argument('--n-folds', metavar='N', type=positive_int, default=4, help='folds to make if folds.csv is missing (default: 4)')
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=42, help='fold seed (default: 42)')
+    _max_pixels_arg(p)
 
 def cache(a):
-    "Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds"
-    build_cache = _api('cache').build_cache
-    get_folds = _api('data').get_folds
-    for s in (['train', 'test'] if a.split == 'both' else [a.split]): print(build_cache(a.data, size=a.size, split=s, workers=a.workers))
-    if a.split in ('train', 'both'): get_folds(a.data, n_folds=a.n_folds, seed=a.seed)
+    "Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds; exit 3 if some images failed"
+    _use_max_pixels(a)
+    cm, get_folds, n_bad = _api('cache'), _api('data').get_folds, 0
+    if a.split in ('train', 'both'): get_folds(a.data, n_folds=a.n_folds, seed=a.seed)   # a broken labels file fails before hours of decoding
+    for s in (['train', 'test'] if a.split == 'both' else [a.split]):
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'\d+ of \d+ images could not be cached')   # said below, on one line
+            d = cm.build_cache(a.data, size=a.size, split=s, workers=a.workers)
+        man = cm.load_manifest(d); bad = man[man.status != 'ok']; n_bad += len(bad)
+        why = f' (their status is in {d/"manifest.csv"}; first: {bad.status.iloc[0]})' if len(bad) else ''
+        print(f'{d}: {len(man)} images, {len(bad)} failed{why}')
+    return EXIT_FAILED if n_bad else 0
 
 def _eda_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder, e.g. data/synthetic')
@@ -185,14 +203,17 @@ def _predict_args(p):
     p.add_argument('--batch-size', metavar='N', type=positive_int, default=8, help='images per batch (default: 8)')
     p.add_argument('--device', metavar='DEVICE', type=device_name, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.add_argument('--png-dir', metavar='DIR', help='also draw each image with its boxes here')
+    _max_pixels_arg(p)
 
 def predict(a):
     "Predict DICOMs with one or more checkpoints and write a Kaggle submission"
+    _use_max_pixels(a)
     _predict = _api('predict').predict
     r = _predict(a.checkpoints, a.images, out=a.out, tta=a.tta, ensemble=a.ensemble, batch_size=a.batch_size, device=a.device, png_dir=a.png_dir)
-    print(f"{a.out}: {r['n_images']} images, {len(r['failed'])} failed; {len(r['checkpoints'])} checkpoint(s) "
+    failed = f" (listed in {r['failed_csv']}; their rows are empty)" if r['failed'] else ''
+    print(f"{a.out}: {r['n_images']} images, {len(r['failed'])} failed{failed}; {len(r['checkpoints'])} checkpoint(s) "
           f"({', '.join(Path(c).name for c in r['checkpoints'])}), post-processing from {r['post_source']}")
-    return 1 if r['failed'] else 0
+    return EXIT_FAILED if r['failed'] else 0
 
 # %% ../nbs/21_cli.ipynb #0068b088
 def _score_args(p):
@@ -304,7 +325,8 @@ def build_parser() -> ArgParser:
     "The `pneumonia-kit` parser: one subcommand per entry of `COMMANDS`, with its help, examples and checked options"
     fmt = argparse.RawDescriptionHelpFormatter
     p = ArgParser(prog='pneumonia-kit', formatter_class=fmt, description='Find pneumonia (lung opacity) regions on chest X-rays.',
-                  epilog='pneumonia-kit COMMAND --help describes a command; README.md the workflow.')
+                  epilog='pneumonia-kit COMMAND --help describes a command; README.md the workflow.\n'
+                         'exit status: 0 done, 2 bad usage or input (one line), 3 some images of a batch failed (<out>.failed.csv), 130 interrupted')
     p.add_argument('--version', action='version', version=f'pneumonia_kit {pneumonia_kit.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', title='commands')
     for name, (fn, add_args) in COMMANDS.items():

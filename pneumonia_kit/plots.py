@@ -34,10 +34,13 @@ def show_image(dcm_path, # the DICOM to show
                boxes_csv=None, # optional train-labels or submission CSV with boxes for this patientId (file stem)
               ) -> Path:
     "Write a PNG of the X-ray with its boxes from a labels or submission CSV, for people to look at"
+    pid = Path(dcm_path).stem
+    if boxes_csv is not None:   # the CSV first: a wrong file fails before the image is decoded
+        kind, boxes = read_boxes(boxes_csv)
+        if pid not in boxes: raise PneumoniaKitError(f'{boxes_csv}: no row for patientId {pid} (the name of {dcm_path}) among its {len(boxes)} patientIds')
     img = read_xray(dcm_path)
     if boxes_csv is not None:
-        kind, boxes = read_boxes(boxes_csv)
-        scores, b = boxes.get(Path(dcm_path).stem, (None, np.zeros((0, 4))))
+        scores, b = boxes[pid]
         img = draw_boxes(img, b, scores, color=(255, 0, 0) if kind == 'submission' else (0, 255, 0))
     return write_png(out_png, img)
 

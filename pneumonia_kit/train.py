@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import PneumoniaKitError, RsnaPaths, cfg2dict, dict2cfg, save_json, set_seed
+from .core import PneumoniaKitError, RsnaPaths, cfg2dict, check_writable, dict2cfg, save_json, set_seed
 from .post import PostCfg, decode_candidates, select_candidates, sigmoid, softmax
 from .plots import plot_curves
 from .data import get_folds, load_labels
@@ -336,7 +336,7 @@ def _save_epoch(out:Path, st:dict, config:dict, epoch:int, row:dict, ev):
         raise NonFiniteLossError(f'epoch {epoch}: the weights became non-finite; nothing of this epoch was saved')
     if ev is not None and row.get('val_map') is not None: save_oof(ev['oof'], out/'oof'/f'epoch_{epoch:03d}.npz')
     save_checkpoint(out/'checkpoints'/f'epoch_{epoch:03d}.pt', model, config, epoch, row, history, st['opt'], st['sched'], st['scaler'])
-    for old in list_checkpoints(out)[-2:-1]: drop_optimizer_state(old)   # the older ones lost it before
+    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)   # all of them: a kill right after the save above leaves two
     write_log(history, out); plot_curves(history, out/'curves.png')
 
 # %% ../nbs/14_train.ipynb #decb687f
@@ -368,6 +368,7 @@ def _start_files(out:Path, config:dict, st:dict, dev, world:int, dtype):
     save_json(dict(config, resumed_from=st['resumed_from'], device=str(dev), world_size=world,
                    amp=str(dtype) if dtype else 'off', torch=str(torch.__version__)), out/'config.json')
     if st['history']: write_log(st['history'], out); plot_curves(st['history'], out/'curves.png')
+    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)   # what a kill between those two writes left behind
 
 def _epoch_line(row:dict, epochs:int) -> str:
     "One console line per epoch"
@@ -435,6 +436,7 @@ def train_preset(data, # dataset folder (Kaggle layout)
     mc, tc = preset_cfgs(preset, **overrides)
     if not pretrained: mc = dataclasses.replace(mc, pretrained=False)
     out = out or f'outputs/runs/{mc.backbone}_fold{fold}'
+    check_writable(Path(out)/'config.json')   # a run folder that cannot be written fails now, not after the cache is built
     res = fit(data, fold, out, mc, tc, resume=resume, device=device)
     return dict({k: v for k, v in res.items() if k not in ('model', 'history')}, run_dir=str(out))
 
