@@ -19,12 +19,13 @@ def _api(module:str):
 
 # %% auto #0
 __all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'ENSEMBLE_NAMES', 'LEVEL_NAMES', 'EXAMPLES', 'COMMANDS',
-           'device_name', 'name_list', 'synth', 'download', 'show', 'cache', 'eda', 'train', 'sweep', 'predict',
-           'score', 'compare', 'export', 'board_predict', 'bench_board', 'demo', 'build_parser', 'main']
+           'device_name', 'name_list', 'synth', 'download', 'show', 'cache', 'eda', 'train', 'sweep', 'distill',
+           'predict', 'score', 'compare', 'export', 'board_predict', 'bench_board', 'demo', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4ddbdbdd
-TRAIN_PRESET_NAMES = ('original', 'se_resnext50_p3p7', 'cpu_demo', 'tiny')   # `train.TRAIN_PRESETS`
-BACKBONE_NAMES = ('resnet34', 'resnet50', 'resnet_tiny', 'se_resnext101_32x4d', 'se_resnext50_32x4d')  # `backbones.list_backbones()`
+TRAIN_PRESET_NAMES = ('original', 'se_resnext50_p3p7', 'cpu_demo', 'tiny', 'board_resnet18', 'cpu_board', 'tiny_light')   # `train.TRAIN_PRESETS`
+BACKBONE_NAMES = ('efficientnet_b0', 'mobilenet_v3_large', 'regnet_x_400mf', 'regnet_y_400mf', 'resnet18', 'resnet34', 'resnet50',
+                  'resnet_tiny', 'se_resnext101_32x4d', 'se_resnext50_32x4d')  # `backbones.list_backbones()`
 AMP_NAMES = ('auto', 'bf16', 'fp16', 'off')   # `runs.AMP_MODES`
 ENSEMBLE_NAMES = ('mean', 'wbf')              # `predict.ENSEMBLES`
 LEVEL_NAMES = ('P2-P7', 'P3-P7')              # `bench.LEVELS`
@@ -105,9 +106,13 @@ def eda(a):
 # %% ../nbs/21_cli.ipynb #54706d9c
 def _train_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder (Kaggle layout)')
+    _fit_args(p, out='outputs/runs/<backbone>_fold<K>', preset='cpu_demo')
+
+def _fit_args(p, out:str, preset:str):
+    "The options `train` and `distill` share: fold, run folder, preset and its overrides, resume, device"
     p.add_argument('--fold', metavar='K', type=nonneg_int, default=0, help='validation fold (default: 0)')
-    p.add_argument('--out', metavar='RUN_DIR', help='run folder (default: outputs/runs/<backbone>_fold<K>)')
-    p.add_argument('--preset', choices=TRAIN_PRESET_NAMES, default='cpu_demo', help='training preset (default: cpu_demo)')
+    p.add_argument('--out', metavar='RUN_DIR', help=f'run folder (default: {out})')
+    p.add_argument('--preset', choices=TRAIN_PRESET_NAMES, default=preset, help='training preset (default: %(default)s)')
     p.add_argument('--backbone', choices=BACKBONE_NAMES, help='backbone (overrides the preset)')
     p.add_argument('--epochs', metavar='N', type=positive_int, help='epochs (overrides the preset)')
     p.add_argument('--image-size', metavar='PX', type=positive_int, help='input size (overrides the preset)')
@@ -125,9 +130,13 @@ def _train_args(p):
 def train(a):
     "Train the detector on one fold (CPU, one GPU, or several with torchrun -m pneumonia_kit.train)"
     train_preset = _api('train').train_preset
-    r = train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained,
-                     **{k: getattr(a, k) for k in ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes',
-                                                   'weights_file', 'amp', 'seed', 'num_workers')})
+    _run_line(train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained, **_overrides(a)))
+
+_OVERRIDES = ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes', 'weights_file', 'amp', 'seed', 'num_workers')
+def _overrides(a) -> dict: return {k: getattr(a, k) for k in _OVERRIDES}
+
+def _run_line(r:dict):
+    "One line on a finished (or stopped) run, printed by rank 0"
     if int(os.environ.get('RANK', '0')) == 0:
         bm = 'n/a' if r['best_val_map'] is None else f"{r['best_val_map']:.4f}"
         print(f"{r['run_dir']}: {r['epochs_done']}/{r['epochs']} epochs ({r['stopped']}), best val mAP {bm} at epoch {r['best_epoch']}, {r['minutes']:.1f} min on {r['device']}")
@@ -142,6 +151,24 @@ def sweep(a):
     b = sweep_run(a.run_dir, out_dir=a.out)['best']
     print(f"best: epoch {b['epoch']}, final_thresh {b['final_thresh']}, nms_thresh {b['nms_thresh']}, global_weight "
           f"{b['global_weight']}: out-of-fold mAP {b['map']:.4f} (95% interval {b['ci95'][0]:.4f} - {b['ci95'][1]:.4f})")
+
+# %% ../nbs/21_cli.ipynb #f728acd3
+def _distill_args(p):
+    p.add_argument('teachers', metavar='TEACHER', nargs='+', help='teacher checkpoints or run folders (their best epoch); several are averaged per anchor')
+    p.add_argument('--data', metavar='DATA', required=True, help='dataset folder (Kaggle layout)')
+    _fit_args(p, out='outputs/runs/<backbone>_distill_fold<K>', preset='cpu_board')
+    p.add_argument('--kd-weight', metavar='W', type=fraction, default=0.5, help="weight of the teacher's terms; the labels' loss gets 1 - W (default: 0.5)")
+    p.add_argument('--box-thresh', metavar='P', type=fraction, default=0.05, help="teacher score above which an anchor's box is learnt (default: 0.05)")
+    p.add_argument('--box-top-k', metavar='N', type=positive_int, default=256, help='at most N such anchors per image (default: 256)')
+    p.add_argument('--teacher-tta', action='store_true', help="average each teacher with its pass on the mirrored image")
+    p.add_argument('--cache-dir', metavar='DIR', help="teacher outputs cache (default: DATA/cache/teacher_<size>_<key>)")
+
+def distill(a):
+    "Train a board model (student) from teacher checkpoints' cached outputs and the labels (CPU, one GPU, or torchrun -m pneumonia_kit.distill)"
+    distill_preset = _api('distill').distill_preset
+    _run_line(distill_preset(a.data, a.teachers, a.fold, a.out, a.preset, kd_weight=a.kd_weight, teacher_tta=a.teacher_tta,
+                             box_thresh=a.box_thresh, box_top_k=a.box_top_k, cache_dir=a.cache_dir, resume=a.resume,
+                             device=a.device, pretrained=not a.no_pretrained, **_overrides(a)))
 
 # %% ../nbs/21_cli.ipynb #3f36622a
 def _predict_args(p):
@@ -248,6 +275,8 @@ EXAMPLES = dict(
     eda=['pneumonia-kit eda data/synthetic --out outputs/eda'],
     train=['pneumonia-kit train data/synthetic --preset cpu_demo --out outputs/runs/demo',
            'torchrun --nproc_per_node 4 -m pneumonia_kit.train data/rsna --preset original --out outputs/runs/sx101_fold0'],
+    distill=['pneumonia-kit distill outputs/runs/demo --data data/synthetic --preset cpu_board --out outputs/runs/demo_board',
+             'pneumonia-kit distill outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --data data/rsna --preset board_resnet18 --out outputs/runs/r18_distill_fold0'],
     sweep=['pneumonia-kit sweep outputs/runs/demo'],
     predict=['pneumonia-kit predict outputs/runs/demo --images data/synthetic/stage_2_test_images --tta',
              "pneumonia-kit predict outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --images data/rsna/stage_2_test_images --tta"],
@@ -260,7 +289,7 @@ EXAMPLES = dict(
 )
 COMMANDS = {'synth': (synth, _synth_args), 'download': (download, _download_args), 'show': (show, _show_args),
             'cache': (cache, _cache_args), 'eda': (eda, _eda_args), 'train': (train, _train_args),
-            'sweep': (sweep, _sweep_args), 'predict': (predict, _predict_args), 'score': (score, _score_args),
+            'distill': (distill, _distill_args), 'sweep': (sweep, _sweep_args), 'predict': (predict, _predict_args), 'score': (score, _score_args),
             'compare': (compare, _compare_args), 'export': (export, _export_args),
             'board-predict': (board_predict, _board_predict_args), 'bench-board': (bench_board, _bench_board_args),
             'demo': (demo, _demo_args)}
