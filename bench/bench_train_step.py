@@ -12,6 +12,9 @@ All configurations are timed in this one process, their steps interleaved, so th
 
     python bench/bench_train_step.py --device cpu --backbone resnet34 --size 256 --batch 2
     python bench/bench_train_step.py --device cuda                     # se_resnext50_32x4d, 512 px, batch 2... 8
+    python bench/bench_train_step.py --device cuda --backbone se_resnext101_32x4d --batch 4   # the original preset's
+    python bench/bench_train_step.py --device cpu --backbone resnet_tiny --size 256 --fpn-channels 32 --steps 2  # dry run
+On CUDA, "fp32" is PyTorch's default there: cuDNN convolutions may use TF32 (the flags are in the JSON).
 """
 import argparse, dataclasses, json, platform, statistics, sys, time
 from pathlib import Path
@@ -51,10 +54,10 @@ def time_steps(step, dev, warmup:int, steps:int) -> list:
         _sync(dev); t = time.perf_counter(); step(); _sync(dev); out.append(time.perf_counter() - t)
     return out
 
-def original_runner(backbone, images, targets, dev):
+def original_runner(backbone, images, targets, dev, fpn_channels=256):
     "A step closure of the original code"
     torch.manual_seed(0)
-    m = OriginalRetinaNet(backbone).to(dev)
+    m = OriginalRetinaNet(backbone, fpn_channels=fpn_channels).to(dev)
     opt = torch.optim.Adam(m.parameters(), lr=1e-5)
     x = images.to(dev).float() / 255            # the original fed float images
     ann = pad_annotations([t['boxes'].tolist() for t in targets], dev)
@@ -64,11 +67,12 @@ def original_runner(backbone, images, targets, dev):
         original_step(m, opt, x, ann, glob)
     return m, step
 
-def ours_runner(backbone, size, levels, images, targets, dev, amp, channels_last):
+def ours_runner(backbone, size, levels, images, targets, dev, amp, channels_last, fpn_channels=256):
     "A step closure of pneumonia_kit's training loop (`train_one_epoch` on one batch)"
     torch.manual_seed(0)
     base = MODEL_PRESETS['original_se_resnext50']
-    m = create_model(base, backbone=backbone, pretrained=False, image_size=size, levels=levels).to(dev)
+    m = create_model(base, backbone=backbone, pretrained=False, image_size=size, levels=levels,
+                     fpn_channels=fpn_channels, global_channels=fpn_channels).to(dev)
     cl = channels_last and dev.type == 'cuda'
     if cl: m = m.to(memory_format=torch.channels_last)
     tc = TrainCfg(amp=amp, channels_last=channels_last)
@@ -92,6 +96,7 @@ def main(argv=None):
     p.add_argument('--amp', default='auto', help="ours: auto, bf16, fp16 or off")
     p.add_argument('--no-channels-last', action='store_true', help='ours: keep NCHW on CUDA')
     p.add_argument('--no-p3p7', action='store_true', help='skip the P3-P7 row')
+    p.add_argument('--fpn-channels', type=int, default=256, help='FPN/head channels of both codes (the original: 256; less for CPU dry runs)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     p.add_argument('--json', default=None, help='also write the JSON result here')
     a = p.parse_args(argv)
@@ -101,14 +106,14 @@ def main(argv=None):
     images, targets = make_batch(a.batch, a.size)
 
     runners = {}   # name -> (step, model, note)
-    m, step = original_runner(a.backbone, images, targets, dev)
+    m, step = original_runner(a.backbone, images, targets, dev, a.fpn_channels)
     runners['original (P2-P7, fp32, python loss)'] = (step, m, 'fp32 NCHW, numpy anchors, per-image loss loop, BN eval mode')
-    m, step, dt = ours_runner(a.backbone, a.size, (2, 7), images, targets, dev, a.amp, not a.no_channels_last)
+    m, step, dt = ours_runner(a.backbone, a.size, (2, 7), images, targets, dev, a.amp, not a.no_channels_last, a.fpn_channels)
     prec = str(dt).removeprefix('torch.') if dt else 'fp32'
     cl = ' channels_last' if dev.type == 'cuda' and not a.no_channels_last else ''
     runners['ours P2-P7'] = (step, m, f'{prec}{cl}, vectorised loss, FrozenBN')
     if not a.no_p3p7:
-        m, step, _ = ours_runner(a.backbone, a.size, (3, 7), images, targets, dev, a.amp, not a.no_channels_last)
+        m, step, _ = ours_runner(a.backbone, a.size, (3, 7), images, targets, dev, a.amp, not a.no_channels_last, a.fpn_channels)
         runners['ours P3-P7'] = (step, m, f'{prec}{cl}, no P2 level')
     times, peaks = {k: [] for k in runners}, {k: 0. for k in runners}
     for k, (step, _, _) in runners.items():
@@ -129,7 +134,9 @@ def main(argv=None):
 
     dev_name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads'
     res = dict(device=dev_name, backbone=a.backbone, size=a.size, batch=a.batch, steps=a.steps, warmup=a.warmup,
-               torch=str(torch.__version__), rows=rows)
+               fpn_channels=a.fpn_channels, torch=str(torch.__version__), cuda=torch.version.cuda,
+               cudnn=torch.backends.cudnn.version() if dev.type == 'cuda' else None,
+               tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32), rows=rows)
     print(f'\nTraining step, {a.backbone}, {a.size} px, batch {a.batch}, {dev_name} (median of {a.steps} steps)\n')
     print('| configuration | ms/step | images/s | speed-up vs original | peak GPU mem GB | notes |')
     print('|---|---:|---:|---:|---:|---|')

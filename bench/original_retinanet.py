@@ -39,6 +39,10 @@ def original_encoder(name:str):
         from pretrainedmodels.models import senet
         m = getattr(senet, name)(num_classes=1000, pretrained=None)
         stem, stages = m.layer0, [m.layer1, m.layer2, m.layer3, m.layer4]
+    elif name == 'resnet_tiny':   # the package's test backbone (torchvision child names): CPU dry runs only
+        from pneumonia_kit.backbones import TinyResNet
+        m = TinyResNet()
+        stem, stages = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool), [m.layer1, m.layer2, m.layer3, m.layer4]
     elif name in ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152'):
         import torchvision
         m = getattr(torchvision.models, name)(weights=None)
@@ -163,13 +167,15 @@ def focal_loss_per_image(classifications, regressions, anchors, annotations, alp
 # ---------------------------------------------------------------- the model
 class OriginalRetinaNet(nn.Module):
     "RetinaNet P2-P7 + global classifier as the original built it (sigmoid heads, numpy anchors, per-image loss)"
-    def __init__(self, backbone:str='se_resnext50_32x4d', dropout:float=0.5):
+    def __init__(self, backbone:str='se_resnext50_32x4d', dropout:float=0.5,
+                 fpn_channels:int=256):   # the original's 256; smaller only for CPU dry runs
         super().__init__()
         self.encoder = original_encoder(backbone)
         c2, c3, c4, c5 = self.encoder.fpn_sizes
-        self.fpn = _FPN(c2, c3, c4, c5)
-        self.regression, self.classification = _RegressionHead(), _ClassificationHead(dropout=dropout)
-        self.global_cls = _GlobalHead(c5, dropout=dropout)
+        f = fpn_channels
+        self.fpn = _FPN(c2, c3, c4, c5, f)
+        self.regression, self.classification = _RegressionHead(f), _ClassificationHead(f, dropout=dropout)
+        self.global_cls = _GlobalHead(c5, f, dropout=dropout)
         for m in self.modules():  # the original's init, applied after the encoder was built
             if isinstance(m, nn.Conv2d): m.weight.data.normal_(0, math.sqrt(2. / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
             elif isinstance(m, nn.BatchNorm2d): m.weight.data.fill_(1); m.bias.data.zero_()

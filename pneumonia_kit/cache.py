@@ -8,7 +8,7 @@ import multiprocessing, os, warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 import cv2, numpy as np, pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, RsnaPaths, atomic_write
 from .dicom import read_meta, read_xray, resize_image
 

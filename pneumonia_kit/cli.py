@@ -126,11 +126,12 @@ def _fit_args(p, out:str, preset:str):
     p.add_argument('--amp', choices=AMP_NAMES, help='mixed precision (overrides the preset)')
     p.add_argument('--seed', metavar='N', type=nonneg_int, help='seed (overrides the preset)')
     p.add_argument('--num-workers', metavar='N', type=nonneg_int, help='DataLoader workers per process (overrides the preset)')
+    p.add_argument('--tensorboard', action='store_true', help='also log each epoch to RUN_DIR/tensorboard (needs: pip install tensorboard)')
 
 def train(a):
     "Train the detector on one fold (CPU, one GPU, or several with torchrun -m pneumonia_kit.train)"
     train_preset = _api('train').train_preset
-    _run_line(train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained, **_overrides(a)))
+    _run_line(train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained, **_overrides(a), tensorboard=a.tensorboard or None))
 
 _OVERRIDES = ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes', 'weights_file', 'amp', 'seed', 'num_workers')
 def _overrides(a) -> dict: return {k: getattr(a, k) for k in _OVERRIDES}

@@ -4,15 +4,17 @@
 
 # %% ../nbs/20_demo.ipynb #16f36d7d
 from __future__ import annotations
-import html, json, shutil, sys, time
+import base64, datetime, html, json, re, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, cfg2dict, load_json, save_json
+from .bench import machine_info
 
 # %% auto #0
-__all__ = ['QUICK', 'STAGES', 'DemoCfg', 'Stage', 'runners_dir', 'run_runner', 'stage_done', 'run_stage', 'key_figures',
-           'write_report', 'run_demo']
+__all__ = ['QUICK', 'STAGES', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS', 'DemoCfg', 'Stage', 'runners_dir', 'run_runner',
+           'stage_done', 'run_stage', 'score_text', 'diff_text', 'key_figures', 'html_table', 'md_tables_html',
+           'run_info', 'write_report', 'run_demo']
 
 # %% ../nbs/20_demo.ipynb #0cecc9df
 @dataclass
@@ -45,6 +47,7 @@ class Stage:
     params:Callable[[DemoCfg], dict]  # papermill parameters for these settings
     doc:str=''                        # what it does, for the progress line
     folder:str=''                     # the stage's output folder under `out`, emptied before a forced re-run
+    echo:bool=False                   # show the lines the notebook prints on the console (training: one per epoch)
 
 def _o(c, *p): return str(Path(c.out, *p))
 def _test_dir(c): return str(RsnaPaths(c.data).test_images)
@@ -55,7 +58,7 @@ STAGES = [
           image_size=c.image_size, cache_size=c.cache_size, out_dir=_o(c, 'data')), 'synthetic twin, folds, cache', 'data'),
     Stage('eda', 'eda.ipynb', lambda c: dict(data_dir=c.data, out_dir=_o(c, 'eda')), 'exploratory plots', 'eda'),
     Stage('train', 'train.ipynb', lambda c: dict(data_dir=c.data, fold=0, out_dir=_o(c, 'run'), preset=c.preset,
-          epochs=c.epochs, image_size=c.cache_size, max_minutes=c.train_minutes, seed=c.seed), 'train fold 0', 'run'),
+          epochs=c.epochs, image_size=c.cache_size, max_minutes=c.train_minutes, seed=c.seed), 'train fold 0', 'run', echo=True),
     Stage('sweep', 'sweep.ipynb', lambda c: dict(run_dir=_o(c, 'run'), out_dir=_o(c, 'sweep')), 'threshold sweeps', 'sweep'),
     Stage('predict', 'predict.ipynb', lambda c: dict(checkpoints=_o(c, 'run'), images_dir=_test_dir(c),
           out=_o(c, 'predict', 'submission.csv'), labels=_test_labels(c), tta=True), 'PyTorch prediction + score', 'predict'),
@@ -75,15 +78,39 @@ def runners_dir() -> Path:
     return d
 
 # %% ../nbs/20_demo.ipynb #aa4f52e9
-def run_runner(runner:str, out_nb, params:dict) -> Path:
+class _Echo:
+    "A file-like object writing the lines a kernel prints to `stream`, each after `prefix` (papermill's `stdout_file`)"
+    def __init__(self, prefix:str, stream=None): self.prefix, self.stream = prefix, stream or sys.stdout
+    def write(self, text:str):
+        for line in text.splitlines():
+            if line.strip(): self.stream.write(f'{self.prefix}{line}\n')
+    def flush(self): self.stream.flush()
+
+def _kernel_to_log():
+    "A Jupyter kernel manager whose kernel process writes its own stderr (log lines, C libraries' messages) to a file"
+    from jupyter_client.manager import AsyncKernelManager   # Jupyter only when a stage runs: the CLI starts fast
+    from traitlets import Unicode
+    class KernelToLog(AsyncKernelManager):
+        stderr_file = Unicode('', help="file for the kernel process's stderr ('': the console)").tag(config=True)
+        async def start_kernel(self, **kw):
+            if not self.stderr_file: return await super().start_kernel(**kw)
+            with open(self.stderr_file, 'ab') as f: return await super().start_kernel(**kw, stderr=f)   # Popen keeps its copy
+    return KernelToLog
+
+# %% ../nbs/20_demo.ipynb #98fe73d8
+def run_runner(runner:str, out_nb, params:dict, echo:str|None=None) -> Path:
     "Execute runner notebook `runner` with papermill `params` into `out_nb`; a failing cell raises one clear error"
-    import papermill as pm
-    out_nb = Path(out_nb)
-    out_nb.parent.mkdir(parents=True, exist_ok=True)
-    try: pm.execute_notebook(str(runners_dir()/runner), str(out_nb), parameters=params, kernel_name='python3',
-                             progress_bar=False, cwd=str(Path.cwd()))
+    import papermill as pm   # papermill only when a stage runs
+    from traitlets.config import Config
+    out_nb = Path(out_nb); log = out_nb.with_suffix('.kernel.log')
+    out_nb.parent.mkdir(parents=True, exist_ok=True); log.unlink(missing_ok=True)
+    # IPC sockets instead of TCP (no unencrypted-TCP warning); the kernel's own stderr to <stage>.kernel.log, not the console
+    kernel = Config({'KernelManager': {'transport': 'ipc'}, 'KernelToLog': {'stderr_file': str(log)}})
+    try: pm.execute_notebook(str(runners_dir()/runner), str(out_nb), parameters=params, kernel_name='python3', progress_bar=False,
+                             cwd=str(Path.cwd()), config=kernel, kernel_manager_class=_kernel_to_log(),
+                             stdout_file=_Echo(f'[{echo}] ') if echo else None)
     except pm.PapermillExecutionError as e:
-        raise PneumoniaKitError(f'{runner} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); see {out_nb}') from None
+        raise PneumoniaKitError(f'{runner} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); see {out_nb} and {log.name}') from None
     return out_nb
 
 # %% ../nbs/20_demo.ipynb #54372f71
@@ -104,13 +131,13 @@ def run_stage(cfg:DemoCfg, stage:Stage, force:bool=False, log=print) -> dict:
     if stage.folder: shutil.rmtree(Path(cfg.out)/stage.folder, ignore_errors=True)  # a re-run starts clean (training refuses a used run folder)
     log(f'[{stage.name}] {stage.doc} -> {out_nb}')
     t0 = time.time()
-    run_runner(stage.runner, out_nb, stage.params(cfg))
+    run_runner(stage.runner, out_nb, stage.params(cfg), echo=stage.name if stage.echo else None)
     res = dict(stage=stage.name, params=stage.params(cfg), seconds=round(time.time()-t0, 1))
     save_json(res, _done_file(cfg, stage))
     log(f'[{stage.name}] finished in {res["seconds"]:.0f} s')
     return res
 
-# %% ../nbs/20_demo.ipynb #e5cb3406
+# %% ../nbs/20_demo.ipynb #946c3e42
 def _get(path, *keys):
     try: d = load_json(path)
     except PneumoniaKitError: return None
@@ -119,44 +146,240 @@ def _get(path, *keys):
         d = d[k]
     return d
 
+def _num(v, fmt='.4f'): return '—' if v is None or v != v else f'{v:{fmt}}'
+
+def score_text(s:dict|None) -> str|None:
+    "'0.7080 (95% interval 0.6500-0.7600; 78 of 100 images counted)' for a score dict (map, ci95, n_scored or n_counted, n_images)"
+    if not s or s.get('map') is None: return None
+    lo, hi = (s.get('ci95') or [None, None])[:2]
+    n = s.get('n_scored', s.get('n_counted'))
+    return f"{_num(s['map'])} (95% interval {_num(lo)}-{_num(hi)}; {_num(n, 'd')} of {_num(s.get('n_images'), 'd')} images counted)"
+
+def diff_text(d:float|None, ci, verdict:str='') -> str|None:
+    "'-0.0060 (95% paired interval -0.0100 to +0.0000)' and an optional verdict"
+    if d is None: return None
+    lo, hi = (ci or [None, None])[:2]
+    return f"{_num(d, '+.4f')} (95% paired interval {_num(lo, '+.4f')} to {_num(hi, '+.4f')})" + (f': {verdict}' if verdict else '')
+
+# %% ../nbs/20_demo.ipynb #4e34f342
+def _latency_figures(out:Path) -> dict:
+    "The board's configuration (OpenCV DNN fp32) timed stage by stage on the trained model, and the benchmark's board-sized one"
+    figs, model = {}, _get(out/'run'/'config.json', 'model') or {}
+    st = next((r for r in _get(out/'board'/'summary.json', 'stage_times') or [] if r.get('backend') == 'opencv' and not r.get('int8')), None)
+    if st: figs[f"board latency per image, OpenCV DNN fp32 (the board's runtime), demo model ({model.get('backbone')}, "
+                 f"{st.get('input_size')} px), on this machine"] = (
+        f"{st['total_ms']:.1f} ms (read {st['read_ms']:.1f}, prepare {st['prepare_ms']:.1f}, network {st['network_ms']:.1f}, "
+        f"post {st['post_ms']:.1f}; median of {st['n_images']} images); {st['machine']}, {st['threads']} threads")
+    b = _get(out/'bench'/'bench.json') or {}
+    row = next((r for r in b.get('rows', []) if r.get('levels') == 'P3-P7' and r.get('runtime') == 'opencv' and 'median_ms' in r), None)
+    if row:
+        what = f"{b.get('backbone')} P3-P7 at {b.get('size')} px, random weights"
+        figs[f'benchmark latency, OpenCV DNN fp32, {what}, on this machine'] = f"{row['median_ms']:.0f} ms; {b.get('machine')}"
+        figs[f'board latency of that network: an estimate, not a measurement'] = (
+            f"{row['board_s_peak']:.1f} s at the chip's fp32 peak (16 GFLOP/s), {row['board_s_real']:.1f} s at 35% of it ({row['gflop']:.0f} GFLOP)")
+    return figs
+
 def key_figures(out) -> dict:
-    "Validation mAP, test mAP (PyTorch and board) and board latency found in a demo folder"
-    out = Path(out)
-    return {'val mAP (best epoch)': _get(out/'run'/'summary.json', 'best_val_map'),
-            'test mAP, PyTorch (flip TTA)': _get(out/'predict'/'summary.json', 'map'),
-            'test mAP, board (onnxruntime)': _get(out/'board'/'summary.json', 'map', 'onnxruntime'),
-            'test mAP, board (opencv)': _get(out/'board'/'summary.json', 'map', 'opencv'),
-            'int8 check, validation fold: fp32 mAP': _get(out/'board'/'summary.json', 'int8_check', 'fp32'),
-            'int8 check, validation fold: int8 mAP': _get(out/'board'/'summary.json', 'int8_check', 'int8'),
-            'int8 accepted (loss <= 0.01)': _get(out/'board'/'summary.json', 'int8_check', 'accepted'),
-            'board latency per image, ms': _get(out/'bench'/'summary.json', 'best_ms'),
-            'board latency, configuration': _get(out/'bench'/'summary.json', 'best_config')}
+    "The demo's headline figures, each naming the set, the conditions, the interval and the images that counted"
+    out, bs = Path(out), _get(Path(out)/'board'/'summary.json') or {}
+    bp, sc = _get(out/'run'/'best_post.json') or {}, bs.get('scores') or {}
+    fold = _get(out/'run'/'config.json', 'data', 'fold')
+    figs = {f"validation mAP, fold {fold} (out of fold, epoch {bp.get('epoch')}, the chosen post-processing)": score_text(bp) if bp else None}
+    sw = _get(out/'sweep'/'summary.json') or {}
+    if sw.get('auc'): figs[f"validation fold {fold}: detections and the global head ({sw.get('n_images')} images)"] = (
+        f"AP@0.5 of the boxes {_num(sw.get('ap50'), '.3f')}; global head accuracy {_num(sw.get('accuracy'), '.1%')}, "
+        f"AUC of Lung Opacity {_num(sw['auc'].get('Lung Opacity'), '.3f')}")
+    if not sc and (ps := _get(out/'predict'/'summary.json', 'score')): sc = {'pytorch-tta': dict(ps, label='PyTorch fp32 + flip TTA')}
+    for name in ('pytorch', 'pytorch-tta', 'opencv', 'onnxruntime', 'onnxruntime-int8'):
+        if name in sc: figs[f"test mAP, {sc[name]['label']}"] = score_text(sc[name])
+    q = bs.get('int8_check') or {}
+    if q.get('checked'):
+        figs[f"int8 - fp32 mAP, validation fold (the export's gate: interval above -{q.get('max_loss')})"] = diff_text(
+            -q['loss'] if q.get('loss') is not None else None, q.get('diff_ci95'), f"{'accepted' if q.get('accepted') else 'refused'}, {q.get('n_counted')} of {q.get('n_images')} images counted")
+    for c in bs.get('comparisons') or []:
+        figs[f"{c['what']}: B - A"] = diff_text(c['diff'], c['ci95'], f"p = {c['p_value']:.3f}, {max(c['n_counted_a'], c['n_counted_b'])} of {c['n_images']} images counted")
+    return figs | _latency_figures(out)
 
-# %% ../nbs/20_demo.ipynb #c9bab998
-_SECTIONS = [('Exploratory analysis', 'eda', 'eda'), ('Data', 'data', 'data'), ('Training', 'run', 'train'),
-             ('Threshold sweeps', 'sweep', 'sweep'), ('Predictions on the synthetic test set', 'predict', 'predict'),
-             ('Board predictor', 'board', 'board'), ('Benchmark', 'bench', 'bench')]  # (title, folder, stage notebook)
+# %% ../nbs/20_demo.ipynb #00882c1d
+NOT_CLINICAL = ('Not for clinical use. pneumonia_kit and the models it trains are research and engineering tools: they are not '
+                'medical devices, have not been validated on patients, and must not be used to diagnose, screen, triage or treat anyone.')
 
-def _fmt(v): return '—' if v is None else f'{v:.4f}' if isinstance(v, float) else html.escape(str(v))
+class _Raw(str): "Text that is already HTML (a link), written into a table as it is"
+
+def _cell(v) -> str:
+    if isinstance(v, _Raw): return v
+    if isinstance(v, bool): return 'yes' if v else 'no'
+    return html.escape('—' if v is None else f'{v:.4f}' if isinstance(v, float) else str(v))
+
+def html_table(rows:list, header:list|None=None) -> str:
+    "An HTML table of rows of cells: text is escaped, `_Raw` cells (links) are not, numbers get 4 decimals"
+    head = '<thead><tr>' + ''.join(f'<th>{_cell(h)}</th>' for h in header) + '</tr></thead>' if header else ''
+    return f'<table>{head}<tbody>' + ''.join('<tr>' + ''.join(f'<td>{_cell(v)}</td>' for v in r) + '</tr>' for r in rows) + '</tbody></table>'
+
+def md_tables_html(text:str) -> str:
+    "Markdown text with tables (`bench.md`, `sweep.md`) as HTML: each table an HTML table, other lines paragraphs"
+    parts, rows = [], []
+    split = lambda l: [c.strip() for c in l.strip().strip('|').split('|')]
+    for line in text.splitlines() + ['']:
+        if line.strip().startswith('|'):
+            if not re.fullmatch(r'[\s|:-]+', line): rows.append(split(line))
+            continue
+        if rows: parts.append(html_table(rows[1:], rows[0])); rows = []
+        if line.strip(): parts.append(f'<p>{html.escape(line.strip())}</p>')
+    return '\n'.join(parts)
+
+# %% ../nbs/20_demo.ipynb #fa69bed8
+# the report's sections: (title, folder, stage notebook, what the section shows)
+SECTIONS = [('Data', 'data', 'data', 'The dataset the demo made or found: the synthetic twin, its patient-level folds and the image cache.'),
+            ('Exploratory analysis', 'eda', 'eda', 'Labels, boxes and DICOM headers of the training images.'),
+            ('Training', 'run', 'train', 'The detector trained on all folds but the validation fold; one line per epoch in log.csv.'),
+            ('Threshold sweeps and validation', 'sweep', 'sweep', 'Post-processing chosen on the validation fold\'s out-of-fold '
+             'predictions; the detections\' precision and recall and the global head, on the same images.'),
+            ('PyTorch predictions on the test images', 'predict', 'predict', 'The PyTorch predictor with flip TTA on the held-out test images.'),
+            ('Board predictor', 'board', 'board', 'The exported model run without PyTorch, as on the Loongson board; scores, paired '
+             'comparisons, per-stage timing and a gallery of its errors.'),
+            ('Benchmark', 'bench', 'bench', 'Latency and memory of the board configurations (random weights), each in its own process on '
+             'this machine. The "board est." columns are estimates (the network\'s GFLOPs over the 2K1000LA\'s fp32 peak of 16 GFLOP/s, '
+             'and over 35% of it), not measurements on the board.')]
+
+# captions of the known figures (others get their file name): what is drawn, on which images, what the colours mean
+CAPTIONS = {
+    'eda/class_distribution.png': 'Training images per class, with counts and shares.',
+    'eda/examples.png': 'Random training images of each class (rows), true boxes in red.',
+    'eda/boxes_per_image.png': 'How many boxes each Lung Opacity training image has.',
+    'eda/box_sizes.png': 'True box widths and heights (pixels of the original image), and height against width.',
+    'eda/box_positions.png': 'Where the true box centres lie: a 2-D histogram over the image, and the x and y centres.',
+    'eda/meta_by_class.png': 'DICOM headers by class: view position and sex (share within class), age (box plot).',
+    'run/curves.png': 'Training curves. Left: total loss, training (solid) and validation (dashed). Middle: loss by component '
+                      '(log scale). Right: validation mAP (red, left axis) and learning rate (grey dotted, right axis).',
+    'sweep/threshold_heatmap.png': 'Validation (out-of-fold) mAP by epoch (rows) and final score threshold (columns); the chosen cell outlined in red.',
+    'sweep/nms_sweep.png': 'Validation mAP at the chosen epoch by NMS IoU threshold, one line per global-head weight (legend), '
+                           'each at its best final threshold; lines on top of each other mean equal mAP.',
+    'sweep/val_loss.png': 'Validation loss by epoch.', 'sweep/val_map.png': 'Validation mAP (RSNA metric, default post-processing) by epoch.',
+    'sweep/pr_curve.png': 'Precision against recall of every predicted box of the validation fold (chosen epoch and post-processing, no '
+                          'final threshold), a hit being IoU > 0.5 with a true box; the circle is the chosen final threshold. AP in the legend.',
+    'sweep/threshold_curves.png': 'Precision, recall and F1 of the validation fold\'s predicted boxes against the score threshold; the dashed '
+                                  'line is the chosen final threshold.',
+    'sweep/confusion.png': 'The global head on the validation fold: true class (rows) against its most probable class (columns); '
+                           'counts and the share of each row.',
+    'sweep/roc.png': 'The global head on the validation fold: one-vs-rest ROC curve of each class, with its AUC and image count.',
+    'predict/predictions.png': 'Test images with the PyTorch predictor\'s boxes (red, with scores; flip TTA) and the true boxes (green).',
+    'board/gallery.png': 'The board configuration (OpenCV DNN fp32) on the test images: false positives, false negatives and true '
+                         'positives (rows; IoU > 0.5), true boxes green, predicted boxes red with their scores.',
+    'board/stage_times.png': 'The board predictor per image on this machine, by stage (median over the test images): reading the DICOM, '
+                             'resizing and scaling, the network, decoding + NMS + scores; one bar per runtime.'}
+
+# %% ../nbs/20_demo.ipynb #0ebcc869
+def _rel(out:Path, path) -> str|None:
+    "`path` relative to the demo folder, if it lies inside it and exists"
+    if not path: return None
+    p = Path(path) if Path(path).is_absolute() else Path.cwd()/path
+    if not p.exists(): p = out/path
+    try: return p.resolve().relative_to(out.resolve()).as_posix() + ('/' if p.is_dir() else '') if p.exists() else None
+    except ValueError: return None
+
+def _link(out:Path, path, text:str|None=None):
+    "A link to a file of the demo folder, or plain text when it is not there"
+    r = _rel(out, path)
+    return _Raw(f'<a href="{html.escape(r)}">{html.escape(text or r)}</a>') if r else (text or str(path))
+
+def run_info(out) -> list:
+    "Rows (what, value) saying what ran: date, machine, versions, data and its difficulty, model, input size, epochs"
+    out, mi = Path(out), machine_info()
+    cfg, data = _get(out/'demo_config.json') or {}, _get(out/'data'/'summary.json') or {}
+    rc, run = _get(out/'run'/'config.json') or {}, _get(out/'run'/'summary.json') or {}
+    m, t, dd = rc.get('model') or {}, rc.get('train') or {}, rc.get('data') or {}
+    twin = data.get('synthetic_twin') or (_get(Path(cfg['data'])/'synthetic_twin.json') if cfg.get('data') else None)
+    synthetic = twin or (cfg.get('data') and RsnaPaths(cfg['data']).test_labels.name.startswith('synthetic')
+                         and RsnaPaths(cfg['data']).test_labels.exists())
+    kind = (f"synthetic twin, difficulty {twin.get('difficulty', 'not recorded')}" if twin else
+            'synthetic twin (no synthetic_twin.json: difficulty not recorded)' if synthetic else 'real data')
+    done = [d for d in (_get(f) for f in sorted(out.glob('*.done.json'))) if d]
+    lv = m.get('levels') or [None, None]
+    return [('written', f"{mi['date']} (stages took {sum(d.get('seconds', 0) for d in done):.0f} s: "
+                        + ', '.join(f"{d['stage']} {d.get('seconds', 0):.0f} s" for d in done) + ')'),
+            ('machine', f"{mi['machine']}; {mi['os']}"),
+            ('software', f"Python {mi['python']}; " + ', '.join(f'{k} {v}' for k, v in mi['packages'].items())),
+            ('data', f"{cfg.get('data')} ({kind}): {data.get('n_train')} training images, {data.get('n_test')} test images; "
+                     'classes: ' + ', '.join(f'{k} {v}' for k, v in (data.get('classes') or {}).items())),
+            ('validation', f"fold {dd.get('fold')} of {dd.get('n_folds')}: {dd.get('n_train')} training, {dd.get('n_val')} validation images"),
+            ('model', f"{m.get('backbone')} RetinaNet, pyramid P{lv[0]}-P{lv[-1]}, {m.get('image_size')} px input, pretrained: {m.get('pretrained')}"),
+            ('training', f"{run.get('epochs_done')} of {t.get('epochs')} epochs ({run.get('stopped')}), {_num(run.get('minutes'), '.1f')} min "
+                         f"on {run.get('device')}; preset {cfg.get('preset')}, batch {t.get('batch_size')}, lr {t.get('lr')}"),
+            ('demo settings', ', '.join(f'{k}={v}' for k, v in cfg.items() if k not in ('out', 'data')))]
+
+# %% ../nbs/20_demo.ipynb #a39b1263
+def _results_html(out:Path) -> str:
+    "Key figures, the test-set scores, the paired comparisons and the latencies, as HTML tables"
+    bs = _get(out/'board'/'summary.json') or {}
+    parts = ['<h2 id="key-figures">Key figures</h2>', html_table([[k, v] for k, v in key_figures(out).items()], ['figure', 'value']),
+             '<p class="note">mAP is the RSNA challenge metric: per image, precision TP/(TP+FP+FN) averaged over IoU thresholds '
+             '0.40-0.75, then the mean over the images that count. An image with neither a true box nor a predicted box has '
+             'no score and does not count. Intervals are 95% bootstrap intervals over images; differences are paired (same images).</p>']
+    if sc := bs.get('scores'):
+        parts += ['<h3>Test images: every predictor under its own conditions</h3>', html_table(
+            [[s['label'], s['map'], f"{_num(s['ci95'][0])} - {_num(s['ci95'][1])}", f"{s['n_scored']} of {s['n_images']}",
+              _link(out, s.get('submission'), Path(s.get('submission') or '').name)] for s in sc.values()],
+            ['predictor', 'mAP', '95% interval', 'images counted', 'submission'])]
+    if cs := bs.get('comparisons'):
+        parts += ['<h3>Paired comparisons on the test images (B - A)</h3>', html_table(
+            [[c['what'], c['a'], c['b'], c['map_a'], c['map_b'], f"{c['diff']:+.4f}", f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}",
+              f"{c['p_value']:.3f}", f"{max(c['n_counted_a'], c['n_counted_b'])} of {c['n_images']}"] for c in cs],
+            ['what changes', 'A', 'B', 'mAP A', 'mAP B', 'B - A', '95% paired interval', 'p', 'images counted'])]
+    if st := bs.get('stage_times'):
+        parts += [f"<h3>Board predictor per image on this machine ({html.escape(st[0]['machine'])})</h3>", html_table(
+            [[r['label'], *(f"{r[k]:.1f}" for k in ('read_ms', 'prepare_ms', 'network_ms', 'post_ms', 'total_ms')), r['n_images']] for r in st],
+            ['runtime', 'read ms', 'prepare ms', 'network ms', 'post ms', 'total ms', 'images (median)']),
+            '<p class="note">The trained demo model; medians of each stage. OpenCV DNN is the runtime that runs on the Loongson '
+            'board; ONNX Runtime is shown for comparison only (Debian\'s build dies with SIGILL on the board\'s LSX-only CPU).</p>']
+    return '\n'.join(parts)
+
+def _files_html(out:Path) -> str:
+    "Links to what the demo wrote: submissions, the model folder and its card, per-image pictures, notebooks"
+    rows = [('PyTorch submission (flip TTA)', _link(out, out/'predict'/'submission.csv')),
+            ('board submissions', _Raw(', '.join(_link(out, p) for p in sorted((out/'board').glob('submission_*.csv'))) or '—')),
+            ('board model folder and its model card', _Raw(f"{_link(out, out/'board'/'model')} ({_link(out, out/'board'/'model'/'MODEL_CARD.md', 'MODEL_CARD.md')}, "
+                                                           f"{_link(out, out/'board'/'model'/'board.json', 'board.json')})")),
+            ('per-image pictures (OpenCV DNN boxes)', _link(out, out/'board'/'examples')),
+            ('training run (checkpoints, log.csv, out-of-fold files)', _link(out, out/'run')),
+            ('executed notebooks', _Raw(', '.join(_link(out, p) for p in sorted(out.glob('*.ipynb'))) or '—'))]
+    return '<h2 id="files">Files</h2>' + html_table([[k, v] for k, v in rows], ['what', 'where (relative to this report)'])
+
+# %% ../nbs/20_demo.ipynb #1e2b4e94
+_CSS = ('body{font-family:system-ui,sans-serif;max-width:1150px;margin:auto;padding:0 16px;color:#222}'
+        'img{max-width:100%;border:1px solid #ddd}figure{margin:18px 0}figcaption{font-size:0.9em;color:#444;margin-top:4px}'
+        'table{border-collapse:collapse;margin:8px 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}'
+        'th{background:#f3f3f3}.warn{background:#fff3cd;border:1px solid #e0c36c;padding:8px 12px}.note{font-size:0.85em;color:#555}')
+
+def _png_uri(path) -> str: return 'data:image/png;base64,' + base64.b64encode(Path(path).read_bytes()).decode()
+
+def _section_html(out:Path, title:str, sub:str, nb:str, intro:str, first:int) -> tuple:
+    "One stage's section: its tables and its figures (embedded, captioned, numbered from `first`); (html, figures used)"
+    d = out/sub
+    known = [p for p in (out/k for k in CAPTIONS if k.startswith(f'{sub}/')) if p.exists()]
+    pngs = known + sorted(set(d.glob('*.png')) - set(known))
+    tables = sorted(d.glob('*.md'))
+    if not (pngs or tables): return '', 0
+    parts = [f'<h2 id="{sub}">{html.escape(title)}</h2>',
+             f'<p>{html.escape(intro)} Notebook: {_link(out, out/f"{nb}.ipynb")}; files: {_link(out, d)}</p>']
+    parts += [md_tables_html(t.read_text()) for t in tables]
+    for k, p in enumerate(pngs):
+        cap = CAPTIONS.get(f'{sub}/{p.name}', f'{p.stem.replace("_", " ")}.')
+        parts.append(f'<figure><img src="{_png_uri(p)}" alt="{html.escape(cap)}"><figcaption>Figure {first + k}. '
+                     f'{html.escape(cap)} ({_link(out, p, p.name)})</figcaption></figure>')
+    return '\n'.join(parts), len(pngs)
 
 def write_report(out) -> Path:
-    "Write `<out>/report.html`: key figures, every PNG of each stage and the benchmark table"
+    "Write `<out>/report.html`: one offline file with what ran, the key figures, tables, links and every stage's figures"
     out = Path(out)
-    parts = ['<!doctype html><meta charset="utf-8"><title>pneumonia_kit demo</title>',
-             '<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%;border:1px solid #ddd;margin:4px}'
-             'table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style>',
-             '<h1>pneumonia_kit demo report</h1><h2>Key figures</h2><table>']
-    parts += [f'<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>' for k, v in key_figures(out).items()]
-    parts.append('</table>')
-    for title, sub, nb in _SECTIONS:
-        d = out/sub
-        pngs = sorted(d.glob('*.png')) if d.is_dir() else []
-        tables = sorted(d.glob('*.md')) if d.is_dir() else []
-        if not (pngs or tables): continue
-        parts.append(f'<h2>{title}</h2><p>notebook: <a href="{nb}.ipynb">{nb}.ipynb</a></p>')
-        parts += [f'<pre>{html.escape(t.read_text())}</pre>' for t in tables]
-        parts += [f'<figure><img src="{p.relative_to(out)}" alt="{p.stem}"><figcaption>{p.stem}</figcaption></figure>' for p in pngs]
-    with atomic_write(out/'report.html') as f: f.write('\n'.join(parts))
+    parts = ['<!doctype html><html lang="en"><meta charset="utf-8"><title>pneumonia_kit demo report</title>', f'<style>{_CSS}</style>',
+             '<h1>pneumonia_kit demo report</h1>', f'<p class="warn"><b>{html.escape(NOT_CLINICAL)}</b></p>',
+             '<h2 id="what-ran">What ran</h2>', html_table(run_info(out)), _results_html(out), _files_html(out)]
+    n = 1
+    for sec in SECTIONS:
+        h, k = _section_html(out, *sec, first=n); parts.append(h); n += k
+    parts.append('<p class="note">Written by <code>pneumonia_kit.demo.write_report</code>; pictures are embedded, links are relative to this file.</p></html>')
+    with atomic_write(out/'report.html') as f: f.write('\n'.join(p for p in parts if p))
     return out/'report.html'
 
 # %% ../nbs/20_demo.ipynb #2b4f0315
@@ -173,5 +396,5 @@ def run_demo(cfg:DemoCfg|None=None, force:bool=False, stages:list|None=None, log
     report = write_report(cfg.out)
     figs = key_figures(cfg.out)
     log(f'\nDemo finished in {time.time()-t0:.0f} s. Executed notebooks: {cfg.out}/<stage>.ipynb; report: {report}')
-    for k, v in figs.items(): log(f'  {k}: {_fmt(v)}')
+    for k, v in figs.items(): log(f'  {k}: {v or "—"}')
     return figs

@@ -8,7 +8,7 @@ import sys, time
 from pathlib import Path
 import numpy as np, torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, cfg2dict
 from .dicom import draw_boxes, find_dicoms, read_xray, resize_image, write_png
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion

@@ -5,14 +5,14 @@ exact resume, time budgets, per-epoch log, curves and out-of-fold predictions.""
 
 # %% ../nbs/14_train.ipynb #23c4d94c
 from __future__ import annotations
-import contextlib, dataclasses, datetime, functools, math, os, random, sys, time, warnings
+import contextlib, dataclasses, datetime, functools, importlib.util, math, os, random, sys, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, RsnaPaths, cfg2dict, dict2cfg, save_json, set_seed
 from .post import PostCfg, decode_candidates, select_candidates, sigmoid, softmax
 from .plots import plot_curves
@@ -25,7 +25,8 @@ from .runs import (AMP_MODES, amp_dtype, autocast, drop_optimizer_state, list_ch
 
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'TrainCfg', 'preset_cfgs', 'distributed', 'unwrap', 'rank0_first', 'epoch_seed', 'train_loader',
-           'prepare_data', 'NonFiniteLossError', 'train_one_epoch', 'evaluate', 'fit', 'train_preset', 'main']
+           'prepare_data', 'NonFiniteLossError', 'train_one_epoch', 'evaluate', 'log_tensorboard', 'fit',
+           'train_preset', 'main']
 
 # %% ../nbs/14_train.ipynb #58953c13
 @dataclass
@@ -52,7 +53,8 @@ class TrainCfg:
     fold_seed:int=42            # seed of the folds, when `folds.csv` has to be made
     oof_score_thresh:float=0.01 # out-of-fold candidates: box score above this, before NMS ...
     oof_top_k:int=100           # ... and at most this many per image
-    progress:bool=True          # tqdm bars (rank 0 only)
+    progress:bool=True          # one line per epoch, and tqdm bars on a terminal (rank 0 only)
+    tensorboard:bool=False      # also log each epoch's numbers to RUN_DIR/tensorboard (needs the tensorboard package)
 
 # %% ../nbs/14_train.ipynb #e2422c78
 TRAIN_PRESETS = dict(
@@ -263,7 +265,7 @@ def evaluate(model, # unwrapped model
     return dict(**{k: float(v) for k, v in zip(LOSS_KEYS, sums / max(n, 1))}, map=oof_map(oof, post), oof=oof)
 
 # %% ../nbs/14_train.ipynb #b33945d9
-_RESUMABLE = ('epochs', 'max_minutes', 'num_workers', 'val_every', 'progress')  # may differ when resuming
+_RESUMABLE = ('epochs', 'max_minutes', 'num_workers', 'val_every', 'progress', 'tensorboard')  # may differ when resuming
 
 @contextlib.contextmanager
 def _torch_flags(deterministic:bool, device:torch.device):
@@ -349,12 +351,28 @@ def _save_epoch(out:Path, st:dict, config:dict, epoch:int, row:dict, ev):
     for old in list_checkpoints(out)[-2:-1]: drop_optimizer_state(old)   # the older ones lost it before
     write_log(history, out); plot_curves(history, out/'curves.png')
 
+# %% ../nbs/14_train.ipynb #decb687f
+def log_tensorboard(run_dir, # the run folder; events go to RUN_DIR/tensorboard
+                    row:dict, # one epoch's row of `log.csv` (epoch, losses, val_map, lr, speed)
+                   ) -> Path: # the events folder
+    "Add one epoch's numbers to TensorBoard event files (`TrainCfg.tensorboard`)"
+    try: from torch.utils.tensorboard import SummaryWriter   # an optional dependency: imported only when asked for
+    except ImportError: raise PneumoniaKitError('TrainCfg.tensorboard needs the tensorboard package: pip install tensorboard') from None
+    d = Path(run_dir)/'tensorboard'
+    with SummaryWriter(str(d)) as w:
+        for k, v in row.items():
+            if k == 'epoch' or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v): continue
+            w.add_scalar(k.replace('_', '/', 1) if k.startswith(('train_', 'val_')) else k, v, int(row['epoch']))
+    return d
+
 # %% ../nbs/14_train.ipynb #da656640
 def _checked(tc:TrainCfg) -> TrainCfg:
     "`tc`, or an error for settings `fit` cannot run with"
     if tc.plateau_metric not in {f'{s}_{k}' for s in ('train', 'val') for k in LOSS_KEYS} | {'val_map'}:
         raise PneumoniaKitError(f'TrainCfg.plateau_metric={tc.plateau_metric!r}: use val_loss, val_bbox_regression, ...')
     if tc.val_every < 1 or tc.epochs < 1: raise PneumoniaKitError('TrainCfg: epochs and val_every must be at least 1')
+    if tc.tensorboard and importlib.util.find_spec('tensorboard') is None:
+        raise PneumoniaKitError('TrainCfg.tensorboard needs the tensorboard package: pip install tensorboard')
     return tc
 
 def _start_files(out:Path, config:dict, st:dict, dev, world:int, dtype):
@@ -386,7 +404,7 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
     out, dev = Path(out), resolve_device(device)
     dtype = amp_dtype(tc.amp, dev)
     with distributed(dev) as (rank, world), _torch_flags(tc.deterministic, dev):
-        main, show = rank == 0, rank == 0 and tc.progress
+        main, show = rank == 0, rank == 0 and tc.progress and sys.stderr.isatty()   # bars on a terminal only: a notebook gets the epoch lines
         data = (data_fn or prepare_data)(data_root, mc.image_size, tc, rank, world)
         config = dict(model=cfg2dict(mc), train=cfg2dict(tc), data=data['info'], **(extra_config or {}))
         st = _training_state(mc, tc, out, dev, dtype, resume, config, rank, world)
@@ -411,6 +429,7 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
             if main:
                 _save_epoch(out, st, config, epoch, row, ev)
                 if tc.progress: print(_epoch_line(row, tc.epochs), flush=True)
+                if tc.tensorboard: log_tensorboard(out, row)
             over = tc.max_minutes is not None and (time.time() - t0 + float(np.median(took))) / 60 > tc.max_minutes
             if _from_rank0(over, world) and epoch < tc.epochs: stopped = f'time budget of {tc.max_minutes} min'; break
         summary = _summary(history, tc, stopped, out, t0, dev, world, dtype)

@@ -2,7 +2,7 @@
 # Run the torch-free board predictor on an emulated LSX-only LoongArch CPU (what the Loongson 2K1000LA has) and
 # compare its detections with the same OpenCV DNN backend on this x86 machine.
 #
-#   scripts/loongarch_emulate.sh [--force] [--model-dir DIR | --checkpoint CKPT.pt] [--no-x86-cv410]
+#   scripts/loongarch_emulate.sh [--force] [--model-dir DIR | --checkpoint CKPT.pt] [--no-x86-cv410] [--rootfs-only]
 #
 # Steps (each cached under outputs/loongarch/, skipped when its output exists; --force redoes them all):
 #   1. qemu     QEMU 10 user-mode `qemu-loongarch64` from Debian bookworm-backports (`qemu-user`, static binaries),
@@ -22,6 +22,7 @@
 #               (the board's version) from a private venv under outputs/loongarch/x86-cv410 (skip: --no-x86-cv410).
 #   7. loong64  the same predictor, same files, inside the emulator.
 #   8. compare  same images, same box counts, boxes IoU > 0.99, scores within 1e-3, raw network outputs within 1e-3.
+# --rootfs-only stops after step 4 (what scripts/loongarch_meter.sh needs: the QEMU binary and the checked rootfs).
 # Exit status: 0 all comparisons match, 1 a mismatch, 2 a step failed (the message names the step).
 # Emulated timings say nothing about the board's speed.
 set -Eeuo pipefail
@@ -37,14 +38,15 @@ X86_CV=${X86_CV_VERSION:-4.10.0.84}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 export QEMU_CPU_MODEL=${QEMU_CPU_MODEL:-la464,lasx=off}
 
-FORCE=0; MODEL_DIR=; CHECKPOINT=; CV410=1
+FORCE=0; MODEL_DIR=; CHECKPOINT=; CV410=1; ROOTFS_ONLY=0
 while (($#)); do
   case $1 in
     --force) FORCE=1 ;;
     --model-dir) MODEL_DIR=$(realpath "$2"); shift ;;
     --checkpoint) CHECKPOINT=$(realpath "$2"); shift ;;
     --no-x86-cv410) CV410=0 ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --rootfs-only) ROOTFS_ONLY=1 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac; shift
 done
@@ -166,6 +168,7 @@ SMOKE='import platform, numpy, cv2, pydicom; print("guest", platform.machine(), 
 guest_py -c "$SMOKE" 2>&1 | sed 's/^/   /' | tee -a "$W/smoke.txt" || die "python3 with numpy/cv2/pydicom does not start under QEMU (see above)"
 grep -q 'LASX?' "$W/smoke.txt" || echo "   WARNING: OpenCV does not report LASX as unavailable"
 done_step
+if ((ROOTFS_ONLY)); then echo; echo "rootfs ready: $ROOTFS (--rootfs-only: steps 5-8 skipped)"; exit 0; fi
 
 # ------------------------------------------------------------------------------------------------ 5. inputs
 step inputs "x86: 2 synthetic DICOMs and a board model folder"
