@@ -11,7 +11,7 @@ import numpy as np
 import torch, torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.models.detection import _utils as det_utils
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, cfg2dict, file_sha256, load_json, save_json
 from .boxes import hflip_boxes, mirror_index
 from .dataset import AUG_LEVELS, AugLevel, RsnaDataset, make_transforms
@@ -260,7 +260,7 @@ def distill_data(data_root, image_size:int, tc:TrainCfg, rank:int=0, world:int=1
     base = data['train']
     base.transforms = make_transforms(image_size, photo, seed=tc.seed)
     mirror = exact_mirror(make_anchors(student).numpy(), image_size) if hflip_p else None
-    c = rank0_first(lambda: cache_teacher(base, tinfo, student, dc, cache_dir, device, batch_size, progress=tc.progress and rank == 0), rank, world)
+    c = rank0_first(lambda: cache_teacher(base, tinfo, student, dc, cache_dir, device, batch_size, progress=tc.progress and rank == 0 and sys.stderr.isatty()), rank, world)
     data['train'] = DistillDataset(base, c['dir'], hflip_p, mirror)
     data['info'] = dict(data['info'], teacher_cache=c['dir'], teacher_cache_mb_per_image=c['mb_per_image'],
                         teacher_files=[t['file'] for t in tinfo['teachers']], aug='photometric of ' + tc.aug_level + f', hflip_p {hflip_p}')

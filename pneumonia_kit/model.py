@@ -83,6 +83,9 @@ MODEL_PRESETS: dict[str, ModelCfg] = dict(
     # the board family: light backbones, P3-P7, 128-channel pyramid, two 128-channel convs per subnet
     **{f'{b}_p3p7_light': ModelCfg(backbone=b, levels=(3, 7), fpn_channels=128, head_convs=2, head_channels=128, global_channels=128)
        for b in ('resnet18', 'resnet34', 'mobilenet_v3_large', 'efficientnet_b0', 'regnet_x_400mf', 'regnet_y_400mf')},
+    # the recommended board configuration (issue 12): ResNet18, P4-P7, 128-channel pyramid, global head and subnets, 4 convs per
+    # subnet; `bench/board_candidates.py`'s `r18_p4p7_128x4` (3.65 G board instructions at 512 px vs 27.1 G for the original)
+    board_r18_p4p7=ModelCfg(backbone='resnet18', levels=(4, 7), fpn_channels=128, head_convs=4, head_channels=128, global_channels=128),
     tiny_light=ModelCfg(backbone='resnet_tiny', pretrained=False, image_size=128, levels=(3, 7), fpn_channels=32, head_convs=1,
                         head_channels=16, global_channels=16, cls_dropout=0., global_dropout=0., freeze_bn=False), # tests: a tiny student
 )

@@ -71,6 +71,14 @@ TRAIN_PRESETS = dict(
                         train=TrainCfg(epochs=16, batch_size=16, lr=1e-4, grad_clip=1.)),
     cpu_board=dict(model=dataclasses.replace(MODEL_PRESETS['tiny_light'], image_size=256),  # `cpu_demo` with light subnets
                    train=TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off')),
+    # the recommended board configuration (`model.MODEL_PRESETS['board_r18_p4p7']`), trained exactly as `original` (GPU, 512 px) ...
+    board_r18_p4p7=dict(model=MODEL_PRESETS['board_r18_p4p7'], train=TrainCfg(plateau_metric='val_bbox_regression')),
+    # ... and on CPUs at 256 px from scratch (issue 12's experiment): the teacher `cpu_original_sx50` and the student
+    # `cpu_board_r18_p4p7` share one `TrainCfg`, so that (board model - original) compares networks, not training
+    cpu_original_sx50=dict(model=dataclasses.replace(MODEL_PRESETS['original_se_resnext50'], image_size=256, pretrained=False),
+                           train=TrainCfg(plateau_metric='val_bbox_regression', epochs=20, batch_size=8, lr=1e-3, amp='off', num_workers=0, seed=0)),
+    cpu_board_r18_p4p7=dict(model=dataclasses.replace(MODEL_PRESETS['board_r18_p4p7'], image_size=256, pretrained=False),
+                            train=TrainCfg(plateau_metric='val_bbox_regression', epochs=20, batch_size=8, lr=1e-3, amp='off', num_workers=0, seed=0)),
     tiny_light=dict(model=MODEL_PRESETS['tiny_light'],   # tests: a tiny student
                     train=TrainCfg(epochs=2, batch_size=4, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off',
                                    n_folds=4, progress=False)),

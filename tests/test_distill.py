@@ -47,6 +47,7 @@ def test_distill_command_and_run_folder(tiny_twin, teacher, tmp_path):
     assert rc == 2 and 'distill.kd_weight: 0.5 -> 0.9' in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
 
 
+@pytest.mark.slow
 def test_distill_runner(tiny_twin, teacher, tmp_path):
     import papermill
     out = tmp_path/'student'
@@ -87,3 +88,44 @@ def test_teacher_ensemble_is_predicts_mean_ensemble():
         boxes = decode_boxes(ours['deltas'][b, keep].numpy(), anchors[keep].numpy(), models[0].cfg.box_coder_weights)
         np.testing.assert_allclose(boxes, theirs[b]['boxes'], atol=1e-2)
         np.testing.assert_allclose(ours['probs'][b].numpy(), theirs[b]['global_probs'], atol=1e-6)
+
+
+def test_distill_bad_teachers_one_line(tiny_twin, teacher, tmp_path):
+    "A missing teacher, and one made for another image size or other anchors than the student's: one line each, exit 2"
+    import contextlib, io
+    from pneumonia_kit.cli import main
+    cases = {(str(tmp_path/'nope'),): 'teacher', (str(teacher), '--image-size', '256'): 'input size 128 px, the student\'s is 256 px'}
+    for args, msg in cases.items():
+        with contextlib.redirect_stderr(err := io.StringIO()):
+            rc = main(['distill', args[0], '--data', str(tiny_twin), '--preset', 'tiny_light', '--out', str(tmp_path/'s'), '--device', 'cpu', *args[1:]])
+        assert rc == 2 and msg in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+    from pneumonia_kit.distill import check_teachers
+    from pneumonia_kit.model import model_cfg
+    with pytest.raises(Exception, match='anchors are not among its anchors'):
+        check_teachers([teacher], model_cfg('tiny_light', anchor_scale=3.))
+
+
+@pytest.mark.slow
+def test_board_pareto_command(tiny_twin, teacher, tmp_path):
+    """`board-pareto`: the teacher's run as the original, a board folder and the same run again as candidates, on the
+    twin's 6 test images with OpenCV; the table, JSON and plot; no meter cache: 'not metered', nothing recommended"""
+    import torch
+    from pneumonia_kit.model import create_model
+    from pneumonia_kit.export import export_onnx
+    torch.manual_seed(0)
+    export_onnx(create_model('tiny_light'), tmp_path/'light', check=())
+    out = tmp_path/'pareto'
+    env = dict(__import__('os').environ, LOONGARCH_WORK=str(tmp_path/'no_meter'))
+    r = subprocess.run(['pneumonia-kit', 'board-pareto', f'light={tmp_path/"light"}', f'again={teacher}', '--original', str(teacher),
+                        '--data', str(tiny_twin), '--out', str(out), '--threads', '1', '--n-boot', '50'], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out/'pareto.json').read_text())
+    assert [x['name'] for x in res['rows']] == ['run', 'light', 'again'] and res['recommended'] is None
+    assert 'not metered' in res['why_none'] and res['rows'][2]['diff'] == 0 and res['rows'][0]['n_images'] == 6
+    assert all(x['metered'] == 'not metered' and x['parity'] < 1e-3 and x['failed'] == 0 for x in res['rows'])
+    assert (out/'pareto.png').is_file() and '| light |' in (out/'pareto.md').read_text()
+    # asking for the meter without the emulator built: one line, before any work
+    r = subprocess.run(['pneumonia-kit', 'board-pareto', str(tmp_path/'light'), '--original', str(teacher), '--data', str(tiny_twin),
+                        '--out', str(tmp_path/'p2'), '--meter'], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and 'emulator is not built' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path/'p2').exists()
