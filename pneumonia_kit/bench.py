@@ -231,7 +231,7 @@ def board_python(python=None, work=None) -> str:
 
 # %% ../nbs/19_bench.ipynb #8436d9b2
 @functools.lru_cache(maxsize=64)
-def _conv_signature(path:str, mtime:float) -> str:
+def _conv_signature(path:str, mtime:float, size:int|None) -> str:
     import onnx   # the ONNX reader: only when an architecture is matched against the meter's cache (onnx comes with the export side)
     m = onnx.load(path, load_external_data=False)
     shapes = {i.name: list(i.dims) for i in m.graph.initializer}
@@ -239,26 +239,28 @@ def _conv_signature(path:str, mtime:float) -> str:
     sig = sorted(json.dumps([n.op_type, [shapes.get(i) for i in n.input[1:2]], {a.name: list(a.ints) or a.i for a in n.attribute if a.name in keys}])
                  for n in m.graph.node if n.op_type in ('Conv', 'ConvTranspose', 'Gemm', 'MatMul'))
     inputs = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input if i.name not in shapes]
+    if size: inputs = [s[:-2] + [size, size] for s in inputs]   # the same layers at another input size (a fully convolutional network)
     return hashlib.sha256(json.dumps([sig, inputs]).encode()).hexdigest()[:16]
 
-def conv_signature(onnx_path) -> str:
-    "16 hex digits of what a forward's instruction count depends on: each Conv/Gemm/MatMul's weight shape and strides, pads, groups; the input shape"
+def conv_signature(onnx_path, size:int|None=None) -> str:
+    "16 hex digits of what a forward's instruction count depends on: each Conv/Gemm/MatMul's weight shape and strides, pads, groups; the input shape (or `size`)"
     p = Path(onnx_path)
-    return _conv_signature(str(p.resolve()), p.stat().st_mtime)
+    return _conv_signature(str(p.resolve()), p.stat().st_mtime, size)
 
 # %% ../nbs/19_bench.ipynb #d8a011c5
 def metered(model_dir, # a board model folder
-            work=None) -> dict|None: # the board meter's folder (`meter_work`)
+            work=None, # the board meter's folder (`meter_work`)
+            size:int|None=None) -> dict|None: # count the same layers at this input size instead (e.g. 512, the deployment size)
     "The board meter's count for `model_dir` from its cache (this file; else the same architecture counted with other weights), or None"
     d = Path(model_dir); meta = load_json(d/'board.json'); onnx = d/meta.get('model_file', 'model.onnx')
-    cache = meter_work(work)/'meter'/'cache.json'
+    cache, size = meter_work(work)/'meter'/'cache.json', size or meta['input_size']
     if not cache.is_file(): return None
-    recs = [r for k, r in load_json(cache).items() if k.startswith('emu ') and r.get('size') == meta['input_size'] and r.get('insns')]
+    recs = [r for k, r in load_json(cache).items() if k.startswith('emu ') and r.get('size') == size and r.get('insns')]
     sha, how = file_sha256(onnx), 'this model file'
-    same = [r for r in recs if r.get('sha256') == sha]
+    same = [r for r in recs if r.get('sha256') == sha and size == meta['input_size']]
     if not same:
-        sig, how = conv_signature(onnx), 'the same architecture with other weights'
-        same = [r for r in recs if r.get('onnx') and Path(r['onnx']).is_file() and conv_signature(r['onnx']) == sig]
+        sig, how = conv_signature(onnx, size), 'the same architecture with other weights' + ('' if size == meta['input_size'] else f' at {size} px')
+        same = [r for r in recs if r.get('onnx') and Path(r['onnx']).is_file() and conv_signature(r['onnx'], r['size']) == sig]
     if not same: return None
     r = max(same, key=lambda r: (bool(r.get('steady_insns')), r.get('method') == 'fork'))   # a two-forward count first
     return dict(first_G=round(r['insns'] / 1e9, 3), per_image_G=round((r.get('steady_insns') or r['insns']) / 1e9, 3),
@@ -297,7 +299,7 @@ _MEASURE = """
 import json, sys, time, zlib
 import numpy as np, cv2
 from pneumonia_kit.board import BoardPredictor, board_predict
-spec = json.loads(sys.argv[1])
+spec = json.loads(open(sys.argv[1]).read())
 t = time.perf_counter()
 r = board_predict(spec['model_dir'], spec['images'], spec['out'], backend=spec['backend'], threads=spec['threads'], progress=False)
 sec = time.perf_counter() - t
@@ -334,7 +336,8 @@ def measure_board(model_dir, # board model folder
         code = 'import os, resource\n' + inspect.getsource(peak_rss_mb) + _MEASURE
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_checkout()), os.environ.get('PYTHONPATH', '')]))
         py = board_python(python)
-        r = subprocess.run([py, '-c', code, json.dumps(spec)], capture_output=True, text=True, timeout=timeout, env=env)
+        (Path(tmp)/'spec.json').write_text(json.dumps(spec))   # a file: thousands of image paths exceed one argument's 128 kB
+        r = subprocess.run([py, '-c', code, str(Path(tmp)/'spec.json')], capture_output=True, text=True, timeout=timeout, env=env)
     line = next((l for l in r.stdout.splitlines() if l.startswith('RESULT ')), None)
     if r.returncode or line is None:
         raise PneumoniaKitError(f'{d}: the board predictor failed under {py}: {(r.stderr.strip().splitlines() or ["no output"])[-1][:300]}')
@@ -388,13 +391,13 @@ def _measured(name, path, out:Path, images, labels, python, backend, threads, bu
     return dict(rec, folder=str(folder), sub=str(d/'test_submission.csv'))
 
 # %% ../nbs/19_bench.ipynb #9aa7774c
-def _pareto_rows(meas:list, orig:dict, labels, work, n_boot:int) -> list:
+def _pareto_rows(meas:list, orig:dict, labels, work, n_boot:int, meter_size:int|None=None) -> list:
     "Scores, paired differences against the original (the first of `meas`), board counts and estimates of each candidate"
     rows = []
     for m in meas:
         s = score_submission(m['sub'], labels, n_boot=n_boot)
         c = None if m is orig else compare_submissions(orig['sub'], m['sub'], labels, n_boot=n_boot, n_perm=n_boot)
-        met = metered(m['folder'], work)
+        met = metered(m['folder'], work, meter_size)
         row = dict(name=m['name'], original=m is orig, configuration=m['configuration'], source=m['source'], map=round(s['map'], 4),
                    ci95=[round(v, 4) for v in s['ci95']], n_images=s['n_images'], n_scored=s['n_scored'],
                    diff=None if c is None else round(c['diff'], 4), diff_ci95=None if c is None else [round(v, 4) for v in c['ci95']],
@@ -439,9 +442,11 @@ def board_pareto(candidates:list, # run folders, checkpoints or board model fold
                  python=None, # the Python running it (default: the meter's x86 OpenCV 4.10 venv when built, else this one)
                  meter:bool=False, # count board instructions now for those not in the meter's cache (needs the emulator)
                  work=None, # the board meter's folder (default: $LOONGARCH_WORK or outputs/loongarch)
+                 meter_size:int|None=None, # board instructions of the same layers at this input size (e.g. 512, the deployment size; cache only)
                  min_ratio:float=5., max_loss:float=0.01, # the recommendation's criteria
                  n_boot:int=1000, budget_s:float=3., log=print) -> dict:
     "Export, predict the test set on the board runtime, score and pair against the original, count and time each candidate; table, JSON, plot"
+    if meter and meter_size: raise PneumoniaKitError('--meter counts the exported models at their own input size: leave out --meter-size (which reads the cache only)')
     if meter: meter_ready(work)   # before hours of predictions: is the emulator there?
     data, out = Path(data), Path(out)
     labels = Path(labels or data/'synthetic_test_labels.csv')
@@ -459,23 +464,24 @@ def board_pareto(candidates:list, # run folders, checkpoints or board model fold
     if meter:
         todo = [m['folder'] for m in meas if metered(m['folder'], work) is None]
         if todo: run_meter(todo, work, log=log)
-    rows = _pareto_rows(meas, meas[0], sub_labels, work, n_boot)
+    rows = _pareto_rows(meas, meas[0], sub_labels, work, n_boot, meter_size)
     rec = recommend(rows, min_ratio, max_loss)
     for r in rows: r['recommended'] = r['name'] == rec
-    why = None if rec else ('the original is not metered at this size: run with meter=True (--meter)' if rows[0]['insns_first_G'] is None else
+    why = None if rec else ('the original is not metered at this size: count it with --meter, or read the cache at another size with --meter-size 512' if rows[0]['insns_first_G'] is None else
                             f'no candidate has >= {min_ratio}x fewer board instructions and a lower paired 95% bound >= -{max_loss}')
     md = pareto_markdown(rows, rec)
     notes = [f'{len(images)} test images of {data} ({labels.name}); predictions by the board predictor with {rows[0]["runtime"]} '
              f'(OpenCV {rows[0]["opencv"]}, {threads} threads); mAP with a bootstrap 95% interval over images; "vs original" = paired '
              f'difference (candidate - original) with its 95% interval.',
              'board G insns: LoongArch instructions of one forward counted by scripts/board_meter.py (first forward with OpenCV\'s set-up / '
-             'per image); "counted" says whether that file or the same architecture with other weights was counted. Board estimate = '
+             + (f'per image) for the same layers at {meter_size} px (the models here run at {meas[0]["input_size"]} px); ' if meter_size else 'per image); ')
+             + '"counted" says whether that file or the same architecture with other weights was counted. Board estimate = '
              f'per-image instructions / ({BOARD_ASSUMPTIONS["ghz"]} GHz x IPC {BOARD_ASSUMPTIONS["ipc"]} x {BOARD_ASSUMPTIONS["threads"]} threads x '
              f'{BOARD_ASSUMPTIONS["efficiency"]} efficiency). OpenCV ms: the network alone on this machine (x86; a second opinion). '
              'OpenCV parity: max |OpenCV - ONNX Runtime| of the raw outputs.',
              f'recommended: >= {min_ratio}x fewer board instructions than the original and lower paired bound >= -{max_loss}, then the best mAP: '
              + (rec or f'none ({why})'), INT8_NOTE + '.']
-    save_json(dict(rows=rows, recommended=rec, why_none=why, criteria=dict(min_ratio=min_ratio, max_loss=max_loss), notes=notes,
+    save_json(dict(rows=rows, recommended=rec, why_none=why, criteria=dict(min_ratio=min_ratio, max_loss=max_loss), notes=notes, meter_size=meter_size,
                    n_test=len(images), data=str(data), labels=str(labels), assumptions=BOARD_ASSUMPTIONS, machine=machine_info()), out/'pareto.json')
     with atomic_write(out/'pareto.md') as f: f.write('# Board model candidates: speed and accuracy\n\n' + md + '\n\n' + '\n\n'.join(notes) + '\n')
     metered_all = any(r['insns_first_G'] for r in rows)

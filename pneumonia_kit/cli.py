@@ -268,6 +268,7 @@ def _board_pareto_args(p):
     p.add_argument('--python', metavar='PY', help="Python running the board runtime (default: the meter's x86 OpenCV 4.10 venv when built, else this one)")
     p.add_argument('--meter', action='store_true', help='count board instructions now for models not in the meter cache (needs scripts/loongarch_meter.sh build; slow)')
     p.add_argument('--meter-dir', metavar='DIR', help='the board meter folder (default: $LOONGARCH_WORK or outputs/loongarch)')
+    p.add_argument('--meter-size', metavar='PX', type=positive_int, help='board instructions of the same layers at this input size from the meter cache (e.g. 512, the deployment size)')
     p.add_argument('--min-ratio', metavar='X', type=positive_float, default=5., help='recommend only with X times fewer board instructions (default: 5)')
     p.add_argument('--max-loss', metavar='D', type=fraction, default=0.01, help='... and a lower paired 95%% bound of at least -D (default: 0.01)')
     p.add_argument('--n-boot', metavar='N', type=positive_int, default=1000, help='bootstrap draws of the intervals (default: 1000)')
@@ -276,7 +277,7 @@ def board_pareto(a):
     "Speed vs accuracy of board model candidates: board-runtime test mAP, paired difference vs the original, board instructions, x86 OpenCV ms; table, JSON, plot"
     _bp = _api('bench').board_pareto
     r = _bp(a.candidates, a.original, a.data, a.out, n_test=a.n_test, labels=a.labels, backend=a.backend, threads=a.threads, python=a.python,
-            meter=a.meter, work=a.meter_dir, min_ratio=a.min_ratio, max_loss=a.max_loss, n_boot=a.n_boot)
+            meter=a.meter, work=a.meter_dir, meter_size=a.meter_size, min_ratio=a.min_ratio, max_loss=a.max_loss, n_boot=a.n_boot)
     print(f"{r['table']}, {r['json']}, {r['plot']}")
 
 # %% ../nbs/21_cli.ipynb #16b66de1
