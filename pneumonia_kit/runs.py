@@ -65,8 +65,8 @@ def set_rng_state(s:dict):
     "Restore the generator states saved by `rng_state`"
     v, st, g = s['python']; random.setstate((v, tuple(st), g))
     n = s['numpy']; np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
-    torch.set_rng_state(s['torch'])
-    if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+    torch.set_rng_state(s['torch'].cpu())
+    if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in s['cuda']])
 
 # %% ../nbs/13_runs.ipynb #4208464f
 def save_checkpoint(path, # `RUN_DIR/checkpoints/epoch_NNN.pt`

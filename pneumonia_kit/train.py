@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib, dataclasses, datetime, functools, importlib.util, math, os, random, sys, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -138,6 +139,7 @@ def epoch_seed(seed:int, epoch:int, rank:int=0) -> int:
 def _worker_init(base:int, worker_id:int):
     seed = (base + 7919 * (worker_id + 1)) % 2**32
     random.seed(seed); np.random.seed(seed)
+    cv2.setNumThreads(1)   # one worker per core: no OpenCV threads on top (16-core GPU machines)
 
 def train_loader(ds:RsnaDataset, # training dataset (with its augmentation)
                  tc:TrainCfg, # batch size, workers, seed
@@ -312,7 +314,7 @@ def _training_state(mc:ModelCfg, tc:TrainCfg, out:Path, dev, dtype, resume:bool,
     if ckpts and not resume:
         raise PneumoniaKitError(f'{out}: holds checkpoints of an earlier run ({ckpts[-1].name}); pass resume=True to continue it or choose another folder')
     if resume and ckpts:
-        state = read_checkpoint(ckpts[-1], dev)
+        state = read_checkpoint(ckpts[-1], 'cpu')   # the RNG states must stay CPU tensors; the model and optimizer copy theirs over
         _check_resume(state, config, ckpts[-1])
     set_seed(tc.seed)
     # rank 0 fetches pretrained weights first (into the shared hub cache); on resume they come from the checkpoint
