@@ -7,14 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 import torch
 from torch import nn
-from torchvision.models import resnet as tv_resnet
-from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models import efficientnet as tv_effnet, mobilenetv3 as tv_mnv3, regnet as tv_regnet, resnet as tv_resnet
 from torchvision.ops.misc import FrozenBatchNorm2d
 from .core import PneumoniaKitError
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'ModelError', 'register_backbone', 'list_backbones', 'backbone_entry',
-           'se_resnext50_32x4d', 'se_resnext101_32x4d', 'resnet34', 'resnet50', 'TinyResNet', 'resnet_tiny', 'Backbone',
+           'se_resnext50_32x4d', 'se_resnext101_32x4d', 'resnet34', 'resnet50', 'TinyResNet', 'resnet_tiny', 'resnet18',
+           'HardsigmoidRelu6', 'mobilenet_v3_large', 'efficientnet_b0', 'regnet_x_400mf', 'regnet_y_400mf', 'Backbone',
            'backbone_url', 'clean_state_dict', 'fetch_weights', 'load_backbone_weights', 'create_backbone',
            'freeze_batchnorm']
 
@@ -26,7 +26,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _BACKBONES: dict[str, dict] = {}
 
 def register_backbone(url:str|None=None, # ImageNet weights URL; None: take it from `pretrainedmodels.pretrained_settings`
-                      stages:tuple=('layer1','layer2','layer3','layer4'), # children giving C2..C5
+                      stages:tuple=('layer1','layer2','layer3','layer4'), # children (or dotted paths into Sequentials) giving C2..C5
                       mirror:str='', # where else the same weights are published (shown when the download fails)
                       mean:tuple=IMAGENET_MEAN, std:tuple=IMAGENET_STD, # input normalisation the weights were trained with
                       classifier:tuple=('fc.', 'last_linear.', 'classifier.'), # key prefixes of the ImageNet classifier (not loaded)
@@ -91,16 +91,74 @@ class TinyResNet(nn.Module):
 @register_backbone(url='')
 def resnet_tiny(): return TinyResNet()
 
+# %% ../nbs/11_backbones.ipynb #cbd326e7
+_V1 = 'IMAGENET1K_V1'  # torchvision's original ImageNet weights of each network
+
+@register_backbone(url=tv_resnet.ResNet18_Weights[_V1].url)
+def resnet18(): return tv_resnet.resnet18(weights=None)
+
+class HardsigmoidRelu6(nn.Module):
+    "`hardsigmoid(x)` written as `relu6(x + 3) / 6`, the same function with other ONNX operators (see `mobilenet_v3_large`)"
+    def forward(self, x): return torch.nn.functional.relu6(x + 3.) / 6.
+
+def _se_relu6(net:nn.Module) -> nn.Module:
+    "`net` with the squeeze-excitation gates' `Hardsigmoid` replaced by `HardsigmoidRelu6` (no weights change)"
+    for m in net.modules():
+        if isinstance(getattr(m, 'scale_activation', None), nn.Hardsigmoid): m.scale_activation = HardsigmoidRelu6()
+    return net
+
+@register_backbone(url=tv_mnv3.MobileNet_V3_Large_Weights[_V1].url, stages=('features.3', 'features.6', 'features.12', 'features.15'),
+                   classifier=('classifier.', 'features.16.'))
+def mobilenet_v3_large(): return _se_relu6(tv_mnv3.mobilenet_v3_large(weights=None))
+
+@register_backbone(url=tv_effnet.EfficientNet_B0_Weights[_V1].url, stages=('features.2', 'features.3', 'features.5', 'features.7'),
+                   classifier=('classifier.', 'features.8.'))
+def efficientnet_b0(): return tv_effnet.efficientnet_b0(weights=None)
+
+_REGNET_STAGES = tuple(f'trunk_output.block{i}' for i in range(1, 5))
+
+@register_backbone(url=tv_regnet.RegNet_X_400MF_Weights[_V1].url, stages=_REGNET_STAGES)
+def regnet_x_400mf(): return tv_regnet.regnet_x_400mf(weights=None)
+
+@register_backbone(url=tv_regnet.RegNet_Y_400MF_Weights[_V1].url, stages=_REGNET_STAGES)
+def regnet_y_400mf(): return tv_regnet.regnet_y_400mf(weights=None)
+
 # %% ../nbs/11_backbones.ipynb #aa289bcc
-class Backbone(IntermediateLayerGetter):
+def _holds(path:str, stages) -> bool: return any(s == path or s.startswith(path + '.') for s in stages)
+
+def _prune(module:nn.Module, stages, prefix:str=''):
+    "Drop, in place, the children of `module` after the last one holding a stage, inside stage-holding `Sequential`s too"
+    names = list(module._modules)
+    keep = [i for i, n in enumerate(names) if _holds(prefix + n, stages)]
+    if not keep: raise ModelError(f'no stage among the children of {prefix or "the network"}: {", ".join(stages)}')
+    for n in names[keep[-1] + 1:]: del module._modules[n]
+    for n in names[:keep[-1] + 1]:
+        inner = [s for s in stages if s.startswith(prefix + n + '.')]
+        if inner:
+            if not isinstance(module._modules[n], nn.Sequential): raise ModelError(f'stage {inner[0]}: {prefix + n} is not a Sequential')
+            _prune(module._modules[n], stages, prefix + n + '.')
+
+class Backbone(nn.Module):
     "The C2..C5 feature maps (strides 4-32) of a classification network, with their `channels`"
-    def __init__(self, net:nn.Module, stages:tuple=('layer1','layer2','layer3','layer4')):
-        super().__init__(net, {s: f'c{i+2}' for i, s in enumerate(stages)})
+    def __init__(self, net:nn.Module, stages:tuple=('layer1','layer2','layer3','layer4')): # children (or dotted paths into Sequentials) giving C2..C5
+        super().__init__()
+        self.stages = tuple(stages)
+        _prune(net, self.stages)
+        for n, m in net.named_children(): self.add_module(n, m)
         was_training = self.training
         self.eval()
         with torch.no_grad(): self.channels = [f.shape[1] for f in self(torch.zeros(1, 3, 64, 64))]
         self.train(was_training)
-    def forward(self, x) -> list[torch.Tensor]: return list(super().forward(x).values())
+    def _run(self, module, x, prefix, feats):
+        for n, m in module.named_children():
+            p = prefix + n
+            x = self._run(m, x, p + '.', feats) if any(s.startswith(p + '.') for s in self.stages) else m(x)
+            if p in self.stages: feats.append(x)
+        return x
+    def forward(self, x) -> list[torch.Tensor]:
+        feats = []
+        self._run(self, x, '', feats)
+        return feats
 
 # %% ../nbs/11_backbones.ipynb #a5a14880
 def backbone_url(name:str) -> str:

@@ -4,18 +4,22 @@
 
 # %% ../nbs/19_bench.ipynb #613e7253
 from __future__ import annotations
-import datetime, importlib.metadata, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
+import datetime, functools, hashlib, importlib.metadata, importlib.util, inspect, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
-from .core import PneumoniaKitError, atomic_write, cfg2dict, load_json, save_json
+from .core import PneumoniaKitError, atomic_write, cfg2dict, file_sha256, load_json, save_json
 from .dicom import find_dicoms, read_xray
 from .post import postprocess_raw
-from .board import BoardPredictor, prepare_input
+from .metric import compare_submissions, score_submission
+from .board import BoardPredictor, make_runtime, prepare_input
+from .plots import plot_pareto
 from .synth import synth_dataset
 
 # %% auto #0
-__all__ = ['BOARD_PEAK_GFLOPS', 'BOARD_EFFICIENCY', 'LEVELS', 'peak_rss_mb', 'run_worker', 'machine_info', 'stage_times',
-           'bench_board']
+__all__ = ['BOARD_PEAK_GFLOPS', 'BOARD_EFFICIENCY', 'LEVELS', 'BOARD_ASSUMPTIONS', 'INT8_NOTE', 'peak_rss_mb', 'run_worker',
+           'machine_info', 'stage_times', 'bench_board', 'meter_work', 'board_python', 'conv_signature', 'metered',
+           'board_seconds', 'meter_ready', 'run_meter', 'measure_board', 'describe_board', 'recommend',
+           'pareto_markdown', 'board_pareto']
 
 # %% ../nbs/19_bench.ipynb #102c29b2
 def peak_rss_mb() -> float:
@@ -208,3 +212,280 @@ def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> 
     return res
 
 
+
+# %% ../nbs/19_bench.ipynb #661b42c9
+BOARD_ASSUMPTIONS = dict(ghz=1.0, ipc=0.8, threads=2, efficiency=0.8)   # the board estimate's, as scripts/board_meter.py states them
+INT8_NOTE = ('int8 not evaluated: OpenCV 4.10 DNN (the board runtime) does not run the QDQ int8 export, and ONNX Runtime, which does, '
+             'dies with SIGILL on the board\'s LSX-only CPU')
+
+def _checkout() -> Path: return Path(importlib.util.find_spec('pneumonia_kit').origin).resolve().parents[1]   # the package's parent folder
+
+def meter_work(work=None) -> Path:
+    "The board meter's folder (`scripts/loongarch_meter.sh build`): `work`, else $LOONGARCH_WORK, else outputs/loongarch of this checkout"
+    return Path(work or os.environ.get('LOONGARCH_WORK') or _checkout()/'outputs'/'loongarch')
+
+def board_python(python=None, work=None) -> str:
+    "The Python that runs the board runtime: `python`, else the meter's x86 OpenCV 4.10 venv when built, else this one"
+    v = meter_work(work)/'x86-cv410'/'bin'/'python'
+    return str(python or (v if v.is_file() else sys.executable))
+
+# %% ../nbs/19_bench.ipynb #8436d9b2
+@functools.lru_cache(maxsize=64)
+def _conv_signature(path:str, mtime:float, size:int|None) -> str:
+    import onnx   # the ONNX reader: only when an architecture is matched against the meter's cache (onnx comes with the export side)
+    m = onnx.load(path, load_external_data=False)
+    shapes = {i.name: list(i.dims) for i in m.graph.initializer}
+    keys = ('group', 'strides', 'pads', 'dilations', 'transB')
+    sig = sorted(json.dumps([n.op_type, [shapes.get(i) for i in n.input[1:2]], {a.name: list(a.ints) or a.i for a in n.attribute if a.name in keys}])
+                 for n in m.graph.node if n.op_type in ('Conv', 'ConvTranspose', 'Gemm', 'MatMul'))
+    inputs = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input if i.name not in shapes]
+    if size: inputs = [s[:-2] + [size, size] for s in inputs]   # the same layers at another input size (a fully convolutional network)
+    return hashlib.sha256(json.dumps([sig, inputs]).encode()).hexdigest()[:16]
+
+def conv_signature(onnx_path, size:int|None=None) -> str:
+    "16 hex digits of what a forward's instruction count depends on: each Conv/Gemm/MatMul's weight shape and strides, pads, groups; the input shape (or `size`)"
+    p = Path(onnx_path)
+    return _conv_signature(str(p.resolve()), p.stat().st_mtime, size)
+
+# %% ../nbs/19_bench.ipynb #d8a011c5
+def metered(model_dir, # a board model folder
+            work=None, # the board meter's folder (`meter_work`)
+            size:int|None=None) -> dict|None: # count the same layers at this input size instead (e.g. 512, the deployment size)
+    "The board meter's count for `model_dir` from its cache (this file; else the same architecture counted with other weights), or None"
+    d = Path(model_dir); meta = load_json(d/'board.json'); onnx = d/meta.get('model_file', 'model.onnx')
+    cache, size = meter_work(work)/'meter'/'cache.json', size or meta['input_size']
+    if not cache.is_file(): return None
+    recs = [r for k, r in load_json(cache).items() if k.startswith('emu ') and r.get('size') == size and r.get('insns')]
+    sha, how = file_sha256(onnx), 'this model file'
+    same = [r for r in recs if r.get('sha256') == sha and size == meta['input_size']]
+    if not same:
+        sig, how = conv_signature(onnx, size), 'the same architecture with other weights' + ('' if size == meta['input_size'] else f' at {size} px')
+        same = [r for r in recs if r.get('onnx') and Path(r['onnx']).is_file() and conv_signature(r['onnx'], r['size']) == sig]
+    if not same: return None
+    r = max(same, key=lambda r: (bool(r.get('steady_insns')), r.get('method') == 'fork'))   # a two-forward count first
+    return dict(first_G=round(r['insns'] / 1e9, 3), per_image_G=round((r.get('steady_insns') or r['insns']) / 1e9, 3),
+                per_image_is='second forward' if r.get('steady_insns') else 'first forward', counted=how, onnx=r.get('onnx'),
+                guest_opencv=r.get('guest_opencv'), measured_at=r.get('measured_at'))
+
+def board_seconds(g_insns:float, ghz=None, ipc=None, threads=None, efficiency=None) -> float:
+    "Board estimate in seconds per image: instructions / (clock x IPC x threads x parallel efficiency), `BOARD_ASSUMPTIONS` by default"
+    a = dict(BOARD_ASSUMPTIONS, **{k: v for k, v in dict(ghz=ghz, ipc=ipc, threads=threads, efficiency=efficiency).items() if v})
+    return g_insns * 1e9 / (a['ghz'] * 1e9 * a['ipc'] * a['threads'] * a['efficiency'])
+
+# %% ../nbs/19_bench.ipynb #f781c8b3
+_METER_PARTS = {'meter-qemu/qemu-loongarch64': 'QEMU with TCG plugins', 'meter-qemu/libinsn.so': 'the insn plugin',
+                'rootfs/usr/bin/python3': 'the Debian loong64 rootfs'}
+
+def meter_ready(work=None) -> Path:
+    "The board meter script (source checkout), or a one-line error when it or its emulator is missing"
+    w, script = meter_work(work), _checkout()/'scripts'/'board_meter.py'
+    if not script.is_file(): raise PneumoniaKitError(f'{script}: not found; the board meter comes with the source checkout (git clone), not the installed package')
+    missing = [why for f, why in _METER_PARTS.items() if not (w/f).exists()]
+    if missing: raise PneumoniaKitError(f'the board meter\'s emulator is not built under {w} ({", ".join(missing)} missing): '
+                                        'run scripts/loongarch_meter.sh build first, or leave out --meter')
+    return script
+
+def run_meter(model_dirs:list, # board model folders to count (cached by the meter: counted once)
+              work=None, forwards:int=2, log=print) -> None:
+    "Count board instructions with `scripts/board_meter.py`; a one-line error when the emulator is not built"
+    w, script = meter_work(work), meter_ready(work)
+    log(f'board meter: counting {len(model_dirs)} model(s) under the emulator (cached; the original at 512 px takes ~20-60 min)')
+    r = subprocess.run([sys.executable, str(script), *map(str, model_dirs), '--no-x86', '--forwards', str(forwards)],
+                       env=dict(os.environ, LOONGARCH_WORK=str(w)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode: raise PneumoniaKitError(f'board meter failed (exit {r.returncode}): {(r.stderr.strip().splitlines() or ["no message"])[-1]}')
+
+# %% ../nbs/19_bench.ipynb #6a329178
+_MEASURE = """
+import json, sys, time, zlib
+import numpy as np, cv2
+from pneumonia_kit.board import BoardPredictor, board_predict
+spec = json.loads(open(sys.argv[1]).read())
+t = time.perf_counter()
+r = board_predict(spec['model_dir'], spec['images'], spec['out'], backend=spec['backend'], threads=spec['threads'], progress=False)
+sec = time.perf_counter() - t
+ref = np.load(spec['ref'])
+res = dict(n_images=r['n_images'], failed=len(r['failed']), predict_s=round(sec, 1), ms_per_image=round(1e3 * sec / max(r['n_images'], 1), 1),
+           runtime=spec['backend'], opencv=cv2.__version__, python=sys.version.split()[0])
+for th in (1, 2):
+    bp = BoardPredictor(spec['model_dir'], backend=spec['backend'], threads=th)
+    out = bp.runtime.run(ref['x'])
+    if th == 1: res['parity'] = max(float(np.abs(np.asarray(out[k]).reshape(ref[k].shape) - ref[k]).max()) for k in bp.runtime.output_names)
+    ts, end = [], time.perf_counter() + spec['budget_s']
+    while len(ts) < 2 or (time.perf_counter() < end and len(ts) < 20):
+        t = time.perf_counter(); bp.runtime.run(ref['x']); ts.append(time.perf_counter() - t)
+    res[f'net_ms_{th}t'] = round(1e3 * sorted(ts)[len(ts) // 2], 1)
+res['peak_mb'] = round(peak_rss_mb(), 1)
+print('RESULT ' + json.dumps(res))
+"""
+
+def measure_board(model_dir, # board model folder
+                  images:list, # DICOM files to predict
+                  out_csv, # the submission to write
+                  python=None, # the Python running the board runtime (`board_python`)
+                  backend:str='opencv', threads:int=2, # runtime and its threads for the predictions
+                  budget_s:float=3., # seconds of network timing per thread count (at least 2 forwards)
+                  timeout:float=6*3600) -> dict:
+    "Predict `images` with the board predictor in a fresh process of `python`; images, seconds, OpenCV network ms (1, 2 threads), peak MB, parity vs ONNX Runtime"
+    d = Path(model_dir); meta = load_json(d/'board.json'); S = meta['input_size']
+    x = np.random.default_rng(0).random((1, 1, S, S), dtype=np.float32)
+    ref = make_runtime('onnxruntime', d/meta.get('model_file', 'model.onnx'), threads=2).run(x)
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp)/'ref.npz', x=x, **ref)
+        spec = dict(model_dir=str(d), images=[str(f) for f in images], out=str(out_csv), backend=backend, threads=threads,
+                    ref=str(Path(tmp)/'ref.npz'), budget_s=budget_s)
+        code = 'import os, resource\n' + inspect.getsource(peak_rss_mb) + _MEASURE
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_checkout()), os.environ.get('PYTHONPATH', '')]))
+        py = board_python(python)
+        (Path(tmp)/'spec.json').write_text(json.dumps(spec))   # a file: thousands of image paths exceed one argument's 128 kB
+        r = subprocess.run([py, '-c', code, str(Path(tmp)/'spec.json')], capture_output=True, text=True, timeout=timeout, env=env)
+    line = next((l for l in r.stdout.splitlines() if l.startswith('RESULT ')), None)
+    if r.returncode or line is None:
+        raise PneumoniaKitError(f'{d}: the board predictor failed under {py}: {(r.stderr.strip().splitlines() or ["no output"])[-1][:300]}')
+    return json.loads(line[7:])
+
+# %% ../nbs/19_bench.ipynb #5bed2008
+def _candidate(spec) -> tuple:
+    "`NAME=PATH` or `PATH` (named after its folder) -> (name, Path)"
+    s = str(spec)
+    name, path = s.split('=', 1) if '=' in s and not Path(s).exists() else ('', s)
+    return (name or Path(path.rstrip('/')).name or 'model'), Path(path)
+
+def describe_board(meta:dict) -> str:
+    "A board.json's network in `bench/board_candidates.py`'s words: backbone, levels, FPN channels, subnet width x convs, input size"
+    c = meta.get('model_cfg') or {}
+    lo, hi = c.get('levels') or (None, None)
+    convs = c.get('head_convs', 4)
+    width = c.get('fpn_channels') if c.get('head_channels') is None or convs == 0 else c['head_channels']
+    return f"{c.get('backbone')} P{lo}-P{hi} fpn{c.get('fpn_channels')} head{width}x{convs} {meta.get('input_size')}px"
+
+def _board_folder(path:Path, dest:Path, log=print) -> Path:
+    "A board model folder for a run folder, checkpoint or board folder: exported (fp32) into `dest` once per checkpoint"
+    if (path/'board.json').is_file(): return path
+    if not path.exists(): raise PneumoniaKitError(f'{path}: candidate not found (give a run folder, a checkpoint or a board model folder)')
+    from pneumonia_kit.export import export_model          # torch: only when a candidate has to be exported
+    from pneumonia_kit.runs import resolve_checkpoints      # (this module stays importable without torch)
+    ck = resolve_checkpoints([path])[0]
+    if (dest/'board.json').is_file() and load_json(dest/'board.json').get('checkpoint_sha256') == file_sha256(ck): return dest
+    log(f'{path}: exporting {Path(ck).name} to {dest}')
+    return export_model(ck, dest)
+
+def _onnx_params_m(onnx_path) -> float:
+    import onnx   # the ONNX reader (comes with the export side)
+    return round(sum(int(np.prod(t.dims)) for t in onnx.load(str(onnx_path), load_external_data=False).graph.initializer) / 1e6, 2)
+
+# %% ../nbs/19_bench.ipynb #e2224030
+def _measured(name, path, out:Path, images, labels, python, backend, threads, budget_s, log) -> dict:
+    "One candidate: its board folder, predictions and timings (reused while model, images, runtime and threads are the same)"
+    d = out/'candidates'/name
+    folder = _board_folder(path, d/'model', log)
+    meta = load_json(folder/'board.json'); onnx = folder/meta.get('model_file', 'model.onnx')
+    key = dict(onnx_sha256=file_sha256(onnx), images=hashlib.sha256('\n'.join(map(str, images)).encode()).hexdigest()[:16],
+               backend=backend, threads=threads, python=board_python(python))
+    prev = load_json(d/'measure.json') if (d/'measure.json').is_file() else {}
+    if prev.get('key') == key and (d/'test_submission.csv').is_file(): return dict(prev, folder=str(folder), sub=str(d/'test_submission.csv'))
+    log(f'{name}: predicting {len(images)} test images with {backend} ({threads} threads) under {key["python"]}')
+    m = measure_board(folder, images, d/'test_submission.csv', python, backend, threads, budget_s)
+    rec = dict(key=key, name=name, source=str(path), configuration=describe_board(meta), input_size=meta['input_size'],
+               params_m=_onnx_params_m(onnx), **m)
+    save_json(rec, d/'measure.json')
+    return dict(rec, folder=str(folder), sub=str(d/'test_submission.csv'))
+
+# %% ../nbs/19_bench.ipynb #9aa7774c
+def _pareto_rows(meas:list, orig:dict, labels, work, n_boot:int, meter_size:int|None=None) -> list:
+    "Scores, paired differences against the original (the first of `meas`), board counts and estimates of each candidate"
+    rows = []
+    for m in meas:
+        s = score_submission(m['sub'], labels, n_boot=n_boot)
+        c = None if m is orig else compare_submissions(orig['sub'], m['sub'], labels, n_boot=n_boot, n_perm=n_boot)
+        met = metered(m['folder'], work, meter_size)
+        row = dict(name=m['name'], original=m is orig, configuration=m['configuration'], source=m['source'], map=round(s['map'], 4),
+                   ci95=[round(v, 4) for v in s['ci95']], n_images=s['n_images'], n_scored=s['n_scored'],
+                   diff=None if c is None else round(c['diff'], 4), diff_ci95=None if c is None else [round(v, 4) for v in c['ci95']],
+                   p_value=None if c is None else c['p_value'], insns_first_G=met and met['first_G'], insns_per_image_G=met and met['per_image_G'],
+                   metered=met['counted'] if met else 'not metered', board_s=met and round(board_seconds(met['per_image_G']), 2),
+                   **{k: m.get(k) for k in ('net_ms_1t', 'net_ms_2t', 'ms_per_image', 'peak_mb', 'params_m', 'parity', 'opencv', 'runtime', 'failed')})
+        rows.append(row)
+    o = rows[0]['insns_first_G']
+    for r in rows: r['fewer_insns'] = round(o / r['insns_first_G'], 2) if o and r['insns_first_G'] else None
+    return rows
+
+def recommend(rows:list, min_ratio:float=5., max_loss:float=0.01) -> str|None:
+    "The recommended candidate: >= `min_ratio` x fewer board instructions than the original, lower paired 95% bound >= -`max_loss`, then the best mAP"
+    ok = [r for r in rows if not r['original'] and (r.get('fewer_insns') or 0) >= min_ratio and r['diff_ci95'] and r['diff_ci95'][0] >= -max_loss]
+    return max(ok, key=lambda r: r['map'])['name'] if ok else None
+
+# %% ../nbs/19_bench.ipynb #1a74febf
+def _f(v, fmt): return 'not metered' if v is None and fmt == 'G' else '—' if v is None else f'{v:.2f}' if fmt == 'G' else format(v, fmt)
+
+def pareto_markdown(rows:list, recommended:str|None) -> str:
+    "The candidates' table (markdown): accuracy with intervals, paired difference, board cost and estimate, x86 OpenCV, memory, size"
+    cols = ['candidate', 'configuration', 'test mAP [95% CI]', 'vs original [95% CI]', 'board G insns first / per image',
+            'x fewer (first)', 'board s/image (est.)', 'OpenCV ms 1t / 2t', 'peak MB', 'M params', 'OpenCV parity', 'counted']
+    out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    for r in rows:
+        mark = ' **(recommended)**' if r['name'] == recommended else ' (original)' if r['original'] else ''
+        diff = '—' if r['diff'] is None else f"{r['diff']:+.4f} [{r['diff_ci95'][0]:+.4f}, {r['diff_ci95'][1]:+.4f}]"
+        insns = 'not metered' if r['insns_first_G'] is None else f"{r['insns_first_G']:.2f} / {r['insns_per_image_G']:.2f}"
+        out.append('| ' + ' | '.join([r['name'] + mark, r['configuration'], f"{r['map']:.4f} [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]", diff, insns,
+                                      _f(r['fewer_insns'], '.2f'), _f(r['board_s'], '.2f'), f"{_f(r['net_ms_1t'], '.0f')} / {_f(r['net_ms_2t'], '.0f')}",
+                                      _f(r['peak_mb'], '.0f'), _f(r['params_m'], '.2f'), _f(r['parity'], '.1e'), r['metered']]) + ' |')
+    return '\n'.join(out)
+
+# %% ../nbs/19_bench.ipynb #e3c20cab
+def board_pareto(candidates:list, # run folders, checkpoints or board model folders, each `PATH` or `NAME=PATH`
+                 original, # the original configuration's run (or checkpoint, or board folder), trained the same way
+                 data, # the twin (or any dataset with test labels): its stage_2_test_images are predicted
+                 out='outputs/board_pareto', # folder for candidates/NAME/{model,test_submission.csv,measure.json}, pareto.{md,json,png}
+                 n_test:int|None=1000, # the first N test images (sorted by file name); None = all
+                 labels=None, # test labels CSV (default: DATA/synthetic_test_labels.csv)
+                 backend:str='opencv', threads:int=2, # the board runtime and its threads for the predictions
+                 python=None, # the Python running it (default: the meter's x86 OpenCV 4.10 venv when built, else this one)
+                 meter:bool=False, # count board instructions now for those not in the meter's cache (needs the emulator)
+                 work=None, # the board meter's folder (default: $LOONGARCH_WORK or outputs/loongarch)
+                 meter_size:int|None=None, # board instructions of the same layers at this input size (e.g. 512, the deployment size; cache only)
+                 min_ratio:float=5., max_loss:float=0.01, # the recommendation's criteria
+                 n_boot:int=1000, budget_s:float=3., log=print) -> dict:
+    "Export, predict the test set on the board runtime, score and pair against the original, count and time each candidate; table, JSON, plot"
+    if meter and meter_size: raise PneumoniaKitError('--meter counts the exported models at their own input size: leave out --meter-size (which reads the cache only)')
+    if meter: meter_ready(work)   # before hours of predictions: is the emulator there?
+    data, out = Path(data), Path(out)
+    labels = Path(labels or data/'synthetic_test_labels.csv')
+    if not labels.is_file(): raise PneumoniaKitError(f'{labels}: test labels not found (the twin writes synthetic_test_labels.csv; give the labels with --labels)')
+    images = find_dicoms(data/'stage_2_test_images')[:n_test]
+    specs = [_candidate(original)] + [_candidate(c) for c in candidates]
+    names = [n for n, _ in specs]
+    if len(set(names)) < len(names): raise PneumoniaKitError(f'two candidates share a name ({", ".join(names)}): name them NAME=PATH')
+    for n, pth in specs:
+        if not pth.exists(): raise PneumoniaKitError(f'{pth}: candidate {n} not found (give a run folder, a checkpoint or a board model folder)')
+    out.mkdir(parents=True, exist_ok=True)
+    from pneumonia_kit.export import _labels_of   # the one labels-subset writer (torch side; only here)
+    sub_labels = _labels_of(labels, {Path(f).stem for f in images}, out/'test_labels.csv')
+    meas = [_measured(n, pth, out, images, sub_labels, python, backend, threads, budget_s, log) for n, pth in specs]
+    if meter:
+        todo = [m['folder'] for m in meas if metered(m['folder'], work) is None]
+        if todo: run_meter(todo, work, log=log)
+    rows = _pareto_rows(meas, meas[0], sub_labels, work, n_boot, meter_size)
+    rec = recommend(rows, min_ratio, max_loss)
+    for r in rows: r['recommended'] = r['name'] == rec
+    why = None if rec else ('the original is not metered at this size: count it with --meter, or read the cache at another size with --meter-size 512' if rows[0]['insns_first_G'] is None else
+                            f'no candidate has >= {min_ratio}x fewer board instructions and a lower paired 95% bound >= -{max_loss}')
+    md = pareto_markdown(rows, rec)
+    notes = [f'{len(images)} test images of {data} ({labels.name}); predictions by the board predictor with {rows[0]["runtime"]} '
+             f'(OpenCV {rows[0]["opencv"]}, {threads} threads); mAP with a bootstrap 95% interval over images; "vs original" = paired '
+             f'difference (candidate - original) with its 95% interval.',
+             'board G insns: LoongArch instructions of one forward counted by scripts/board_meter.py (first forward with OpenCV\'s set-up / '
+             + (f'per image) for the same layers at {meter_size} px (the models here run at {meas[0]["input_size"]} px); ' if meter_size else 'per image); ')
+             + '"counted" says whether that file or the same architecture with other weights was counted. Board estimate = '
+             f'per-image instructions / ({BOARD_ASSUMPTIONS["ghz"]} GHz x IPC {BOARD_ASSUMPTIONS["ipc"]} x {BOARD_ASSUMPTIONS["threads"]} threads x '
+             f'{BOARD_ASSUMPTIONS["efficiency"]} efficiency). OpenCV ms: the network alone on this machine (x86; a second opinion). '
+             'OpenCV parity: max |OpenCV - ONNX Runtime| of the raw outputs.',
+             f'recommended: >= {min_ratio}x fewer board instructions than the original and lower paired bound >= -{max_loss}, then the best mAP: '
+             + (rec or f'none ({why})'), INT8_NOTE + '.']
+    save_json(dict(rows=rows, recommended=rec, why_none=why, criteria=dict(min_ratio=min_ratio, max_loss=max_loss), notes=notes, meter_size=meter_size,
+                   n_test=len(images), data=str(data), labels=str(labels), assumptions=BOARD_ASSUMPTIONS, machine=machine_info()), out/'pareto.json')
+    with atomic_write(out/'pareto.md') as f: f.write('# Board model candidates: speed and accuracy\n\n' + md + '\n\n' + '\n\n'.join(notes) + '\n')
+    metered_all = any(r['insns_first_G'] for r in rows)
+    plot_pareto([dict(r, cost=r['insns_first_G'] if metered_all else r['net_ms_2t']) for r in rows], out/'pareto.png',
+                xlabel='board instructions per image, first forward (G)' if metered_all else f'x86 OpenCV {rows[0]["opencv"]} ms per image (2 threads)')
+    log(md); log(notes[2])
+    return dict(rows=rows, recommended=rec, why_none=why, table=str(out/'pareto.md'), json=str(out/'pareto.json'), plot=str(out/'pareto.png'))

@@ -4,19 +4,20 @@
 
 # %% ../nbs/05_board.ipynb #41257b50
 from __future__ import annotations
-import math, sys, time
+import math, mmap, os, sys, time
 from pathlib import Path
 import numpy as np, cv2
 import pneumonia_kit
-from .core import CLASSES, ArgParser, PneumoniaKitError, load_json, positive_int, run_command, save_json
-from .dicom import draw_boxes, find_dicoms, read_xray, resize_image, write_png
-from .metric import format_prediction_string, write_submission
+from .core import (CLASSES, EXIT_FAILED, ArgParser, PneumoniaKitError, check_writable, load_json, positive_int,
+                                run_command, save_json)
+from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
+from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
 from .post import PostCfg, as_post, postprocess_raw
 
 # %% auto #0
-__all__ = ['FORMAT_VERSION', 'OUTPUT_NAMES', 'FILE_KEYS', 'RUNTIMES', 'BOARD_EXAMPLES', 'check_board_meta', 'Runtime',
-           'OrtRuntime', 'OpenCVRuntime', 'make_runtime', 'load_model_dir', 'prepare_input', 'BoardPredictor',
-           'board_predict', 'add_board_args', 'run_board', 'main']
+__all__ = ['FORMAT_VERSION', 'OUTPUT_NAMES', 'FILE_KEYS', 'RUNTIMES', 'BOARD_EXAMPLES', 'check_board_meta', 'onnx_external_files',
+           'check_onnx_files', 'Runtime', 'OrtRuntime', 'OpenCVRuntime', 'make_runtime', 'load_model_dir',
+           'prepare_input', 'BoardPredictor', 'board_predict', 'add_board_args', 'run_board', 'main']
 
 # %% ../nbs/05_board.ipynb #2bf16c6a
 FORMAT_VERSION = 1  # version of the board model folder layout this module reads (and `export` writes)
@@ -54,9 +55,77 @@ def check_board_meta(meta, # the parsed board.json
         raise bad('box_coder_weights', f'must be 4 positive numbers, got {w!r}')
     for k in ('bbox_xform_clip',):
         if k in meta and not (_is_num(meta[k]) and meta[k] > 0): raise bad(k, f'must be a positive number, got {meta[k]!r}')
-    if 'num_anchors' in meta and not (isinstance(meta['num_anchors'], int) and meta['num_anchors'] > 0): raise bad('num_anchors', 'must be a positive integer')
+    n = meta.get('num_anchors', 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise bad('num_anchors', f'must be a positive integer, got {n!r}')
+    for k in ('classes', 'class_names'):
+        if k in meta and not (isinstance(meta[k], list) and len(meta[k]) == 3 and all(isinstance(c, str) for c in meta[k])):
+            raise bad(k, f'must be 3 class names, got {meta[k]!r}')
     if not isinstance(meta.get('input_name', 'image'), str): raise bad('input_name', 'must be a string')
     return meta
+
+# %% ../nbs/05_board.ipynb #1ac2d65a
+def _varint(buf, i:int) -> tuple:
+    "(value, next index) of the protobuf varint at buf[i]; (None, i) if it is cut off"
+    v = shift = 0
+    while i < len(buf) and shift < 70:
+        b = buf[i]; v |= (b & 0x7F) << shift; i += 1; shift += 7
+        if not b & 0x80: return v, i
+    return None, i
+
+def _fields(buf, i:int, end:int):
+    "(field number, start, end) of each length-delimited field of the protobuf message in buf[i:end]; ValueError if malformed"
+    while i < end:
+        key, i = _varint(buf, i)
+        if key is None: raise ValueError('cut-off field key')
+        wt = key & 7
+        if wt == 0:
+            _, i = _varint(buf, i)
+        elif wt in (1, 5): i += 8 if wt == 1 else 4
+        elif wt == 2:
+            n, i = _varint(buf, i)
+            if n is None or i + n > end: raise ValueError('field runs past its message')
+            yield key >> 3, i, i + n; i += n
+        else: raise ValueError(f'wire type {wt}')
+    if i != end: raise ValueError('message runs past its end')
+
+# %% ../nbs/05_board.ipynb #6da91ad0
+# the ONNX messages on the way to a tensor: message -> {field number: message type of that field}
+_ONNX_PATHS = dict(model={7: 'graph', 20: 'training', 25: 'function'}, training={1: 'graph', 2: 'graph'},
+                   graph={1: 'node', 5: 'tensor', 15: 'sparse'}, function={7: 'node', 11: 'attribute'},
+                   node={5: 'attribute'}, attribute={5: 'tensor', 6: 'graph', 10: 'tensor', 11: 'graph', 22: 'sparse', 23: 'sparse'},
+                   sparse={1: 'tensor', 2: 'tensor'}, tensor={13: 'entry'})
+
+def _locations(buf, i, end, kind, out, depth=0):
+    if depth > 64: raise ValueError('graphs nested too deep')
+    for f, a, b in _fields(buf, i, end):
+        sub = _ONNX_PATHS[kind].get(f)
+        if sub == 'entry':   # StringStringEntryProto: key = 1, value = 2
+            kv = {k: bytes(buf[x:y]) for k, x, y in _fields(buf, a, b) if k in (1, 2)}
+            if kv.get(1) == b'location': out.append(kv.get(2, b'').decode('utf-8', 'replace'))
+        elif sub: _locations(buf, a, b, sub, out, depth + 1)
+
+def onnx_external_files(onnx_path) -> list:
+    "The `location` of every external-data entry of an ONNX model, read from its protobuf without the onnx package"
+    out = []
+    with open(onnx_path, 'rb') as f:
+        if os.fstat(f.fileno()).st_size == 0: raise PneumoniaKitError(f'{onnx_path}: empty file, not an ONNX model')
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:   # the weights are skipped, not read
+            try: _locations(m, 0, len(m), 'model', out)
+            except ValueError as e: raise PneumoniaKitError(f'{onnx_path}: not a valid ONNX model ({e})') from None
+    return out
+
+# %% ../nbs/05_board.ipynb #11d6cc3e
+def _inside(folder:Path, name:str, what:str, where=None) -> Path:
+    "`folder/name` if it stays inside `folder` once symbolic links are followed; else a `PneumoniaKitError` naming `where`"
+    p = folder/name
+    if not name or Path(name).is_absolute() or '..' in Path(name).parts or not p.resolve().is_relative_to(folder.resolve()):
+        raise PneumoniaKitError(f'{where or folder}: {what} {name!r} leads outside the model folder; refusing to read it')
+    return p
+
+def check_onnx_files(onnx_path) -> list:
+    "The external-data files of an ONNX model, each checked to lie inside the model's folder"
+    onnx_path = Path(onnx_path)
+    return [_inside(onnx_path.parent, loc, 'external data', onnx_path) for loc in dict.fromkeys(onnx_external_files(onnx_path))]
 
 # %% ../nbs/05_board.ipynb #23407936
 class Runtime:
@@ -69,6 +138,7 @@ class Runtime:
                 ):
         self.onnx_path, self.input_name, self.output_names, self.threads = Path(onnx_path), input_name, tuple(output_names), int(threads)
         if not self.onnx_path.is_file(): raise PneumoniaKitError(f'{self.onnx_path}: model file not found')
+        self.external = check_onnx_files(self.onnx_path)   # before any runtime reads them
     def run(self, image:np.ndarray) -> dict: raise NotImplementedError
     def __repr__(self): return f'{self.name} ({self.threads} threads, {self.onnx_path.name})'
 
@@ -137,8 +207,9 @@ def load_model_dir(model_dir, # folder written by `export.export_model`
     d = Path(model_dir)
     if not d.is_dir(): raise PneumoniaKitError(f'{d}: board model folder not found')
     if not (d/'board.json').is_file(): raise PneumoniaKitError(f'{d}: not a board model folder, missing board.json (write one with `pneumonia-kit export`)')
-    meta = check_board_meta(load_json(d/'board.json'), f'{d}/board.json')
+    meta = check_board_meta(load_json(_inside(d, 'board.json', 'file')), f'{d}/board.json')
     names = (meta.get('model_file', FILE_KEYS['model_file']), meta.get('anchors_file', FILE_KEYS['anchors_file']))
+    for f in names: _inside(d, f, 'file')
     missing = [f for f in names if not (d/f).is_file()]
     if missing: raise PneumoniaKitError(f'{d}: not a board model folder, missing {", ".join(missing)} (write one with `pneumonia-kit export`)')
     try: anchors = np.load(d/names[1], allow_pickle=False)
@@ -148,7 +219,7 @@ def load_model_dir(model_dir, # folder written by `export.export_model`
         raise PneumoniaKitError(f'{d}: board.json says {meta["num_anchors"]} anchors, {names[1]} has {len(anchors)}')
     try: post = as_post(meta['post'])
     except PneumoniaKitError as e: raise PneumoniaKitError(f'{d}/board.json: {e}') from None
-    onnx = d/(meta.get('int8_model_file', FILE_KEYS['int8_model_file']) if int8 else names[0])
+    onnx = _inside(d, meta.get('int8_model_file', FILE_KEYS['int8_model_file']) if int8 else names[0], 'file')
     if not onnx.is_file(): raise PneumoniaKitError(f'{d}: no {onnx.name} (export with --int8 to write one)')
     return dict(meta=meta, anchors=anchors.astype(np.float32), onnx=onnx, post=post)
 
@@ -167,9 +238,11 @@ class BoardPredictor:
                  threads:int=2, # CPU threads of the runtime
                  int8:bool=False, # run the folder's `model_int8.onnx`
                  post:dict|None=None, # overrides of board.json's post-processing settings
+                 max_pixels:int|None=None, # refuse DICOMs declaring more pixels; None: `dicom.pixel_limit()`
                 ):
         m = load_model_dir(model_dir, int8=int8)
-        self.model_dir, self.meta, self.anchors = Path(model_dir), m['meta'], m['anchors']
+        self.model_dir, self.meta, self.anchors, self.max_pixels = Path(model_dir), m['meta'], m['anchors'], max_pixels
+        if max_pixels is None: pixel_limit()   # a bad PNEUMONIA_KIT_MAX_PIXELS fails here, once, not on every image
         self.post = as_post({**vars(m['post']), **(post or {})})
         self.size = int(self.meta['input_size'])
         self.weights = tuple(self.meta.get('box_coder_weights', (10., 10., 5., 5.)))
@@ -189,7 +262,7 @@ class BoardPredictor:
 
     def predict_image(self, path) -> dict:
         "dict(patientId (file stem), scores, boxes_xywh in original pixels, global_probs) for one DICOM"
-        return dict(patientId=Path(path).stem, **self.predict_array(read_xray(path)))
+        return dict(patientId=Path(path).stem, **self.predict_array(read_xray(path, self.max_pixels)))
 
 # %% ../nbs/05_board.ipynb #09c40f14
 def _progress(items, enabled:bool):
@@ -225,36 +298,35 @@ def _predict_files(self, paths:list, # DICOM files; the patientId of each is its
                    json_dir=None, # if given, one JSON per image (patientId, boxes, global probabilities)
                    progress:bool=True, # show progress (tqdm if installed, else a counter)
                   ) -> dict:
-    "Predict `paths`, write the submission CSV and optional PNG/JSON files; a summary dict (failures listed, not raised)"
-    paths = [Path(p) for p in paths]
-    seen = {}
+    "Predict `paths`, write the submission (every image), its `.failed.csv` and optional PNG/JSON files; a summary dict"
+    paths, seen = [Path(p) for p in paths], {}
     for p in paths:
         if p.stem in seen: raise PneumoniaKitError(f'two images have the patientId {p.stem}: {seen[p.stem]} and {p}')
         seen[p.stem] = p
-    rows, failed, n_boxes, t0, done = [], [], 0, time.perf_counter(), False
+    check_writable(out_csv); check_writable(failed_csv_path(out_csv))
+    for d, ext in ((png_dir, 'png'), (json_dir, 'json')):
+        if d is not None and paths: check_writable(Path(d)/f'{paths[0].stem}.{ext}')
+    rows, failed, n_boxes, n_done, t0 = [], [], 0, 0, time.perf_counter()
     def fail(p, msg):
-        failed.append(dict(patientId=p.stem, path=str(p), error=msg))
+        failed.append(dict(patientId=p.stem, path=str(p), error=msg)); rows.append((p.stem, ''))
         print(msg if msg.startswith(str(p)) else f'{p}: {msg}', file=sys.stderr)
-    try:
-        for p in _progress(paths, progress):
-            try:
-                img = read_xray(p)
-                res = dict(patientId=p.stem, **self.predict_array(img))
-            except Exception as e:
-                fail(p, str(e) if isinstance(e, PneumoniaKitError) else f'{type(e).__name__}: {e}')
-                rows.append((p.stem, '')); continue
-            rows.append((p.stem, format_prediction_string(res['scores'], res['boxes_xywh'])))
-            n_boxes += len(res['scores'])
-            try: _write_extras(self, res, img, png_dir, json_dir)
-            except Exception as e: fail(p, f'writing the PNG/JSON: {type(e).__name__}: {e}')
-        done = True
-    finally:
-        write_submission(out_csv, rows)
-        if not done: print(f'interrupted: {out_csv} holds {len(rows)} of {len(paths)} images', file=sys.stderr)
+    for p in _progress(paths, progress):
+        try: img = read_xray(p, self.max_pixels)
+        except Exception as e: fail(p, str(e) if isinstance(e, PneumoniaKitError) else f'{type(e).__name__}: {e}'); continue
+        try: res = dict(patientId=p.stem, **self.predict_array(img))
+        except Exception as e:
+            if n_done == 0: raise PneumoniaKitError(f'{self.model_dir}: the {self.runtime.name} runtime cannot run this model ({_first_line(e)}); nothing written') from None
+            fail(p, f'prediction failed: {_first_line(e)}'); continue
+        rows.append((p.stem, format_prediction_string(res['scores'], res['boxes_xywh'])))
+        n_boxes += len(res['scores']); n_done += 1
+        try: _write_extras(self, res, img, png_dir, json_dir)
+        except Exception as e: failed.append(dict(patientId=p.stem, path=str(p), error=f'writing the PNG/JSON: {e}')); print(f'{p}: writing the PNG/JSON: {e}', file=sys.stderr)
+    write_submission(out_csv, rows)   # Ctrl-C above leaves the previous file as it was
+    write_failures(out_csv, failed)
     secs = time.perf_counter() - t0
     return dict(csv=str(out_csv), n_images=len(rows), n_with_boxes=sum(bool(r[1]) for r in rows), n_boxes=n_boxes,
-                failed=failed, seconds=round(secs, 3), ms_per_image=round(1000 * secs / max(1, len(rows)), 1),
-                backend=self.runtime.name, threads=self.runtime.threads)
+                failed=failed, failed_csv=str(failed_csv_path(out_csv)) if failed else None, seconds=round(secs, 3),
+                ms_per_image=round(1000 * secs / max(1, len(rows)), 1), backend=self.runtime.name, threads=self.runtime.threads)
 
 BoardPredictor._write_extras, BoardPredictor.predict_files = _write_extras, _predict_files
 
@@ -268,10 +340,11 @@ def board_predict(model_dir, # folder written by `pneumonia-kit export`
                   json_dir=None, # one JSON per image here
                   int8:bool=False, # run the folder's int8 model
                   progress:bool=True, # show progress
+                  max_pixels:int|None=None, # refuse DICOMs declaring more pixels; None: `dicom.pixel_limit()`
                  ) -> dict:
     "Predict DICOMs with a board model folder, without PyTorch; writes the submission and returns the summary"
     paths = find_dicoms(images)
-    pred = BoardPredictor(model_dir, backend=backend, threads=threads, int8=int8)
+    pred = BoardPredictor(model_dir, backend=backend, threads=threads, int8=int8, max_pixels=max_pixels)
     return pred.predict_files(paths, out, png_dir=png_dir, json_dir=json_dir, progress=progress)
 
 # %% ../nbs/05_board.ipynb #c6eb426f
@@ -292,14 +365,16 @@ def add_board_args(p, # an argparse parser
     p.add_argument('--int8', action='store_true', help="run the folder's int8 model")
     p.add_argument('--png-dir', metavar='DIR', help='write one PNG per image with its boxes here')
     p.add_argument('--json-dir', metavar='DIR', help='write one JSON per image (patientId, boxes, class probabilities) here')
+    p.add_argument('--max-pixels', metavar='N', type=positive_int, help='refuse DICOMs declaring more pixels (default: 67108864, or PNEUMONIA_KIT_MAX_PIXELS)')
     return p
 
 def run_board(a) -> int:
-    "Run parsed board-predict arguments: the summary line; exit status 1 when some images failed"
+    "Run parsed board-predict arguments: the summary line; exit status 3 (`EXIT_FAILED`) when some images failed"
     s = board_predict(a.model_dir, a.images, out=a.out, backend=a.backend, threads=a.threads, int8=a.int8,
-                      png_dir=a.png_dir, json_dir=a.json_dir)
-    print(f"{a.out}: {s['n_images']} images, {len(s['failed'])} failed, {s['ms_per_image']:.0f} ms per image ({s['backend']}, {s['threads']} threads)")
-    return 1 if s['failed'] else 0
+                      png_dir=a.png_dir, json_dir=a.json_dir, max_pixels=a.max_pixels)
+    failed = f" (listed in {s['failed_csv']}; their rows are empty)" if s['failed'] else ''
+    print(f"{a.out}: {s['n_images']} images, {len(s['failed'])} failed{failed}, {s['ms_per_image']:.0f} ms per image ({s['backend']}, {s['threads']} threads)")
+    return EXIT_FAILED if s['failed'] else 0
 
 # %% ../nbs/05_board.ipynb #463ae336
 def main(argv=None) -> int:

@@ -79,6 +79,7 @@ def decode_boxes(deltas:np.ndarray, # (n,4) box regression dx, dy, dw, dh
     w, h = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
     cx, cy = a[:, 0] + 0.5 * w, a[:, 1] + 0.5 * h
     wx, wy, ww, wh = (float(v) for v in weights)
+    if not all(math.isfinite(v) and v > 0 for v in (wx, wy, ww, wh)): raise ValueError(f'box coder weights must be 4 positive numbers, got {tuple(weights)}')
     dw, dh = np.minimum(d[:, 2] / ww, clip), np.minimum(d[:, 3] / wh, clip)
     pcx, pcy = d[:, 0] / wx * w + cx, d[:, 1] / wy * h + cy
     pw, ph = np.exp(dw) * w, np.exp(dh) * h

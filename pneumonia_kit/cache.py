@@ -4,36 +4,47 @@
 
 # %% ../nbs/09_cache.ipynb #0a984606
 from __future__ import annotations
-import multiprocessing, os, warnings
+import multiprocessing, os, threading, time, warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 import cv2, numpy as np, pandas as pd
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import PneumoniaKitError, RsnaPaths, atomic_write
+from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_patient_id
 from .dicom import read_meta, read_xray, resize_image
 
 # %% auto #0
 __all__ = ['MANIFEST_COLS', 'build_cache', 'load_manifest', 'load_cached']
 
 # %% ../nbs/09_cache.ipynb #7f3277bb
-MANIFEST_COLS = ['patientId', 'file', 'orig_height', 'orig_width', 'status']
+MANIFEST_COLS = ['patientId', 'file', 'orig_height', 'orig_width', 'status', 'dcm_size', 'dcm_mtime_ns']
+_INT_COLS = ('orig_height', 'orig_width', 'dcm_size', 'dcm_mtime_ns')
 
-def _init_worker(): cv2.setNumThreads(1)   # one process per core; no OpenCV threads on top
+def _watch_parent(ppid:int):
+    "Exit this worker as soon as its parent is gone (its parent id changes when the parent dies)"
+    while os.getppid() == ppid: time.sleep(0.5)
+    os._exit(1)
+
+def _init_worker(ppid:int):
+    cv2.setNumThreads(1)   # one process per core; no OpenCV threads on top
+    threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
 
 def _save_npy(path, arr):
     with atomic_write(path, 'wb') as f: np.save(f, arr)
+
+def _stamp(p) -> dict: st = os.stat(p); return dict(dcm_size=st.st_size, dcm_mtime_ns=st.st_mtime_ns)
 
 def _cache_one(job) -> dict:
     "Decode, resize and save one DICOM; returns its manifest row (status is the error message on failure)"
     dcm, out_dir, size = job
     pid = Path(dcm).stem
     try:
+        stamp = _stamp(dcm)   # of the file about to be decoded
         img = read_xray(dcm)
         _save_npy(Path(out_dir)/f'{pid}.npy', resize_image(img, size))
-        return dict(patientId=pid, file=f'{pid}.npy', orig_height=img.shape[0], orig_width=img.shape[1], status='ok')
+        return dict(patientId=pid, file=f'{pid}.npy', orig_height=img.shape[0], orig_width=img.shape[1], status='ok', **stamp)
     except Exception as e:
         msg = ' '.join(str(e).split()) or type(e).__name__
-        return dict(patientId=pid, file='', orig_height=None, orig_width=None, status=msg)
+        return dict(patientId=pid, file='', orig_height=None, orig_width=None, status=msg, dcm_size=None, dcm_mtime_ns=None)
 
 # %% ../nbs/09_cache.ipynb #e7f4471c
 def _previous(out:Path, size:int, force:bool) -> dict:
@@ -52,12 +63,29 @@ def _previous(out:Path, size:int, force:bool) -> dict:
         if ok: done[f.stem] = old.get(f.stem)
     return done
 
+def _reuse(dcm:Path, row, out:Path):
+    "The manifest row of an image already cached from this very DICOM (same size and mtime), else None: decode it again"
+    try: stamp, npy_mtime = _stamp(dcm), (out/f'{dcm.stem}.npy').stat().st_mtime_ns
+    except OSError: return None
+    if row is not None and not pd.isna(row.get('dcm_size', pd.NA)):
+        return row if (int(row['dcm_size']), int(row['dcm_mtime_ns'])) == (stamp['dcm_size'], stamp['dcm_mtime_ns']) else None
+    if stamp['dcm_mtime_ns'] > npy_mtime: return None   # no stamp (older manifest, killed run): changed after its .npy
+    if row is None:   # .npy from a run killed before its manifest: the header gives the original size
+        try: m = read_meta(dcm)
+        except Exception: return None
+        row = dict(patientId=dcm.stem, file=f'{dcm.stem}.npy', orig_height=m['rows'], orig_width=m['columns'], status='ok')
+    return dict(row, **stamp)
+
+def _int_col(values) -> pd.api.extensions.ExtensionArray:
+    "Exact nullable integers (a float column would round nanosecond times)"
+    return pd.array([None if v is None or pd.isna(v) or v == '' else int(v) for v in values], dtype='Int64')
+
 # %% ../nbs/09_cache.ipynb #6d919065
 def _cache_jobs(jobs:list, rows:dict, workers, threads:bool, bar):
     "Run `_cache_one` over `jobs` (in this process, threads or spawned processes), storing each manifest row in `rows`"
     n = min(os.cpu_count() if workers is None else workers, len(jobs))
     pool = (None if n <= 1 else ThreadPoolExecutor(n) if threads else
-            ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('spawn'), initializer=_init_worker))
+            ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('spawn'), initializer=_init_worker, initargs=(os.getpid(),)))
     try:
         results = map(_cache_one, jobs) if pool is None else pool.map(_cache_one, jobs, chunksize=max(1, min(32, len(jobs) // (4 * n))))
         for r in results: rows[r['patientId']] = r; bar.update()
@@ -81,17 +109,13 @@ def build_cache(root, # data folder in the Kaggle layout
     out.mkdir(parents=True, exist_ok=True)
     prev, rows, todo = _previous(out, size, force), {}, []
     for d in dcms:
-        pid = d.stem
-        if pid not in prev: todo.append(d); continue
-        row = prev[pid]
-        if row is None:   # .npy from a run killed before its manifest: the header gives the original size
-            try: m = read_meta(d); row = dict(patientId=pid, file=f'{pid}.npy', orig_height=m['rows'], orig_width=m['columns'], status='ok')
-            except Exception: todo.append(d); continue
-        rows[pid] = row
+        row = _reuse(d, prev[d.stem], out) if d.stem in prev else None
+        if row is None: todo.append(d)
+        else: rows[d.stem] = row
     with tqdm(total=len(dcms), initial=len(rows), disable=not progress, desc=f'cache {split} {size}px', unit='img') as bar:
         _cache_jobs([(d, out, size) for d in todo], rows, workers, threads, bar)
     man = pd.DataFrame([rows[d.stem] for d in dcms], columns=MANIFEST_COLS)
-    man[['orig_height', 'orig_width']] = man[['orig_height', 'orig_width']].astype('Int64')
+    for c in _INT_COLS: man[c] = _int_col(rows[d.stem][c] for d in dcms)
     with atomic_write(out/'manifest.csv') as f: man.to_csv(f, index=False)
     bad = man[man.status != 'ok']
     if len(bad):
@@ -100,12 +124,15 @@ def build_cache(root, # data folder in the Kaggle layout
 
 # %% ../nbs/09_cache.ipynb #e3ee1c9b
 def load_manifest(cache_dir) -> pd.DataFrame:
-    "The cache's manifest: patientId, file, orig_height, orig_width (Int64; empty for failed images), status"
+    "The cache's manifest: patientId, file, orig_height, orig_width (Int64; empty for failed images), status, dcm_size, dcm_mtime_ns"
     path = Path(cache_dir)/'manifest.csv'
     if not path.exists(): raise PneumoniaKitError(f'{path}: cache manifest not found; run `pneumonia-kit cache` first')
-    man = pd.read_csv(path, dtype={'patientId': str, 'file': str, 'status': str}, keep_default_na=False)
+    man = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(man.columns) == MANIFEST_COLS[:5]: man = man.assign(dcm_size='', dcm_mtime_ns='')   # written before the stamps
     if list(man.columns) != MANIFEST_COLS: raise PneumoniaKitError(f'{path}: columns must be {",".join(MANIFEST_COLS)}')
-    for c in ('orig_height', 'orig_width'): man[c] = pd.to_numeric(man[c].replace('', None)).astype('Int64')
+    try:
+        for c in _INT_COLS: man[c] = _int_col(man[c])
+    except ValueError as e: raise PneumoniaKitError(f'{path}: not a number where one is expected ({e}); delete it to rebuild the cache') from None
     return man
 
 def load_cached(cache_dir, # cache folder from `build_cache`
@@ -113,7 +140,7 @@ def load_cached(cache_dir, # cache folder from `build_cache`
                 mmap:bool=False, # memory-map instead of reading
                ) -> np.ndarray:
     "The cached uint8 image of `patient_id`; a clear error if it is not in the cache"
-    path = Path(cache_dir)/f'{patient_id}.npy'
+    path = Path(cache_dir)/f'{check_patient_id(patient_id)}.npy'
     if not path.exists():
         why = ''
         try:

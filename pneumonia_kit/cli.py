@@ -4,10 +4,10 @@
 
 # %% ../nbs/21_cli.ipynb #cd264e55
 from __future__ import annotations
-import argparse, dataclasses, importlib, inspect, json, os, re, sys
+import argparse, dataclasses, importlib, inspect, json, os, re, sys, warnings
 from pathlib import Path
 import pneumonia_kit
-from .core import (ArgParser, PneumoniaKitError, fraction, load_json, nonneg_float, nonneg_int, positive_float,
+from .core import (EXIT_FAILED, ArgParser, PneumoniaKitError, fraction, load_json, nonneg_float, nonneg_int, positive_float,
                                 positive_int, run_command)
 from .metric import MODES, compare_submissions, format_comparison, format_score_report, score_submission
 from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
@@ -20,12 +20,14 @@ def _api(module:str):
 
 # %% auto #0
 __all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'ENSEMBLE_NAMES', 'LEVEL_NAMES', 'EXAMPLES', 'COMMANDS',
-           'device_name', 'name_list', 'synth', 'download', 'show', 'cache', 'eda', 'train', 'sweep', 'predict',
-           'score', 'compare', 'export', 'board_predict', 'bench_board', 'demo', 'build_parser', 'main']
+           'device_name', 'name_list', 'synth', 'download', 'show', 'cache', 'eda', 'train', 'sweep', 'distill',
+           'predict', 'score', 'compare', 'export', 'board_predict', 'bench_board', 'board_pareto', 'demo',
+           'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4ddbdbdd
-TRAIN_PRESET_NAMES = ('original', 'se_resnext50_p3p7', 'cpu_demo', 'tiny')   # `train.TRAIN_PRESETS`
-BACKBONE_NAMES = ('resnet34', 'resnet50', 'resnet_tiny', 'se_resnext101_32x4d', 'se_resnext50_32x4d')  # `backbones.list_backbones()`
+TRAIN_PRESET_NAMES = ('original', 'se_resnext50_p3p7', 'cpu_demo', 'tiny', 'board_resnet18', 'cpu_board', 'board_r18_p4p7', 'cpu_original_sx50', 'cpu_board_r18_p4p7', 'tiny_light')   # `train.TRAIN_PRESETS`
+BACKBONE_NAMES = ('efficientnet_b0', 'mobilenet_v3_large', 'regnet_x_400mf', 'regnet_y_400mf', 'resnet18', 'resnet34', 'resnet50',
+                  'resnet_tiny', 'se_resnext101_32x4d', 'se_resnext50_32x4d')  # `backbones.list_backbones()`
 AMP_NAMES = ('auto', 'bf16', 'fp16', 'off')   # `runs.AMP_MODES`
 ENSEMBLE_NAMES = ('mean', 'wbf')              # `predict.ENSEMBLES`
 LEVEL_NAMES = ('P2-P7', 'P3-P7')              # `bench.LEVELS`
@@ -100,13 +102,23 @@ def download(a):
     print(f'RSNA data ready in {a.out}')
 
 # %% ../nbs/21_cli.ipynb #71b13723
+def _max_pixels_arg(p):
+    p.add_argument('--max-pixels', metavar='N', type=positive_int,
+                   help='refuse DICOMs declaring more pixels (default: 67108864, or PNEUMONIA_KIT_MAX_PIXELS)')
+
+def _use_max_pixels(a):
+    "`--max-pixels` in force for this process and the workers it starts (they read the limit from the environment)"
+    if getattr(a, 'max_pixels', None) is not None: os.environ['PNEUMONIA_KIT_MAX_PIXELS'] = str(a.max_pixels)
+
 def _show_args(p):
     p.add_argument('image', metavar='DICOM', help='a DICOM file')
     p.add_argument('--out', metavar='PNG', help='PNG to write (default: outputs/show/<patientId>.png)')
     p.add_argument('--boxes', metavar='CSV', help='a labels CSV or a submission CSV with boxes for this image')
+    _max_pixels_arg(p)
 
 def show(a):
     "Render a chest X-ray DICOM (with its boxes) to a PNG for people to look at"
+    _use_max_pixels(a)
     show_image = _api('plots').show_image
     print(show_image(a.image, a.out or Path('outputs/show')/f'{Path(a.image).stem}.png', boxes_csv=a.boxes))
 
@@ -117,13 +129,21 @@ def _cache_args(p):
     p.add_argument('--workers', metavar='N', type=positive_int, help='processes (default: all cores)')
     p.add_argument('--n-folds', metavar='N', type=positive_int, default=4, help='folds to make if folds.csv is missing (default: 4)')
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=42, help='fold seed (default: 42)')
+    _max_pixels_arg(p)
 
 def cache(a):
-    "Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds"
-    build_cache = _api('cache').build_cache
-    get_folds = _api('data').get_folds
-    for s in (['train', 'test'] if a.split == 'both' else [a.split]): print(build_cache(a.data, size=a.size, split=s, workers=a.workers))
-    if a.split in ('train', 'both'): get_folds(a.data, n_folds=a.n_folds, seed=a.seed)
+    "Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds; exit 3 if some images failed"
+    _use_max_pixels(a)
+    cm, get_folds, n_bad = _api('cache'), _api('data').get_folds, 0
+    if a.split in ('train', 'both'): get_folds(a.data, n_folds=a.n_folds, seed=a.seed)   # a broken labels file fails before hours of decoding
+    for s in (['train', 'test'] if a.split == 'both' else [a.split]):
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'\d+ of \d+ images could not be cached')   # said below, on one line
+            d = cm.build_cache(a.data, size=a.size, split=s, workers=a.workers)
+        man = cm.load_manifest(d); bad = man[man.status != 'ok']; n_bad += len(bad)
+        why = f' (their status is in {d/"manifest.csv"}; first: {bad.status.iloc[0]})' if len(bad) else ''
+        print(f'{d}: {len(man)} images, {len(bad)} failed{why}')
+    return EXIT_FAILED if n_bad else 0
 
 def _eda_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder, e.g. data/synthetic')
@@ -136,9 +156,13 @@ def eda(a):
 # %% ../nbs/21_cli.ipynb #54706d9c
 def _train_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder (Kaggle layout)')
+    _fit_args(p, out='outputs/runs/<backbone>_fold<K>', preset='cpu_demo')
+
+def _fit_args(p, out:str, preset:str):
+    "The options `train` and `distill` share: fold, run folder, preset and its overrides, resume, device"
     p.add_argument('--fold', metavar='K', type=nonneg_int, default=0, help='validation fold (default: 0)')
-    p.add_argument('--out', metavar='RUN_DIR', help='run folder (default: outputs/runs/<backbone>_fold<K>)')
-    p.add_argument('--preset', choices=TRAIN_PRESET_NAMES, default='cpu_demo', help='training preset (default: cpu_demo)')
+    p.add_argument('--out', metavar='RUN_DIR', help=f'run folder (default: {out})')
+    p.add_argument('--preset', choices=TRAIN_PRESET_NAMES, default=preset, help='training preset (default: %(default)s)')
     p.add_argument('--backbone', choices=BACKBONE_NAMES, help='backbone (overrides the preset)')
     p.add_argument('--epochs', metavar='N', type=positive_int, help='epochs (overrides the preset)')
     p.add_argument('--image-size', metavar='PX', type=positive_int, help='input size (overrides the preset)')
@@ -157,9 +181,13 @@ def _train_args(p):
 def train(a):
     "Train the detector on one fold (CPU, one GPU, or several with torchrun -m pneumonia_kit.train)"
     train_preset = _api('train').train_preset
-    r = train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained,
-                     **{k: getattr(a, k) for k in ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes',
-                                                   'weights_file', 'amp', 'seed', 'num_workers')}, tensorboard=a.tensorboard or None)
+    _run_line(train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained, **_overrides(a)))
+
+_OVERRIDES = ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes', 'weights_file', 'amp', 'seed', 'num_workers')
+def _overrides(a) -> dict: return dict({k: getattr(a, k) for k in _OVERRIDES}, tensorboard=a.tensorboard or None)
+
+def _run_line(r:dict):
+    "One line on a finished (or stopped) run, printed by rank 0"
     if int(os.environ.get('RANK', '0')) == 0:
         bm = 'n/a' if r['best_val_map'] is None else f"{r['best_val_map']:.4f}"
         print(f"{r['run_dir']}: {r['epochs_done']}/{r['epochs']} epochs ({r['stopped']}), best val mAP {bm} at epoch {r['best_epoch']}, {r['minutes']:.1f} min on {r['device']}")
@@ -175,6 +203,24 @@ def sweep(a):
     print(f"best: epoch {b['epoch']}, final_thresh {b['final_thresh']}, nms_thresh {b['nms_thresh']}, global_weight "
           f"{b['global_weight']}: out-of-fold mAP {b['map']:.4f} (95% interval {b['ci95'][0]:.4f} - {b['ci95'][1]:.4f})")
 
+# %% ../nbs/21_cli.ipynb #f728acd3
+def _distill_args(p):
+    p.add_argument('teachers', metavar='TEACHER', nargs='+', help='teacher checkpoints or run folders (their best epoch); several are averaged per anchor')
+    p.add_argument('--data', metavar='DATA', required=True, help='dataset folder (Kaggle layout)')
+    _fit_args(p, out='outputs/runs/<backbone>_distill_fold<K>', preset='cpu_board')
+    p.add_argument('--kd-weight', metavar='W', type=fraction, default=0.5, help="weight of the teacher's terms; the labels' loss gets 1 - W (default: 0.5)")
+    p.add_argument('--box-thresh', metavar='P', type=fraction, default=0.05, help="teacher score above which an anchor's box is learnt (default: 0.05)")
+    p.add_argument('--box-top-k', metavar='N', type=positive_int, default=256, help='at most N such anchors per image (default: 256)')
+    p.add_argument('--teacher-tta', action='store_true', help="average each teacher with its pass on the mirrored image")
+    p.add_argument('--cache-dir', metavar='DIR', help="teacher outputs cache (default: DATA/cache/teacher_<size>_<key>)")
+
+def distill(a):
+    "Train a board model (student) from teacher checkpoints' cached outputs and the labels (CPU, one GPU, or torchrun -m pneumonia_kit.distill)"
+    distill_preset = _api('distill').distill_preset
+    _run_line(distill_preset(a.data, a.teachers, a.fold, a.out, a.preset, kd_weight=a.kd_weight, teacher_tta=a.teacher_tta,
+                             box_thresh=a.box_thresh, box_top_k=a.box_top_k, cache_dir=a.cache_dir, resume=a.resume,
+                             device=a.device, pretrained=not a.no_pretrained, **_overrides(a)))
+
 # %% ../nbs/21_cli.ipynb #3f36622a
 def _predict_args(p):
     p.add_argument('checkpoints', metavar='CKPT', nargs='+', help='checkpoint files or run folders (folds x epochs ensemble)')
@@ -185,14 +231,17 @@ def _predict_args(p):
     p.add_argument('--batch-size', metavar='N', type=positive_int, default=8, help='images per batch (default: 8)')
     p.add_argument('--device', metavar='DEVICE', type=device_name, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.add_argument('--png-dir', metavar='DIR', help='also draw each image with its boxes here')
+    _max_pixels_arg(p)
 
 def predict(a):
     "Predict DICOMs with one or more checkpoints and write a Kaggle submission"
+    _use_max_pixels(a)
     _predict = _api('predict').predict
     r = _predict(a.checkpoints, a.images, out=a.out, tta=a.tta, ensemble=a.ensemble, batch_size=a.batch_size, device=a.device, png_dir=a.png_dir)
-    print(f"{a.out}: {r['n_images']} images, {len(r['failed'])} failed; {len(r['checkpoints'])} checkpoint(s) "
+    failed = f" (listed in {r['failed_csv']}; their rows are empty)" if r['failed'] else ''
+    print(f"{a.out}: {r['n_images']} images, {len(r['failed'])} failed{failed}; {len(r['checkpoints'])} checkpoint(s) "
           f"({', '.join(Path(c).name for c in r['checkpoints'])}), post-processing from {r['post_source']}")
-    return 1 if r['failed'] else 0
+    return EXIT_FAILED if r['failed'] else 0
 
 # %% ../nbs/21_cli.ipynb #0068b088
 def _score_args(p):
@@ -259,6 +308,30 @@ def bench_board(a):
     _bb = _api('bench').bench_board
     _bb(out=a.out, backbone=a.backbone, size=a.size, threads=a.threads, runs=a.runs, rounds=a.rounds, levels=tuple(a.levels))
 
+def _board_pareto_args(p):
+    p.add_argument('candidates', metavar='CANDIDATE', nargs='+', help='run folders, checkpoints or board model folders, each PATH or NAME=PATH')
+    p.add_argument('--original', metavar='RUN', required=True, help="the original configuration's run (or checkpoint or board folder), trained the same way")
+    p.add_argument('--data', metavar='DATA', required=True, help='dataset with stage_2_test_images and test labels (the twin)')
+    p.add_argument('--out', metavar='DIR', default='outputs/board_pareto', help='folder for pareto.md, pareto.json, pareto.png and each candidate (default: %(default)s)')
+    p.add_argument('--n-test', metavar='N', type=positive_int, default=1000, help='the first N test images (default: 1000)')
+    p.add_argument('--labels', metavar='CSV', help='test labels (default: DATA/synthetic_test_labels.csv)')
+    p.add_argument('--backend', choices=('opencv', 'onnxruntime'), default='opencv', help="runtime of the test predictions (default: opencv, the board's)")
+    p.add_argument('--threads', metavar='N', type=positive_int, default=2, help='runtime threads (default: 2, as the board)')
+    p.add_argument('--python', metavar='PY', help="Python running the board runtime (default: the meter's x86 OpenCV 4.10 venv when built, else this one)")
+    p.add_argument('--meter', action='store_true', help='count board instructions now for models not in the meter cache (needs scripts/loongarch_meter.sh build; slow)')
+    p.add_argument('--meter-dir', metavar='DIR', help='the board meter folder (default: $LOONGARCH_WORK or outputs/loongarch)')
+    p.add_argument('--meter-size', metavar='PX', type=positive_int, help='board instructions of the same layers at this input size from the meter cache (e.g. 512, the deployment size)')
+    p.add_argument('--min-ratio', metavar='X', type=positive_float, default=5., help='recommend only with X times fewer board instructions (default: 5)')
+    p.add_argument('--max-loss', metavar='D', type=fraction, default=0.01, help='... and a lower paired 95%% bound of at least -D (default: 0.01)')
+    p.add_argument('--n-boot', metavar='N', type=positive_int, default=1000, help='bootstrap draws of the intervals (default: 1000)')
+
+def board_pareto(a):
+    "Speed vs accuracy of board model candidates: board-runtime test mAP, paired difference vs the original, board instructions, x86 OpenCV ms; table, JSON, plot"
+    _bp = _api('bench').board_pareto
+    r = _bp(a.candidates, a.original, a.data, a.out, n_test=a.n_test, labels=a.labels, backend=a.backend, threads=a.threads, python=a.python,
+            meter=a.meter, work=a.meter_dir, meter_size=a.meter_size, min_ratio=a.min_ratio, max_loss=a.max_loss, n_boot=a.n_boot)
+    print(f"{r['table']}, {r['json']}, {r['plot']}")
+
 # %% ../nbs/21_cli.ipynb #16b66de1
 def _demo_args(p):
     p.add_argument('--out', metavar='DIR', default='outputs/demo', help='executed notebooks, runs and the report (default: %(default)s)')
@@ -282,6 +355,8 @@ EXAMPLES = dict(
     eda=['pneumonia-kit eda data/synthetic --out outputs/eda'],
     train=['pneumonia-kit train data/synthetic --preset cpu_demo --out outputs/runs/demo',
            'torchrun --nproc_per_node 4 -m pneumonia_kit.train data/rsna --preset original --out outputs/runs/sx101_fold0'],
+    distill=['pneumonia-kit distill outputs/runs/demo --data data/synthetic --preset cpu_board --out outputs/runs/demo_board',
+             'pneumonia-kit distill outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --data data/rsna --preset board_resnet18 --out outputs/runs/r18_distill_fold0'],
     sweep=['pneumonia-kit sweep outputs/runs/demo'],
     predict=['pneumonia-kit predict outputs/runs/demo --images data/synthetic/stage_2_test_images --tta',
              "pneumonia-kit predict outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --images data/rsna/stage_2_test_images --tta"],
@@ -289,14 +364,16 @@ EXAMPLES = dict(
     compare=['pneumonia-kit compare outputs/a.csv outputs/b.csv data/synthetic/synthetic_test_labels.csv'],
     export=['pneumonia-kit export outputs/runs/demo --out outputs/board_model --int8'],
     **{'board-predict': ['pneumonia-kit board-predict outputs/board_model data/synthetic/stage_2_test_images --backend opencv'],
-       'bench-board': ['pneumonia-kit bench-board --levels P3-P7 --runs 3']},
+       'bench-board': ['pneumonia-kit bench-board --levels P3-P7 --runs 3'],
+       'board-pareto': ['pneumonia-kit board-pareto board=outputs/runs/r18_distill fold0=outputs/runs/r18_labels --original outputs/runs/sx50 --data data/synthetic --n-test 1000']},
     demo=['pneumonia-kit demo', 'pneumonia-kit demo --stages train,sweep --force'],
 )
 COMMANDS = {'synth': (synth, _synth_args), 'download': (download, _download_args), 'show': (show, _show_args),
             'cache': (cache, _cache_args), 'eda': (eda, _eda_args), 'train': (train, _train_args),
-            'sweep': (sweep, _sweep_args), 'predict': (predict, _predict_args), 'score': (score, _score_args),
+            'distill': (distill, _distill_args), 'sweep': (sweep, _sweep_args), 'predict': (predict, _predict_args), 'score': (score, _score_args),
             'compare': (compare, _compare_args), 'export': (export, _export_args),
             'board-predict': (board_predict, _board_predict_args), 'bench-board': (bench_board, _bench_board_args),
+            'board-pareto': (board_pareto, _board_pareto_args),
             'demo': (demo, _demo_args)}
 
 # %% ../nbs/21_cli.ipynb #f0f02dfa
@@ -304,7 +381,8 @@ def build_parser() -> ArgParser:
     "The `pneumonia-kit` parser: one subcommand per entry of `COMMANDS`, with its help, examples and checked options"
     fmt = argparse.RawDescriptionHelpFormatter
     p = ArgParser(prog='pneumonia-kit', formatter_class=fmt, description='Find pneumonia (lung opacity) regions on chest X-rays.',
-                  epilog='pneumonia-kit COMMAND --help describes a command; README.md the workflow.')
+                  epilog='pneumonia-kit COMMAND --help describes a command; README.md the workflow.\n'
+                         'exit status: 0 done, 2 bad usage or input (one line), 3 some images of a batch failed (<out>.failed.csv), 130 interrupted')
     p.add_argument('--version', action='version', version=f'pneumonia_kit {pneumonia_kit.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', title='commands')
     for name, (fn, add_args) in COMMANDS.items():

@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #33057384
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, json, math, os, random, sys, tempfile
+import argparse, contextlib, dataclasses, hashlib, json, math, os, random, re, socket, sys, tempfile, time
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'EXIT_USAGE', 'EXIT_INTERRUPTED', 'positive_int', 'nonneg_int', 'positive_float',
-           'nonneg_float', 'fraction', 'PneumoniaKitError', 'RsnaPaths', 'atomic_write', 'save_json', 'load_json',
-           'cfg2dict', 'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'run_command']
+__all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'EXIT_USAGE', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'positive_int', 'nonneg_int',
+           'positive_float', 'nonneg_float', 'fraction', 'PneumoniaKitError', 'RsnaPaths', 'check_patient_id',
+           'WriteError', 'remove_stale_temps', 'temp_path', 'replace_file', 'atomic_write', 'check_writable',
+           'save_json', 'load_json', 'cfg2dict', 'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'run_command']
 
 # %% ../nbs/00_core.ipynb #97380400
 CLASSES = ('Normal', 'No Lung Opacity / Not Normal', 'Lung Opacity')  # spelled exactly as in the Kaggle CSV
@@ -46,24 +47,88 @@ class RsnaPaths:
     def cache(self, size:int=512, split:str='train'): return self.root/'cache'/f'{split}_{size}'
     def images(self, split:str='train'): return self.train_images if split=='train' else self.test_images
 
+# %% ../nbs/00_core.ipynb #93c9c697
+def check_patient_id(pid, # a patientId read from a file
+                     where:str='', # for the message: 'labels.csv line 3'
+                    ) -> str:
+    "`pid` if it can name a file inside a folder; else a `PneumoniaKitError` (path separators, a leading dot, control characters)"
+    if isinstance(pid, str) and 0 < len(pid) <= 200 and pid.isprintable() and not pid.startswith('.') and not set(pid) & set('/\\'):
+        return pid
+    raise PneumoniaKitError(f'{where}{": " if where else ""}patientId {pid!r} cannot name a file (no path separators, leading dot or control characters)')
+
 # %% ../nbs/00_core.ipynb #710fd6d3
 _UMASK = os.umask(0); os.umask(_UMASK)
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]   # temp files name their host and process
+_TMP_RE = re.compile(r'^\.(?P<name>.+)\.[a-z0-9_]{8}(?:\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+))?\.tmp$')
+_SWEPT = set()   # folders this process has already cleaned
+
+class WriteError(PneumoniaKitError):
+    "A file that cannot be written (read-only folder, full disk, a folder in the way); the message names the file"
+
+def _pid_alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: pass   # EPERM: another user's process, alive
+    return True
+
+def remove_stale_temps(folder, # folder to clean
+                       min_age:float=86400., # seconds after which a temp file of another host (or an older pneumonia_kit) counts as stale
+                      ) -> list:
+    "Remove the temp files that killed `atomic_write`s left in `folder`: their writer's process is gone; returns them"
+    removed = []
+    try: entries = list(os.scandir(folder))
+    except OSError: return removed
+    for e in entries:
+        m = _TMP_RE.match(e.name)
+        if not m: continue
+        try:
+            if not e.is_file(follow_symlinks=False): continue
+            mine = m['host'] == _HOST and m['pid'] is not None
+            if (not _pid_alive(int(m['pid']))) if mine else time.time() - e.stat(follow_symlinks=False).st_mtime > min_age:
+                os.unlink(e.path); removed.append(Path(e.path))
+        except OSError: continue
+    return removed
+
+# %% ../nbs/00_core.ipynb #bfc330f5
+def temp_path(path) -> Path:
+    "A new empty temp file beside `path` named `.NAME.RANDOM.HOST-PID.tmp` (mode 0600 until renamed); stale ones there are removed first"
+    path = Path(path)
+    if path.is_dir(): raise WriteError(f'{path}: is a folder; give a file name')
+    up = next((a for a in path.parents if a.exists()), None)   # the nearest ancestor that exists must be a folder
+    if up is not None and not up.is_dir(): raise WriteError(f'{path}: cannot write it ({up} is a file, not a folder)')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if (key := os.path.abspath(path.parent)) not in _SWEPT: remove_stale_temps(path.parent); _SWEPT.add(key)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=f'.{_HOST}-{os.getpid()}.tmp')
+    except OSError as e: raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
+    os.close(fd)
+    return Path(tmp)
+
+def replace_file(tmp, path) -> Path:
+    "Put the finished temp file `tmp` (from `temp_path`) in place of `path`, with the usual permissions (mkstemp makes 0600)"
+    os.chmod(tmp, 0o666 & ~_UMASK); os.replace(tmp, path)
+    return Path(path)
 
 @contextlib.contextmanager
 def atomic_write(path, mode:str='w', **kwargs):
     "Open a temp file beside `path` for writing; rename it to `path` only if the block ends without error"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    tmp = temp_path(path)
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
+        with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        replace_file(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError): os.unlink(tmp)
+        if isinstance(e, OSError) and getattr(e, 'filename', None) in (None, str(tmp)):   # not an error of another file
+            raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
         raise
+
+def check_writable(path) -> Path:
+    "`path`, after checking (with an empty temp file, removed) that it can be written: fail before a long run, not after it"
+    temp_path(path).unlink()
+    return Path(path)
 
 # %% ../nbs/00_core.ipynb #e88c737a
 def _json_default(o):
@@ -112,7 +177,7 @@ def file_sha256(path, chunk:int=1<<20) -> str:
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #6466e0d0
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 130   # see the table above
 
 class ArgParser(argparse.ArgumentParser):
     "`argparse.ArgumentParser` whose errors are one line (`PROG: error: ...`, exit status 2), without the usage dump"

@@ -4,18 +4,26 @@
 
 # %% ../nbs/01_dicom.ipynb #f61df90a
 from __future__ import annotations
-import re, warnings
+import math, os, re, warnings, zlib
 from pathlib import Path
-import numpy as np, cv2, pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, generate_frames
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
+from typing import TYPE_CHECKING
+import numpy as np, cv2
 from .core import PneumoniaKitError, atomic_write
+if TYPE_CHECKING: from pydicom.dataset import Dataset
+
+def _pydicom():
+    "pydicom, imported when a DICOM is first read or written"
+    # not at module level: importing pydicom costs ~0.5 s of CPU (it loads its decoder plugins), which every
+    # `pneumonia-kit` start would pay, `--help` and the parser's refusals of bad arguments included
+    import pydicom, pydicom.encaps, pydicom.errors, pydicom.pixels, pydicom.uid   # noqa: F401  (the parts used here)
+    return pydicom
+
+_JPEG8 = {'1.2.840.10008.1.2.4.50'}          # JPEG baseline, 8-bit (`pydicom.uid.JPEGBaseline8Bit`): OpenCV decodes it
+_DEFLATED = '1.2.840.10008.1.2.1.99'         # Deflated Explicit VR Little Endian: the whole dataset is zlib-compressed
 
 # %% auto #0
-__all__ = ['DicomError', 'write_jpeg_dicom', 'read_xray', 'read_meta', 'resize_image', 'draw_boxes', 'write_png', 'find_dicoms']
+__all__ = ['MAX_PIXELS', 'DicomError', 'write_jpeg_dicom', 'pixel_limit', 'read_xray', 'read_meta', 'resize_image', 'draw_boxes',
+           'write_png', 'find_dicoms']
 
 # %% ../nbs/01_dicom.ipynb #9dc7c449
 class DicomError(PneumoniaKitError):
@@ -24,13 +32,14 @@ class DicomError(PneumoniaKitError):
 # %% ../nbs/01_dicom.ipynb #ad350192
 def _kaggle_dataset(img:np.ndarray, patient_id:str, view:str, sex:str, age:int) -> Dataset:
     "The header of a Kaggle-like chest X-ray (CR, CHEST, Secondary Capture, 8-bit MONOCHROME2, JPEG baseline), no pixels"
-    uid = lambda kind: generate_uid(entropy_srcs=[str(patient_id), kind])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, uid('sop')
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds = Dataset(); ds.file_meta = meta
+    pd = _pydicom(); U = pd.uid
+    uid = lambda kind: U.generate_uid(entropy_srcs=[str(patient_id), kind])
+    meta = pd.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = U.SecondaryCaptureImageStorage, uid('sop')
+    meta.TransferSyntaxUID = U.JPEGBaseline8Bit
+    ds = pd.dataset.Dataset(); ds.file_meta = meta
     ds.SpecificCharacterSet = 'ISO_IR 100'
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, uid('sop')
+    ds.SOPClassUID, ds.SOPInstanceUID = U.SecondaryCaptureImageStorage, uid('sop')
     ds.StudyDate, ds.StudyTime, ds.AccessionNumber = '19010101', '000000.00', ''
     ds.Modality, ds.ConversionType, ds.ReferringPhysicianName = 'CR', 'WSD', ''
     ds.SeriesDescription = f'view: {view}'
@@ -64,30 +73,95 @@ def write_jpeg_dicom(path, # where to write the `.dcm` file (written atomically)
     ok, jpg = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok: raise DicomError(f'{path}: OpenCV could not encode the image as JPEG')
     ds = _kaggle_dataset(img, patient_id, view, sex, age)
-    ds.PixelData = encapsulate([jpg.tobytes()])
+    ds.PixelData = _pydicom().encaps.encapsulate([jpg.tobytes()])
     ds['PixelData'].VR = 'OB'
     with atomic_write(path, 'wb') as f, warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Invalid value for VR AS')  # the Kaggle files' bare-number ages
         ds.save_as(f, enforce_file_format=True)
     return Path(path)
 
-# %% ../nbs/01_dicom.ipynb #4184c932
-_JPEG8 = {JPEGBaseline8Bit}
+# %% ../nbs/01_dicom.ipynb #3fa121ce
+MAX_PIXELS = 8192 * 8192   # default limit of an image's rows x columns (64 megapixels)
 
+def pixel_limit() -> int:
+    "The pixel limit in force: `PNEUMONIA_KIT_MAX_PIXELS` if set (a positive integer), else `MAX_PIXELS`"
+    v = os.environ.get('PNEUMONIA_KIT_MAX_PIXELS', '').strip()
+    if not v: return MAX_PIXELS
+    if not v.isdigit() or int(v) <= 0: raise PneumoniaKitError(f'PNEUMONIA_KIT_MAX_PIXELS={v!r} is not a positive integer')
+    return int(v)
+
+def _max_bytes(limit:int) -> int: return 8 * limit + (16 << 20)   # an honest file within the limit: 8 bytes a pixel at most, plus headers
+
+def _limit_msg(limit:int) -> str: return f'the limit is {limit:,} pixels (raise it with --max-pixels or PNEUMONIA_KIT_MAX_PIXELS)'
+
+# %% ../nbs/01_dicom.ipynb #ce2abae4
+def _stream_dims(frame:bytes):
+    "(rows, columns) that a JPEG (SOFn, incl. lossless and JPEG-LS) or JPEG 2000 (SIZ) codestream declares; None if not found"
+    if frame[:2] == b'\xff\xd8':
+        i = 2
+        while i + 4 <= len(frame) and frame[i] == 0xFF:
+            m = frame[i + 1]
+            if m == 0xFF: i += 1; continue                              # fill byte
+            if m == 0x01 or 0xD0 <= m <= 0xD8: i += 2; continue        # markers without a length
+            if (0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC)) or m == 0xF7:   # SOF0-15, SOF55 (JPEG-LS)
+                return (int.from_bytes(frame[i+5:i+7], 'big'), int.from_bytes(frame[i+7:i+9], 'big')) if i + 9 <= len(frame) else None
+            if m == 0xDA: return None                                   # a scan before any frame header
+            i += 2 + int.from_bytes(frame[i+2:i+4], 'big')
+        return None
+    p = frame.find(b'\xff\x4f\xff\x51', 0, 4096)                         # J2K: SOC then SIZ (also inside a JP2 file)
+    if p >= 0 and p + 24 <= len(frame):
+        x, y, xo, yo = (int.from_bytes(frame[p+8+4*k:p+12+4*k], 'big') for k in range(4))
+        return y - yo, x - xo
+    return None
+
+# %% ../nbs/01_dicom.ipynb #4184c932
 def _fail(path, what): return DicomError(f'{path}: {what}')
 
-def _read_ds(path, **kwargs) -> Dataset:
-    "dcmread with every failure turned into a DicomError; truncation is reported as such"
-    path = Path(path)
-    if not path.is_file(): raise _fail(path, 'file not found')
+def _check_deflated(path:Path, limit:int):
+    "pydicom inflates a deflated dataset whole: inflate it first in chunks, counting, and refuse one that grows too big"
+    with open(path, 'rb') as f:
+        head = f.read(144)
+        if head[128:136] != b'DICM\x02\x00\x00\x00': return            # no file meta group length: dcmread will judge
+        meta = f.read(int.from_bytes(head[140:144], 'little'))
+        if _DEFLATED.encode() not in meta: return
+        d, total, cap = zlib.decompressobj(-zlib.MAX_WBITS), 0, _max_bytes(limit)
+        while chunk := f.read(1 << 16):
+            while chunk:
+                total += len(d.decompress(chunk, 1 << 20)); chunk = d.unconsumed_tail
+                if total > cap: raise _fail(path, f'its deflated dataset inflates to more than {cap:,} bytes; {_limit_msg(limit)}')
+            if d.eof: break
+
+# %% ../nbs/01_dicom.ipynb #77b701d8
+def _ends_early(ds:Dataset, size:int) -> bool:
+    "Whether pydicom stopped before the end of the file (it stops silently inside a cut element)"
+    if not len(ds): return True
+    last = ds.get_item(next(reversed(ds.keys())))
+    tell, n = getattr(last, 'value_tell', None), getattr(last, 'length', None)
+    return tell is not None and n is not None and n != 0xFFFFFFFF and tell + n < size
+
+def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
+    "dcmread with every failure turned into a DicomError; sizes checked first (`limit` pixels); truncation reported as such"
+    path, limit = Path(path), pixel_limit() if limit is None else limit
+    if path.is_dir(): raise _fail(path, 'is a folder, not a DICOM file')
+    if not path.exists(): raise _fail(path, 'file not found')
+    if not path.is_file(): raise _fail(path, 'not a regular file')
+    pd = _pydicom()
     try:
+        size = path.stat().st_size
+        if size > _max_bytes(limit) and not kwargs.get('stop_before_pixels'):
+            raise _fail(path, f'file of {size:,} bytes is larger than any image within the limit; {_limit_msg(limit)}')
+        _check_deflated(path, limit)
         with warnings.catch_warnings(record=True) as ws:
             warnings.simplefilter('always')
-            ds = pydicom.dcmread(path, **kwargs)
-    except InvalidDicomError: raise _fail(path, "not a DICOM file (no 'DICM' marker in its header)") from None
+            ds = pd.dcmread(path, **kwargs)
+    except DicomError: raise
+    except pd.errors.InvalidDicomError: raise _fail(path, "not a DICOM file (no 'DICM' marker in its header)") from None
+    except OSError as e: raise _fail(path, f'cannot read it ({e.strerror or e})') from None
     except Exception as e: raise _fail(path, f'broken DICOM header ({type(e).__name__}: {e})') from None
-    eof = [str(w.message) for w in ws if 'end of file' in str(w.message).lower()]
-    if eof and 'PixelData' not in ds: raise _fail(path, 'file is truncated (it ends inside the pixel data)')
+    if 'PixelData' not in ds and not kwargs.get('stop_before_pixels'):
+        if any('end of file' in str(w.message).lower() for w in ws): raise _fail(path, 'file is truncated (it ends inside the pixel data)')
+        if _ends_early(ds, size): raise _fail(path, 'file is truncated (it ends inside the header)')
+        if 'Rows' in ds: raise _fail(path, 'no Pixel Data element, though the header describes an image: the file is probably truncated')
     return ds
 
 def _frames(ds) -> int:
@@ -95,20 +169,37 @@ def _frames(ds) -> int:
     except (TypeError, ValueError): return 1
 
 # %% ../nbs/01_dicom.ipynb #66bfc74a
-def _pixels(ds:Dataset, path) -> np.ndarray:
-    "Stored pixel values of the single frame of `ds` (HxW, or HxWx3 for colour)"
-    if 'PixelData' not in ds: raise _fail(path, 'no image in the file (no Pixel Data element)')
+def _declared(ds:Dataset, path, limit:int) -> tuple:
+    "(rows, columns) of the header, checked against `limit` and for sane sample formats, before anything is decoded"
     for k in ('Rows', 'Columns', 'BitsAllocated', 'PhotometricInterpretation'):
         if k not in ds: raise _fail(path, f'header lacks {k}')
+    try: r, c, spp, bits = int(ds.Rows), int(ds.Columns), int(ds.get('SamplesPerPixel') or 1), int(ds.BitsAllocated)
+    except (TypeError, ValueError): raise _fail(path, 'header has a non-numeric Rows, Columns, SamplesPerPixel or BitsAllocated') from None
+    if r < 1 or c < 1: raise _fail(path, f'header says the image is {r}x{c} pixels')
+    if r * c > limit: raise _fail(path, f'header says the image is {r}x{c} pixels ({r * c:,}); {_limit_msg(limit)}')
+    if spp not in (1, 3) or bits not in (1, 8, 16, 32, 64): raise _fail(path, f'{spp} samples of {bits} bits per pixel is not an image format')
     n = _frames(ds)
     if n != 1: raise _fail(path, f'{n} frames; expected a single X-ray image')
-    ts, shape = ds.file_meta.get('TransferSyntaxUID'), (ds.Rows, ds.Columns)
+    return r, c
+
+def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
+    "Stored pixel values of the single frame of `ds` (HxW, or HxWx3 for colour)"
+    if 'PixelData' not in ds: raise _fail(path, 'no image in the file (no Pixel Data element)')
+    shape = _declared(ds, path, limit)
+    if not ds.PixelData: raise _fail(path, 'the Pixel Data element is empty')
+    ts = ds.file_meta.get('TransferSyntaxUID')
     if ts is not None and not ts.is_compressed:
-        need = ds.Rows * ds.Columns * int(ds.get('SamplesPerPixel', 1)) * ds.BitsAllocated // 8
+        need = shape[0] * shape[1] * int(ds.get('SamplesPerPixel', 1)) * ds.BitsAllocated // 8
         if len(ds.PixelData) < need: raise _fail(path, f'pixel data is truncated ({len(ds.PixelData)} of {need} bytes)')
+    frame = None
+    if ts is not None and ts.is_compressed:
+        try: frame = next(_pydicom().encaps.generate_frames(ds.PixelData, number_of_frames=1))
+        except Exception as e: raise _fail(path, f'cannot find the compressed image in the Pixel Data ({type(e).__name__}: {e})') from None
+        dims = _stream_dims(frame)
+        if dims is not None and dims != shape:
+            raise _fail(path, f'the compressed image says it is {dims[0]}x{dims[1]} pixels but the header says {shape[0]}x{shape[1]}')
     if ts in _JPEG8 and ds.get('SamplesPerPixel', 1) == 1 and ds.BitsAllocated == 8:
         try:
-            frame = next(generate_frames(ds.PixelData, number_of_frames=1))
             arr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_UNCHANGED)
             if arr is not None and arr.shape == shape: return arr
         except Exception: pass  # let pydicom try, and report its error
@@ -126,19 +217,32 @@ def _pixels(ds:Dataset, path) -> np.ndarray:
 def _has_voi(ds): return 'VOILUTSequence' in ds or 'WindowCenter' in ds
 
 def _to_uint8(x, lo, hi):
+    if not (math.isfinite(lo) and math.isfinite(hi)): raise ValueError('pixel values are NaN or infinite')
     if not hi > lo: hi = lo + 1
     return np.rint(np.clip((np.asarray(x, np.float32) - lo) * (255 / (hi - lo)), 0, 255)).astype(np.uint8)
+
+def _check_luts(ds):
+    "Rescale and window values must be finite numbers (a NaN slope would turn every pixel into garbage)"
+    for k in ('RescaleSlope', 'RescaleIntercept', 'WindowCenter', 'WindowWidth'):
+        v = ds.get(k)
+        if v is None or v == '': continue
+        try: ok = all(math.isfinite(float(x)) for x in ([v] if isinstance(v, (str, bytes)) or not hasattr(v, '__iter__') else v))
+        except (TypeError, ValueError): ok = False
+        if not ok: raise ValueError(f'{k} is {v!r}, not a finite number')
+    if 'RescaleSlope' in ds and ds.RescaleSlope not in (None, '') and float(ds.RescaleSlope) == 0: raise ValueError('RescaleSlope is 0')
 
 def _percentiles(x): return np.percentile(x[::4, ::4], [0.5, 99.5])  # every 16th pixel is plenty
 
 def _grey(arr:np.ndarray, ds:Dataset) -> np.ndarray:
     "Stored values -> uint8 display values, air dark"
     pi = str(ds.PhotometricInterpretation).upper()
+    _check_luts(ds)
     if pi not in ('MONOCHROME1', 'MONOCHROME2'):
         if arr.ndim != 3 or arr.shape[2] != 3: raise ValueError(f'photometric interpretation {pi} is not supported')
         g = cv2.cvtColor(arr.astype(np.float32), cv2.COLOR_RGB2GRAY)   # pydicom already converted YBR to RGB
         return np.rint(g).clip(0, 255).astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(g, *_percentiles(g))
     bits, signed = int(ds.get('BitsStored', ds.BitsAllocated)), int(ds.get('PixelRepresentation', 0)) == 1
+    apply_modality_lut, apply_voi_lut = _pydicom().pixels.apply_modality_lut, _pydicom().pixels.apply_voi_lut
     if arr.dtype.kind in 'ui' and bits <= 16:
         vmin, vmax = (-(1 << (bits-1)), (1 << (bits-1)) - 1) if signed else (0, (1 << bits) - 1)
         if signed or arr.dtype.kind == 'i': idx = np.clip(arr.astype(np.int32), vmin, vmax) - vmin
@@ -163,10 +267,13 @@ def _grey(arr:np.ndarray, ds:Dataset) -> np.ndarray:
     return 255 - img if pi == 'MONOCHROME1' else img
 
 # %% ../nbs/01_dicom.ipynb #eca0da55
-def read_xray(path) -> np.ndarray:
-    "Any chest X-ray DICOM as a HxW uint8 MONOCHROME2 array (windowed, inverted if MONOCHROME1)"
-    ds = _read_ds(path)
-    arr = _pixels(ds, path)
+def read_xray(path, # a DICOM file
+              max_pixels:int|None=None, # refuse images declaring more pixels (rows x columns); None: `pixel_limit()`
+             ) -> np.ndarray:
+    "Any chest X-ray DICOM as a HxW uint8 MONOCHROME2 array (windowed, inverted if MONOCHROME1); sizes checked before decoding"
+    limit = pixel_limit() if max_pixels is None else int(max_pixels)
+    ds = _read_ds(path, limit)
+    arr = _pixels(ds, path, limit)
     try: return _grey(arr, ds)
     except Exception as e: raise _fail(path, f'cannot convert the pixels to grey levels: {e}') from None
 
@@ -207,8 +314,11 @@ def draw_boxes(img_gray:np.ndarray, # HxW uint8 grey (or HxWx3 RGB) image
     boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
     t = thickness or max(1, round(min(out.shape[:2]) / 256))
     color = tuple(int(c) for c in color)
+    lim = 4 * max(out.shape[:2])   # far outside the image is drawn as the image's edge (1e30 would overflow OpenCV's ints)
     for i, (x, y, w, h) in enumerate(boxes):
-        p1, p2 = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
+        if not np.isfinite([x, y, w, h]).all(): continue
+        (x1, y1, x2, y2) = np.clip([x, y, x + w, y + h], -lim, lim)
+        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
         cv2.rectangle(out, p1, p2, color, t)
         text = ' '.join(s for s in ((str(labels[i]) if labels is not None else ''),
                                     (f'{float(scores[i]):.2f}' if scores is not None else '')) if s)
@@ -230,14 +340,14 @@ def write_png(path, # PNG file to write (atomically)
 # %% ../nbs/01_dicom.ipynb #deb8c50c
 def find_dicoms(images:list, # DICOM files and/or folders of them (a single path is accepted too)
                ) -> list:
-    "DICOM paths from a list of files and folders (a folder gives its `*.dcm` files, sorted)"
+    "DICOM paths from a list of files and folders (a folder gives its `*.dcm` entries, sorted); `*.dcm` names that are not files are kept, to fail when read"
     out = []
     for p in map(Path, [images] if isinstance(images, (str, Path)) else images):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() == '.dcm' and f.is_file())
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() == '.dcm')
             if not found: raise PneumoniaKitError(f'{p}: no .dcm files in this folder')
             out += found
-        elif p.is_file(): out.append(p)
+        elif p.exists() or p.suffix.lower() == '.dcm': out.append(p)
         else: raise PneumoniaKitError(f'{p}: no such file or folder')
     if not out: raise PneumoniaKitError('no images given')
     return out

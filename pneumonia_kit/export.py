@@ -4,12 +4,13 @@
 
 # %% ../nbs/18_export.ipynb #84746671
 from __future__ import annotations
-import contextlib, copy, datetime, os, tempfile
+import contextlib, copy, datetime, os, shutil, tempfile
 from pathlib import Path
 import numpy as np, torch
 from torch import nn
 import pneumonia_kit
-from .core import CLASSES, PneumoniaKitError, atomic_write, cfg2dict, file_sha256, load_json, save_json
+from .core import (CLASSES, PneumoniaKitError, atomic_write, cfg2dict, file_sha256, load_json, replace_file, save_json,
+                                temp_path)
 from .dicom import find_dicoms, read_xray, resize_image
 from .boxes import match_detections
 from .metric import compare_submissions, read_submission
@@ -57,7 +58,7 @@ def optimize_onnx(path, # ONNX file, rewritten in place (atomically)
     "Apply ONNX Runtime's basic graph optimisations (constant folding, Conv+BatchNorm/Mul/Add fusion) to `path`, offline"
     import onnx, onnxruntime as ort
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.opt'); os.close(fd)
+    tmp = str(temp_path(path))
     try:
         so = ort.SessionOptions()
         so.graph_optimization_level, so.optimized_model_filepath = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, tmp
@@ -65,7 +66,7 @@ def optimize_onnx(path, # ONNX file, rewritten in place (atomically)
         ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
         odd = {n.domain for n in onnx.load(tmp, load_external_data=False).graph.node} - {'', 'ai.onnx'}
         if odd: raise PneumoniaKitError(f'{path}: optimisation introduced non-standard operators ({", ".join(sorted(odd))})')
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
     return f'onnxruntime {ort.__version__} basic'
@@ -128,7 +129,7 @@ def export_onnx(model:PneumoniaNet, # the trained model (any device; it is copie
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model).cpu().float().eval()
     S = net.cfg.image_size
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.model.onnx.', suffix='.tmp'); os.close(fd)
+    tmp = str(temp_path(out_dir/'model.onnx'))   # a kill leaves it to the next write's clean-up (`core.remove_stale_temps`)
     try:
         with torch.no_grad(), contextlib.redirect_stdout(open(os.devnull, 'w')):
             torch.onnx.export(_OnnxWrapper(net).eval(), (torch.rand(1, 1, S, S),), tmp, input_names=['image'],
@@ -138,7 +139,7 @@ def export_onnx(model:PneumoniaNet, # the trained model (any device; it is copie
         if check: meta['parity'] = dict(check_parity(net.eval(), tmp, tuple(check), atol), atol=atol)
         with atomic_write(out_dir/'anchors.npy', 'wb') as f: np.save(f, net.anchors.numpy().astype(np.float32))
         write_board_json(out_dir, board_meta(net, opset=opset, **meta))
-        os.replace(tmp, out_dir/'model.onnx')
+        replace_file(tmp, out_dir/'model.onnx')   # readable like every other file (mkstemp's 0600 is not)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
     return out_dir/'model.onnx'
@@ -318,7 +319,8 @@ def quantize_int8(model_dir, # board model folder (`model.onnx`, `board.json`)
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=keep,
                         extra_options={'CalibPercentile': 99.999} if method == 'percentile' else {})
-        os.replace(tmp, model_dir/'model_int8.onnx')
+        dst = temp_path(model_dir/'model_int8.onnx'); shutil.copyfile(tmp, dst)   # /tmp may be another file system
+        replace_file(dst, model_dir/'model_int8.onnx')
     update_board_json(model_dir, int8=dict(file='model_int8.onnx', n_calib=len(files), method=method, n_fp32_nodes=len(keep), checked=False))
     return model_dir/'model_int8.onnx'
 

@@ -4,17 +4,18 @@
 
 # %% ../nbs/03_metric.ipynb #6143dbb9
 from __future__ import annotations
-import csv, math
+import contextlib, csv, math
 from pathlib import Path
 import numpy as np
-from .core import CLASSES, PneumoniaKitError, atomic_write
+from .core import CLASSES, PneumoniaKitError, atomic_write, check_patient_id
 from .boxes import box_iou_xywh
 
 # %% auto #0
-__all__ = ['IOU_THRESHOLDS', 'MODES', 'LABEL_COLUMNS', 'MetricInputError', 'map_iou', 'image_precisions', 'rsna_map',
-           'format_prediction_string', 'parse_prediction_string', 'read_submission', 'LabelError', 'read_labels',
-           'read_gt_labels', 'write_submission', 'read_boxes', 'image_scores', 'bootstrap_ci', 'score_submission',
-           'format_score_report', 'compare_scores', 'compare_submissions', 'format_comparison']
+__all__ = ['IOU_THRESHOLDS', 'MODES', 'LABEL_COLUMNS', 'FAILED_COLUMNS', 'MetricInputError', 'map_iou', 'image_precisions',
+           'rsna_map', 'format_prediction_string', 'parse_prediction_string', 'read_submission', 'LabelError',
+           'read_labels', 'read_gt_labels', 'write_submission', 'failed_csv_path', 'write_failures', 'read_boxes',
+           'image_scores', 'bootstrap_ci', 'score_submission', 'format_score_report', 'compare_scores',
+           'compare_submissions', 'format_comparison']
 
 # %% ../nbs/03_metric.ipynb #69d8560d
 IOU_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)  # written out: np.arange would give 0.5000000000000001
@@ -202,7 +203,8 @@ def parse_prediction_string(s:str|None, # 'conf x y w h ...'; '', None or NaN me
         except ValueError: bad.append(tok)
     if bad: raise MetricInputError(f'{pre}PredictionString has non-numbers: {_some([repr(b) for b in bad], 3)}')
     a = np.array(vals, np.float64).reshape(-1, 5)
-    for what, bad_rows in (('NaN or infinite value', ~np.isfinite(a).all(1)), ('negative width or height', (a[:, 3:] < 0).any(1))):
+    for what, bad_rows in (('NaN or infinite value', ~np.isfinite(a).all(1)), ('negative width or height', (a[:, 3:] < 0).any(1)),
+                           ('confidence outside 0..1', (a[:, 0] < 0) | (a[:, 0] > 1))):
         if bad_rows.any(): raise MetricInputError(f'{pre}PredictionString has a {what} in box {np.flatnonzero(bad_rows)[0] + 1}')
     return a[:, 0].copy(), a[:, 1:].copy()
 
@@ -280,6 +282,8 @@ def _label_rows(labels_csv, errs:list, seen:set) -> dict:
     for n, row in rows:
         pid, err = _row_pid(row, header, n, idx[0])
         if err: errs.append(err); continue
+        try: check_patient_id(pid, f'line {n}')   # patientIds of labels become file names ({patientId}.dcm, .npy)
+        except PneumoniaKitError as e: errs.append(str(e)); continue
         seen.add(pid)
         try: t, b = _label_box(row, idx, f'line {n} ({pid})')
         except ValueError as e: errs.append(str(e)); continue
@@ -343,6 +347,28 @@ def write_submission(path, # CSV to write (atomically)
         w.writerow(['patientId', 'PredictionString'])
         for pid, v in items: w.writerow([pid, v if isinstance(v, str) else format_prediction_string(*v)])
     return Path(path)
+
+FAILED_COLUMNS = ('patientId', 'path', 'error')
+
+def failed_csv_path(out_csv) -> Path:
+    "Where a batch lists its failed images: `sub.csv` -> `sub.failed.csv`, beside the submission"
+    p = Path(out_csv)
+    return p.with_name(f'{p.stem if p.suffix.lower() == ".csv" else p.name}.failed.csv')
+
+def write_failures(out_csv, # the submission the batch wrote
+                   failed:list, # dicts with patientId, path, error (the error may start with the path)
+                  ) -> Path|None:
+    "Write the failed images beside the submission (`failed_csv_path`); with none, remove an earlier run's file"
+    p = failed_csv_path(out_csv)
+    if not failed:
+        with contextlib.suppress(FileNotFoundError): p.unlink()
+        return None
+    with atomic_write(p, newline='') as f:
+        w = csv.writer(f, lineterminator='\n'); w.writerow(FAILED_COLUMNS)
+        for r in failed:
+            err = str(r.get('error', ''))
+            w.writerow([r.get('patientId', ''), r.get('path', ''), err.removeprefix(f"{r.get('path', '')}: ")])
+    return p
 
 def read_boxes(csv_path) -> tuple: # ('submission' or 'labels', patientId -> (scores or None, boxes x y w h))
     "Boxes per patientId of a submission or a labels CSV, whichever the header says it is"

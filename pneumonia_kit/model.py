@@ -15,14 +15,15 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FeaturePyramidNetwork, box_iou, sigmoid_focal_loss
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
+from torchvision.ops.misc import Conv2dNormActivation
 from fastcore.basics import patch
 from .core import cfg2dict, dict2cfg
 from .backbones import ModelError, backbone_entry, create_backbone, freeze_batchnorm
 
 # %% auto #0
-__all__ = ['MODEL_PRESETS', 'LEGACY_KEYS', 'LOSS_KEYS', 'ModelCfg', 'model_cfg', 'make_anchors', 'GlobalHead', 'PneumoniaNet',
-           'create_model', 'count_params', 'count_flops']
+__all__ = ['MODEL_PRESETS', 'LEGACY_KEYS', 'LOSS_KEYS', 'ModelCfg', 'model_cfg', 'make_anchors', 'GlobalHead', 'LastLevelP6',
+           'subnet_convs', 'make_head', 'PneumoniaNet', 'create_model', 'count_params', 'count_flops']
 
 # %% ../nbs/12_model.ipynb #cb12e83e
 @dataclass
@@ -32,8 +33,10 @@ class ModelCfg:
     pretrained:bool=True # start from the published ImageNet weights
     weights_file:str|None=None # local ImageNet (or compatible) weights for the backbone; wins over `pretrained`
     image_size:int=512 # square input size in pixels; a multiple of 2**levels[1]
-    levels:tuple=(2, 7) # (first, last) pyramid level: (2,7) = P2-P7 (strides 4-128), (3,7) = P3-P7
-    fpn_channels:int=256 # channels of the pyramid and of the RetinaNet subnets
+    levels:tuple=(2, 7) # (first, last) pyramid level: (2,7) = P2-P7 (strides 4-128), (3,7) = P3-P7, (3,6) = P3-P6
+    fpn_channels:int=256 # channels of the pyramid (and of the RetinaNet subnets unless `head_channels` is set)
+    head_convs:int=4 # 3x3 conv+ReLU layers in each RetinaNet subnet before its output conv (torchvision and the original: 4)
+    head_channels:int|None=None # width of those convs; None = `fpn_channels` (the original)
     anchor_scale:float=4.0 # anchor base size = anchor_scale * stride (16-512 px on P2-P7)
     anchor_ratios:tuple=(0.5, 1.0, 2.0) # anchor height/width ratios
     anchor_scales:tuple=(1.0, 2**(1/3), 2**(2/3)) # anchor size multipliers per location
@@ -54,7 +57,10 @@ class ModelCfg:
     channels_last:bool=False # run convolutions in channels-last memory format (faster on recent GPUs)
     def __post_init__(self):
         lo, hi = self.levels
-        if not (2 <= lo <= 5 and hi in (5, 7)): raise ModelError(f'ModelCfg.levels={self.levels}: first level must be 2..5 and the last 5 or 7')
+        if not (2 <= lo <= 5 and hi in (5, 6, 7)): raise ModelError(f'ModelCfg.levels={self.levels}: first level must be 2..5 and the last 5, 6 or 7')
+        if self.head_convs < 0 or (self.head_channels is not None and self.head_channels < 1) or min(self.fpn_channels, self.global_channels) < 1:
+            raise ModelError(f'ModelCfg: need head_convs >= 0 and fpn_channels, head_channels, global_channels >= 1 '
+                             f'(got {self.head_convs}, {self.fpn_channels}, {self.head_channels}, {self.global_channels})')
         if self.image_size % 2**hi: raise ModelError(f'ModelCfg.image_size={self.image_size} must be a multiple of {2**hi} for levels {self.levels}')
         if self.box_loss not in ('smooth_l1', 'l1'): raise ModelError(f"ModelCfg.box_loss={self.box_loss!r}: use 'smooth_l1' or 'l1'")
         if not 0 <= self.bg_iou_thresh <= self.fg_iou_thresh <= 1: raise ModelError('ModelCfg: need 0 <= bg_iou_thresh <= fg_iou_thresh <= 1')
@@ -62,6 +68,8 @@ class ModelCfg:
     def num_levels(self): return self.levels[1] - self.levels[0] + 1
     @property
     def anchors_per_location(self): return len(self.anchor_ratios) * len(self.anchor_scales)
+    @property
+    def head_width(self): return self.fpn_channels if self.head_channels is None or self.head_convs == 0 else self.head_channels
 
 # %% ../nbs/12_model.ipynb #5271a1f0
 MODEL_PRESETS: dict[str, ModelCfg] = dict(
@@ -72,6 +80,14 @@ MODEL_PRESETS: dict[str, ModelCfg] = dict(
     resnet34_p3p7=ModelCfg(backbone='resnet34', levels=(3, 7)),
     tiny=ModelCfg(backbone='resnet_tiny', pretrained=False, image_size=128, levels=(3, 7), fpn_channels=32,
                   global_channels=32, cls_dropout=0., global_dropout=0., freeze_bn=False), # tests and CPU demos
+    # the board family: light backbones, P3-P7, 128-channel pyramid, two 128-channel convs per subnet
+    **{f'{b}_p3p7_light': ModelCfg(backbone=b, levels=(3, 7), fpn_channels=128, head_convs=2, head_channels=128, global_channels=128)
+       for b in ('resnet18', 'resnet34', 'mobilenet_v3_large', 'efficientnet_b0', 'regnet_x_400mf', 'regnet_y_400mf')},
+    # the recommended board configuration (issue 12): ResNet18, P4-P7, 128-channel pyramid, global head and subnets, 4 convs per
+    # subnet; `bench/board_candidates.py`'s `r18_p4p7_128x4` (3.65 G board instructions at 512 px vs 27.1 G for the original)
+    board_r18_p4p7=ModelCfg(backbone='resnet18', levels=(4, 7), fpn_channels=128, head_convs=4, head_channels=128, global_channels=128),
+    tiny_light=ModelCfg(backbone='resnet_tiny', pretrained=False, image_size=128, levels=(3, 7), fpn_channels=32, head_convs=1,
+                        head_channels=16, global_channels=16, cls_dropout=0., global_dropout=0., freeze_bn=False), # tests: a tiny student
 )
 
 
@@ -114,6 +130,33 @@ class GlobalHead(nn.Module):
         x = torch.cat([F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)], 1).flatten(1)
         return self.fc(self.drop(x))
 
+# %% ../nbs/12_model.ipynb #e5da4211
+class LastLevelP6(ExtraFPNBlock):
+    "P6 from C5 by a stride-2 3x3 conv: the first half of torchvision's `LastLevelP6P7` (same name, same init)"
+    def __init__(self, in_channels:int, out_channels:int):
+        super().__init__()
+        self.p6 = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
+        nn.init.kaiming_uniform_(self.p6.weight, a=1); nn.init.constant_(self.p6.bias, 0)
+    def forward(self, p, c, names):
+        return p + [self.p6(c[-1])], names + ['p6']
+
+def subnet_convs(in_channels:int, channels:int, n:int) -> nn.Sequential:
+    "`n` 3x3 conv+ReLU layers `in_channels`->`channels`->... initialised as torchvision's RetinaNet subnets"
+    layers = []
+    for i in range(n):
+        layer = Conv2dNormActivation(in_channels if i == 0 else channels, channels, norm_layer=None)
+        nn.init.normal_(layer[0].weight, std=0.01); nn.init.constant_(layer[0].bias, 0)
+        layers.append(layer)
+    return nn.Sequential(*layers)
+
+def make_head(cfg:ModelCfg) -> RetinaNetHead:
+    "torchvision's `RetinaNetHead` (1 class) with `cfg.head_convs` convs of `cfg.head_width` channels per subnet, and `cls_dropout`"
+    head = RetinaNetHead(cfg.head_width, cfg.anchors_per_location, num_classes=1)
+    if (cfg.head_convs, cfg.head_width) != (4, cfg.fpn_channels):
+        for sub in (head.classification_head, head.regression_head): sub.conv = subnet_convs(cfg.fpn_channels, cfg.head_width, cfg.head_convs)
+    if cfg.cls_dropout: head.classification_head.conv.append(nn.Dropout(cfg.cls_dropout))
+    return head
+
 # %% ../nbs/12_model.ipynb #c70d408d
 class PneumoniaNet(nn.Module):
     "RetinaNet (backbone, FPN, focal-loss subnets) plus an image-level 3-class head; raw outputs in train and eval alike"
@@ -125,11 +168,11 @@ class PneumoniaNet(nn.Module):
         if cfg.freeze_bn: freeze_batchnorm(self.backbone)
         lo, hi = cfg.levels
         chans = self.backbone.channels
-        extra = LastLevelP6P7(chans[-1], cfg.fpn_channels) if hi == 7 else None
-        if extra is not None: extra.use_P5 = False  # P6 from C5, as in the RetinaNet paper and the original
+        extra = dict(zip((6, 7), (LastLevelP6, LastLevelP6P7))).get(hi)
+        extra = extra(chans[-1], cfg.fpn_channels) if extra else None
+        if hi == 7: extra.use_P5 = False  # P6 from C5, as in the RetinaNet paper and the original
         self.fpn = FeaturePyramidNetwork(chans[lo - 2:], cfg.fpn_channels, extra_blocks=extra)
-        self.head = RetinaNetHead(cfg.fpn_channels, cfg.anchors_per_location, num_classes=1)
-        if cfg.cls_dropout: self.head.classification_head.conv.append(nn.Dropout(cfg.cls_dropout))
+        self.head = make_head(cfg)
         self.global_head = GlobalHead(chans[-1], cfg.global_classes, cfg.global_channels, cfg.global_dropout)
         self.register_buffer('anchors', make_anchors(cfg), persistent=False)
         e = backbone_entry(cfg.backbone)

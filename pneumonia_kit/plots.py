@@ -16,7 +16,7 @@ from .metric import read_boxes, read_gt_labels, read_submission
 __all__ = ['STAGE_KEYS', 'save_figure', 'show_image', 'box_legend', 'plot_predictions', 'plot_submission', 'plot_curves',
            'plot_runs', 'plot_heatmap', 'plot_nms_sweep', 'show_batch', 'match_image', 'pr_table', 'threshold_curves',
            'plot_pr_curve', 'plot_threshold_curves', 'confusion_matrix', 'plot_confusion', 'roc_points', 'plot_roc',
-           'gallery_picks', 'plot_gallery', 'plot_stage_times']
+           'gallery_picks', 'plot_gallery', 'plot_stage_times', 'plot_pareto']
 
 # %% ../nbs/06_plots.ipynb #47aaff7e
 def _figure(*size):
@@ -34,10 +34,13 @@ def show_image(dcm_path, # the DICOM to show
                boxes_csv=None, # optional train-labels or submission CSV with boxes for this patientId (file stem)
               ) -> Path:
     "Write a PNG of the X-ray with its boxes from a labels or submission CSV, for people to look at"
+    pid = Path(dcm_path).stem
+    if boxes_csv is not None:   # the CSV first: a wrong file fails before the image is decoded
+        kind, boxes = read_boxes(boxes_csv)
+        if pid not in boxes: raise PneumoniaKitError(f'{boxes_csv}: no row for patientId {pid} (the name of {dcm_path}) among its {len(boxes)} patientIds')
     img = read_xray(dcm_path)
     if boxes_csv is not None:
-        kind, boxes = read_boxes(boxes_csv)
-        scores, b = boxes.get(Path(dcm_path).stem, (None, np.zeros((0, 4))))
+        scores, b = boxes[pid]
         img = draw_boxes(img, b, scores, color=(255, 0, 0) if kind == 'submission' else (0, 255, 0))
     return write_png(out_png, img)
 
@@ -397,5 +400,24 @@ def plot_stage_times(rows:list, # per configuration: dict(label, read_ms, prepar
     ax.set_yticks(y); ax.set_yticklabels([r['label'] for r in rows], fontsize=8); ax.invert_yaxis()
     ax.set(xlabel='milliseconds per image', xlim=(0, max(left.max(initial=0), 1e-9) * 1.25)); _title(ax, title, 100)
     ax.legend(fontsize=7, ncols=4, loc='upper center', bbox_to_anchor=(0.5, -0.35 if len(rows) < 3 else -0.2), frameon=False)
+    if out_png is not None: save_figure(fig, out_png)
+    return fig
+
+# %% ../nbs/06_plots.ipynb #53a2e91e
+def plot_pareto(rows:list, # per candidate: dict(name, map, ci95, cost, original (bool), recommended (bool)); cost None = not measured
+                out_png=None, xlabel:str='board instructions per image (G)', title:str='board model candidates: cost vs test mAP'):
+    "Test mAP (95% interval) against cost per image, one point per candidate; the original a square, the recommended a star"
+    fig = _figure(7, 4.5); ax = fig.subplots()
+    pts = [r for r in rows if r.get('cost') is not None and r.get('map') is not None]
+    for r in pts:
+        lo, hi = r.get('ci95') or (r['map'], r['map'])
+        style = dict(marker='*', ms=16, color='C3') if r.get('recommended') else dict(marker='s', ms=9, color='k') if r.get('original') else dict(marker='o', ms=7, color='C0')
+        ax.errorbar([r['cost']], [r['map']], yerr=[[r['map'] - lo], [hi - r['map']]], capsize=3, ls='none', **style)
+        ax.annotate(r['name'], (r['cost'], r['map']), textcoords='offset points', xytext=(6, 4), fontsize=8)
+    left = [r['name'] for r in rows if r not in pts]
+    ax.set(xlabel=xlabel, ylabel='test mAP (95% interval)')
+    if pts and min(r['cost'] for r in pts) > 0: ax.set_xscale('log')
+    _title(ax, title + (f' (not shown, not measured: {", ".join(left)})' if left else ''), 90)
+    ax.grid(alpha=0.3)
     if out_png is not None: save_figure(fig, out_png)
     return fig

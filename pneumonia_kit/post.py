@@ -25,10 +25,21 @@ class PostCfg:
     detections_per_img:int=4  # at most this many boxes per image (the training labels have at most 4)
     topk_candidates:int=1000  # only the best this-many anchors above score_thresh are decoded and go to NMS
 
+def _check_post(c:PostCfg) -> PostCfg:
+    "`c` if every field has a usable value (numbers, not strings, NaN or null: settings often come from JSON files)"
+    for k, v in vars(c).items():
+        ints = k in ('detections_per_img', 'topk_candidates')
+        ok = isinstance(v, int) and v >= 1 if ints else isinstance(v, (int, float)) and math.isfinite(v)
+        if ok and k in ('nms_thresh', 'top_ratio', 'global_weight'): ok = 0 <= v <= 1
+        if isinstance(v, bool) or not ok:
+            what = 'an integer >= 1' if ints else 'a number between 0 and 1' if k in ('nms_thresh', 'top_ratio', 'global_weight') else 'a finite number'
+            raise PneumoniaKitError(f'PostCfg: {k} must be {what}, got {v!r}')
+    return c
+
 def as_post(post=None) -> PostCfg:
-    "A `PostCfg` from None (defaults), a `PostCfg` or a dict of its fields (board.json's `post`)"
+    "A `PostCfg` from None (defaults), a `PostCfg` or a dict of its fields (board.json's `post`), checked"
     if post is None: return PostCfg()
-    return post if isinstance(post, PostCfg) else dict2cfg(PostCfg, post)
+    return post if isinstance(post, PostCfg) else _check_post(dict2cfg(PostCfg, post))
 
 # %% ../nbs/04_post.ipynb #906ebfc3
 def sigmoid(x) -> np.ndarray:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np, torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import PneumoniaKitError, cfg2dict
-from .dicom import draw_boxes, find_dicoms, read_xray, resize_image, write_png
+from .core import PneumoniaKitError, cfg2dict, check_writable
+from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion
-from .metric import format_prediction_string, write_submission
+from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
 from .post import PostCfg, decode_candidates, finalize, select_candidates, sigmoid
 from .runs import amp_dtype, autocast, load_models, resolve_checkpoints, resolve_device, resolve_post
 
@@ -152,9 +152,11 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
             wbf_iou:float=0.55, # cluster IoU of `ensemble='wbf'`
             progress:bool=True, # tqdm progress bar
            ) -> dict:
-    "Predict DICOMs with one or more checkpoints and write a Kaggle submission; returns a summary (failures listed)"
+    "Predict DICOMs with checkpoints; write the submission (every image) and its `.failed.csv`; returns a summary (failures listed)"
     t_load = time.perf_counter()
     if ensemble not in ENSEMBLES: raise PneumoniaKitError(f'unknown ensemble {ensemble!r}; use one of {", ".join(ENSEMBLES)}')
+    check_writable(out); check_writable(failed_csv_path(out)); pixel_limit()   # before minutes of work, not after (a bad PNEUMONIA_KIT_MAX_PIXELS too)
+    if png_dir is not None: check_writable(Path(png_dir)/'x.png')
     ckpts = resolve_checkpoints(checkpoints)
     post, post_source = resolve_post(post, ckpts[0])
     dev = resolve_device(device)
@@ -170,10 +172,11 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
     run = lambda x: combine([raw_passes(m, x, tta, amp, mi) for m, mi in zip(models, mirrors)], post, ensemble, wbf_iou)
     for batch in tqdm(dl, unit='batch', disable=not progress, desc='predict'):
         _predict_batch(batch, run, post, S, dev, seen, rows, failed, png_dir)
-    write_submission(out, [(p.stem, rows[p.stem][0]) for p in paths])
+    write_submission(out, [(p.stem, rows[p.stem][0]) for p in paths])   # not reached on Ctrl-C: the old file stays
+    write_failures(out, failed)
     n_boxes = sum(n for _, n in rows.values())
     secs = time.perf_counter() - t0
     return dict(csv=str(out), n_images=len(paths), n_with_boxes=sum(bool(v) for v, _ in rows.values()), n_boxes=n_boxes,
-                failed=failed, seconds=round(secs, 3), ms_per_image=round(1000 * secs / max(1, len(paths)), 1),
+                failed=failed, failed_csv=str(failed_csv_path(out)) if failed else None, seconds=round(secs, 3), ms_per_image=round(1000 * secs / max(1, len(paths)), 1),
                 load_seconds=round(t0 - t_load, 3), device=str(dev), checkpoints=[str(c) for c in ckpts], tta=tta,
                 ensemble=ensemble, amp=amp, post=cfg2dict(post), post_source=post_source)

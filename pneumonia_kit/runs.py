@@ -83,12 +83,14 @@ def save_checkpoint(path, # `RUN_DIR/checkpoints/epoch_NNN.pt`
     return Path(path)
 
 # %% ../nbs/13_runs.ipynb #d083b300
-def read_checkpoint(path, device='cpu') -> dict:
+def read_checkpoint(path, device='cpu',
+                    mmap:bool=False, # map the tensors from the file instead of reading them (cheap when only the entries matter)
+                   ) -> dict:
     "`torch.load(path, weights_only=True)` with clear errors for missing, broken or foreign files"
     path = Path(path)
     if path.is_dir(): raise PneumoniaKitError(f'{path}: a folder; give a checkpoint file (checkpoints/epoch_NNN.pt)')
     if not path.exists(): raise PneumoniaKitError(f'{path}: checkpoint not found')
-    try: ck = torch.load(path, map_location=device, weights_only=True)
+    try: ck = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as e: raise PneumoniaKitError(f'{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})') from None
     if not isinstance(ck, dict) or not {'model', 'config', 'epoch'} <= set(ck):
         raise PneumoniaKitError(f'{path}: not a pneumonia_kit checkpoint (needs model, config and epoch entries)')
@@ -104,8 +106,8 @@ def load_checkpoint(path, # checkpoint file written by `fit`
     return model.to(device).eval(), dict(ck['config'], epoch=ck['epoch'], metrics=ck.get('metrics', {}))
 
 def drop_optimizer_state(path):
-    "Rewrite an older checkpoint without its optimizer and scaler states (resume needs them from the newest only)"
-    ck = read_checkpoint(path)
+    "Rewrite an older checkpoint without its optimizer and scaler states (resume needs them from the newest only); cheap if it has none"
+    ck = read_checkpoint(path, mmap=True)   # rewritten through a temp file: the mapped old file stays valid until replaced
     if ck.get('optimizer') is None and ck.get('scaler') is None: return
     with atomic_write(path, 'wb') as f: torch.save(dict(ck, optimizer=None, scaler=None), f)
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import PneumoniaKitError, RsnaPaths, cfg2dict, dict2cfg, save_json, set_seed
+from .core import PneumoniaKitError, RsnaPaths, cfg2dict, check_writable, dict2cfg, save_json, set_seed
 from .post import PostCfg, decode_candidates, select_candidates, sigmoid, softmax
 from .plots import plot_curves
 from .data import get_folds, load_labels
@@ -67,6 +67,22 @@ TRAIN_PRESETS = dict(
     tiny=dict(model=MODEL_PRESETS['tiny'],     # tests: 128 px, a few images, seconds per epoch
               train=TrainCfg(epochs=2, batch_size=4, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off',
                              n_folds=4, progress=False)),
+    # board models (students of `distill`, or trained on the labels alone): light backbone, P3-P7, light subnets
+    board_resnet18=dict(model=MODEL_PRESETS['resnet18_p3p7_light'],   # GPU, 512 px; lr and epochs a starting point, not tuned
+                        train=TrainCfg(epochs=16, batch_size=16, lr=1e-4, grad_clip=1.)),
+    cpu_board=dict(model=dataclasses.replace(MODEL_PRESETS['tiny_light'], image_size=256),  # `cpu_demo` with light subnets
+                   train=TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off')),
+    # the recommended board configuration (`model.MODEL_PRESETS['board_r18_p4p7']`), trained exactly as `original` (GPU, 512 px) ...
+    board_r18_p4p7=dict(model=MODEL_PRESETS['board_r18_p4p7'], train=TrainCfg(plateau_metric='val_bbox_regression')),
+    # ... and on CPUs at 256 px from scratch (issue 12's experiment): the teacher `cpu_original_sx50` and the student
+    # `cpu_board_r18_p4p7` share one `TrainCfg`, so that (board model - original) compares networks, not training
+    cpu_original_sx50=dict(model=dataclasses.replace(MODEL_PRESETS['original_se_resnext50'], image_size=256, pretrained=False),
+                           train=TrainCfg(plateau_metric='val_bbox_regression', epochs=20, batch_size=8, lr=1e-3, amp='off', num_workers=0, seed=0)),
+    cpu_board_r18_p4p7=dict(model=dataclasses.replace(MODEL_PRESETS['board_r18_p4p7'], image_size=256, pretrained=False),
+                            train=TrainCfg(plateau_metric='val_bbox_regression', epochs=20, batch_size=8, lr=1e-3, amp='off', num_workers=0, seed=0)),
+    tiny_light=dict(model=MODEL_PRESETS['tiny_light'],   # tests: a tiny student
+                    train=TrainCfg(epochs=2, batch_size=4, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off',
+                                   n_folds=4, progress=False)),
 )
 
 _MODEL_KEYS = ('backbone', 'image_size', 'pretrained', 'weights_file')
@@ -194,21 +210,24 @@ def train_one_epoch(model, # the model, possibly wrapped in DDP
                     device:torch.device, dtype:torch.dtype|None, # autocast dtype (None: fp32)
                     tc:TrainCfg, epoch:int, world:int=1,
                     channels_last:bool=False, # images in NHWC (model converted too)
-                    progress:bool=False) -> dict: # tqdm bar
-    "Train one epoch; mean losses by component (`LOSS_KEYS`) over all images of all processes"
+                    progress:bool=False, # tqdm bar
+                    loss_fn=None) -> dict: # `(net, raw, targets) -> dict` of losses holding `LOSS_KEYS` (default: `net.compute_loss`)
+    "Train one epoch; mean losses by component (`LOSS_KEYS`, then any other keys of `loss_fn`'s dict) over all images of all processes"
     net = unwrap(model)
     model.train()
-    sums, n = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64), 0
+    sums, keys = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64), LOSS_KEYS
     bar = tqdm(loader, desc=f'epoch {epoch} train', leave=False, disable=not progress, dynamic_ncols=True)
     for step, (images, targets) in enumerate(bar):
         x = _to_device(images, device, channels_last)
         with autocast(device, dtype): raw = model(x)
-        losses = net.compute_loss(raw, targets)
-        stats = torch.stack([losses[k].detach().float() for k in LOSS_KEYS] + [torch.ones((), device=device)]) * len(images)
+        losses = net.compute_loss(raw, targets) if loss_fn is None else loss_fn(net, raw, targets)
+        if step == 0 and len(losses) > len(keys):   # a `loss_fn` with more terms: logged too, after `LOSS_KEYS`
+            keys = LOSS_KEYS + tuple(k for k in losses if k not in LOSS_KEYS); sums = torch.zeros(len(keys) + 1, dtype=torch.float64)
+        stats = torch.stack([losses[k].detach().float() for k in keys] + [torch.ones((), device=device)]) * len(images)
         if world > 1: dist.all_reduce(stats)
         stats = stats.double().cpu()
         if not torch.isfinite(stats).all():
-            vals = ', '.join(f'{k}={v / stats[-1]:.4g}' for k, v in zip(LOSS_KEYS, stats.tolist()))
+            vals = ', '.join(f'{k}={v / stats[-1]:.4g}' for k, v in zip(keys, stats.tolist()))
             raise NonFiniteLossError(f'epoch {epoch}, step {step + 1}: non-finite training loss ({vals}) at lr '
                                      f'{opt.param_groups[0]["lr"]:.3g}; nothing of this epoch was saved. Lower TrainCfg.lr '
                                      f'or grad_clip, or check the data; resume=True continues from the last checkpoint')
@@ -222,7 +241,7 @@ def train_one_epoch(model, # the model, possibly wrapped in DDP
         if progress: bar.set_postfix(loss=f'{sums[0] / sums[-1]:.4f}')
     if world > 1:   # BatchNorm statistics learnt from each rank's own batches: keep rank 0's everywhere
         for b in net.buffers(): dist.broadcast(b, 0)
-    return {k: (sums[i] / sums[-1]).item() for i, k in enumerate(LOSS_KEYS)}
+    return {k: (sums[i] / sums[-1]).item() for i, k in enumerate(keys)}
 
 # %% ../nbs/14_train.ipynb #c9acbf70
 @torch.no_grad()
@@ -275,6 +294,9 @@ def _check_resume(ck:dict, config:dict, path):
     diffs = [f'model.{k}: {v!r} -> {config["model"].get(k)!r}' for k, v in ck['config']['model'].items() if config['model'].get(k) != v]
     diffs += [f'train.{k}: {v!r} -> {config["train"].get(k)!r}' for k, v in ck['config']['train'].items()
               if k not in _RESUMABLE and config['train'].get(k) != v]
+    for s in sorted((set(ck['config']) | set(config)) - {'model', 'train', 'data'}):   # e.g. `distill`: compared whole
+        old, new = ck['config'].get(s) or {}, config.get(s) or {}
+        diffs += [f'{s}.{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diffs: raise PneumoniaKitError(f'{path}: cannot resume with different settings ({"; ".join(diffs)})')
 
 def _summary(history, tc, stopped, run_dir, t0, device, world, dtype) -> dict:
@@ -336,7 +358,7 @@ def _save_epoch(out:Path, st:dict, config:dict, epoch:int, row:dict, ev):
         raise NonFiniteLossError(f'epoch {epoch}: the weights became non-finite; nothing of this epoch was saved')
     if ev is not None and row.get('val_map') is not None: save_oof(ev['oof'], out/'oof'/f'epoch_{epoch:03d}.npz')
     save_checkpoint(out/'checkpoints'/f'epoch_{epoch:03d}.pt', model, config, epoch, row, history, st['opt'], st['sched'], st['scaler'])
-    for old in list_checkpoints(out)[-2:-1]: drop_optimizer_state(old)   # the older ones lost it before
+    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)   # all of them: a kill right after the save above leaves two
     write_log(history, out); plot_curves(history, out/'curves.png')
 
 # %% ../nbs/14_train.ipynb #decb687f
@@ -368,6 +390,7 @@ def _start_files(out:Path, config:dict, st:dict, dev, world:int, dtype):
     save_json(dict(config, resumed_from=st['resumed_from'], device=str(dev), world_size=world,
                    amp=str(dtype) if dtype else 'off', torch=str(torch.__version__)), out/'config.json')
     if st['history']: write_log(st['history'], out); plot_curves(st['history'], out/'curves.png')
+    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)   # what a kill between those two writes left behind
 
 def _epoch_line(row:dict, epochs:int) -> str:
     "One console line per epoch"
@@ -382,6 +405,9 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
         train_cfg:TrainCfg|None=None, # training settings (default: `TrainCfg()`)
         resume:bool=False, # continue the run in `out` from its last complete epoch
         device='auto', # 'auto', 'cpu', 'cuda', 'cuda:N' (torchrun: each rank its LOCAL_RANK GPU)
+        data_fn=None, # `prepare_data`-like `(data_root, image_size, tc, rank, world) -> dict` (default: `prepare_data`)
+        loss_fn=None, # training loss `(net, raw, targets) -> dict` with `LOSS_KEYS` (default: `net.compute_loss`; validation keeps it)
+        extra_config:dict|None=None, # more sections of config.json and of the checkpoints' config, checked on resume
        ) -> dict:
     "Train on all folds but `fold`, validate on `fold`; writes the run folder and returns its summary plus the model"
     t0 = time.time()
@@ -390,8 +416,8 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
     dtype = amp_dtype(tc.amp, dev)
     with distributed(dev) as (rank, world), _torch_flags(tc.deterministic, dev):
         main, show = rank == 0, rank == 0 and tc.progress and sys.stderr.isatty()   # bars on a terminal only: a notebook gets the epoch lines
-        data = prepare_data(data_root, mc.image_size, tc, rank, world)
-        config = dict(model=cfg2dict(mc), train=cfg2dict(tc), data=data['info'])
+        data = (data_fn or prepare_data)(data_root, mc.image_size, tc, rank, world)
+        config = dict(model=cfg2dict(mc), train=cfg2dict(tc), data=data['info'], **(extra_config or {}))
         st = _training_state(mc, tc, out, dev, dtype, resume, config, rank, world)
         model, history, cl = st['model'], st['history'], tc.channels_last and dev.type == 'cuda'
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model
@@ -403,7 +429,7 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
             t_ep, ev = time.time(), None
             loader = train_loader(data['train'], tc, epoch, rank, world, pin_memory=dev.type == 'cuda')
             set_seed(epoch_seed(tc.seed, epoch, rank))   # dropout and anything else drawing from the main process
-            tr = train_one_epoch(net, loader, st['opt'], st['scaler'], dev, dtype, tc, epoch, world, cl, show)
+            tr = train_one_epoch(net, loader, st['opt'], st['scaler'], dev, dtype, tc, epoch, world, cl, show, loss_fn)
             row = dict(epoch=epoch, lr=st['opt'].param_groups[0]['lr'], **{f'train_{k}': v for k, v in tr.items()})
             if epoch % tc.val_every == 0 or epoch == tc.epochs:
                 row, ev = _validate(model, val_loader, data, dev, dtype, tc, epoch, row, rank, world, cl, show)
@@ -435,6 +461,7 @@ def train_preset(data, # dataset folder (Kaggle layout)
     mc, tc = preset_cfgs(preset, **overrides)
     if not pretrained: mc = dataclasses.replace(mc, pretrained=False)
     out = out or f'outputs/runs/{mc.backbone}_fold{fold}'
+    check_writable(Path(out)/'config.json')   # a run folder that cannot be written fails now, not after the cache is built
     res = fit(data, fold, out, mc, tc, resume=resume, device=device)
     return dict({k: v for k, v in res.items() if k not in ('model', 'history')}, run_dir=str(out))
 

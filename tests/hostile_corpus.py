@@ -1,0 +1,410 @@
+"""A corpus of hostile inputs for every command, and what each command must do with them.
+
+`make_corpus(root)` writes, in about a second and under 1 MB: DICOMs (decompression bombs, truncated, empty, NaN
+rescale, a folder and a FIFO named `*.dcm`, ...), labels and submission CSVs (NaN, inf, 1e30, confidences outside
+0..1, Latin-1, a BOM, 20,000 boxes, duplicated rows, patientIds that are paths), board model folders (a tiny ONNX
+network built with `onnx.helper`, no torch; board.json with wrong types and names leading outside the folder, ONNX
+external data outside it, a model OpenCV cannot run) and write targets (a folder, a path under a file, /proc).
+`CASES` lists the command lines run on it (`tests/test_hostile.py`): the exit status, the one line that must name
+the file or option, the images that must still be predicted, the peak-memory bound.
+
+    python tests/hostile_corpus.py DIR      # write the corpus to DIR, to try the commands by hand
+"""
+from __future__ import annotations
+import json, logging, os, sys, warnings, zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+SIZE = 64      # side of the good images and of the tiny network's input
+GOOD = ('good1', 'good2')
+# every bad DICOM of the corpus -> what its one-line message must say
+BAD_DICOMS = {
+    'bomb': 'header says the image is 30000x30000 pixels',          # 1 KB: both headers say 30000x30000
+    'liar': 'the compressed image says it is 30000x30000 pixels',   # the DICOM header is modest, its JPEG is not
+    'bomb_raw': 'header says the image is 30000x30000 pixels',      # uncompressed 16-bit, 1 KB of data
+    'truncated300': 'file is truncated (it ends inside the header)',
+    'truncated_px': 'file is truncated (it ends inside the pixel data)',
+    'cut_before_px': 'no Pixel Data element, though the header describes an image',
+    'empty_px': 'the Pixel Data element is empty',
+    'nan_slope': "RescaleSlope is 'NaN', not a finite number",
+    'zero_rows': 'header says the image is 0x64 pixels',
+    'not_dicom': 'not a DICOM file',
+    'folder': 'is a folder, not a DICOM file',
+    'fifo': 'not a regular file',
+}
+BOMBS = ('bomb', 'liar', 'bomb_raw')
+DEFLATE_MB = 64   # `deflate.dcm` inflates to this; refused under PNEUMONIA_KIT_MAX_PIXELS=1000000 (cap 24.8 MB)
+
+
+# ---------------------------------------------------------------- DICOMs
+def _good_image(seed: int) -> np.ndarray:
+    "Noise (so that its PNG is a few KB) with a bright blob"
+    import cv2
+    img = np.random.default_rng(seed).integers(0, 200, (SIZE, SIZE), dtype=np.uint8)
+    cv2.circle(img, (SIZE // 3, SIZE // 2), SIZE // 6, 250, -1)
+    return img
+
+
+def _raw_dicom(path, arr, **tags):
+    "An uncompressed DICOM of `arr` (2-d uint8/uint16), extra header `tags`; `PixelData` may be overridden in tags"
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    meta = FileMetaDataset(); meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds = Dataset(); ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality, ds.PatientID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID, 'CR', Path(path).stem
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 'MONOCHROME2'
+    bits = arr.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.PixelData = arr.tobytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # 'NaN' is not a valid DS: that is the point
+        for k, v in tags.items(): setattr(ds, k, v)
+        ds.save_as(path, enforce_file_format=True)
+    return Path(path)
+
+
+def make_dicoms(d: Path) -> Path:
+    "The good and the bad DICOMs of `BAD_DICOMS` (and `deflate.dcm`) in folder `d`"
+    import cv2, pydicom
+    from pydicom.encaps import encapsulate
+    from pneumonia_kit.dicom import write_jpeg_dicom
+    d.mkdir(parents=True, exist_ok=True)
+    for i, pid in enumerate(GOOD): write_jpeg_dicom(d/f'{pid}.dcm', _good_image(i), pid)
+    raw = (d/'good1.dcm').read_bytes()
+    jpg = cv2.imencode('.jpg', np.zeros((SIZE, SIZE), np.uint8))[1].tobytes()
+    sof = jpg.index(b'\xff\xc0')
+    big = jpg[:sof + 5] + (30000).to_bytes(2, 'big') * 2 + jpg[sof + 9:]   # the same tiny JPEG, declaring 30000x30000
+    for name, side in (('bomb', 30000), ('liar', SIZE)):
+        ds = pydicom.dcmread(d/'good1.dcm'); ds.PatientID = ds.PatientName = name
+        ds.Rows = ds.Columns = side
+        ds.PixelData = encapsulate([big]); ds['PixelData'].VR = 'OB'
+        ds.save_as(d/f'{name}.dcm', enforce_file_format=True)
+    _raw_dicom(d/'bomb_raw.dcm', np.zeros((16, 32), np.uint16), Rows=30000, Columns=30000)
+    (d/'truncated300.dcm').write_bytes(raw[:300])
+    (d/'truncated_px.dcm').write_bytes(raw[:len(raw) - 200])
+    (d/'cut_before_px.dcm').write_bytes(raw[:raw.index(b'\xe0\x7f\x10\x00')])
+    _raw_dicom(d/'empty_px.dcm', np.zeros((SIZE, SIZE), np.uint16), PixelData=b'')
+    _raw_dicom(d/'nan_slope.dcm', np.full((SIZE, SIZE), 1000, np.uint16), RescaleSlope='NaN', RescaleIntercept='0')
+    _raw_dicom(d/'zero_rows.dcm', np.zeros((SIZE, SIZE), np.uint8), Rows=0)
+    (d/'not_dicom.dcm').write_text('patientId,x,y,width,height,Target\n')
+    (d/'folder.dcm').mkdir()
+    os.mkfifo(d/'fifo.dcm')   # opening it would block forever
+    _deflate_bomb(d/'deflate.dcm')
+    (d/'unreadable.dcm').write_bytes(raw); os.chmod(d/'unreadable.dcm', 0)   # refused to anyone but root
+    return d
+
+
+def _deflate_bomb(path: Path):
+    "A deflated DICOM whose dataset (a private element of zeros) inflates to `DEFLATE_MB` MB"
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    meta = FileMetaDataset(); meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    with open(path, 'wb') as f:
+        f.write(bytes(128) + b'DICM'); pydicom.filewriter.write_file_meta_info(f, meta, enforce_standard=True)
+        z = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        f.write(z.compress(b'\x09\x00\x10\x00OB\x00\x00' + (DEFLATE_MB << 20).to_bytes(4, 'little')))
+        for _ in range(DEFLATE_MB): f.write(z.compress(bytes(1 << 20)))
+        f.write(z.flush())
+
+
+def make_batch(d: Path, src: Path, names) -> Path:
+    "A folder of copies (folders and FIFOs made anew) of DICOMs of `src`"
+    import shutil
+    d.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        s, t = src/f'{n}.dcm', d/f'{n}.dcm'
+        if s.is_dir(): t.mkdir()
+        elif n == 'fifo': os.mkfifo(t)
+        else: shutil.copyfile(s, t)
+    return d
+
+
+# ---------------------------------------------------------------- CSVs
+LABELS = 'patientId,x,y,width,height,Target\ngood1,10.0,12.0,20.0,30.0,1\ngood2,,,,,0\n'
+SUB = 'patientId,PredictionString\ngood1,0.9 10 12 20 30\ngood2,\n'
+
+
+def make_csvs(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    w = lambda name, text, enc='utf-8': (d/name).write_bytes(text.encode(enc))
+    w('labels.csv', LABELS)
+    w('labels_bom.csv', '\ufeff' + LABELS)
+    w('labels_dup.csv', LABELS + 'good1,10.0,12.0,20.0,30.0,1\n')
+    w('labels_path.csv', LABELS + '../../etc/passwd,,,,,0\n')
+    w('labels_latin1.csv', LABELS + 'Ölfleck,,,,,0\n', 'latin-1')
+    w('sub.csv', SUB)
+    w('sub_bom.csv', '\ufeff' + SUB)
+    for name, ps in (('nan', 'nan 10 12 20 30'), ('inf', '0.9 10 12 inf 30'), ('negconf', '-0.5 10 12 20 30'),
+                     ('conf2', '2 10 12 20 30'), ('huge', '0.9 1e30 -1e30 1e30 1e30'), ('text', '0.9 ten 12 20 30')):
+        w(f'sub_{name}.csv', f'patientId,PredictionString\ngood1,{ps}\ngood2,\n')
+    w('sub_many.csv', 'patientId,PredictionString\ngood1,' + ' '.join(['0.5 1 2 3 4'] * 20000) + '\ngood2,\n')
+    w('sub_latin1.csv', 'patientId,PredictionString\ngood1,0.9 10 12 20 30 \xe9\ngood2,\n', 'latin-1')
+    w('sub_dup.csv', SUB + 'good1,0.5 1 2 3 4\n')
+    w('sub_other.csv', 'patientId,PredictionString\nsomeone_else,0.9 10 12 20 30\n')
+    return d
+
+
+# ---------------------------------------------------------------- board model folders
+def tiny_onnx(path: Path, size: int = SIZE, grid: int = 4):
+    "A tiny network with the board model's input and outputs (average pool, 1x1 convs, reshapes), for both runtimes"
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    A, k = grid * grid, size // grid
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(np.full((1, 1, 1, 1), 4.0, np.float32), 'wc'), nh.from_array(np.array([-2.5], np.float32), 'bc'),
+             nh.from_array(rng.normal(0, .1, (4, 1, 1, 1)).astype(np.float32), 'wb'), nh.from_array(np.zeros(4, np.float32), 'bb'),
+             nh.from_array(np.array([1, A], np.int64), 's1'), nh.from_array(np.array([1, A, 4], np.int64), 's2'),
+             nh.from_array(np.array([[1., -1., 2.]], np.float32), 'wg'), nh.from_array(np.zeros(3, np.float32), 'bg')]
+    nodes = [h.make_node('AveragePool', ['image'], ['p'], kernel_shape=[k, k], strides=[k, k]),
+             h.make_node('Conv', ['p', 'wc', 'bc'], ['c']), h.make_node('Reshape', ['c', 's1'], ['cls_logits']),
+             h.make_node('Conv', ['p', 'wb', 'bb'], ['b']), h.make_node('Transpose', ['b'], ['bt'], perm=[0, 2, 3, 1]),
+             h.make_node('Reshape', ['bt', 's2'], ['bbox_regression']),
+             h.make_node('GlobalAveragePool', ['image'], ['g']), h.make_node('Flatten', ['g'], ['gf']),
+             h.make_node('Gemm', ['gf', 'wg', 'bg'], ['global_logits'])]
+    out = lambda n, s: h.make_tensor_value_info(n, T.FLOAT, s)
+    g = h.make_graph(nodes, 'tiny', [out('image', [1, 1, size, size])],
+                     [out('cls_logits', [1, A]), out('bbox_regression', [1, A, 4]), out('global_logits', [1, 3])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid('', 13)]); m.ir_version = 8
+    onnx.save(m, path)
+    return m
+
+
+def _anchors(size=SIZE, grid=4) -> np.ndarray:
+    k = size // grid
+    return np.array([[x * k, y * k, x * k + 2 * k, y * k + 2 * k] for y in range(grid) for x in range(grid)], np.float32)
+
+
+BOARD_JSON = dict(format_version=1, input_size=SIZE, input_name='image', output_names=['cls_logits', 'bbox_regression', 'global_logits'],
+                  box_coder_weights=[10, 10, 5, 5], post=dict(final_thresh=0.1), num_anchors=16,
+                  classes=['Normal', 'No Lung Opacity / Not Normal', 'Lung Opacity'], backbone='tiny', levels=[3, 7])
+
+
+def _model_dir(d: Path, model=None, anchors=None, **meta) -> Path:
+    import onnx
+    d.mkdir(parents=True, exist_ok=True)
+    if model is None: tiny_onnx(d/'model.onnx')
+    else: onnx.save(model, d/'model.onnx')
+    np.save(d/'anchors.npy', _anchors() if anchors is None else anchors)
+    (d/'board.json').write_text(json.dumps({k: v for k, v in {**BOARD_JSON, **meta}.items() if v is not None}))
+    return d
+
+
+def _external(d: Path, location: str) -> Path:
+    "A model folder whose float weights are external data (in `weights.bin`), named by `location`"
+    import onnx
+    from onnx.external_data_helper import set_external_data
+    m = onnx.load(_model_dir(d)/'model.onnx')
+    data = b''
+    for t in m.graph.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT:   # the int64 shapes stay inside: ONNX Runtime needs them to infer shapes
+            set_external_data(t, location=location, offset=len(data), length=len(t.raw_data))
+            data += t.raw_data; t.ClearField('raw_data'); t.data_location = onnx.TensorProto.EXTERNAL
+    (d/'weights.bin').write_bytes(data)
+    onnx.save(m, d/'model.onnx')
+    return d
+
+
+def _int8(d: Path) -> Path:
+    "The tiny model's static int8 (QDQ) version as `model_int8.onnx`: ONNX Runtime runs it, OpenCV 5.0 does not"
+    from onnxruntime.quantization import QuantFormat, QuantType, CalibrationDataReader, quantize_static
+    class Reader(CalibrationDataReader):
+        def __init__(self): self.it = iter([{'image': np.random.default_rng(i).random((1, 1, SIZE, SIZE), np.float32)} for i in range(2)])
+        def get_next(self): return next(self.it, None)
+    logging.getLogger().setLevel(logging.ERROR)   # the quantiser's advice about pre-processing
+    quantize_static(str(d/'model.onnx'), str(d/'model_int8.onnx'), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return d
+
+
+def make_boards(d: Path) -> Path:
+    "Board model folders: one good one (with an int8 model) and one per way a folder can be wrong"
+    d.mkdir(parents=True, exist_ok=True)
+    _int8(_model_dir(d/'ok'))
+    _model_dir(d/'fv_str', format_version='1')
+    _model_dir(d/'fv2', format_version=2)
+    _model_dir(d/'abs_model', model_file='/etc/passwd')
+    _model_dir(d/'up_anchors', anchors_file='../ok/anchors.npy')
+    _model_dir(d/'zero_weights', box_coder_weights=[0, 0, 0, 0])
+    _model_dir(d/'bad_types', input_size='64')
+    _model_dir(d/'bad_post', post=dict(nms_thresh='0.5'))
+    _model_dir(d/'bad_classes', classes=5)
+    _model_dir(d/'bad_json'); (d/'bad_json'/'board.json').write_text('{"format_version": 1, ')
+    _model_dir(d/'no_anchors'); (d/'no_anchors'/'anchors.npy').unlink()
+    _model_dir(d/'misfit', anchors=_anchors()[:10], num_anchors=None)   # the network's 16 outputs, 10 anchors
+    link = _model_dir(d/'link_model'); (link/'model.onnx').unlink(); (link/'model.onnx').symlink_to(d/'ok'/'model.onnx')
+    (d/'secret.bin').write_bytes(bytes(1024))
+    _external(d/'ext_ok', 'weights.bin')
+    _external(d/'ext_up', '../secret.bin')
+    _external(d/'ext_abs', str(d/'secret.bin'))
+    return d
+
+
+# ---------------------------------------------------------------- datasets (for `cache`)
+def make_dataset(d: Path, dicoms: Path, names, labels: str) -> Path:
+    make_batch(d/'stage_2_train_images', dicoms, names)
+    (d/'stage_2_train_labels.csv').write_text(labels)
+    return d
+
+
+def make_corpus(root) -> Path:
+    "Write the whole corpus under `root`; returns it"
+    root = Path(root); root.mkdir(parents=True, exist_ok=True)
+    dic = make_dicoms(root/'dicom')
+    make_batch(root/'batch', dic, [*GOOD, *BAD_DICOMS])
+    make_batch(root/'bombs', dic, [*GOOD, *BOMBS])
+    make_batch(root/'goods', dic, GOOD)
+    make_batch(root/'dup', dic, GOOD[:1])   # good1 again: two images with one patientId
+    make_csvs(root/'csv')
+    make_boards(root/'board')
+    all_neg = 'patientId,x,y,width,height,Target\n' + ''.join(f'{n},,,,,0\n' for n in (*GOOD, *BAD_DICOMS))
+    make_dataset(root/'data_mixed', dic, [*GOOD, *BAD_DICOMS], all_neg)
+    make_dataset(root/'data_badlabels', dic, GOOD, LABELS + '../../etc/passwd,,,,,0\n')
+    t = root/'targets'; t.mkdir()
+    (t/'adir').mkdir(); (t/'afile').write_text('a file, not a folder\n')
+    (t/'readonly').mkdir(); os.chmod(t/'readonly', 0o555)
+    return root
+
+
+# ---------------------------------------------------------------- what each command must do
+@dataclass
+class Case:
+    "One command line on the corpus and what must come out; '{root}' and '{out}' (a fresh folder) are filled in"
+    name: str
+    argv: list                       # after the program
+    rc: int                          # exit status
+    says: tuple = ()                 # substrings of the one error line (rc 2), or of the summary line (rc 0/3)
+    prog: str = 'pneumonia-kit'      # or 'board': python -m pneumonia_kit.board
+    env: dict = field(default_factory=dict)
+    fsize: int | None = None         # RLIMIT_FSIZE: writes beyond this many bytes fail, like a full disk
+    max_mb: float | None = None      # bound on the process's peak resident memory
+    out: str | None = None           # for a batch: the submission it writes ('{out}/sub.csv')
+    good: tuple = ()                 # patientIds that must get a prediction row
+    failed: tuple = ()               # patientIds that must be listed in <out>.failed.csv, with an empty row
+    needs_nonroot: bool = False      # permissions mean nothing to root
+    files: tuple = ()                # files that must exist afterwards
+    reason: str = 'file not found'   # in <out>.failed.csv, for a failed patientId that is not one of `BAD_DICOMS`
+
+
+def _bad(flag, value, cmd, *pos, option=None):
+    "A parser-level refusal: `cmd *pos flag value` exits 2 naming the option"
+    return Case(f'{cmd}_{flag.strip("-").replace("-", "_")}_{value}'.replace('.', '_'), [cmd, *pos, flag, value], 2,
+                (f'argument {option or flag}',))
+
+
+def cases() -> list:
+    R, C, D, B = '{root}', '{root}/csv', '{root}/dicom', '{root}/board'
+    out = []
+    # --- show: every bad DICOM, one line naming it; the bombs within a small memory bound
+    out.append(Case('show_good', ['show', f'{D}/good1.dcm', '--out', '{out}/good1.png'], 0, files=('{out}/good1.png',)))
+    for n in (*BOMBS, 'folder', 'fifo', 'empty_px'):   # the batches below meet every bad DICOM
+        out.append(Case(f'show_{n}', ['show', f'{D}/{n}.dcm', '--out', '{out}/x.png'], 2, (f'{n}.dcm', BAD_DICOMS[n]),
+                        max_mb=400 if n in BOMBS else None))
+    out.append(Case('show_deflate', ['show', f'{D}/deflate.dcm', '--out', '{out}/x.png'], 2, ('deflate.dcm', 'inflates to more than'),
+                    env=dict(PNEUMONIA_KIT_MAX_PIXELS='1000000'), max_mb=400))
+    out.append(Case('show_max_pixels', ['show', f'{D}/good1.dcm', '--out', '{out}/x.png', '--max-pixels', '100'], 2, ('good1.dcm', 'the limit is 100 pixels')))
+    out.append(Case('show_missing', ['show', f'{D}/missing.dcm', '--out', '{out}/x.png'], 2, ('missing.dcm', 'file not found')))
+    out.append(Case('show_unreadable', ['show', f'{D}/unreadable.dcm', '--out', '{out}/x.png'], 2, ('unreadable.dcm', 'Permission denied'), needs_nonroot=True))
+    # --- show --boxes: every bad CSV
+    for csv_, rc, says in (('sub_nan', 2, ('sub_nan.csv', 'line 2', 'NaN')), ('sub_inf', 2, ('sub_inf.csv', 'line 2', 'infinite')),
+                           ('sub_negconf', 2, ('sub_negconf.csv', 'confidence outside 0..1')), ('sub_conf2', 2, ('sub_conf2.csv', 'confidence outside 0..1')),
+                           ('sub_text', 2, ('sub_text.csv', "non-numbers: 'ten'")), ('sub_latin1', 2, ('sub_latin1.csv', 'not a UTF-8')),
+                           ('sub_other', 2, ('sub_other.csv', 'no row for patientId good1')), ('labels_dup', 2, ('labels_dup.csv', 'repeats the box')),
+                           ('sub_many', 2, ('sub_many.csv', 'field larger than field limit')), ('sub_huge', 0, ()), ('labels_bom', 0, ())):
+        out.append(Case(f'show_boxes_{csv_}', ['show', f'{D}/good1.dcm', '--out', '{out}/x.png', '--boxes', f'{C}/{csv_}.csv'], rc, says,
+                        files=('{out}/x.png',) if rc == 0 else ()))
+    # --- where show writes
+    for name, target, says in (('dir', '{root}/targets/adir', 'adir: is a folder'), ('under_file', '{root}/targets/afile/x.png', 'afile is a file, not a folder'),
+                               ('proc', '/proc/pneumonia_kit_test.png', '/proc/pneumonia_kit_test.png: cannot write it')):
+        out.append(Case(f'show_out_{name}', ['show', f'{D}/good1.dcm', '--out', target], 2, (says,)))
+    out.append(Case('show_out_readonly', ['show', f'{D}/good1.dcm', '--out', '{root}/targets/readonly/x.png'], 2,
+                    ('readonly/x.png: cannot write it (Permission denied)',), needs_nonroot=True))
+    out.append(Case('show_out_full_disk', ['show', f'{D}/good1.dcm', '--out', '{out}/x.png'], 2, ('x.png: cannot write it (File too large)',), fsize=1000))
+    # --- score and compare
+    out.append(Case('score_good', ['score', f'{C}/sub.csv', f'{C}/labels.csv'], 0, ('mAP: 1.0000',)))
+    out.append(Case('score_bom', ['score', f'{C}/sub_bom.csv', f'{C}/labels_bom.csv'], 0, ('mAP: 1.0000',)))
+    for csv_, says in (('sub_inf', 'NaN or infinite'), ('sub_negconf', 'confidence outside 0..1 in box 1'), ('sub_conf2', 'confidence outside 0..1'),
+                       ('sub_dup', 'patientId good1 repeated'), ('sub_latin1', 'not a UTF-8'), ('missing', 'submission file not found')):
+        out.append(Case(f'score_{csv_}', ['score', f'{C}/{csv_}.csv', f'{C}/labels.csv'], 2, (f'{csv_}.csv', says)))
+    for csv_, says in (('labels_dup', 'repeats the box of line 2'), ('labels_path', "patientId '../../etc/passwd' cannot name a file"),
+                       ('labels_latin1', 'not a UTF-8')):
+        out.append(Case(f'score_{csv_}', ['score', f'{C}/sub.csv', f'{C}/{csv_}.csv'], 2, (f'{csv_}.csv', says)))
+    out.append(Case('compare_nan', ['compare', f'{C}/sub.csv', f'{C}/sub_nan.csv', f'{C}/labels.csv'], 2, ('sub_nan.csv', 'NaN')))
+    out.append(_bad('--n-boot', '0', 'compare', f'{C}/sub.csv', f'{C}/sub.csv', f'{C}/labels.csv'))
+    out.append(_bad('--mode', 'exact', 'score', f'{C}/sub.csv', f'{C}/labels.csv'))
+    # --- board-predict: a batch of every bad DICOM, the bombs (memory), clean batches, every bad model folder
+    bad = tuple(BAD_DICOMS)
+    out.append(Case('bp_batch', ['board-predict', f'{B}/ok', '{root}/batch', f'{D}/missing.dcm', '--out', '{out}/sub.csv'], 3,
+                    ('15 images, 13 failed', 'sub.failed.csv'), out='{out}/sub.csv', good=GOOD, failed=(*bad, 'missing'), max_mb=500))
+    out.append(Case('board_batch_opencv', [f'{B}/ok', '{root}/batch', '--out', '{out}/sub.csv'], 3, ('14 images, 12 failed',),
+                    prog='board', out='{out}/sub.csv', good=GOOD, failed=bad, max_mb=500))
+    for png in (False, True):
+        out.append(Case(f'bp_bombs{"_png" if png else ""}', ['board-predict', f'{B}/ok', '{root}/bombs', '--out', '{out}/sub.csv',
+                                                             *(['--png-dir', '{out}/png'] if png else [])], 3, ('5 images, 3 failed',),
+                        out='{out}/sub.csv', good=GOOD, failed=BOMBS, max_mb=400, files=('{out}/png/good1.png',) if png else ()))
+    out.append(Case('bp_clean', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{out}/sub.csv', '--json-dir', '{out}/json'], 0,
+                    ('2 images, 0 failed',), out='{out}/sub.csv', good=GOOD, files=('{out}/json/good2.json',)))
+    out.append(Case('bp_ext_ok', ['board-predict', f'{B}/ext_ok', '{root}/goods', '--out', '{out}/sub.csv'], 0, ('0 failed',), out='{out}/sub.csv', good=GOOD))
+    out.append(Case('bp_int8_ort', ['board-predict', f'{B}/ok', '{root}/goods', '--int8', '--out', '{out}/sub.csv'], 0, ('0 failed',), out='{out}/sub.csv', good=GOOD))
+    out.append(Case('bp_max_pixels', ['board-predict', f'{B}/ok', '{root}/goods', '--max-pixels', '100', '--out', '{out}/sub.csv'], 3,
+                    ('2 failed',), out='{out}/sub.csv', failed=GOOD, reason='the limit is 100 pixels'))
+    for folder, says, backend in (('fv_str', "format_version must be the integer 1, got '1'", None), ('fv2', 'format_version is 2', None),
+                                  ('abs_model', "model_file must be a file name inside the model folder, got '/etc/passwd'", None),
+                                  ('up_anchors', "anchors_file must be a file name inside", None), ('zero_weights', 'box_coder_weights must be 4 positive numbers', None),
+                                  ('bad_types', "input_size must be an integer 16..4096, got '64'", None), ('bad_json', 'not valid JSON', None),
+                                  ('bad_post', "board.json: PostCfg: nms_thresh must be a number between 0 and 1, got '0.5'", None),
+                                  ('bad_classes', 'classes must be 3 class names, got 5', None),
+                                  ('no_anchors', 'missing anchors.npy', None), ('link_model', "file 'model.onnx' leads outside the model folder", None),
+                                  ('ext_up', "external data '../secret.bin' leads outside", 'onnxruntime'), ('ext_up', "external data '../secret.bin' leads outside", 'opencv'),
+                                  ('ext_abs', 'leads outside the model folder', 'opencv'), ('misfit', 'runtime cannot run this model', None),
+                                  ('ok', 'model_int8.onnx: OpenCV 5.0.0 DNN cannot load the model', 'opencv-int8'), ('nowhere', 'board model folder not found', None)):
+        extra = ['--backend', backend.split('-')[0]] + (['--int8'] if backend.endswith('int8') else []) if backend else []
+        out.append(Case(f'bp_folder_{folder}{"_" + backend if backend else ""}', ['board-predict', f'{B}/{folder}', '{root}/goods', '--out', '{out}/sub.csv', *extra],
+                        2, (f'{folder}', says), files=()))
+    for name, target, says in (('dir', '{root}/targets/adir', 'adir: is a folder'), ('proc', '/proc/pneumonia_kit_test.csv', 'cannot write it'),
+                               ('under_file', '{root}/targets/afile/sub.csv', 'afile is a file, not a folder')):
+        out.append(Case(f'bp_out_{name}', ['board-predict', f'{B}/ok', '{root}/goods', '--out', target], 2, (says,)))
+    out.append(Case('bp_png_dir_file', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{out}/sub.csv', '--png-dir', '{root}/targets/afile'], 2,
+                    ('afile is a file, not a folder',)))
+    out.append(Case('bp_out_readonly', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{root}/targets/readonly/sub.csv'], 2,
+                    ('Permission denied',), needs_nonroot=True))
+    out.append(Case('bp_out_full_disk', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{out}/sub.csv'], 2, ('sub.csv: cannot write it (File too large)',), fsize=20))
+    out.append(Case('bp_env_max_pixels', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{out}/sub.csv'], 2,
+                    ("PNEUMONIA_KIT_MAX_PIXELS='8k' is not a positive integer",), env=dict(PNEUMONIA_KIT_MAX_PIXELS='8k')))
+    out.append(Case('bp_missing_arg', ['board-predict', f'{B}/ok', '{root}/nothing_here', '--out', '{out}/sub.csv'], 2, ('nothing_here: no such file or folder',)))
+    out.append(Case('bp_dup_ids', ['board-predict', f'{B}/ok', '{root}/goods', '{root}/dup', '--out', '{out}/sub.csv'], 2, ('two images have the patientId good1',)))
+    out += [_bad('--threads', '0', 'board-predict', f'{B}/ok', '{root}/goods'), _bad('--max-pixels', '-5', 'board-predict', f'{B}/ok', '{root}/goods'),
+            _bad('--backend', 'ncnn', 'board-predict', f'{B}/ok', '{root}/goods')]
+    out.append(Case('board_bad_folder', [f'{B}/fv_str', '{root}/goods', '--out', '{out}/sub.csv'], 2, ('python3 -m pneumonia_kit.board: error:', 'format_version'), prog='board'))
+    out.append(Case('board_threads_0', [f'{B}/ok', '{root}/goods', '--threads', '0'], 2, ('argument --threads',), prog='board'))
+    # --- cache: a split with every bad DICOM (the good ones cached, exit 3), labels whose patientId is a path
+    out.append(Case('cache_mixed', ['cache', '{root}/data_mixed', '--size', '32', '--workers', '1'], 3, ('14 images, 12 failed', 'manifest.csv'),
+                    files=('{root}/data_mixed/cache/train_32/good1.npy', '{root}/data_mixed/cache/train_32/good2.npy')))
+    out.append(Case('cache_labels_path', ['cache', '{root}/data_badlabels', '--size', '32', '--workers', '1'], 2,
+                    ("stage_2_train_labels.csv", "patientId '../../etc/passwd' cannot name a file")))
+    out += [_bad('--size', '0', 'cache', R), _bad('--workers', '0', 'cache', R), _bad('--max-pixels', '0', 'cache', R)]
+    # --- where the other commands write: refused before any work, one line naming the target
+    out.append(Case('train_out_under_file', ['train', '{root}/data_mixed', '--out', '{root}/targets/afile/run'], 2,
+                    ('targets/afile/run/config.json: cannot write it (', 'afile is a file, not a folder')))
+    out.append(Case('predict_out_dir', ['predict', 'x.pt', '--images', '{root}/goods', '--out', '{root}/targets/adir'], 2, ('adir: is a folder',)))
+    out.append(Case('synth_out_under_file', ['synth', '{root}/targets/afile/twin'], 2, ('targets/afile/twin',)))
+    # --- arguments of the other commands: refused by the parser, before torch is imported
+    out += [_bad('--n-images', '-3', 'synth', '{out}/twin'), _bad('--size', '0', 'synth', '{out}/twin'),
+            _bad('--lr', 'nan', 'train', R), _bad('--batch-size', '0', 'train', R), _bad('--max-minutes', 'inf', 'train', R),
+            _bad('--batch-size', '0', 'predict', 'x.pt'), _bad('--device', 'tpu', 'predict', 'x.pt'),
+            _bad('--levels', 'P9', 'bench-board'), _bad('--stages', 'nope', 'demo')]
+    return out
+
+
+CASES = cases()
+
+if __name__ == '__main__':
+    if len(sys.argv) != 2: sys.exit(__doc__)
+    root = make_corpus(sys.argv[1])
+    files = [p for p in root.rglob('*')]
+    print(f'{root}: {sum(p.is_file() for p in files)} files, {sum(p.stat().st_size for p in files if p.is_file()) / 1e3:.0f} KB; {len(CASES)} cases')
