@@ -154,16 +154,22 @@ def emulation_lock(work:Path):
         yield
 
 
-def run_guest(tools:dict, onnx:Path, size:int, forwards:int, method:str, timeout:float, log:Path|None=None) -> dict:
-    "Run the guest program once under the emulator with the insn plugin; returns dict(totals=[...], info, seconds)"
-    work = Path(tools['qemu']).parents[1]
-    gdir = work/'meter'; gdir.mkdir(parents=True, exist_ok=True)
-    script = gdir/f'guest_{hashlib.sha256(GUEST.encode()).hexdigest()[:12]}.py'
-    if not script.is_file(): script.write_text(GUEST)
+def _guest_command(tools:dict, name:str, source:str) -> tuple:
+    "`(env, command prefix)` running guest program `source` (written once, named by its hash) under the metering emulator"
+    gdir = Path(tools['qemu']).parents[1]/'meter'; gdir.mkdir(parents=True, exist_ok=True)
+    script = gdir/f'{name}_{hashlib.sha256(source.encode()).hexdigest()[:12]}.py'
+    if not script.is_file(): script.write_text(source)
     env = dict(PATH='/usr/bin:/bin', HOME='/tmp', LANG='C.UTF-8', PYTHONDONTWRITEBYTECODE='1', PYTHONHASHSEED='0',
                QEMU_CPU=QEMU_CPU, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
     cmd = [str(tools['qemu']), '-L', str(tools['rootfs']), '-plugin', f'{tools["plugin"]},inline=on', '-d', 'plugin',
-           str(Path(tools['rootfs'])/'usr'/'bin'/'python3'), str(script), str(onnx), str(size), str(forwards), method]
+           str(Path(tools['rootfs'])/'usr'/'bin'/'python3'), str(script)]
+    return env, cmd
+
+
+def run_guest(tools:dict, onnx:Path, size:int, forwards:int, method:str, timeout:float, log:Path|None=None) -> dict:
+    "Run the guest program once under the emulator with the insn plugin; returns dict(totals=[...], info, seconds)"
+    env, cmd = _guest_command(tools, 'guest', GUEST)
+    cmd += [str(onnx), str(size), str(forwards), method]
     t0 = time.time()
     try: r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired: raise RuntimeError(f'the emulated forward of {onnx} ran past {timeout:.0f} s (--timeout)') from None
@@ -241,18 +247,12 @@ def count_batch(tools:dict, jobs:list, forwards:int=2, timeout:float=12*3600, lo
     as soon as model i is done (so a long batch that is stopped keeps what it finished)."""
     import threading
     if forwards < 1: raise MeterError('--forwards must be >= 1')
-    work = Path(tools['qemu']).parents[1]
-    gdir = work/'meter'; gdir.mkdir(parents=True, exist_ok=True)
-    script = gdir/f'guest_batch_{hashlib.sha256(BATCH_GUEST.encode()).hexdigest()[:12]}.py'
-    if not script.is_file(): script.write_text(BATCH_GUEST)
-    env = dict(PATH='/usr/bin:/bin', HOME='/tmp', LANG='C.UTF-8', PYTHONDONTWRITEBYTECODE='1', PYTHONHASHSEED='0',
-               QEMU_CPU=QEMU_CPU, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
-    cmd = [str(tools['qemu']), '-L', str(tools['rootfs']), '-plugin', f'{tools["plugin"]},inline=on', '-d', 'plugin',
-           str(Path(tools['rootfs'])/'usr'/'bin'/'python3'), str(script), str(forwards)] + [f'{o}:{s}' for o, s in jobs]
+    env, cmd = _guest_command(tools, 'guest_batch', BATCH_GUEST)
+    cmd += [str(forwards)] + [f'{o}:{s}' for o, s in jobs]
     per_model = forwards + 2
     results, totals, lines = [None] * len(jobs), [], []
     t0 = time.time(); t_model = t0
-    with emulation_lock(work):
+    with emulation_lock(Path(tools['qemu']).parents[1]):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         timer = threading.Timer(timeout, proc.kill); timer.start()
         try:
