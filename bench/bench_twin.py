@@ -46,7 +46,7 @@ def _typed(old, s):
     "`s` parsed as the type of `old` (bool, int, float, tuple of numbers or names, str)"
     if isinstance(old, bool): return s.lower() in ('1', 'true', 'yes')
     if isinstance(old, (int, float)): return type(old)(s)
-    if isinstance(old, tuple): return tuple(x if isinstance(old[0], str) else float(x) for x in s.split(','))
+    if isinstance(old, tuple): return tuple(x if isinstance(old[0], str) else type(old[0])(x) for x in s.split(','))
     return s
 
 
@@ -126,7 +126,7 @@ def main():
     runs = {'cpu_demo' + (f' ({tag(base, ", ")})' if base else ''):
             train_and_predict(a.data, out/'runs'/'cpu_demo', *configs(base), a.retrain, a.reuse)}
     for ch in pairs:
-        runs[f'cpu_demo {tag(ch, " ")}'] = train_and_predict(a.data, out/'runs'/('cpu_demo_' + tag(ch, '_')),
+        runs[f'cpu_demo {tag(ch, " ")}'] = train_and_predict(a.data, out/'runs'/('cpu_demo_' + tag(ch, '_').replace(',', '-')),  # ',' separates checkpoints
                                                              *configs({**base, **ch}), a.retrain, a.reuse)
 
     data = Path(a.data)

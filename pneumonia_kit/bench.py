@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_bench.ipynb #613e7253
 from __future__ import annotations
-import datetime, functools, hashlib, importlib.metadata, importlib.util, inspect, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
+import dataclasses, datetime, functools, hashlib, importlib.metadata, importlib.util, inspect, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 from .core import PneumoniaKitError, atomic_write, cfg2dict, file_sha256, load_json, save_json
@@ -16,8 +16,9 @@ from .plots import plot_pareto
 from .synth import synth_dataset
 
 # %% auto #0
-__all__ = ['BOARD_PEAK_GFLOPS', 'BOARD_EFFICIENCY', 'LEVELS', 'BOARD_ASSUMPTIONS', 'INT8_NOTE', 'peak_rss_mb', 'run_worker',
-           'machine_info', 'stage_times', 'bench_board', 'meter_work', 'board_python', 'conv_signature', 'metered',
+__all__ = ['BOARD_PEAK_GFLOPS', 'BOARD_EFFICIENCY', 'LEVELS', 'NETWORKS', 'RUNTIME_NOTES', 'BOARD_ASSUMPTIONS', 'INT8_NOTE',
+           'REFERENCE_COUNTS', 'peak_rss_mb', 'run_worker', 'machine_info', 'stage_times', 'bench_cfg', 'bench_board',
+           'meter_work', 'board_python', 'conv_signature', 'metered', 'reference_counts', 'save_reference_counts',
            'board_seconds', 'meter_ready', 'run_meter', 'measure_board', 'describe_board', 'recommend',
            'pareto_markdown', 'board_pareto']
 
@@ -118,6 +119,18 @@ def stage_times(model_dir, # board model folder (`pneumonia-kit export`)
 BOARD_PEAK_GFLOPS = 16.0   # 2 x LA264 at 1 GHz, 128-bit LSX: 8 GFLOP/s fp32 per core
 BOARD_EFFICIENCY = 0.35    # share of peak a tuned runtime reaches on such a core (realistic estimate)
 LEVELS = {'P2-P7': (2, 7), 'P3-P7': (3, 7)}
+# what `bench_board` can time: the pyramids of a backbone, and the recommended board configuration
+NETWORKS = {'P2-P7': "the backbone with the original pyramid", 'P3-P7': "the backbone without P2",
+            'board': "the recommended board configuration, model.MODEL_PRESETS['board_r18_p4p7'] (ResNet18 P4-P7, 128-channel FPN and heads)"}
+# runtime labels as tables show them: which runs where
+RUNTIME_NOTES = {'pytorch-eager': 'PyTorch eager (as the original)', 'onnxruntime': 'ONNX Runtime (x86 only)',
+                 'onnxruntime-int8': 'ONNX Runtime int8 (x86 only)', 'opencv': 'OpenCV DNN (the board runtime)'}
+
+def bench_cfg(name:str, backbone:str, size:int):
+    "The `ModelCfg` a benchmark row times: `backbone` with pyramid `name` (P2-P7, P3-P7), or 'board' (its own backbone)"
+    from pneumonia_kit.model import MODEL_PRESETS, ModelCfg   # torch: only where a network is built
+    if name == 'board': return dataclasses.replace(MODEL_PRESETS['board_r18_p4p7'], image_size=size, pretrained=False)
+    return ModelCfg(backbone=backbone, levels=LEVELS[name], image_size=size, pretrained=False)
 
 def _calib_images(n:int, size:int, d) -> list:
     "A few synthetic-twin DICOMs (written to folder `d`) to calibrate int8 on when no real ones are given"
@@ -127,24 +140,29 @@ def _calib_images(n:int, size:int, d) -> list:
 
 # %% ../nbs/19_bench.ipynb #eea859d9
 def _markdown(rows:list) -> str:
-    cols = ['levels', 'runtime', 'GFLOP', 'median ms', 'speed-up vs original', 'peak MB', 'imports MB', 'board est. s (peak)', 'board est. s (35%)']
+    cols = ['network', 'runtime', 'GFLOP', 'median ms', 'speed-up vs original', 'peak MB', 'imports MB',
+            'board G instr. (meter)', 'board est. s (meter)', 'board est. s (GFLOP, 35%)']
     out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|'*len(cols)]
     for r in rows:
-        v = [r['levels'], r['runtime'], f"{r['gflop']:.0f}", f"{r.get('median_ms', float('nan')):.0f}",
+        board = r['runtime'] == 'opencv'   # the board's estimates belong to the runtime that runs there
+        v = [r.get('network', r['levels']), RUNTIME_NOTES.get(r['runtime'], r['runtime']), f"{r['gflop']:.0f}", f"{r.get('median_ms', float('nan')):.0f}",
              f"{r.get('speedup', float('nan')):.2f}x", f"{r.get('peak_mb', float('nan')):.0f}", f"{r.get('base_mb', float('nan')):.0f}",
-             f"{r.get('board_s_peak', float('nan')):.1f}", f"{r.get('board_s_real', float('nan')):.1f}"]
+             (f"{r['insns_G']:.2f}" if r.get('insns_G') else 'not metered') if board else '—',
+             f"{r['board_s_meter']:.1f}" if board and r.get('board_s_meter') else '—',
+             f"{r.get('board_s_real', float('nan')):.1f}" if board else '—']
         if 'error' in r: v[3] = 'error: ' + r['error'][:60]
         out.append('| ' + ' | '.join(v) + ' |')
     return '\n'.join(out)
+
 
 # %% ../nbs/19_bench.ipynb #e16bb3d7
 def bench_board(out='outputs/bench', backbone:str='se_resnext50_32x4d', size:int=512, threads:int=2, runs:int=5,
                 levels:tuple=('P2-P7', 'P3-P7'), calib=None, n_calib:int=8, runtimes:tuple=('torch', 'onnxruntime', 'onnxruntime-int8', 'opencv'),
                 rounds:int=2, # processes per configuration; rounds are interleaved across configurations
                 log=print) -> dict:
-    "Time every (levels, runtime) configuration; write `bench.json`, `bench.md` and `summary.json` to `out`"
-    unknown = set(levels) - set(LEVELS)
-    if unknown: raise PneumoniaKitError(f'unknown pyramid configuration(s) {sorted(unknown)}; use {", ".join(LEVELS)}')
+    "Time every (network, runtime) configuration, the first network being the original; write `bench.json`, `bench.md` and `summary.json` to `out`"
+    unknown = set(levels) - set(NETWORKS)
+    if unknown: raise PneumoniaKitError(f'unknown network(s) {sorted(unknown)}; use {", ".join(NETWORKS)}')
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix='bench_') as work:
         rows = _bench_rows(Path(work), backbone, size, threads, runs, levels, calib, n_calib, runtimes, log, rounds)
@@ -152,21 +170,23 @@ def bench_board(out='outputs/bench', backbone:str='se_resnext50_32x4d', size:int
 
 # %% ../nbs/19_bench.ipynb #edd1a407
 def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, runtimes, log, rounds=1) -> list:
-    from pneumonia_kit.model import ModelCfg, count_flops, create_model   # torch only here: every timing process
+    from pneumonia_kit.model import count_flops, create_model           # torch only here: every timing process
     from pneumonia_kit.export import export_onnx, quantize_int8          # imports this module, and must not load torch
     if calib: calib_files = find_dicoms(calib)
     elif 'onnxruntime-int8' in runtimes: calib_files = _calib_images(n_calib, size, work/'calib')
-    configs = []   # (levels, runtime label, GFLOP, worker spec)
+    configs, nets = [], {}   # (network, runtime label, GFLOP, worker spec); network -> description and board count
     for name in levels:
-        cfg = ModelCfg(backbone=backbone, levels=LEVELS[name], image_size=size, pretrained=False)
+        cfg = bench_cfg(name, backbone, size)
         model = create_model(cfg).eval()
         gflop = count_flops(model, size)  # GFLOPs (2 per multiply-add)
-        mdir = work/name
+        mdir, met = work/name, None
         if set(runtimes) - {'torch'}:
-            export_onnx(model, mdir, meta=dict(backbone=backbone, levels=list(LEVELS[name])))
+            export_onnx(model, mdir)
+            met = metered(mdir)   # the board meter's count of this architecture, when it or the reference counts have it
             # min/max: the quickest calibration; the method changes the ranges, not the graph that is timed
             if 'onnxruntime-int8' in runtimes: quantize_int8(mdir, calib_files, n_calib=n_calib, method='minmax')
         del model
+        nets[name] = dict(network=f"{cfg.backbone} P{cfg.levels[0]}-P{cfg.levels[1]} fpn{cfg.fpn_channels}", metered=met)
         for rt in runtimes:
             spec = dict(size=size, threads=threads, runs=runs)
             if rt == 'torch': spec.update(kind='torch', model=cfg2dict(cfg))
@@ -180,7 +200,9 @@ def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, run
                 f"{res[-1].get('peak_mb', float('nan')):7.0f} MB  {res[-1].get('error', '')}")
     rows = []
     for (name, label, gflop, _), res in zip(configs, results):
-        r, ok = dict(levels=name, runtime=label, gflop=gflop), [x for x in res if 'ms' in x]
+        met = nets[name]['metered']
+        r, ok = dict(levels=name, network=nets[name]['network'], runtime=label, gflop=gflop), [x for x in res if 'ms' in x]
+        if met: r.update(insns_G=met['per_image_G'], insns_first_G=met['first_G'], insns_are=met['per_image_is'], metered=met['counted'])
         if ok:
             ms = [t for x in ok for t in x['ms']]
             r.update(ms=ms, median_ms=round(statistics.median(ms), 2), peak_mb=max(x['peak_mb'] for x in ok),
@@ -200,14 +222,16 @@ def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> 
         int8_gain = fp32 / r['median_ms'] if r['runtime'].endswith('int8') else 1.0
         r['board_s_peak'] = round(r['gflop'] / BOARD_PEAK_GFLOPS / int8_gain, 2)
         r['board_s_real'] = round(r['gflop'] / (BOARD_PEAK_GFLOPS * BOARD_EFFICIENCY) / int8_gain, 2)
+        if r.get('insns_G'): r['board_s_meter'] = round(board_seconds(r['insns_G']), 2)
     ok = [r for r in rows if 'median_ms' in r and r['runtime'] != 'pytorch-eager']
     best = min(ok, key=lambda r: r['median_ms']) if ok else None
     res = dict(machine=f'{platform.machine()}, {os.cpu_count()} cpus, {threads} threads', backbone=backbone, size=size, runs=runs, rounds=rounds, rows=rows,
                best_config=f"{best['levels']} {best['runtime']}" if best else None, best_ms=best['median_ms'] if best else None,
-               best_speedup=best.get('speedup') if best else None)
+               best_speedup=best.get('speedup') if best else None, board_assumptions=BOARD_ASSUMPTIONS)
     save_json(res, out/'bench.json'); save_json({k: v for k, v in res.items() if k != 'rows'}, out/'summary.json')
     table = _markdown(rows)
-    with atomic_write(out/'bench.md') as f: f.write(f'{backbone} at {size}x{size}, {threads} threads, median of {runs} runs x {rounds} rounds\n\n{table}\n')
+    with atomic_write(out/'bench.md') as f: f.write(f'{backbone} at {size}x{size}, {threads} threads, median of {runs} runs x {rounds} rounds on this machine; the board estimate: '
+                  f'instructions counted by the board meter / (1 GHz x IPC 0.8 x 2 threads x 80% efficiency)\n\n{table}\n')
     log(table)
     return res
 
@@ -254,18 +278,47 @@ def metered(model_dir, # a board model folder
     "The board meter's count for `model_dir` from its cache (this file; else the same architecture counted with other weights), or None"
     d = Path(model_dir); meta = load_json(d/'board.json'); onnx = d/meta.get('model_file', 'model.onnx')
     cache, size = meter_work(work)/'meter'/'cache.json', size or meta['input_size']
-    if not cache.is_file(): return None
-    recs = [r for k, r in load_json(cache).items() if k.startswith('emu ') and r.get('size') == size and r.get('insns')]
+    recs = [r for k, r in load_json(cache).items() if k.startswith('emu ') and r.get('size') == size and r.get('insns')] if cache.is_file() else []
     sha, how = file_sha256(onnx), 'this model file'
     same = [r for r in recs if r.get('sha256') == sha and size == meta['input_size']]
     if not same:
         sig, how = conv_signature(onnx, size), 'the same architecture with other weights' + ('' if size == meta['input_size'] else f' at {size} px')
         same = [r for r in recs if r.get('onnx') and Path(r['onnx']).is_file() and conv_signature(r['onnx'], r['size']) == sig]
+    if not same:   # a checkout without the emulator: the counts committed with the source
+        same, how = [r for r in reference_counts() if r['signature'] == sig and r['size'] == size], f'{how}: {REFERENCE_COUNTS} (not counted here)'
     if not same: return None
     r = max(same, key=lambda r: (bool(r.get('steady_insns')), r.get('method') == 'fork'))   # a two-forward count first
     return dict(first_G=round(r['insns'] / 1e9, 3), per_image_G=round((r.get('steady_insns') or r['insns']) / 1e9, 3),
                 per_image_is='second forward' if r.get('steady_insns') else 'first forward', counted=how, onnx=r.get('onnx'),
                 guest_opencv=r.get('guest_opencv'), measured_at=r.get('measured_at'))
+
+REFERENCE_COUNTS = 'bench/meter_counts.json'   # the meter's counts committed with the source, by architecture
+
+def reference_counts() -> list:
+    "The board meter's counts committed with the source checkout (`REFERENCE_COUNTS`); [] without it"
+    f = _checkout()/REFERENCE_COUNTS
+    return load_json(f)['counts'] if f.is_file() else []
+
+def _described(meta:dict) -> str:
+    "`describe_board` of an exported folder, or of a `bench/board_candidates.py` one (its 'candidate' entry)"
+    if 'model_cfg' in meta or 'candidate' not in meta: return describe_board(meta)
+    c = meta['candidate']
+    return f"{c['backbone']} P{c['levels'][0]}-P{c['levels'][1]} fpn{c['fpn']} head{c['head_width']}x{c['head_convs']} {c['size']}px"
+
+def save_reference_counts(work=None, dest=None) -> Path:
+    "Write the meter cache's counts (of models whose ONNX file is still there) to `REFERENCE_COUNTS`, keyed by `conv_signature`"
+    cache, rows = meter_work(work)/'meter'/'cache.json', {}
+    for r in load_json(cache).values() if cache.is_file() else []:
+        if not (r.get('insns') and r.get('onnx') and Path(r['onnx']).is_file()): continue
+        sig = conv_signature(r['onnx'], r['size'])
+        row = dict(signature=sig, size=r['size'], configuration=_described(load_json(Path(r['onnx']).parent/'board.json')),
+                   insns=r['insns'], steady_insns=r.get('steady_insns'), method=r.get('method'), guest_opencv=r.get('guest_opencv'),
+                   measured_at=r.get('measured_at'))
+        if (sig, r['size']) not in rows or (row['steady_insns'] and not rows[sig, r['size']]['steady_insns']): rows[sig, r['size']] = row
+    doc = dict(about='LoongArch instructions of one forward (insns: the first; steady_insns: a further one) counted by scripts/board_meter.py '
+                     '(QEMU 10 qemu-loongarch64, insn plugin, Debian loong64 python3 + OpenCV 4.10, 1 thread), by architecture',
+               counts=sorted(rows.values(), key=lambda r: -r['insns']))
+    return save_json(doc, Path(dest or _checkout()/REFERENCE_COUNTS))
 
 def board_seconds(g_insns:float, ghz=None, ipc=None, threads=None, efficiency=None) -> float:
     "Board estimate in seconds per image: instructions / (clock x IPC x threads x parallel efficiency), `BOARD_ASSUMPTIONS` by default"

@@ -30,7 +30,7 @@ BACKBONE_NAMES = ('efficientnet_b0', 'mobilenet_v3_large', 'regnet_x_400mf', 're
                   'resnet_tiny', 'se_resnext101_32x4d', 'se_resnext50_32x4d')  # `backbones.list_backbones()`
 AMP_NAMES = ('auto', 'bf16', 'fp16', 'off')   # `runs.AMP_MODES`
 ENSEMBLE_NAMES = ('mean', 'wbf')              # `predict.ENSEMBLES`
-LEVEL_NAMES = ('P2-P7', 'P3-P7')              # `bench.LEVELS`
+LEVEL_NAMES = ('P2-P7', 'P3-P7', 'board')     # `bench.NETWORKS`
 
 def device_name(s:str) -> str:
     "argparse type: 'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -296,15 +296,15 @@ def board_predict(a):
 
 def _bench_board_args(p):
     p.add_argument('--out', metavar='DIR', default='outputs/bench', help='folder for bench.json and bench.md (default: %(default)s)')
-    p.add_argument('--backbone', choices=BACKBONE_NAMES, default='se_resnext50_32x4d', help='backbone to time (default: %(default)s)')
+    p.add_argument('--backbone', choices=BACKBONE_NAMES, default='se_resnext50_32x4d', help='backbone of the P2-P7/P3-P7 networks (default: %(default)s)')
     p.add_argument('--size', metavar='PX', type=positive_int, default=512, help='input size (default: 512)')
     p.add_argument('--threads', metavar='N', type=positive_int, default=2, help='CPU threads (default: 2)')
     p.add_argument('--runs', metavar='N', type=positive_int, default=5, help='timed runs per configuration and round (default: 5)')
     p.add_argument('--rounds', metavar='N', type=positive_int, default=2, help='fresh processes per configuration, interleaved (default: 2)')
-    p.add_argument('--levels', metavar='LEVELS', type=name_list(LEVEL_NAMES), default=list(LEVEL_NAMES), help='pyramids to time, comma-separated (default: P2-P7,P3-P7)')
+    p.add_argument('--levels', metavar='LEVELS', type=name_list(LEVEL_NAMES), default=list(LEVEL_NAMES), help='networks to time, comma-separated: P2-P7 and P3-P7 of --backbone, board (the recommended board configuration); the first is the original (default: all three)')
 
 def bench_board(a):
-    "Latency and peak memory of PyTorch eager vs ONNX Runtime fp32/int8 vs OpenCV DNN, P2-P7 and P3-P7"
+    "Latency, peak memory and board estimate of PyTorch eager vs ONNX Runtime fp32/int8 vs OpenCV DNN: original P2-P7, P3-P7, board configuration"
     _bb = _api('bench').bench_board
     _bb(out=a.out, backbone=a.backbone, size=a.size, threads=a.threads, runs=a.runs, rounds=a.rounds, levels=tuple(a.levels))
 

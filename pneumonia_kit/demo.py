@@ -13,8 +13,8 @@ from .bench import machine_info
 
 # %% auto #0
 __all__ = ['QUICK', 'STAGES', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS', 'DemoCfg', 'Stage', 'runners_dir', 'run_runner',
-           'stage_done', 'run_stage', 'score_text', 'diff_text', 'key_figures', 'html_table', 'md_tables_html',
-           'run_info', 'write_report', 'run_demo']
+           'stage_done', 'run_stage', 'score_text', 'diff_text', 'board_headline', 'key_figures', 'html_table',
+           'md_tables_html', 'run_info', 'write_report', 'run_demo']
 
 # %% ../nbs/20_demo.ipynb #0cecc9df
 @dataclass
@@ -32,8 +32,9 @@ class DemoCfg:
     train_minutes:float=5.0         # training time budget
     bench_runs:int=2                # timed runs per configuration in the benchmark
     bench_rounds:int=1              # processes per configuration (the standalone `bench-board` uses 2)
-    bench_backbone:str='se_resnext50_32x4d'  # backbone the benchmark times (the board model)
+    bench_backbone:str='se_resnext50_32x4d'  # backbone of the original configuration the benchmark times
     bench_size:int=512              # input size the benchmark times
+    bench_networks:str='P2-P7,board' # what it times: the original (P2-P7 of `bench_backbone`) and the recommended board configuration
 
 QUICK = dict(n_images=48, n_test=16, image_size=512, cache_size=128, epochs=2, train_minutes=1.5, bench_runs=1,
              bench_backbone='resnet_tiny', bench_size=128)  # a reduced size, for tests
@@ -66,7 +67,7 @@ STAGES = [
           labels=_test_labels(c), torch_submission=_o(c, 'predict', 'submission.csv'), out_dir=_o(c, 'board')),
           'ONNX export + torch-free prediction + score', 'board'),
     Stage('bench', 'bench.ipynb', lambda c: dict(backbone=c.bench_backbone, size=c.bench_size, out_dir=_o(c, 'bench'),
-          runs=c.bench_runs, rounds=c.bench_rounds), 'latency and memory benchmark', 'bench'),
+          runs=c.bench_runs, rounds=c.bench_rounds, networks=c.bench_networks), 'original vs board configuration: latency, memory, board estimate', 'bench'),
 ]
 
 # %% ../nbs/20_demo.ipynb #d609ba2b
@@ -162,23 +163,41 @@ def diff_text(d:float|None, ci, verdict:str='') -> str|None:
     return f"{_num(d, '+.4f')} (95% paired interval {_num(lo, '+.4f')} to {_num(hi, '+.4f')})" + (f': {verdict}' if verdict else '')
 
 # %% ../nbs/20_demo.ipynb #4e34f342
+def _bench_row(b:dict, network:str, runtime:str) -> dict|None:
+    return next((r for r in b.get('rows', []) if r.get('levels') == network and r.get('runtime') == runtime and 'median_ms' in r), None)
+
+def _board_estimate(r:dict) -> str:
+    "'~1.7 s per image on the board (estimate: ...)' of an OpenCV benchmark row: from the meter's count, else from its GFLOPs"
+    if r.get('board_s_meter'):
+        return (f"~{r['board_s_meter']:.1f} s per image on the board: an estimate from {r['insns_G']:.2f} G LoongArch instructions "
+                f"({r.get('insns_are', 'one forward')}) counted by the board meter ({r.get('metered')}), at 1 GHz, IPC 0.8, 2 threads, 80% efficiency")
+    return f"~{r['board_s_real']:.1f} s per image on the board: an estimate from {r['gflop']:.0f} GFLOP at 35% of the chip's fp32 peak (not metered)"
+
+def board_headline(out) -> dict:
+    "The recommended board configuration on the board's runtime (OpenCV DNN fp32) against the original, with the board estimates"
+    b, figs = _get(Path(out)/'bench'/'bench.json') or {}, {}
+    orig = (b.get('rows') or [{}])[0].get('levels')
+    brd, o_cv, o_pt = _bench_row(b, 'board', 'opencv'), _bench_row(b, orig, 'opencv'), _bench_row(b, orig, 'pytorch-eager')
+    if brd: figs[f"recommended board configuration ({brd.get('network')}, {b.get('size')} px, random weights) on the board's runtime, "
+                 f"OpenCV DNN fp32"] = f"{brd['median_ms']:.0f} ms per forward on this machine ({b.get('machine')}); {_board_estimate(brd)}"
+    if o_cv: figs[f"the original configuration ({o_cv.get('network')}, {b.get('size')} px), OpenCV DNN fp32"] = (
+        f"{o_cv['median_ms']:.0f} ms on this machine" + (f" (PyTorch eager fp32, as the original predicted: {o_pt['median_ms']:.0f} ms)" if o_pt else '')
+        + f"; {_board_estimate(o_cv)}")
+    if brd and o_cv and brd.get('insns_first_G') and o_cv.get('insns_first_G'):
+        figs['board instructions, original / recommended (first forward, counted by the board meter)'] = (
+            f"{o_cv['insns_first_G'] / brd['insns_first_G']:.1f}x fewer ({o_cv['insns_first_G']:.2f} G / {brd['insns_first_G']:.2f} G); "
+            "accuracy of the two trained the same way: README, 'The board model'")
+    return figs
+
 def _latency_figures(out:Path) -> dict:
-    "The board's configuration (OpenCV DNN fp32) timed stage by stage on the trained model, and the benchmark's board-sized one"
+    "The demo model's board predictor (OpenCV DNN fp32) timed stage by stage"
     figs, model = {}, _get(out/'run'/'config.json', 'model') or {}
     st = next((r for r in _get(out/'board'/'summary.json', 'stage_times') or [] if r.get('backend') == 'opencv' and not r.get('int8')), None)
     if st: figs[f"board latency per image, OpenCV DNN fp32 (the board's runtime), demo model ({model.get('backbone')}, "
                  f"{st.get('input_size')} px), on this machine"] = (
         f"{st['total_ms']:.1f} ms (read {st['read_ms']:.1f}, prepare {st['prepare_ms']:.1f}, network {st['network_ms']:.1f}, "
         f"post {st['post_ms']:.1f}; median of {st['n_images']} images); {st['machine']}, {st['threads']} threads")
-    b = _get(out/'bench'/'bench.json') or {}
-    row = next((r for r in b.get('rows', []) if r.get('levels') == 'P3-P7' and r.get('runtime') == 'opencv' and 'median_ms' in r), None)
-    if row:
-        what = f"{b.get('backbone')} P3-P7 at {b.get('size')} px, random weights"
-        figs[f'benchmark latency, OpenCV DNN fp32, {what}, on this machine'] = f"{row['median_ms']:.0f} ms; {b.get('machine')}"
-        figs[f'board latency of that network: an estimate, not a measurement'] = (
-            f"{row['board_s_peak']:.1f} s at the chip's fp32 peak (16 GFLOP/s), {row['board_s_real']:.1f} s at 35% of it ({row['gflop']:.0f} GFLOP)")
     return figs
-
 def key_figures(out) -> dict:
     "The demo's headline figures, each naming the set, the conditions, the interval and the images that counted"
     out, bs = Path(out), _get(Path(out)/'board'/'summary.json') or {}
@@ -198,7 +217,7 @@ def key_figures(out) -> dict:
             -q['loss'] if q.get('loss') is not None else None, q.get('diff_ci95'), f"{'accepted' if q.get('accepted') else 'refused'}, {q.get('n_counted')} of {q.get('n_images')} images counted")
     for c in bs.get('comparisons') or []:
         figs[f"{c['what']}: B - A"] = diff_text(c['diff'], c['ci95'], f"p = {c['p_value']:.3f}, {max(c['n_counted_a'], c['n_counted_b'])} of {c['n_images']} images counted")
-    return figs | _latency_figures(out)
+    return board_headline(out) | figs | _latency_figures(out)
 
 # %% ../nbs/20_demo.ipynb #00882c1d
 NOT_CLINICAL = ('Not for clinical use. pneumonia_kit and the models it trains are research and engineering tools: they are not '
@@ -238,9 +257,11 @@ SECTIONS = [('Data', 'data', 'data', 'The dataset the demo made or found: the sy
             ('PyTorch predictions on the test images', 'predict', 'predict', 'The PyTorch predictor with flip TTA on the held-out test images.'),
             ('Board predictor', 'board', 'board', 'The exported model run without PyTorch, as on the Loongson board; scores, paired '
              'comparisons, per-stage timing and a gallery of its errors.'),
-            ('Benchmark', 'bench', 'bench', 'Latency and memory of the board configurations (random weights), each in its own process on '
-             'this machine. The "board est." columns are estimates (the network\'s GFLOPs over the 2K1000LA\'s fp32 peak of 16 GFLOP/s, '
-             'and over 35% of it), not measurements on the board.')]
+            ('Benchmark', 'bench', 'bench', 'The original configuration against the recommended board configuration (random weights), '
+             'each runtime in its own process on this machine. OpenCV DNN is the runtime that runs on the board; PyTorch and ONNX '
+             'Runtime rows are for comparison on x86 only. "board G instr." is the board meter\'s count of LoongArch instructions '
+             '(scripts/board_meter.py, or its counts committed in bench/meter_counts.json); "board est. s" divides it by 1 GHz x IPC 0.8 '
+             'x 2 threads x 80% efficiency: an estimate, not a measurement on the board.')]
 
 # captions of the known figures (others get their file name): what is drawn, on which images, what the colours mean
 CAPTIONS = {
