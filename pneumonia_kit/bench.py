@@ -18,9 +18,9 @@ from .synth import synth_dataset
 # %% auto #0
 __all__ = ['BOARD_PEAK_GFLOPS', 'BOARD_EFFICIENCY', 'LEVELS', 'NETWORKS', 'RUNTIME_NOTES', 'BOARD_ASSUMPTIONS', 'INT8_NOTE',
            'REFERENCE_COUNTS', 'peak_rss_mb', 'run_worker', 'machine_info', 'stage_times', 'bench_cfg', 'bench_board',
-           'meter_work', 'board_python', 'conv_signature', 'metered', 'reference_counts', 'save_reference_counts',
-           'board_seconds', 'meter_ready', 'run_meter', 'measure_board', 'describe_board', 'recommend',
-           'pareto_markdown', 'board_pareto']
+           'board_assumptions', 'meter_work', 'board_python', 'conv_signature', 'metered', 'reference_counts',
+           'save_reference_counts', 'board_seconds', 'meter_ready', 'run_meter', 'measure_board', 'describe_board',
+           'recommend', 'pareto_markdown', 'board_pareto']
 
 # %% ../nbs/19_bench.ipynb #102c29b2
 def peak_rss_mb() -> float:
@@ -231,7 +231,7 @@ def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> 
     save_json(res, out/'bench.json'); save_json({k: v for k, v in res.items() if k != 'rows'}, out/'summary.json')
     table = _markdown(rows)
     with atomic_write(out/'bench.md') as f: f.write(f'{backbone} at {size}x{size}, {threads} threads, median of {runs} runs x {rounds} rounds on this machine; the board estimate: '
-                  f'instructions counted by the board meter / (1 GHz x IPC 0.8 x 2 threads x 80% efficiency)\n\n{table}\n')
+                  f'instructions counted by the board meter / ({board_assumptions()})\n\n{table}\n')
     log(table)
     return res
 
@@ -239,6 +239,11 @@ def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> 
 
 # %% ../nbs/19_bench.ipynb #661b42c9
 BOARD_ASSUMPTIONS = dict(ghz=1.0, ipc=0.8, threads=2, efficiency=0.8)   # the board estimate's, as scripts/board_meter.py states them
+
+def board_assumptions() -> str:
+    "The board estimate's divisor in words: '1.0 GHz x IPC 0.8 x 2 threads x 0.8 efficiency'"
+    a = BOARD_ASSUMPTIONS
+    return f"{a['ghz']} GHz x IPC {a['ipc']} x {a['threads']} threads x {a['efficiency']} efficiency"
 INT8_NOTE = ('int8 not evaluated: OpenCV 4.10 DNN (the board runtime) does not run the QDQ int8 export, and ONNX Runtime, which does, '
              'dies with SIGILL on the board\'s LSX-only CPU')
 
@@ -299,19 +304,13 @@ def reference_counts() -> list:
     f = _checkout()/REFERENCE_COUNTS
     return load_json(f)['counts'] if f.is_file() else []
 
-def _described(meta:dict) -> str:
-    "`describe_board` of an exported folder, or of a `bench/board_candidates.py` one (its 'candidate' entry)"
-    if 'model_cfg' in meta or 'candidate' not in meta: return describe_board(meta)
-    c = meta['candidate']
-    return f"{c['backbone']} P{c['levels'][0]}-P{c['levels'][1]} fpn{c['fpn']} head{c['head_width']}x{c['head_convs']} {c['size']}px"
-
 def save_reference_counts(work=None, dest=None) -> Path:
     "Write the meter cache's counts (of models whose ONNX file is still there) to `REFERENCE_COUNTS`, keyed by `conv_signature`"
     cache, rows = meter_work(work)/'meter'/'cache.json', {}
     for r in load_json(cache).values() if cache.is_file() else []:
         if not (r.get('insns') and r.get('onnx') and Path(r['onnx']).is_file()): continue
         sig = conv_signature(r['onnx'], r['size'])
-        row = dict(signature=sig, size=r['size'], configuration=_described(load_json(Path(r['onnx']).parent/'board.json')),
+        row = dict(signature=sig, size=r['size'], configuration=describe_board(load_json(Path(r['onnx']).parent/'board.json')),
                    insns=r['insns'], steady_insns=r.get('steady_insns'), method=r.get('method'), guest_opencv=r.get('guest_opencv'),
                    measured_at=r.get('measured_at'))
         if (sig, r['size']) not in rows or (row['steady_insns'] and not rows[sig, r['size']]['steady_insns']): rows[sig, r['size']] = row
@@ -405,6 +404,8 @@ def _candidate(spec) -> tuple:
 
 def describe_board(meta:dict) -> str:
     "A board.json's network in `bench/board_candidates.py`'s words: backbone, levels, FPN channels, subnet width x convs, input size"
+    if 'model_cfg' not in meta and (k := meta.get('candidate')):   # a folder written by bench/board_candidates.py
+        return f"{k['backbone']} P{k['levels'][0]}-P{k['levels'][1]} fpn{k['fpn']} head{k['head_width']}x{k['head_convs']} {k['size']}px"
     c = meta.get('model_cfg') or {}
     lo, hi = c.get('levels') or (None, None)
     convs = c.get('head_convs', 4)
@@ -529,8 +530,7 @@ def board_pareto(candidates:list, # run folders, checkpoints or board model fold
              'board G insns: LoongArch instructions of one forward counted by scripts/board_meter.py (first forward with OpenCV\'s set-up / '
              + (f'per image) for the same layers at {meter_size} px (the models here run at {meas[0]["input_size"]} px); ' if meter_size else 'per image); ')
              + '"counted" says whether that file or the same architecture with other weights was counted. Board estimate = '
-             f'per-image instructions / ({BOARD_ASSUMPTIONS["ghz"]} GHz x IPC {BOARD_ASSUMPTIONS["ipc"]} x {BOARD_ASSUMPTIONS["threads"]} threads x '
-             f'{BOARD_ASSUMPTIONS["efficiency"]} efficiency). OpenCV ms: the network alone on this machine (x86; a second opinion). '
+             f'per-image instructions / ({board_assumptions()}). OpenCV ms: the network alone on this machine (x86; a second opinion). '
              'OpenCV parity: max |OpenCV - ONNX Runtime| of the raw outputs.',
              f'recommended: >= {min_ratio}x fewer board instructions than the original and lower paired bound >= -{max_loss}, then the best mAP: '
              + (rec or f'none ({why})'), INT8_NOTE + '.']

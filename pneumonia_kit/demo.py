@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, cfg2dict, load_json, save_json
-from .bench import machine_info
+from .bench import board_assumptions, machine_info
 
 # %% auto #0
 __all__ = ['QUICK', 'STAGES', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS', 'DemoCfg', 'Stage', 'runners_dir', 'run_runner',
@@ -170,7 +170,7 @@ def _board_estimate(r:dict) -> str:
     "'~1.7 s per image on the board (estimate: ...)' of an OpenCV benchmark row: from the meter's count, else from its GFLOPs"
     if r.get('board_s_meter'):
         return (f"~{r['board_s_meter']:.1f} s per image on the board: an estimate from {r['insns_G']:.2f} G LoongArch instructions "
-                f"({r.get('insns_are', 'one forward')}) counted by the board meter ({r.get('metered')}), at 1 GHz, IPC 0.8, 2 threads, 80% efficiency")
+                f"({r.get('insns_are', 'one forward')}) counted by the board meter ({r.get('metered')}), divided by {board_assumptions()}")
     return f"~{r['board_s_real']:.1f} s per image on the board: an estimate from {r['gflop']:.0f} GFLOP at 35% of the chip's fp32 peak (not metered)"
 
 def board_headline(out) -> dict:
@@ -198,6 +198,7 @@ def _latency_figures(out:Path) -> dict:
         f"{st['total_ms']:.1f} ms (read {st['read_ms']:.1f}, prepare {st['prepare_ms']:.1f}, network {st['network_ms']:.1f}, "
         f"post {st['post_ms']:.1f}; median of {st['n_images']} images); {st['machine']}, {st['threads']} threads")
     return figs
+
 def key_figures(out) -> dict:
     "The demo's headline figures, each naming the set, the conditions, the interval and the images that counted"
     out, bs = Path(out), _get(Path(out)/'board'/'summary.json') or {}
@@ -260,8 +261,8 @@ SECTIONS = [('Data', 'data', 'data', 'The dataset the demo made or found: the sy
             ('Benchmark', 'bench', 'bench', 'The original configuration against the recommended board configuration (random weights), '
              'each runtime in its own process on this machine. OpenCV DNN is the runtime that runs on the board; PyTorch and ONNX '
              'Runtime rows are for comparison on x86 only. "board G instr." is the board meter\'s count of LoongArch instructions '
-             '(scripts/board_meter.py, or its counts committed in bench/meter_counts.json); "board est. s" divides it by 1 GHz x IPC 0.8 '
-             'x 2 threads x 80% efficiency: an estimate, not a measurement on the board.')]
+             '(scripts/board_meter.py, or its counts committed in bench/meter_counts.json); "board est. s" divides it by '
+             f'{board_assumptions()}: an estimate, not a measurement on the board.')]
 
 # captions of the known figures (others get their file name): what is drawn, on which images, what the colours mean
 CAPTIONS = {
