@@ -66,10 +66,14 @@ class WriteError(PneumoniaKitError):
     "A file that cannot be written (read-only folder, full disk, a folder in the way); the message names the file"
 
 def _pid_alive(pid:int) -> bool:
-    try: os.kill(pid, 0)
+    "Whether process `pid` still runs: a zombie (exited, not yet reaped) counts as dead"
+    try: os.kill(pid, 0)   # succeeds on a zombie too, hence the state read below
     except ProcessLookupError: return False
     except OSError: pass   # EPERM: another user's process, alive
-    return True
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as f: stat = f.read()
+    except OSError: return True   # no /proc (not Linux) or it just went: trust kill(0)
+    return stat[stat.rfind(b')') + 2:][:1] not in (b'Z', b'X')   # state follows the ')' that ends the command name
 
 def remove_stale_temps(folder, # folder to clean
                        min_age:float=86400., # seconds after which a temp file of another host (or an older pneumonia_kit) counts as stale
