@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""The board lab (issue 24), the driver behind `bench/gpu_lab.sh`: is the board model not worse than the original when
+both are trained properly, at 512 px, on a GPU? One call on the lent GPU machine (<= 8 minutes), JSON + markdown out.
+
+    python bench/gpu_lab.py OUT_DIR              # on the GPU machine (bench/gpu_lab.sh calls this)
+    python bench/gpu_lab.py OUT_DIR --dry-run    # the same stages on the CPU, tiny (tests/test_gpu_lab.py, CI)
+
+Stages, each through the `pneumonia-kit` command line in its own process (the same code a user runs):
+  twin     the default-difficulty twin (>= 2,000 training and 1,000 test images), made once and reused (--data)
+  cache    the decoded training images at the models' input sizes
+  train    (a) the original network, SE-ResNeXt50 P2-P7 (not 101: half the step time, and the meter counted the 50;
+           the gap between the two is the backbone's, not the board model's question); (b) `board_r18_p4p7` on the
+           labels; (d) the same board model at a lower input size (384 px: the meter's counts scale with pixels).
+           Each gets the same epochs and its own learning rate from LR_GRID, chosen on the validation fold (best_val_map)
+  distill  (c) `board_r18_p4p7` distilled from (a)'s best epoch, the learning rate (b) chose
+  test     (a) by PyTorch on the GPU (its board-runtime forward takes ~0.5 s an image on 16 x86 cores: 1,000 images would
+           not fit the budget; the export's parity check ties ONNX to PyTorch); (b)-(d) exported and predicted by the
+           board predictor with OpenCV DNN on the machine's cores; every submission scored on the same test images
+  compare  paired differences (b)-(a), (c)-(a), (d)-(a) and (c)-(b) with 95% intervals, the images counted; board
+           instructions per image of each exported model from the meter (its cache, else bench/meter_counts.json)
+From scratch for every network (no ImageNet weights can be downloaded there), stated in the results.
+
+Exit status: 0 all stages ran; 1 a stage failed or the budget ran out (results.md says which); 2 bad usage or input
+(no GPU without --dry-run, a reused twin of another size, no meter counts), one line. Standard library only here.
+"""
+from __future__ import annotations
+import argparse, datetime, json, os, platform, subprocess, sys, time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUDGET = (450., 300.)   # seconds for the whole lab: GPU, dry run
+# (GPU, dry run): twin, model presets, input sizes, epochs, batch, learning-rate grid
+GPU = dict(n_images=2000, n_test=1000, twin_size=512, difficulty='default', original='original', board='board_r18_p4p7',
+           backbone='se_resnext50_32x4d', size=512, low_size=384, epochs=6, batch_size=32, lr_grid=(3e-4, 1e-3),
+           amp='bf16', device='cuda', threads=16, workers=8)
+DRY = dict(n_images=32, n_test=12, twin_size=256, difficulty='easy', original='tiny', board='tiny_light', backbone=None,
+           size=256, low_size=128, epochs=1, batch_size=8, lr_grid=(1e-3,), amp='off', device='cpu', threads=1, workers=0)
+MODELS = ('a', 'b', 'c', 'd')
+ROLES = dict(a='the original', b='board model, labels', c='board model, distilled from (a)', d='board model, labels, low size')
+
+
+class LabError(Exception): "Bad usage or input: one line, exit 2"
+
+
+def _now() -> str: return datetime.datetime.now().isoformat(timespec='seconds')
+
+
+class Lab:
+    def __init__(self, out:Path, data:Path, cfg:dict, dry:bool, budget:float, env:dict):
+        self.out, self.data, self.cfg, self.dry, self.env = out, data, cfg, dry, env
+        self.deadline, self.log = time.monotonic() + budget, out/'lab.log'
+        self.res = dict(mode='dry-run (CPU, tiny)' if dry else 'GPU', started=_now(), host=platform.node(), budget_s=budget,
+                        cfg=cfg, from_scratch=True, stages={}, models={}, pairs={}, notes=[])
+
+    def left(self) -> float: return self.deadline - time.monotonic()
+
+    def kit(self, stage:str, *args, limit:float|None=None) -> float:
+        "Run `pneumonia-kit ARGS` (output appended to lab.log); its seconds; LabStageError when it fails or runs out of time"
+        limit = max(1., min(limit or self.left(), self.left()))
+        cmd = [sys.executable, '-c', 'import sys; from pneumonia_kit.cli import main; sys.exit(main())', *map(str, args)]
+        t = time.monotonic()
+        with open(self.log, 'a', encoding='utf-8') as f:
+            f.write(f'\n[{_now()}] {stage}: pneumonia-kit {" ".join(map(str, args))}\n'); f.flush()
+            try: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=self.env, timeout=limit, cwd=self.out).returncode
+            except subprocess.TimeoutExpired: rc = 'timeout'
+        s = round(time.monotonic() - t, 1)
+        if rc != 0: raise StageError(f'{stage}: pneumonia-kit {args[0]} ' + (f'ran past {limit:.0f} s' if rc == 'timeout' else f'exited {rc}') + ' (lab.log)')
+        return s
+
+    def stage(self, name:str, fn):
+        t = time.monotonic()
+        try: fn(); status = 'passed'
+        except StageError as e: status = str(e)
+        self.res['stages'][name] = dict(status=status, seconds=round(time.monotonic() - t, 1))
+        self.save()
+        return status == 'passed'
+
+    def save(self):
+        self.res['finished'] = _now()
+        (self.out/'lab.json').write_text(json.dumps(self.res, indent=2), encoding='utf-8')
+        (self.out/'lab.md').write_text(markdown(self.res), encoding='utf-8')
+
+    # ------------------------------------------------------------------ stages
+    def twin(self):
+        c, spec = self.cfg, self.data/'synthetic_twin.json'
+        if spec.is_file(): self.res['notes'].append(f'twin reused: {self.data}'); return
+        self.kit('twin', 'synth', self.data, '--n-images', c['n_images'], '--n-test', c['n_test'], '--size', c['twin_size'],
+                 '--difficulty', c['difficulty'], '--seed', 0)
+
+    def cache(self):
+        for s in (self.cfg['size'], self.cfg['low_size']): self.kit('cache', 'cache', self.data, '--size', s, '--split', 'train')
+
+    def _train(self, key:str, lr:float, run:Path, preset:str, size:int, distill_from:Path|None=None) -> float:
+        c = self.cfg
+        common = ['--out', run, '--preset', preset, '--epochs', c['epochs'], '--image-size', size, '--batch-size', c['batch_size'],
+                  '--lr', lr, '--device', c['device'], '--amp', c['amp'], '--no-pretrained', '--seed', 0, '--num-workers', c['workers']]
+        if key == 'a' and c['backbone']: common += ['--backbone', c['backbone']]
+        if distill_from: return self.kit(f'distill {key}', 'distill', distill_from, '--data', self.data, *common)
+        return self.kit(f'train {key} lr={lr:g}', 'train', self.data, *common)
+
+    def train(self, key:str):
+        "Train model `key` at each learning rate of the grid (distillation: at (b)'s choice); keep the best on validation"
+        c = self.cfg
+        preset, size = (c['original'], c['size']) if key == 'a' else (c['board'], c['low_size'] if key == 'd' else c['size'])
+        grid = [self.res['models']['b']['lr']] if key == 'c' else list(c['lr_grid'])
+        tried = []
+        for lr in grid:
+            run = self.out/'runs'/f'{key}_lr{lr:g}'
+            teacher = Path(self.res['models']['a']['run']) if key == 'c' else None
+            secs = self._train(key, lr, run, preset, size, teacher)
+            summ = json.loads((run/'summary.json').read_text(encoding='utf-8'))
+            tried.append(dict(lr=lr, run=str(run), train_s=secs, val_map=summ.get('best_val_map'), best_epoch=summ.get('best_epoch')))
+        best = max(tried, key=lambda t: -1 if t['val_map'] is None else t['val_map'])
+        net = f"{preset}{' / ' + c['backbone'] if key == 'a' and c['backbone'] else ''}"
+        self.res['models'][key] = dict(best, name=f'{ROLES[key]}: {net}', preset=preset, size=size, grid=tried)
+
+    def test(self):
+        labels, images, c = self.data/'synthetic_test_labels.csv', self.data/'stage_2_test_images', self.cfg
+        for key, m in self.res['models'].items():
+            sub = self.out/'subs'/f'{key}.csv'
+            if key == 'a':
+                m['test_s'] = self.kit('test a', 'predict', m['run'], '--images', images, '--out', sub, '--device', c['device'])
+                m['runtime'] = f'PyTorch ({c["device"]})'
+            else:
+                folder = self.out/'models'/key
+                m['export_s'] = self.kit(f'export {key}', 'export', m['run'], '--out', folder)
+                m['test_s'] = self.kit(f'test {key}', 'board-predict', folder, images, '--out', sub, '--backend', 'opencv',
+                                       '--threads', c['threads'])
+                m['runtime'], m['model_dir'] = 'OpenCV DNN (board predictor)', str(folder)
+            m['submission'] = str(sub)
+            m['score'] = self.score('score', sub, labels)
+
+    def score(self, cmd, *args) -> dict:
+        js = self.out/'subs'/f'{cmd}_{len(list((self.out/"subs").glob(f"{cmd}_*.json")))}.json'
+        p = subprocess.run([sys.executable, '-c', 'import sys; from pneumonia_kit.cli import main; sys.exit(main())', cmd,
+                            *map(str, args), '--json'], capture_output=True, text=True, env=self.env, cwd=self.out, timeout=300)
+        if p.returncode != 0: raise StageError(f'{cmd}: ' + (p.stderr.strip().splitlines() or ['failed'])[-1])
+        js.write_text(p.stdout, encoding='utf-8')
+        return json.loads(p.stdout)
+
+    def compare(self):
+        labels, m = self.data/'synthetic_test_labels.csv', self.res['models']
+        for a, b in (('a', 'b'), ('a', 'c'), ('a', 'd'), ('b', 'c')):
+            if a in m and b in m and 'submission' in m[a] and 'submission' in m[b]:
+                self.res['pairs'][f'{b}-{a}'] = self.score('compare', m[a]['submission'], m[b]['submission'], labels)
+        self.res['meter'] = meter_counts({k: v['model_dir'] for k, v in m.items() if 'model_dir' in v}, self.env)
+
+
+class StageError(Exception): "A stage failed: recorded, the lab goes on with what does not depend on it"
+
+
+def meter_counts(dirs:dict, env:dict) -> dict:
+    "Board instructions per image of each exported model (`bench.metered`: the meter's cache, else bench/meter_counts.json)"
+    code = ('import json, sys; from pneumonia_kit.bench import metered\n'
+            'print(json.dumps({k: metered(v) for k, v in json.loads(sys.argv[1]).items()}))')
+    p = subprocess.run([sys.executable, '-c', code, json.dumps(dirs)], capture_output=True, text=True, env=env, timeout=300)
+    return json.loads(p.stdout) if p.returncode == 0 else {'error': (p.stderr.strip().splitlines() or ['failed'])[-1]}
+
+
+def _fmt_score(s:dict|None) -> str:
+    if not s: return '—'
+    lo, hi = s.get('ci95') or (None, None)
+    n = s.get('n_scored')
+    return f"{s['map']:.3f} ({lo:.3f}-{hi:.3f}; {n} counted)" if lo is not None else f"{s['map']:.3f}"
+
+
+def _fmt_pair(p:dict) -> str:
+    lo, hi = p['ci95']
+    return (f"{p['diff']:+.3f} ({lo:+.3f} to {hi:+.3f}), p = {p['p_value']:.4f}, {p['n_images']} images "
+            f"({p['n_counted_a']} / {p['n_counted_b']} counted)")
+
+
+def markdown(res:dict) -> str:
+    L = [f"# Board lab ({res['mode']}), {res['started']}", '',
+         f"Twin: {res['cfg']['n_images']} training / {res['cfg']['n_test']} test images ({res['cfg']['difficulty']}), "
+         f"{res['cfg']['epochs']} epochs each, learning rate from {list(res['cfg']['lr_grid'])} on the validation fold, "
+         'every network from scratch (no ImageNet weights on the GPU machine).', '',
+         '| stage | status | s |', '|---|---|---|']
+    L += [f"| {k} | {v['status']} | {v['seconds']} |" for k, v in res['stages'].items()]
+    L += ['', '| model | lr | val mAP | train s | test mAP (95% interval; images counted) | runtime '
+          '| board G insns per further image (first) | fewer than (a), per image |', '|---|---|---|---|---|---|---|---|']
+    meter = res.get('meter') or {}
+    ga = meter.get('a') if isinstance(meter.get('a'), dict) else None
+    for k, m in res['models'].items():
+        g = meter.get(k) if isinstance(meter.get(k), dict) else None
+        cost = (f"{g['per_image_G']} ({g['first_G']})" + ('' if g['per_image_is'] == 'second forward' else ' first only')) if g else 'not metered'
+        ratio = f"{ga['per_image_G'] / g['per_image_G']:.1f}x" if g and ga and ga['per_image_is'] == g['per_image_is'] else '—'
+        tr = sum(t['train_s'] for t in m.get('grid', [])) if m.get('grid') else '—'
+        L.append(f"| ({k}) {m['name']}, {m['size']} px | {m['lr']:g} | {m['val_map'] if m['val_map'] is None else round(m['val_map'], 3)} "
+                 f"| {tr} | {_fmt_score(m.get('score'))} | {m.get('runtime', '—')} | {cost} | {ratio} |")
+    if res['pairs']:
+        L += ['', 'Paired differences (second - first), 95% interval, permutation p:', '']
+        L += [f'- {k}: {_fmt_pair(v)}' for k, v in res['pairs'].items()]
+    L += ['', '- Board instructions: the meter (QEMU LoongArch, LSX only, OpenCV 4.10, 1 thread) by architecture; the ratio '
+          'is on the per-image (further image) basis, and only where both sides have that count.']
+    L += [f'- {n}' for n in res['notes']]
+    return '\n'.join(L) + '\n'
+
+
+def _has_cuda(env:dict) -> bool:
+    p = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.is_available())'], capture_output=True, text=True, env=env)
+    return p.stdout.strip() == 'True'
+
+
+def check_inputs(data:Path, cfg:dict, dry:bool, env:dict, meter_dir:Path|None):
+    "Bad input, one line each, before any work: no GPU, a reused twin of another size, no meter counts"
+    spec = data/'synthetic_twin.json'
+    if spec.is_file():
+        try: t = json.loads(spec.read_text(encoding='utf-8'))
+        except (OSError, ValueError) as e: raise LabError(f'{spec}: not a twin settings file ({e})')
+        if t.get('size', 0) < cfg['size']:
+            raise LabError(f"{data}: the twin's images are {t.get('size')} px, smaller than the models' {cfg['size']} px input; make a new one (another --data)")
+        if t.get('n_images', 0) < cfg['n_images'] or t.get('n_test', 0) < cfg['n_test']:
+            raise LabError(f"{data}: the twin has {t.get('n_images')} training / {t.get('n_test')} test images, the lab needs "
+                           f"{cfg['n_images']} / {cfg['n_test']}; make a new one (another --data)")
+    elif data.exists() and any(data.iterdir()):
+        raise LabError(f'{data}: not a synthetic twin (no synthetic_twin.json) and not empty')
+    counts = (meter_dir/'meter'/'cache.json') if meter_dir else REPO/'bench'/'meter_counts.json'
+    if not counts.is_file():
+        raise LabError(f'{counts}: no board meter counts (commit bench/meter_counts.json, or build the meter: scripts/loongarch_meter.sh)')
+    if not dry and not _has_cuda(env): raise LabError('no CUDA GPU here: run the lab on the GPU machine, or --dry-run on the CPU')
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog='bench/gpu_lab.sh', description=__doc__.split('\n\n')[0])
+    p.add_argument('out', type=Path, metavar='OUT_DIR', help='lab.json, lab.md, lab.log (and runs/, models/, subs/)')
+    p.add_argument('--dry-run', action='store_true', help='on the CPU, tiny (CI)')
+    p.add_argument('--data', type=Path, default=None, help='the twin (made if missing, reused if there; default OUT_DIR/twin)')
+    p.add_argument('--budget-s', type=float, default=None, help=f'the whole lab (default {BUDGET[0]:.0f} s GPU, {BUDGET[1]:.0f} s dry)')
+    p.add_argument('--epochs', type=int, default=None, help='epochs of every model (default 6 GPU, 1 dry)')
+    p.add_argument('--meter-dir', type=Path, default=None, help="the board meter's folder (default: bench/meter_counts.json)")
+    p.add_argument('--site', type=Path, default=Path('/tmp/site'), help="the acceptance's install (carried wheels + the package); made when missing")
+    a = p.parse_args(argv)
+    cfg = dict(DRY if a.dry_run else GPU)
+    if a.epochs is not None:
+        if not 1 <= a.epochs <= 100: print(f'gpu_lab: error: --epochs {a.epochs}: use 1..100', file=sys.stderr); return 2
+        cfg['epochs'] = a.epochs
+    out, data = a.out.resolve(), (a.data or a.out/'twin').resolve()
+    env = dict(os.environ, PYTHONUNBUFFERED='1', MPLBACKEND='Agg')
+    site = None if a.dry_run else a.site   # the dry run uses what is installed here
+    env['PYTHONPATH'] = os.pathsep.join([str(s) for s in (site, REPO) if s] + [q for q in env.get('PYTHONPATH', '').split(os.pathsep) if q])
+    if a.meter_dir: env['LOONGARCH_WORK'] = str(a.meter_dir.resolve())
+    if a.dry_run: env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    try: check_inputs(data, cfg, a.dry_run, env, a.meter_dir)
+    except LabError as e: print(f'gpu_lab: error: {e}', file=sys.stderr); return 2
+    for d in (out/'runs', out/'subs', out/'models'): d.mkdir(parents=True, exist_ok=True)
+    if site and not (site/'pneumonia_kit').is_dir():   # the acceptance's install part, once per machine
+        r = subprocess.run([sys.executable, str(REPO/'bench'/'gpu_acceptance.py'), str(out/'install'), '--only', 'install', '--site', str(site)])
+        if r.returncode != 0: print(f'gpu_lab: error: the install failed: {out}/install/results.md', file=sys.stderr); return 1
+    lab = Lab(out, data, cfg, a.dry_run, a.budget_s or BUDGET[1 if a.dry_run else 0], env)
+    ok = lab.stage('twin', lab.twin) and lab.stage('cache', lab.cache)
+    if ok and lab.stage('train a', lambda: lab.train('a')):
+        if lab.stage('train b', lambda: lab.train('b')): lab.stage('distill c', lambda: lab.train('c'))
+        lab.stage('train d', lambda: lab.train('d'))
+    if lab.res['models']:
+        lab.stage('test', lab.test)
+        lab.stage('compare', lab.compare)
+    lab.save()
+    failed = [k for k, v in lab.res['stages'].items() if v['status'] != 'passed']
+    missing = [k for k in MODELS if k not in lab.res['models']]
+    print((out/'lab.md').read_text(encoding='utf-8'))
+    if failed or missing: print(f'gpu_lab: failed: {", ".join(failed) or "-"}; models missing: {", ".join(missing) or "-"}', file=sys.stderr)
+    return 1 if failed or missing else 0
+
+
+if __name__ == '__main__': raise SystemExit(main())
