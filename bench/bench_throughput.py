@@ -72,14 +72,14 @@ def make_data(root:Path, n_images:int, image_px:int, size:int, workers:int) -> d
 
 
 def run_one(root, preset:str, batch:int, workers:int, steps:int, warmup:int, gpu_steps:int, device:str,
-            image_size:int|None=None, deadline:float|None=None) -> dict:
+            image_size:int|None=None, deadline:float|None=None, compile:str='off', amp:str|None=None) -> dict:
     "Train `warmup + steps` steps of `preset` from the real loader, then `gpu_steps` on one pinned batch; the figures"
     import numpy as np, torch
     from pneumonia_kit.core import set_seed
     from pneumonia_kit.model import create_model
     from pneumonia_kit.runs import amp_dtype, resolve_device
-    from pneumonia_kit.train import preset_cfgs, prepare_data, train_loader, train_one_epoch
-    mc, tc = preset_cfgs(preset, pretrained=False, batch_size=batch, num_workers=workers, image_size=image_size)
+    from pneumonia_kit.train import make_optimizer, make_step, preset_cfgs, prepare_data, train_loader, train_one_epoch
+    mc, tc = preset_cfgs(preset, pretrained=False, batch_size=batch, num_workers=workers, image_size=image_size, compile=compile, amp=amp)
     tc = dataclasses.replace(tc, progress=False)
     dev = resolve_device(device)
     dtype = amp_dtype(tc.amp, dev)
@@ -92,21 +92,22 @@ def run_one(root, preset:str, batch:int, workers:int, steps:int, warmup:int, gpu
     model = create_model(mc).to(dev)
     cl = tc.channels_last and dev.type == 'cuda'
     if cl: model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)   # as `fit`
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+    step = make_step(model, dev, dtype, None, tc.compile)   # compiled once: the warm-up steps include the compilation
     build_s = time.perf_counter() - t_build
     if dev.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
     loader = train_loader(data['train'], tc, epoch=1, pin_memory=dev.type == 'cuda')
     timed = TimedLoader(loader, warmup + steps, dev, deadline, min_steps=warmup + 1)
     t0 = time.perf_counter()
-    losses = train_one_epoch(model, timed, opt, scaler, dev, dtype, tc, epoch=1, channels_last=cl)
+    losses = train_one_epoch(model, timed, opt, scaler, dev, dtype, tc, epoch=1, channels_last=cl, step=step)
     n_done = len(timed.waits) - warmup
     if n_done < 1: raise SystemExit(f'run {batch}x{workers}: no timed step before the deadline')
     m, w = timed.marks, timed.waits
     step_s = [m[i + 1] - m[i] for i in range(warmup, len(w))]
     wall = m[-1] - m[warmup]
     ips = n_done * batch / wall
-    res = dict(preset=preset, backbone=mc.backbone, levels=list(mc.levels), image_size=mc.image_size, batch=batch,
+    res = dict(preset=preset, compile=tc.compile, backbone=mc.backbone, levels=list(mc.levels), image_size=mc.image_size, batch=batch,
                workers=workers, pin_memory=dev.type == 'cuda', amp=str(dtype).removeprefix('torch.') if dtype else 'off',
                channels_last=cl, cudnn_benchmark=torch.backends.cudnn.benchmark, n_train=len(data['train']),
                steps=n_done, warmup=warmup, cut_by_deadline=timed.cut, build_s=round(build_s, 2),
@@ -120,9 +121,9 @@ def run_one(root, preset:str, batch:int, workers:int, steps:int, warmup:int, gpu
         images, targets = next(iter(train_loader(data['train'], dataclasses.replace(tc, num_workers=0), epoch=2)))
         if dev.type == 'cuda': images = images.pin_memory()
         one = [(images, targets)]
-        train_one_epoch(model, one, opt, scaler, dev, dtype, tc, epoch=2, channels_last=cl)   # this batch's shapes once
+        train_one_epoch(model, one, opt, scaler, dev, dtype, tc, epoch=2, channels_last=cl, step=step)   # this batch's shapes once
         _sync(dev); t = time.perf_counter()
-        gl = train_one_epoch(model, one * gpu_steps, opt, scaler, dev, dtype, tc, epoch=2, channels_last=cl)
+        gl = train_one_epoch(model, one * gpu_steps, opt, scaler, dev, dtype, tc, epoch=2, channels_last=cl, step=step)
         _sync(dev); g = time.perf_counter() - t
         res.update(gpu_steps=gpu_steps, gpu_step_ms=round(1e3 * g / gpu_steps, 1), gpu_images_per_s=round(gpu_steps * batch / g, 2),
                    finite=res['finite'] and all(math.isfinite(v) for v in gl.values()))
@@ -172,6 +173,8 @@ def main(argv=None) -> dict:
     p.add_argument('--gpu-steps', default='30,12', help='steps on one kept batch per run (the GPU-bound rate; 0: none)')
     p.add_argument('--budget-s', type=float, default=None, help='stop timing a run when this many seconds have passed since the start')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    p.add_argument('--compile', default='off', help="TrainCfg.compile of every run: off, default, reduce-overhead, max-autotune")
+    p.add_argument('--amp', default=None, help="TrainCfg.amp of every run (default: the preset's)")
     p.add_argument('--json', default=None, help='write the result here')
     a = p.parse_args(argv)
     t_start = time.perf_counter()
@@ -192,7 +195,7 @@ def main(argv=None) -> dict:
                data=make_data(Path(a.data), a.n_images, a.image_px, mc.image_size, workers), runs=[], errors=[])
     for (b, w), n, g in zip(runs, steps, gsteps):
         try:
-            res['runs'].append(run_one(a.data, a.preset, b, w, n, a.warmup, g, a.device, a.size, deadline))
+            res['runs'].append(run_one(a.data, a.preset, b, w, n, a.warmup, g, a.device, a.size, deadline, a.compile, a.amp))
             r = res['runs'][-1]
             print(f"run {b}x{w}: {r['images_per_s']} images/s, stall {100 * r['stall_share']:.1f}%, "
                   f"projected epoch {r['projected_epoch_s']} s", file=sys.stderr, flush=True)

@@ -2,6 +2,8 @@
 """Training-step benchmark: pneumonia_kit's step against the original's, same backbone, input size and batch.
 
 One step = forward + loss + backward + gradient clipping + Adam, on random uint8 images with realistic boxes.
+`--batches 4,16,32,64 --compile off,default` sweeps ours over batch sizes and `torch.compile` modes (issue 20) against the
+original at `--batch`; speed-ups compare images/s. `--budget-s` keeps a sweep inside the acceptance run's time.
 - `original`: `bench/original_retinanet.py`, the 2nd-place code's step re-implemented (P2-P7, sigmoid heads, anchors
   rebuilt in numpy every forward, per-image Python focal loss, BN frozen by eval mode, fp32, NCHW, cudnn.benchmark off);
 - `ours P2-P7`: `train.train_one_epoch` on one batch with the same pyramid (`ModelCfg.levels=(2,7)`): vectorised loss,
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from original_retinanet import OriginalRetinaNet, original_step, pad_annotations  # noqa: E402
 from pneumonia_kit.model import MODEL_PRESETS, create_model  # noqa: E402
 from pneumonia_kit.runs import amp_dtype  # noqa: E402
-from pneumonia_kit.train import TrainCfg, train_one_epoch  # noqa: E402
+from pneumonia_kit.train import TrainCfg, make_optimizer, make_step, train_one_epoch  # noqa: E402
 
 def make_batch(batch:int, size:int, seed:int=0):
     "uint8 images [B,1,S,S] and per-image targets: 0, 1 or 2 boxes of the real data's typical size, class ids"
@@ -67,84 +69,130 @@ def original_runner(backbone, images, targets, dev, fpn_channels=256):
         original_step(m, opt, x, ann, glob)
     return m, step
 
-def ours_runner(backbone, size, levels, images, targets, dev, amp, channels_last, fpn_channels=256):
-    "A step closure of pneumonia_kit's training loop (`train_one_epoch` on one batch)"
+def padded(images, targets, dev):
+    "The batch as `train.collate_padded` gives it, pinned on CUDA"
+    from pneumonia_kit.model import pad_targets
+    t = dict(pad_targets(targets), items=[dict(class_id=x['class_id']) for x in targets])
+    if dev.type == 'cuda': images, t = images.pin_memory(), {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in t.items()}
+    return images, t
+
+def ours_model(backbone, size, levels, dev, amp, channels_last, fpn_channels=256, compile='off'):
+    "pneumonia_kit's model, fused Adam, scaler and (compiled) step as `train.fit` builds them; `run(batch)` trains one step"
     torch.manual_seed(0)
     base = MODEL_PRESETS['original_se_resnext50']
     m = create_model(base, backbone=backbone, pretrained=False, image_size=size, levels=levels,
                      fpn_channels=fpn_channels, global_channels=fpn_channels).to(dev)
     cl = channels_last and dev.type == 'cuda'
     if cl: m = m.to(memory_format=torch.channels_last)
-    tc = TrainCfg(amp=amp, channels_last=channels_last)
+    tc = TrainCfg(amp=amp, channels_last=channels_last, compile=compile)
     dtype = amp_dtype(amp, dev)
-    opt = torch.optim.Adam(m.parameters(), lr=tc.lr)
+    opt = make_optimizer(m.parameters(), tc.lr)
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
-    batch = [(images, targets)]
-    def step():
+    step = make_step(m, dev, dtype, None, compile)
+    def run(batch):
         torch.backends.cudnn.benchmark = True     # as `fit` runs (deterministic=False)
-        train_one_epoch(m, batch, opt, scaler, dev, dtype, tc, epoch=1, channels_last=cl)
-    return m, step, dtype
+        train_one_epoch(m, batch, opt, scaler, dev, dtype, tc, epoch=1, channels_last=cl, step=step)
+    return m, run, dtype
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--device', default='cpu', help='cpu or cuda')
     p.add_argument('--backbone', default='se_resnext50_32x4d', help='se_resnext50_32x4d, se_resnext101_32x4d, resnet34, resnet50')
     p.add_argument('--size', type=int, default=512, help='input size (>= 256: the original global head needs it)')
-    p.add_argument('--batch', type=int, default=2, help='images per step')
+    p.add_argument('--batch', type=int, default=2, help="the original's batch (and ours, unless --batches)")
+    p.add_argument('--batches', default=None, help='ours: comma-separated batch sizes (the sweep; default: --batch)')
+    p.add_argument('--compile', default='off', help="ours: comma-separated TrainCfg.compile modes, e.g. off,default")
     p.add_argument('--steps', type=int, default=5, help='timed steps per configuration (median reported)')
     p.add_argument('--warmup', type=int, default=2, help='untimed steps first')
     p.add_argument('--amp', default='auto', help="ours: auto, bf16, fp16 or off")
     p.add_argument('--no-channels-last', action='store_true', help='ours: keep NCHW on CUDA')
-    p.add_argument('--no-p3p7', action='store_true', help='skip the P3-P7 row')
+    p.add_argument('--no-p3p7', action='store_true', help='skip the P3-P7 row (never in a sweep)')
     p.add_argument('--fpn-channels', type=int, default=256, help='FPN/head channels of both codes (the original: 256; less for CPU dry runs)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    p.add_argument('--budget-s', type=float, default=None, help='no new configuration warms up (compiles) after 60%% of this; rounds stop at it')
     p.add_argument('--json', default=None, help='also write the JSON result here')
     a = p.parse_args(argv)
+    t_start = time.perf_counter()
+    over = lambda share: a.budget_s is not None and time.perf_counter() - t_start > share * a.budget_s
     if a.threads: torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     if dev.type == 'cuda' and dev.index is None: dev = torch.device('cuda', 0)
+    batches = [int(b) for b in (a.batches or str(a.batch)).split(',')]
+    modes = [m.strip() for m in a.compile.split(',')]
+    sweep = a.batches is not None or len(modes) > 1
     images, targets = make_batch(a.batch, a.size)
+    data = {b: [padded(*make_batch(b, a.size), dev)] for b in batches}
 
-    runners = {}   # name -> (step, model, note)
+    runners = {}   # name -> (step, model, note, batch)
     m, step = original_runner(a.backbone, images, targets, dev, a.fpn_channels)
-    runners['original (P2-P7, fp32, python loss)'] = (step, m, 'fp32 NCHW, numpy anchors, per-image loss loop, BN eval mode')
-    m, step, dt = ours_runner(a.backbone, a.size, (2, 7), images, targets, dev, a.amp, not a.no_channels_last, a.fpn_channels)
-    prec = str(dt).removeprefix('torch.') if dt else 'fp32'
+    runners['original (P2-P7, fp32, python loss)'] = (step, m, 'fp32 NCHW, numpy anchors, per-image loss loop, BN eval mode', a.batch)
     cl = ' channels_last' if dev.type == 'cuda' and not a.no_channels_last else ''
-    runners['ours P2-P7'] = (step, m, f'{prec}{cl}, vectorised loss, FrozenBN')
-    if not a.no_p3p7:
-        m, step, _ = ours_runner(a.backbone, a.size, (3, 7), images, targets, dev, a.amp, not a.no_channels_last, a.fpn_channels)
-        runners['ours P3-P7'] = (step, m, f'{prec}{cl}, no P2 level')
+    skipped = {}
+    for mode in modes:
+        m, run, dt = ours_model(a.backbone, a.size, (2, 7), dev, a.amp, not a.no_channels_last, a.fpn_channels, mode)
+        prec = str(dt).removeprefix('torch.') if dt else 'fp32'
+        for b in (batches if mode == 'off' else batches[:1] + sorted(batches[1:], reverse=True)):   # compiled: largest next
+            name = f'ours P2-P7 b{b} {"eager" if mode == "off" else "compiled " + mode}' if sweep else 'ours P2-P7'
+            runners[name] = (lambda run=run, b=b: run(data[b]), m, f'{prec}{cl}, fused Adam, static-shape loss'
+                             + (f', torch.compile {mode}' if mode != 'off' else ''), b)
+    if not sweep and not a.no_p3p7:
+        m, run, _ = ours_model(a.backbone, a.size, (3, 7), dev, a.amp, not a.no_channels_last, a.fpn_channels)
+        runners['ours P3-P7'] = (lambda run=run: run(data[batches[0]]), m, f'{prec}{cl}, no P2 level', batches[0])
+    warm_s = {}
+    for k in list(runners):   # warm-up (and compilation) one configuration after the other; out of memory or time: left out
+        if over(0.6): skipped[k] = 'time budget'; del runners[k]; continue
+        t = time.perf_counter()
+        try:
+            for _ in range(a.warmup): runners[k][0]()
+            _sync(dev)
+        except Exception as e:   # noqa: BLE001 - out of memory, a compiler error: reported, the others still run
+            skipped[k] = 'out of memory' if isinstance(e, torch.cuda.OutOfMemoryError) else f'{type(e).__name__}: {str(e)[:300]}'
+            del runners[k]
+            if dev.type == 'cuda': torch.cuda.empty_cache()
+        warm_s[k] = round(time.perf_counter() - t, 1)
+        print(f'  warm-up {k}: {warm_s[k]} s{" (" + skipped[k] + ")" if k in skipped else ""}', file=sys.stderr, flush=True)
     times, peaks = {k: [] for k in runners}, {k: 0. for k in runners}
-    for k, (step, _, _) in runners.items():
-        for _ in range(a.warmup): step()
     for i in range(a.steps):          # interleaved, so a change of machine load hits every configuration alike
-        for k, (step, _, _) in runners.items():
+        if i and over(1.): break
+        for k, (step, _, _, _) in runners.items():
             if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
             times[k] += time_steps(step, dev, 0, 1)
             if dev.type == 'cuda': peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated(dev) / 2**30)
         print(f'  step {i + 1}/{a.steps}: ' + ', '.join(f'{k.split(" (")[0]} {times[k][-1]*1e3:.0f} ms' for k in runners),
               file=sys.stderr, flush=True)
-    rows = {k: dict(median_s=statistics.median(ts), min_s=min(ts), images_per_s=a.batch / statistics.median(ts),
+    rows = {k: dict(batch=runners[k][3], median_s=statistics.median(ts), min_s=min(ts), steps=len(ts),
+                    images_per_s=runners[k][3] / statistics.median(ts), warmup_s=warm_s.get(k),
                     peak_mem_gb=peaks[k] if dev.type == 'cuda' else None,
                     params_m=sum(q.numel() for q in runners[k][1].parameters()) / 1e6, note=runners[k][2])
             for k, ts in times.items()}
-    ref = rows['original (P2-P7, fp32, python loss)']['median_s']
-    for r in rows.values(): r['speedup_vs_original'] = ref / r['median_s']
+    ref = rows['original (P2-P7, fp32, python loss)']['images_per_s']
+    for r in rows.values(): r['speedup_vs_original'] = r['images_per_s'] / ref   # images/s: batches may differ
+    ours = {k: r for k, r in rows.items() if k.startswith('ours P2-P7')}
+    best = max(ours, key=lambda k: ours[k]['images_per_s']) if ours else None
+    at_ref = [k for k in ours if ours[k]['batch'] == a.batch]
+    best_at_ref = max(at_ref, key=lambda k: ours[k]['images_per_s']) if at_ref else None
 
     dev_name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads'
-    res = dict(device=dev_name, backbone=a.backbone, size=a.size, batch=a.batch, steps=a.steps, warmup=a.warmup,
-               fpn_channels=a.fpn_channels, torch=str(torch.__version__), cuda=torch.version.cuda,
+    res = dict(device=dev_name, backbone=a.backbone, size=a.size, batch=a.batch, batches=batches, modes=modes, steps=a.steps,
+               warmup=a.warmup, fpn_channels=a.fpn_channels, torch=str(torch.__version__), cuda=torch.version.cuda,
                cudnn=torch.backends.cudnn.version() if dev.type == 'cuda' else None,
-               tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32), rows=rows)
-    print(f'\nTraining step, {a.backbone}, {a.size} px, batch {a.batch}, {dev_name} (median of {a.steps} steps)\n')
-    print('| configuration | ms/step | images/s | speed-up vs original | peak GPU mem GB | notes |')
-    print('|---|---:|---:|---:|---:|---|')
-    for k, r in rows.items():
-        mem = '' if r['peak_mem_gb'] is None else f'{r["peak_mem_gb"]:.2f}'
-        print(f'| {k} | {r["median_s"]*1e3:.0f} | {r["images_per_s"]:.2f} | {r["speedup_vs_original"]:.2f}x | {mem} | {r["note"]} |')
+               tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32), rows=rows,
+               skipped=skipped, best=best, best_at_original_batch=best_at_ref, seconds=round(time.perf_counter() - t_start, 1))
+    print(f'\nTraining step, {a.backbone}, {a.size} px, {dev_name} (median of up to {a.steps} steps)\n')
+    print(table(res))
     print('\n' + json.dumps(res, indent=1))
     if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
     return res
+
+def table(res) -> str:
+    "The rows as a markdown table"
+    L = ['| configuration | batch | ms/step | images/s | speed-up vs original (images/s) | peak GPU mem GB | warm-up s | notes |',
+         '|---|---:|---:|---:|---:|---:|---:|---|']
+    for k, r in res['rows'].items():
+        mem = '' if r['peak_mem_gb'] is None else f'{r["peak_mem_gb"]:.2f}'
+        L.append(f'| {k} | {r["batch"]} | {r["median_s"]*1e3:.0f} | {r["images_per_s"]:.2f} | {r["speedup_vs_original"]:.2f}x | {mem} | '
+                 f'{r["warmup_s"] if r["warmup_s"] is not None else ""} | {r["note"]} |')
+    L += [f'| {k} | | | | | | | not run: {why} |' for k, why in res.get('skipped', {}).items()]
+    return '\n'.join(L)
 
 if __name__ == '__main__': main()

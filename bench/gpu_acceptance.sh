@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# GPU acceptance (issue 13): the real recipe on the lent GPU machine (one H100 or H200), one call, <= 8 minutes.
+# GPU acceptance (issues 13, 20): the real recipe on the lent GPU machine (one H100 or H200), one call, <= 8 minutes.
 #
 # 1. Here (PyPI reachable), once per checkout:  bash bench/fetch_gpu_wheels.sh
-#    -> .whl/ (git-ignored): the cp312 manylinux wheels of bench/gpu_wheels.txt, about 14 MB with the repo far below
+#    -> .whl/ (git-ignored): the cp312 manylinux wheels of bench/gpu_wheels.txt, about 15 MB with the repo far below
 #    the device tool's 64 MiB.
 # 2. The one device call (the machine's start takes a minute or more of the 15-minute budget; this script stops its
-#    own parts after 450 s, so timeout_s=540 leaves about 5 minutes for a partial rerun):
+#    own parts after 460 s, so timeout_s=540 leaves time for a partial rerun):
 #      run(command='bash bench/gpu_acceptance.sh "$OUT"', carry=['.whl'], timeout_s=540)
 #    Back in $OUT: results.md (read it first), results.json, acceptance.log (every part's output), tests_junit.xml.
 #    Exit status 0: all passed; 1: a required check failed; 3: all ran but a speed goal was missed; 2: bad usage.
-# 3. A rerun of some parts (the wheels are installed again first, ~15 s):
-#      run(command='bash bench/gpu_acceptance.sh "$OUT" --only tests,train_step', carry=['.whl'], timeout_s=300)
+# 3. A rerun of some parts (the install runs again first, ~15 s):
+#      run(command='bash bench/gpu_acceptance.sh "$OUT" --only train_step,throughput', carry=['.whl'], timeout_s=300)
 #
-# Parts: install (carried wheels + the package, no dependencies, into /tmp/site), env (GPU, versions, every module
-# imports), tests (pytest -m gpu tests/test_gpu.py on CUDA), train_step (bench/bench_train_step.py --device cuda,
-# se_resnext101_32x4d, 512 px, batch 4; goal >= 2x), throughput (bench/bench_throughput.py: a 2,000-image 1024-px twin
-# and its 512-px cache made on 16 cores, the original preset trained 4x2 and 16x12 (batch x workers); goal: projected
-# epoch of 26,684 images >= 20x faster than the original's 50 min on a P100). Details: bench/gpu_acceptance.py.
+# Parts, in this order (what matters most first):
+#   install     pip install --no-index --find-links .whl --prefix /tmp/site  <the wheels of gpu_wheels.txt> <this repo>:
+#               dependencies resolved against the machine's own torch 2.11 / torchvision 0.26 / numpy / OpenCV (never
+#               --no-deps); torch's version is checked before and after. If the resolution fails the check fails and the
+#               old --no-deps install runs so the measurements still happen.
+#   env         GPU, versions, every package module imports.
+#   train_step  bench/bench_train_step.py: SE-ResNeXt101 P2-P7, 512 px; the original (fp32, per-image loss) at batch 4
+#               against ours at batch 4, 16, 32, 64 x eager / torch.compile, bf16 + channels-last, fused Adam, all in one
+#               process with the steps interleaved (no new configuration starts compiling after 60% of its limit).
+#               Goal (a): ours at batch 4 >= 2x the original.
+#   throughput  bench/bench_throughput.py: the `original` preset's network at the sweep's best batch and compile mode,
+#               16 loader workers, on a 1,500-image 512-px twin made first (kept in --work for reruns).
+#               Goal (b): projected epoch of 26,684 images >= 20x faster than 50 min on a P100 (>= 178 images/s).
+#   curves      bench/bench_curves.py: 300 steps of SE-ResNeXt50 P3-P7 at 256 px, batch 16: fp32 eager and the fast
+#               setting (bf16, channels-last, compiled) from one seed, fp32 from a second seed. Goal (c): the fast curve
+#               is no further from fp32's than the two seeds are from each other.
+#   tests       pytest -m gpu tests/test_gpu.py on CUDA.
+# Details: bench/gpu_acceptance.py.
 #
 # CPU dry run (CI runs it: tests/test_gpu_acceptance.py): bash bench/gpu_acceptance.sh OUT_DIR --dry-run
 set -uo pipefail

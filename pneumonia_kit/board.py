@@ -8,16 +8,18 @@ import math, mmap, os, sys, time
 from pathlib import Path
 import numpy as np, cv2
 import pneumonia_kit
-from .core import (CLASSES, EXIT_FAILED, ArgParser, PneumoniaKitError, check_writable, load_json, positive_int,
+from .core import (CLASSES, EXIT_FAILED, ArgParser, PneumoniaKitError, check_readable, check_writable, int_range,
+                                load_json, patient_id_of, positive_int,
                                 run_command, save_json)
 from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
 from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
-from .post import PostCfg, as_post, postprocess_raw
+from .post import NonFiniteOutput, PostCfg, as_post, postprocess_raw
 
 # %% auto #0
-__all__ = ['FORMAT_VERSION', 'OUTPUT_NAMES', 'FILE_KEYS', 'RUNTIMES', 'BOARD_EXAMPLES', 'check_board_meta', 'onnx_external_files',
-           'check_onnx_files', 'Runtime', 'OrtRuntime', 'OpenCVRuntime', 'make_runtime', 'load_model_dir',
-           'prepare_input', 'BoardPredictor', 'board_predict', 'add_board_args', 'run_board', 'main']
+__all__ = ['FORMAT_VERSION', 'OUTPUT_NAMES', 'FILE_KEYS', 'MAX_CONST_ELEMENTS', 'RUNTIMES', 'BOARD_EXAMPLES', 'check_board_meta',
+           'onnx_external_files', 'check_onnx_files', 'check_onnx_shapes', 'Runtime', 'OrtRuntime', 'OpenCVRuntime',
+           'make_runtime', 'load_model_dir', 'prepare_input', 'BoardPredictor', 'board_predict', 'add_board_args',
+           'run_board', 'main']
 
 # %% ../nbs/05_board.ipynb #2bf16c6a
 FORMAT_VERSION = 1  # version of the board model folder layout this module reads (and `export` writes)
@@ -117,15 +119,75 @@ def onnx_external_files(onnx_path) -> list:
 # %% ../nbs/05_board.ipynb #11d6cc3e
 def _inside(folder:Path, name:str, what:str, where=None) -> Path:
     "`folder/name` if it stays inside `folder` once symbolic links are followed; else a `PneumoniaKitError` naming `where`"
+    if not name or '\x00' in name: raise PneumoniaKitError(f'{where or folder}: {what} {name[:80]!r} is not a file name; refusing to read it')
     p = folder/name
-    if not name or Path(name).is_absolute() or '..' in Path(name).parts or not p.resolve().is_relative_to(folder.resolve()):
+    if Path(name).is_absolute() or '..' in Path(name).parts or not p.resolve().is_relative_to(folder.resolve()):
         raise PneumoniaKitError(f'{where or folder}: {what} {name!r} leads outside the model folder; refusing to read it')
     return p
 
 def check_onnx_files(onnx_path) -> list:
-    "The external-data files of an ONNX model, each checked to lie inside the model's folder"
+    "The external-data files of an ONNX model, each checked to lie inside the model's folder and to be a regular file (a FIFO would hang the runtime)"
     onnx_path = Path(onnx_path)
-    return [_inside(onnx_path.parent, loc, 'external data', onnx_path) for loc in dict.fromkeys(onnx_external_files(onnx_path))]
+    files = [_inside(onnx_path.parent, loc, 'external data', onnx_path) for loc in dict.fromkeys(onnx_external_files(onnx_path))]
+    for f in files: check_readable(f, 'external data')
+    return files
+
+# %% ../nbs/05_board.ipynb #35ffd5bc
+MAX_CONST_ELEMENTS = 1 << 26   # elements a constant-shaped tensor may have (256 MB of float32): the real networks' largest is ~4 M
+
+def _ints(buf, a, b, dt=None):
+    "(name, data type, integer values) of the TensorProto in buf[a:b] (raw_data, int64_data or int32_data)"
+    name, raw, vals, i = '', None, [], a
+    while i < b:
+        key, i = _varint(buf, i)
+        if key is None: raise ValueError('cut-off field key')
+        f, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _varint(buf, i)
+            if f == 2: dt = v
+            elif f in (5, 7): vals.append(v)
+        elif wt == 2:
+            n, i = _varint(buf, i); s, i = i, i + (n or 0)
+            if f == 8: name = bytes(buf[s:i]).decode('utf-8', 'replace')
+            elif f == 9 and n <= 1024: raw = bytes(buf[s:i])   # a shape is a few int64s; larger raw data is not a shape
+            elif f in (5, 7):
+                while s < i: v, s = _varint(buf, s); vals.append(v)
+        elif wt in (1, 5): i += 8 if wt == 1 else 4
+        else: raise ValueError(f'wire type {wt}')
+    if raw is not None and dt in (6, 7): vals = np.frombuffer(raw[:len(raw) // 8 * 8] if dt == 7 else raw[:len(raw) // 4 * 4], '<i8' if dt == 7 else '<i4').tolist()
+    return name, dt, [v - (1 << 64) if v >= 1 << 63 else v for v in vals]
+
+def _shape_nodes(buf, a, b, consts, uses, depth=0):
+    "Walk a GraphProto: integer constants by name (initializers, Constant nodes) and (op, input name) of shape-taking nodes"
+    if depth > 64: raise ValueError('graphs nested too deep')
+    for f, x, y in _fields(buf, a, b):
+        if f == 5: name, dt, v = _ints(buf, x, y); consts[name] = v
+        if f != 1: continue
+        ins, outs, op, tensors = [], [], '', []
+        for g, s, e in _fields(buf, x, y):
+            if g == 1: ins.append(bytes(buf[s:e]).decode('utf-8', 'replace'))
+            elif g == 2: outs.append(bytes(buf[s:e]).decode('utf-8', 'replace'))
+            elif g == 4: op = bytes(buf[s:e]).decode('utf-8', 'replace')
+            elif g == 5:
+                for h, p, q in _fields(buf, s, e):
+                    if h == 5: tensors.append(_ints(buf, p, q)[2])
+                    elif h in (6, 11): _shape_nodes(buf, p, q, consts, uses, depth + 1)   # subgraphs (If, Loop)
+        if op == 'Constant' and outs and tensors: consts[outs[0]] = tensors[0]
+        if op in ('ConstantOfShape', 'Expand') and ins: uses.append((op, ins[0] if op == 'ConstantOfShape' else ins[-1]))
+        if op == 'Tile' and len(ins) > 1: uses.append((op, ins[1]))
+
+def check_onnx_shapes(onnx_path, max_elements:int=MAX_CONST_ELEMENTS):
+    "Refuse a model whose ConstantOfShape / Expand / Tile ask for a constant shape of more than `max_elements`, before a runtime allocates it"
+    with open(onnx_path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        consts, uses = {}, []
+        try:
+            for fld, a, b in _fields(m, 0, len(m)):
+                if fld == 7: _shape_nodes(m, a, b, consts, uses)
+        except ValueError as e: raise PneumoniaKitError(f'{onnx_path}: not a valid ONNX model ({e})') from None
+    for op, name in uses:
+        n = math.prod(abs(v) for v in consts.get(name, [])) if name in consts else 0
+        if n > max_elements:
+            raise PneumoniaKitError(f'{onnx_path}: its {op} node asks for a constant shape of {n:,} elements, more than {max_elements:,}; refusing to load it')
 
 # %% ../nbs/05_board.ipynb #23407936
 class Runtime:
@@ -139,6 +201,7 @@ class Runtime:
         self.onnx_path, self.input_name, self.output_names, self.threads = Path(onnx_path), input_name, tuple(output_names), int(threads)
         if not self.onnx_path.is_file(): raise PneumoniaKitError(f'{self.onnx_path}: model file not found')
         self.external = check_onnx_files(self.onnx_path)   # before any runtime reads them
+        check_onnx_shapes(self.onnx_path)
     def run(self, image:np.ndarray) -> dict: raise NotImplementedError
     def __repr__(self): return f'{self.name} ({self.threads} threads, {self.onnx_path.name})'
 
@@ -212,9 +275,13 @@ def load_model_dir(model_dir, # folder written by `export.export_model`
     for f in names: _inside(d, f, 'file')
     missing = [f for f in names if not (d/f).is_file()]
     if missing: raise PneumoniaKitError(f'{d}: not a board model folder, missing {", ".join(missing)} (write one with `pneumonia-kit export`)')
+    check_readable(d/names[1], 'anchors', 64 << 20)   # a FIFO would hang np.load; real anchors are a few MB
     try: anchors = np.load(d/names[1], allow_pickle=False)
     except Exception as e: raise PneumoniaKitError(f'{d/names[1]}: cannot be read ({_first_line(e)})') from None
+    if not isinstance(anchors, np.ndarray) or anchors.dtype.kind not in 'fiu':
+        raise PneumoniaKitError(f'{d/names[1]}: holds {getattr(anchors, "dtype", type(anchors).__name__)}, expected numbers (float32 anchors)')
     if anchors.ndim != 2 or anchors.shape[1] != 4: raise PneumoniaKitError(f'{d/names[1]}: shape {anchors.shape}, expected (A, 4)')
+    if not np.isfinite(anchors).all(): raise PneumoniaKitError(f'{d/names[1]}: NaN or infinite anchor coordinates')
     if meta.get('num_anchors', len(anchors)) != len(anchors):
         raise PneumoniaKitError(f'{d}: board.json says {meta["num_anchors"]} anchors, {names[1]} has {len(anchors)}')
     try: post = as_post(meta['post'])
@@ -299,28 +366,35 @@ def _predict_files(self, paths:list, # DICOM files; the patientId of each is its
                    progress:bool=True, # show progress (tqdm if installed, else a counter)
                   ) -> dict:
     "Predict `paths`, write the submission (every image), its `.failed.csv` and optional PNG/JSON files; a summary dict"
-    paths, seen = [Path(p) for p in paths], {}
+    paths, seen, bad_ids = [Path(p) for p in paths], {}, {}
     for p in paths:
-        if p.stem in seen: raise PneumoniaKitError(f'two images have the patientId {p.stem}: {seen[p.stem]} and {p}')
-        seen[p.stem] = p
-    check_writable(out_csv); check_writable(failed_csv_path(out_csv))
+        try: pid = patient_id_of(p)   # file names are checked like the CSVs' patientIds: they become rows and file names
+        except PneumoniaKitError as e: bad_ids[p] = str(e); continue
+        if pid in seen: raise PneumoniaKitError(f'two images have the patientId {pid}: {seen[pid]} and {p}')
+        seen[pid] = p
+    ids = {p: pid for pid, p in seen.items()}
+    inputs = [*paths, *(f for f in self.model_dir.iterdir() if f.is_file())]   # --out must not overwrite what is read
+    check_writable(out_csv, inputs); check_writable(failed_csv_path(out_csv), inputs)
     for d, ext in ((png_dir, 'png'), (json_dir, 'json')):
-        if d is not None and paths: check_writable(Path(d)/f'{paths[0].stem}.{ext}')
+        if d is not None and ids: check_writable(Path(d)/f'{next(iter(seen))}.{ext}')
     rows, failed, n_boxes, n_done, t0 = [], [], 0, 0, time.perf_counter()
     def fail(p, msg):
-        failed.append(dict(patientId=p.stem, path=str(p), error=msg)); rows.append((p.stem, ''))
+        pid = ids.get(p) or os.fsencode(p.stem).decode('utf-8', 'backslashreplace')
+        failed.append(dict(patientId=pid, path=str(p), error=msg)); rows.append((pid, ''))
         print(msg if msg.startswith(str(p)) else f'{p}: {msg}', file=sys.stderr)
     for p in _progress(paths, progress):
+        if p in bad_ids: fail(p, bad_ids[p]); continue
         try: img = read_xray(p, self.max_pixels)
         except Exception as e: fail(p, str(e) if isinstance(e, PneumoniaKitError) else f'{type(e).__name__}: {e}'); continue
-        try: res = dict(patientId=p.stem, **self.predict_array(img))
+        try: res = dict(patientId=ids[p], **self.predict_array(img))
+        except NonFiniteOutput as e: fail(p, str(e)); continue   # that image, never the batch
         except Exception as e:
             if n_done == 0: raise PneumoniaKitError(f'{self.model_dir}: the {self.runtime.name} runtime cannot run this model ({_first_line(e)}); nothing written') from None
             fail(p, f'prediction failed: {_first_line(e)}'); continue
-        rows.append((p.stem, format_prediction_string(res['scores'], res['boxes_xywh'])))
-        n_boxes += len(res['scores']); n_done += 1
         try: _write_extras(self, res, img, png_dir, json_dir)
-        except Exception as e: failed.append(dict(patientId=p.stem, path=str(p), error=f'writing the PNG/JSON: {e}')); print(f'{p}: writing the PNG/JSON: {e}', file=sys.stderr)
+        except Exception as e: fail(p, f'writing the PNG/JSON: {e}'); continue   # failed means an empty row, whatever the cause
+        rows.append((ids[p], format_prediction_string(res['scores'], res['boxes_xywh'])))
+        n_boxes += len(res['scores']); n_done += 1
     write_submission(out_csv, rows)   # Ctrl-C above leaves the previous file as it was
     write_failures(out_csv, failed)
     secs = time.perf_counter() - t0
@@ -361,15 +435,17 @@ def add_board_args(p, # an argparse parser
     p.add_argument('images', metavar='IMAGE', nargs='+', help='DICOM files or folders of them')
     p.add_argument('--out', metavar='CSV', default=out, help=f'submission CSV to write (default: {out})')
     p.add_argument('--backend', default=backend, choices=sorted(RUNTIMES), help=f'runtime; opencv on the Loongson board (default: {backend})')
-    p.add_argument('--threads', metavar='N', type=positive_int, default=2, help='CPU threads (default: 2)')
+    p.add_argument('--threads', metavar='N', type=int_range(1, 64), default=2, help='CPU threads, 1-64 (default: 2)')
     p.add_argument('--int8', action='store_true', help="run the folder's int8 model")
     p.add_argument('--png-dir', metavar='DIR', help='write one PNG per image with its boxes here')
     p.add_argument('--json-dir', metavar='DIR', help='write one JSON per image (patientId, boxes, class probabilities) here')
     p.add_argument('--max-pixels', metavar='N', type=positive_int, help='refuse DICOMs declaring more pixels (default: 67108864, or PNEUMONIA_KIT_MAX_PIXELS)')
+    p.add_argument('--verbose', action='store_true', help="show the libraries' warnings (otherwise counted in the one error line)")
     return p
 
 def run_board(a) -> int:
     "Run parsed board-predict arguments: the summary line; exit status 3 (`EXIT_FAILED`) when some images failed"
+    if getattr(a, 'verbose', False): os.environ['PNEUMONIA_KIT_VERBOSE'] = '1'
     s = board_predict(a.model_dir, a.images, out=a.out, backend=a.backend, threads=a.threads, int8=a.int8,
                       png_dir=a.png_dir, json_dir=a.json_dir, max_pixels=a.max_pixels)
     failed = f" (listed in {s['failed_csv']}; their rows are empty)" if s['failed'] else ''

@@ -9,13 +9,14 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 import cv2, numpy as np, pandas as pd
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_patient_id
+from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_patient_id, patient_id_of
 from .dicom import read_meta, read_xray, resize_image
 
 # %% auto #0
-__all__ = ['MANIFEST_COLS', 'build_cache', 'load_manifest', 'load_cached']
+__all__ = ['MAX_CACHE_SIZE', 'MANIFEST_COLS', 'build_cache', 'load_manifest', 'load_cached']
 
 # %% ../nbs/09_cache.ipynb #7f3277bb
+MAX_CACHE_SIZE = 4096   # side of a cached image: 16 MB each; the networks read 128-1024
 MANIFEST_COLS = ['patientId', 'file', 'orig_height', 'orig_width', 'status', 'dcm_size', 'dcm_mtime_ns']
 _INT_COLS = ('orig_height', 'orig_width', 'dcm_size', 'dcm_mtime_ns')
 
@@ -36,8 +37,9 @@ def _stamp(p) -> dict: st = os.stat(p); return dict(dcm_size=st.st_size, dcm_mti
 def _cache_one(job) -> dict:
     "Decode, resize and save one DICOM; returns its manifest row (status is the error message on failure)"
     dcm, out_dir, size = job
-    pid = Path(dcm).stem
+    pid = os.fsencode(Path(dcm).stem).decode('utf-8', 'backslashreplace')   # for the manifest row, whatever the locale
     try:
+        pid = patient_id_of(dcm)   # checked like the labels' ids: it names the .npy file
         stamp = _stamp(dcm)   # of the file about to be decoded
         img = read_xray(dcm)
         _save_npy(Path(out_dir)/f'{pid}.npy', resize_image(img, size))
@@ -102,6 +104,8 @@ def build_cache(root, # data folder in the Kaggle layout
                 threads:bool=False, # threads instead of processes: no start-up cost, less scaling
                ) -> Path:
     "Decode every DICOM of `split` once into `{patientId}.npy` (uint8 size x size) plus manifest.csv; returns the cache folder"
+    if not isinstance(size, int) or not 16 <= size <= MAX_CACHE_SIZE:   # 30000 px would write 900 MB per image
+        raise PneumoniaKitError(f'cache size must be an integer from 16 to {MAX_CACHE_SIZE}, got {size!r}')
     paths = RsnaPaths(root)
     src, out = paths.images(split), paths.cache(size, split)
     dcms = sorted(src.glob('*.dcm'))

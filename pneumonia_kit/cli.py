@@ -7,28 +7,42 @@ from __future__ import annotations
 import argparse, dataclasses, importlib, inspect, json, os, re, sys, warnings
 from pathlib import Path
 import pneumonia_kit
-from .core import (EXIT_FAILED, ArgParser, PneumoniaKitError, fraction, load_json, nonneg_float, nonneg_int, positive_float,
-                                positive_int, run_command)
+from .core import (EXIT_FAILED, EXIT_USAGE, ArgParser, PneumoniaKitError, fraction, load_json, nonneg_float, nonneg_int, positive_float,
+                                check_writable, int_range, json_text, positive_int, run_command)
 from .metric import MODES, compare_submissions, format_comparison, format_score_report, score_submission
 from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
 from .board import RUNTIMES, add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo, run_runner
 
+_EXTRA = dict(torch='train', torchvision='train', albumentations='train', pretrainedmodels='train', pandas='train', PIL='train',
+              onnx='train', onnxruntime='train', onnxscript='train', papermill='notebooks', matplotlib='notebooks', seaborn='notebooks')
+
 def _api(module:str):
     "The package module `module`, imported when a command needs it: the heavy ones (torch) load only for the commands using them"
-    return importlib.import_module(f'pneumonia_kit.{module}')
+    try: return importlib.import_module(f'pneumonia_kit.{module}')
+    except ModuleNotFoundError as e:   # the base install is the board predictor: name the extra that brings the rest
+        top = (e.name or '').split('.')[0]
+        if top not in _EXTRA: raise
+        raise PneumoniaKitError(f"this command needs {top}, which is not installed: pip install 'pneumonia_kit[{_EXTRA[top]}]'") from None
+
+def _needs(*modules:str):
+    "Refuse in one line, before any work, a command whose libraries (an extra of the install) are missing"
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing: raise PneumoniaKitError(f"this command needs {', '.join(missing)}, not installed: pip install 'pneumonia_kit[dev]'")
+
 
 # %% auto #0
-__all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'ENSEMBLE_NAMES', 'LEVEL_NAMES', 'EXAMPLES', 'COMMANDS',
-           'device_name', 'name_list', 'synth', 'download', 'show', 'cache', 'eda', 'train', 'sweep', 'distill',
-           'predict', 'score', 'compare', 'export', 'board_predict', 'bench_board', 'board_pareto', 'demo',
-           'build_parser', 'main']
+__all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'COMPILE_NAMES', 'ENSEMBLE_NAMES', 'LEVEL_NAMES', 'EXAMPLES',
+           'REAL_DATA_EXAMPLES', 'COMMANDS', 'device_name', 'batch_size', 'name_list', 'synth', 'download', 'show',
+           'cache', 'eda', 'train', 'sweep', 'distill', 'predict', 'score', 'compare', 'export', 'board_predict',
+           'bench_board', 'board_pareto', 'demo', 'bundle', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4ddbdbdd
-TRAIN_PRESET_NAMES = ('original', 'se_resnext50_p3p7', 'cpu_demo', 'tiny', 'board_resnet18', 'cpu_board', 'board_r18_p4p7', 'cpu_original_sx50', 'cpu_board_r18_p4p7', 'tiny_light')   # `train.TRAIN_PRESETS`
+TRAIN_PRESET_NAMES = ('original', 'original_fast', 'se_resnext50_p3p7', 'cpu_demo', 'tiny', 'board_resnet18', 'cpu_board', 'board_r18_p4p7', 'cpu_original_sx50', 'cpu_board_r18_p4p7', 'tiny_light')   # `train.TRAIN_PRESETS`
 BACKBONE_NAMES = ('efficientnet_b0', 'mobilenet_v3_large', 'regnet_x_400mf', 'regnet_y_400mf', 'resnet18', 'resnet34', 'resnet50',
                   'resnet_tiny', 'se_resnext101_32x4d', 'se_resnext50_32x4d')  # `backbones.list_backbones()`
 AMP_NAMES = ('auto', 'bf16', 'fp16', 'off')   # `runs.AMP_MODES`
+COMPILE_NAMES = ('off', 'default', 'reduce-overhead', 'max-autotune')   # `train.COMPILE_MODES`
 ENSEMBLE_NAMES = ('mean', 'wbf')              # `predict.ENSEMBLES`
 LEVEL_NAMES = ('P2-P7', 'P3-P7', 'board')     # `bench.NETWORKS`
 
@@ -36,6 +50,10 @@ def device_name(s:str) -> str:
     "argparse type: 'auto', 'cpu', 'cuda' or 'cuda:N'"
     if re.fullmatch(r'auto|cpu|cuda(:\d+)?', s): return s
     raise argparse.ArgumentTypeError(f"{s!r} is not a device: use auto, cpu, cuda or cuda:N")
+
+def batch_size(s:str):
+    "argparse type: a positive integer, or 'auto' (the largest batch that fits the GPU)"
+    return 'auto' if s == 'auto' else positive_int(s)
 
 def name_list(choices:tuple):
     "argparse type: a comma-separated list of names from `choices`"
@@ -69,7 +87,7 @@ def _synth_args(p):
     p.add_argument('--n-images', metavar='N', type=positive_int, default=400, help='training images (default: 400)')
     p.add_argument('--n-test', metavar='N', type=nonneg_int, default=100, help='test images, with labels (default: 100)')
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=0, help='same seed, same bytes (default: 0)')
-    p.add_argument('--size', metavar='PX', type=positive_int, default=1024, help='image side in pixels (default: 1024)')
+    p.add_argument('--size', metavar='PX', type=int_range(16, 4096), default=1024, help='image side in pixels, 16-4096 (default: 1024)')
     p.add_argument('--workers', metavar='N', type=positive_int, help='processes (default: all cores)')
     p.add_argument('--difficulty', choices=tuple(DIFFICULTIES), default='default',
                    help='preset of the knobs below: easy (the first, bright twin: fast tests), default (calibrated to the '
@@ -120,14 +138,15 @@ def show(a):
     "Render a chest X-ray DICOM (with its boxes) to a PNG for people to look at"
     _use_max_pixels(a)
     show_image = _api('plots').show_image
+    if a.out: check_writable(a.out, [a.image, *filter(None, [a.boxes])])   # --out naming the DICOM or the CSV: refused
     print(show_image(a.image, a.out or Path('outputs/show')/f'{Path(a.image).stem}.png', boxes_csv=a.boxes))
 
 def _cache_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder (Kaggle layout)')
-    p.add_argument('--size', metavar='PX', type=positive_int, default=512, help='cached image side (default: 512)')
+    p.add_argument('--size', metavar='PX', type=int_range(16, 4096), default=512, help='cached image side, 16-4096 (default: 512)')
     p.add_argument('--split', choices=('train', 'test', 'both'), default='train', help='which images (default: train)')
     p.add_argument('--workers', metavar='N', type=positive_int, help='processes (default: all cores)')
-    p.add_argument('--n-folds', metavar='N', type=positive_int, default=4, help='folds to make if folds.csv is missing (default: 4)')
+    p.add_argument('--n-folds', metavar='N', type=int_range(2, 100), default=4, help='folds to make if folds.csv is missing, 2-100 (default: 4)')
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=42, help='fold seed (default: 42)')
     _max_pixels_arg(p)
 
@@ -151,6 +170,8 @@ def _eda_args(p):
 
 def eda(a):
     "Run the EDA notebook headless on a dataset; its plots go to OUT"
+    if not Path(a.data).is_dir(): raise PneumoniaKitError(f'{a.data}: dataset folder not found')   # before a 10 s kernel start
+    _needs('papermill', 'matplotlib', 'pandas')
     print(run_runner('eda.ipynb', f'{a.out}/eda.ipynb', dict(data_dir=a.data, out_dir=a.out)))
 
 # %% ../nbs/21_cli.ipynb #54706d9c
@@ -166,7 +187,9 @@ def _fit_args(p, out:str, preset:str):
     p.add_argument('--backbone', choices=BACKBONE_NAMES, help='backbone (overrides the preset)')
     p.add_argument('--epochs', metavar='N', type=positive_int, help='epochs (overrides the preset)')
     p.add_argument('--image-size', metavar='PX', type=positive_int, help='input size (overrides the preset)')
-    p.add_argument('--batch-size', metavar='N', type=positive_int, help='images per step and process (overrides the preset)')
+    p.add_argument('--batch-size', metavar='N|auto', type=batch_size, help='images per step and process, or auto: the most that fit '
+                   'the GPU (overrides the preset)')
+    p.add_argument('--compile', choices=COMPILE_NAMES, help='torch.compile of forward + loss (overrides the preset)')
     p.add_argument('--lr', metavar='LR', type=positive_float, help='learning rate (overrides the preset)')
     p.add_argument('--resume', action='store_true', help='continue the run in RUN_DIR from its last complete epoch')
     p.add_argument('--max-minutes', metavar='MIN', type=positive_float, help='no epoch starts that would end after this budget')
@@ -183,7 +206,8 @@ def train(a):
     train_preset = _api('train').train_preset
     _run_line(train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained, **_overrides(a)))
 
-_OVERRIDES = ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes', 'weights_file', 'amp', 'seed', 'num_workers')
+_OVERRIDES = ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes', 'weights_file', 'amp', 'seed', 'num_workers',
+              'compile')
 def _overrides(a) -> dict: return dict({k: getattr(a, k) for k in _OVERRIDES}, tensorboard=a.tensorboard or None)
 
 def _run_line(r:dict):
@@ -214,12 +238,19 @@ def _distill_args(p):
     p.add_argument('--teacher-tta', action='store_true', help="average each teacher with its pass on the mirrored image")
     p.add_argument('--cache-dir', metavar='DIR', help="teacher outputs cache (default: DATA/cache/teacher_<size>_<key>)")
 
+def _teacher_size(teachers) -> int|None:
+    "The first teacher's input size, which the student must share; None when it cannot be read here (distill says why)"
+    runs = _api('runs')
+    try: return runs.read_checkpoint(runs.resolve_checkpoints(teachers)[0], mmap=True)['config']['model']['image_size']
+    except (PneumoniaKitError, KeyError, TypeError, IndexError): return None
+
 def distill(a):
-    "Train a board model (student) from teacher checkpoints' cached outputs and the labels (CPU, one GPU, or torchrun -m pneumonia_kit.distill)"
-    distill_preset = _api('distill').distill_preset
+    "Train a board model (student) from teacher checkpoints' cached outputs and the labels, at the teachers' input size unless --image-size (CPU, one GPU, or torchrun -m pneumonia_kit.distill)"
+    distill_preset, ov = _api('distill').distill_preset, _overrides(a)
+    ov['image_size'] = ov.get('image_size') or _teacher_size(a.teachers)
     _run_line(distill_preset(a.data, a.teachers, a.fold, a.out, a.preset, kd_weight=a.kd_weight, teacher_tta=a.teacher_tta,
                              box_thresh=a.box_thresh, box_top_k=a.box_top_k, cache_dir=a.cache_dir, resume=a.resume,
-                             device=a.device, pretrained=not a.no_pretrained, **_overrides(a)))
+                             device=a.device, pretrained=not a.no_pretrained, **ov))
 
 # %% ../nbs/21_cli.ipynb #3f36622a
 def _predict_args(p):
@@ -228,7 +259,7 @@ def _predict_args(p):
     p.add_argument('--out', metavar='CSV', default='outputs/predict/submission.csv', help='submission to write (default: %(default)s)')
     p.add_argument('--tta', action='store_true', help='add horizontal-flip test-time augmentation')
     p.add_argument('--ensemble', choices=ENSEMBLE_NAMES, default='mean', help='mean of raw outputs or weighted box fusion (default: mean)')
-    p.add_argument('--batch-size', metavar='N', type=positive_int, default=8, help='images per batch (default: 8)')
+    p.add_argument('--batch-size', metavar='N', type=positive_int, help='images per batch (default: 64 on a GPU, 8 on the CPU)')
     p.add_argument('--device', metavar='DEVICE', type=device_name, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.add_argument('--png-dir', metavar='DIR', help='also draw each image with its boxes here')
     _max_pixels_arg(p)
@@ -237,6 +268,7 @@ def predict(a):
     "Predict DICOMs with one or more checkpoints and write a Kaggle submission"
     _use_max_pixels(a)
     _predict = _api('predict').predict
+    check_writable(a.out, [*a.checkpoints, a.images])   # --out naming a checkpoint or the DICOM: refused before any work
     r = _predict(a.checkpoints, a.images, out=a.out, tta=a.tta, ensemble=a.ensemble, batch_size=a.batch_size, device=a.device, png_dir=a.png_dir)
     failed = f" (listed in {r['failed_csv']}; their rows are empty)" if r['failed'] else ''
     print(f"{a.out}: {r['n_images']} images, {len(r['failed'])} failed{failed}; {len(r['checkpoints'])} checkpoint(s) "
@@ -254,7 +286,7 @@ def _score_args(p):
 def score(a):
     "Score a submission with the RSNA mAP: 95% interval, images counted; the last line is `mAP: 0.xxxx`"
     r = score_submission(a.submission, a.labels, mode=a.mode, allow_missing=a.allow_missing)
-    print(json.dumps(r, indent=2) if a.json else format_score_report(r))
+    print(json_text(r) if a.json else format_score_report(r))   # null, never NaN
 
 def _compare_args(p):
     p.add_argument('sub_a', metavar='SUB_A', help='the reference submission')
@@ -268,7 +300,7 @@ def _compare_args(p):
 def compare(a):
     "Compare two submissions on the same labels: both mAPs, the paired difference B - A with its 95% interval and p-value"
     r = compare_submissions(a.sub_a, a.sub_b, a.labels, mode=a.mode, allow_missing=a.allow_missing, n_boot=a.n_boot, n_perm=a.n_boot)
-    print(json.dumps(r, indent=2) if a.json else format_comparison(r))
+    print(json_text(r) if a.json else format_comparison(r))
 
 # %% ../nbs/21_cli.ipynb #fe030919
 def _export_args(p):
@@ -288,7 +320,7 @@ def export(a):
     elif q: print('int8: written but not checked (no validation fold known: export a checkpoint inside its run folder)')
     print(d)
 
-def _board_predict_args(p): add_board_args(p, backend='onnxruntime', out='outputs/board/submission.csv')
+def _board_predict_args(p): add_board_args(p, backend='opencv', out='outputs/board/submission.csv')
 
 def board_predict(a):
     "Predict DICOMs with an exported model, without PyTorch (what runs on the Loongson board)"
@@ -342,38 +374,56 @@ def _demo_args(p):
 
 def demo(a):
     "Run the whole pipeline on the synthetic twin: data, EDA, train, sweep, predict, board, benchmark, report"
+    _needs('papermill', 'torch', 'torchvision', 'onnxruntime', 'matplotlib', 'pandas')
     run_demo(DemoCfg(out=a.out, data=a.data, **(QUICK if a.quick else {})), force=a.force, stages=a.stages)
 
 # %% ../nbs/21_cli.ipynb #2874232a
+# Every example runs, from the repository's folder, after `pneumonia-kit demo` (tests/test_cli_examples.py runs them);
+# those on the real competition data (`data/rsna`, a Kaggle token, a GPU) are in `REAL_DATA_EXAMPLES`.
+_TWIN, _DEMO = 'data/synthetic', 'outputs/demo'   # where the demo writes its twin and its outputs
+_ID = '5f82c2d9-cfeb-4fa3-a1d7-d982f8bd1045'     # the demo twin's first training image (seed 0)
 EXAMPLES = dict(
-    synth=['pneumonia-kit synth data/synthetic --n-images 400 --n-test 100',
-           'pneumonia-kit synth data/twin_hard --difficulty hard --n-test 1000',
-           'pneumonia-kit synth data/twin_faint --opacity-contrast 0.08,0.2 --fp-p 0.1'],
-    download=['pneumonia-kit download data/rsna'],
-    show=['pneumonia-kit show data/synthetic/stage_2_train_images/ID.dcm --boxes data/synthetic/stage_2_train_labels.csv'],
-    cache=['pneumonia-kit cache data/rsna --size 512 --split both'],
-    eda=['pneumonia-kit eda data/synthetic --out outputs/eda'],
-    train=['pneumonia-kit train data/synthetic --preset cpu_demo --out outputs/runs/demo',
-           'torchrun --nproc_per_node 4 -m pneumonia_kit.train data/rsna --preset original --out outputs/runs/sx101_fold0'],
-    distill=['pneumonia-kit distill outputs/runs/demo --data data/synthetic --preset cpu_board --out outputs/runs/demo_board',
-             'pneumonia-kit distill outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --data data/rsna --preset board_resnet18 --out outputs/runs/r18_distill_fold0'],
-    sweep=['pneumonia-kit sweep outputs/runs/demo'],
-    predict=['pneumonia-kit predict outputs/runs/demo --images data/synthetic/stage_2_test_images --tta',
-             "pneumonia-kit predict outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --images data/rsna/stage_2_test_images --tta"],
-    score=['pneumonia-kit score outputs/predict/submission.csv data/synthetic/synthetic_test_labels.csv'],
-    compare=['pneumonia-kit compare outputs/a.csv outputs/b.csv data/synthetic/synthetic_test_labels.csv'],
-    export=['pneumonia-kit export outputs/runs/demo --out outputs/board_model --int8'],
-    **{'board-predict': ['pneumonia-kit board-predict outputs/board_model data/synthetic/stage_2_test_images --backend opencv'],
-       'bench-board': ['pneumonia-kit bench-board --levels P3-P7 --runs 3'],
-       'board-pareto': ['pneumonia-kit board-pareto board=outputs/runs/r18_distill fold0=outputs/runs/r18_labels --original outputs/runs/sx50 --data data/synthetic --n-test 1000']},
+    synth=['pneumonia-kit synth data/twin_hard --difficulty hard --n-images 40 --n-test 20',
+           'pneumonia-kit synth data/twin_faint --n-images 40 --n-test 20 --opacity-contrast 0.08,0.2 --fp-p 0.1'],
+    show=[f'pneumonia-kit show {_TWIN}/stage_2_train_images/{_ID}.dcm --boxes {_TWIN}/stage_2_train_labels.csv'],
+    cache=[f'pneumonia-kit cache {_TWIN} --size 256 --split both'],
+    eda=[f'pneumonia-kit eda {_TWIN} --out outputs/eda'],
+    train=[f'pneumonia-kit train {_TWIN} --preset cpu_demo --epochs 2 --out outputs/runs/demo2'],
+    distill=[f'pneumonia-kit distill {_DEMO}/run --data {_TWIN} --preset cpu_board --epochs 2 --out outputs/runs/demo_board'],
+    sweep=[f'pneumonia-kit sweep {_DEMO}/run --out outputs/sweep'],
+    predict=[f'pneumonia-kit predict {_DEMO}/run --images {_TWIN}/stage_2_test_images --tta --out outputs/predict/submission.csv'],
+    score=[f'pneumonia-kit score {_DEMO}/predict/submission.csv {_TWIN}/synthetic_test_labels.csv'],
+    compare=[f'pneumonia-kit compare {_DEMO}/predict/submission.csv {_DEMO}/board/submission_opencv.csv {_TWIN}/synthetic_test_labels.csv'],
+    export=[f'pneumonia-kit export {_DEMO}/run --out outputs/board_model --int8'],
+    **{'board-predict': [f'pneumonia-kit board-predict {_DEMO}/board/model {_TWIN}/stage_2_test_images --backend opencv --out outputs/board/submission.csv'],
+       'bench-board': ['pneumonia-kit bench-board --backbone resnet_tiny --size 128 --runs 2 --rounds 1 --out outputs/bench_tiny'],
+       'board-pareto': [f'pneumonia-kit board-pareto board={_DEMO}/board/model --original {_DEMO}/run --data {_TWIN} --n-test 50 --out outputs/pareto']},
+    bundle=[f'pneumonia-kit bundle {_DEMO}/board/model --out outputs/board.pyz    # on the board: python3 board.pyz IMAGE... --out submission.csv'],
     demo=['pneumonia-kit demo', 'pneumonia-kit demo --stages train,sweep --force'],
 )
+REAL_DATA_EXAMPLES = dict(
+    download=['pneumonia-kit download data/rsna'],
+    cache=['pneumonia-kit cache data/rsna --size 512 --split both'],
+    train=['torchrun --nproc_per_node 4 -m pneumonia_kit.train data/rsna --preset original --out outputs/runs/sx101_fold0'],
+    distill=['pneumonia-kit distill outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --data data/rsna --preset board_resnet18 --out outputs/runs/r18_distill_fold0'],
+    predict=['pneumonia-kit predict outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --images data/rsna/stage_2_test_images --tta'],
+)
+
+def _bundle_args(p):
+    p.add_argument('model_dir', metavar='MODEL_DIR', help='board model folder written by `pneumonia-kit export` (checked first)')
+    p.add_argument('--out', metavar='PYZ', default='board.pyz', help='bundle to write (default: board.pyz)')
+
+def bundle(a):
+    "One file for the board: a zipapp of the torch-free predictor and a model folder, run as python3 board.pyz IMAGE..."
+    r = _api('bundle').make_bundle(a.model_dir, a.out)   # bundle (notebook 22) comes after cli: imported when used
+    print(f"{a.out}: {r['size'] / 1e6:.1f} MB, sha256 {r['sha256']}; on the board: python3 {Path(a.out).name} IMAGE... --out submission.csv")
+
 COMMANDS = {'synth': (synth, _synth_args), 'download': (download, _download_args), 'show': (show, _show_args),
             'cache': (cache, _cache_args), 'eda': (eda, _eda_args), 'train': (train, _train_args),
             'distill': (distill, _distill_args), 'sweep': (sweep, _sweep_args), 'predict': (predict, _predict_args), 'score': (score, _score_args),
             'compare': (compare, _compare_args), 'export': (export, _export_args),
             'board-predict': (board_predict, _board_predict_args), 'bench-board': (bench_board, _bench_board_args),
-            'board-pareto': (board_pareto, _board_pareto_args),
+            'board-pareto': (board_pareto, _board_pareto_args), 'bundle': (bundle, _bundle_args),
             'demo': (demo, _demo_args)}
 
 # %% ../nbs/21_cli.ipynb #f0f02dfa
@@ -388,7 +438,7 @@ def build_parser() -> ArgParser:
     for name, (fn, add_args) in COMMANDS.items():
         doc = fn.__doc__.strip()
         sp = sub.add_parser(name, help=doc.replace('%', '%%'), description=doc, formatter_class=fmt,
-                            epilog='examples:\n' + '\n'.join(f'  {e}' for e in EXAMPLES.get(name, [])))
+                            epilog='examples:\n' + '\n'.join(f'  {e}' for e in EXAMPLES.get(name, []) + REAL_DATA_EXAMPLES.get(name, [])))
         add_args(sp)
         sp.set_defaults(func=fn)
     return p
@@ -398,5 +448,8 @@ def main(argv=None) -> int:
     p = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv: p.print_help(); return 0
-    a = p.parse_args(argv)
+    a, extra = p.parse_known_args(argv)
+    if extra:   # argparse blames the top-level parser: name the command whose options these are not
+        prog = f'pneumonia-kit {a.command}' if getattr(a, 'command', None) else 'pneumonia-kit'
+        p.exit(EXIT_USAGE, f'{prog}: error: unrecognized arguments: {" ".join(extra)}\n')
     return run_command(a.func, a, prog=f'pneumonia-kit {a.command}')

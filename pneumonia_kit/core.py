@@ -4,21 +4,29 @@
 
 # %% ../nbs/00_core.ipynb #33057384
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, json, math, os, random, re, socket, sys, tempfile, time
+import argparse, contextlib, dataclasses, hashlib, json, math, os, random, re, socket, stat, sys, tempfile, time, warnings
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'EXIT_USAGE', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'positive_int', 'nonneg_int',
-           'positive_float', 'nonneg_float', 'fraction', 'PneumoniaKitError', 'RsnaPaths', 'check_patient_id',
-           'WriteError', 'remove_stale_temps', 'temp_path', 'replace_file', 'atomic_write', 'check_writable',
-           'save_json', 'load_json', 'cfg2dict', 'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'run_command']
+__all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'MAX_JSON_BYTES', 'EXIT_USAGE', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'positive_int',
+           'nonneg_int', 'positive_float', 'nonneg_float', 'fraction', 'MAX_MESSAGE', 'PneumoniaKitError', 'RsnaPaths',
+           'check_patient_id', 'patient_id_of', 'WriteError', 'remove_stale_temps', 'temp_path', 'replace_file',
+           'atomic_write', 'check_writable', 'json_safe', 'json_text', 'save_json', 'check_readable', 'read_text',
+           'load_json', 'cfg2dict', 'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'int_range', 'one_line',
+           'verbose', 'run_command']
 
 # %% ../nbs/00_core.ipynb #97380400
 CLASSES = ('Normal', 'No Lung Opacity / Not Normal', 'Lung Opacity')  # spelled exactly as in the Kaggle CSV
 CLASS_TO_ID = {c: i for i, c in enumerate(CLASSES)}
 OPACITY = CLASS_TO_ID['Lung Opacity']
+
+# %% ../nbs/00_core.ipynb #8241c6ba
+# ONNX Runtime (1.2x+) writes a device id and a telemetry database under ~/.cache/Microsoft/DeveloperTools on every
+# session, even with HOME unset; with its telemetry switched off it writes nothing. Set before any onnxruntime import
+# (every one of them comes after this module's); a user's own setting wins.
+os.environ.setdefault('ORT_DISABLE_TELEMETRY', '1')
 
 # %% ../nbs/00_core.ipynb #4c2d2ed4
 class PneumoniaKitError(Exception):
@@ -52,9 +60,18 @@ def check_patient_id(pid, # a patientId read from a file
                      where:str='', # for the message: 'labels.csv line 3'
                     ) -> str:
     "`pid` if it can name a file inside a folder; else a `PneumoniaKitError` (path separators, a leading dot, control characters)"
-    if isinstance(pid, str) and 0 < len(pid) <= 200 and pid.isprintable() and not pid.startswith('.') and not set(pid) & set('/\\'):
-        return pid
-    raise PneumoniaKitError(f'{where}{": " if where else ""}patientId {pid!r} cannot name a file (no path separators, leading dot or control characters)')
+    pre = f'{where}{": " if where else ""}patientId'
+    if not isinstance(pid, str) or not pid: raise PneumoniaKitError(f'{pre} is empty')
+    if len(pid) > 200: raise PneumoniaKitError(f'{pre} {pid[:40]!r}... is {len(pid):,} characters long; at most 200')
+    if pid.isprintable() and not pid.startswith('.') and not set(pid) & set('/\\'): return pid
+    raise PneumoniaKitError(f'{pre} {pid!r} cannot name a file (no path separators, leading dot or control characters)')
+
+def patient_id_of(path) -> str:
+    "The patientId of a DICOM file: its name without `.dcm`, as UTF-8 whatever the locale, checked like a CSV's ids"
+    stem = Path(path).stem
+    try: stem = os.fsencode(stem).decode('utf-8')   # under an ASCII locale non-ASCII bytes arrive as surrogates
+    except UnicodeDecodeError: raise PneumoniaKitError(f'{path}: file name is not UTF-8; rename the file') from None
+    return check_patient_id(stem, str(path))
 
 # %% ../nbs/00_core.ipynb #710fd6d3
 _UMASK = os.umask(0); os.umask(_UMASK)
@@ -103,13 +120,24 @@ def temp_path(path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if (key := os.path.abspath(path.parent)) not in _SWEPT: remove_stale_temps(path.parent); _SWEPT.add(key)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=f'.{_HOST}-{os.getpid()}.tmp')
+        name = path.name
+        while len(os.fsencode(name)) > 200: name = name[:-1]   # with '.', 8 random letters, host and pid: within 255 bytes
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{name}.', suffix=f'.{_HOST}-{os.getpid()}.tmp')
     except OSError as e: raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
     os.close(fd)
     return Path(tmp)
 
+def _check_target(path):
+    "Only a regular file (or a link to one) or a path that does not exist may be replaced: never a device, FIFO or socket"
+    try: st = os.stat(path)   # follows links: a link to /dev/null is refused too
+    except (FileNotFoundError, NotADirectoryError): return
+    except OSError as e: raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        raise WriteError(f'{path}: is a device, FIFO or socket, not a regular file; refusing to replace it')
+
 def replace_file(tmp, path) -> Path:
     "Put the finished temp file `tmp` (from `temp_path`) in place of `path`, with the usual permissions (mkstemp makes 0600)"
+    _check_target(path)
     os.chmod(tmp, 0o666 & ~_UMASK); os.replace(tmp, path)
     return Path(path)
 
@@ -117,6 +145,8 @@ def replace_file(tmp, path) -> Path:
 def atomic_write(path, mode:str='w', **kwargs):
     "Open a temp file beside `path` for writing; rename it to `path` only if the block ends without error"
     path = Path(path)
+    _check_target(path)
+    if 'b' not in mode: kwargs.setdefault('encoding', 'utf-8')   # whatever the locale says
     tmp = temp_path(path)
     try:
         with open(tmp, mode, **kwargs) as f:
@@ -129,8 +159,12 @@ def atomic_write(path, mode:str='w', **kwargs):
             raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
         raise
 
-def check_writable(path) -> Path:
-    "`path`, after checking (with an empty temp file, removed) that it can be written: fail before a long run, not after it"
+def check_writable(path, inputs=()) -> Path:
+    "`path`, after checking that it can be written (an empty temp file, removed), is no device and none of the `inputs` files"
+    _check_target(path)
+    for f in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, f): raise WriteError(f'{path}: is one of the inputs ({f}); refusing to overwrite it')
     temp_path(path).unlink()
     return Path(path)
 
@@ -142,17 +176,57 @@ def _json_default(o):
     if is_dataclass(o): return dataclasses.asdict(o)
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
+def json_safe(o):
+    "`o` with NaN and infinities as None (JSON's null) and numpy values, Paths and dataclasses as plain ones"
+    if isinstance(o, float): return o if math.isfinite(o) else None
+    if isinstance(o, dict): return {k: json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [json_safe(v) for v in o]
+    if isinstance(o, (str, int, bool)) or o is None: return o
+    return json_safe(_json_default(o))
+
+def json_text(obj, indent:int|None=2) -> str:
+    "`obj` as valid JSON text: `null` for NaN or infinity, never the bare `NaN` that JSON readers refuse"
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
 def save_json(obj, path, indent:int=2):
-    "Write `obj` (dicts, lists, numbers, numpy scalars/arrays, Paths, dataclasses) as JSON, atomically"
-    with atomic_write(path) as f: json.dump(obj, f, indent=indent, default=_json_default)
+    "Write `obj` (dicts, lists, numbers, numpy scalars/arrays, Paths, dataclasses) as JSON (NaN as null), atomically"
+    text = json_text(obj, indent)
+    with atomic_write(path) as f: f.write(text)
     return Path(path)
 
-def load_json(path):
-    "Read a JSON file, with an error naming the file when it is missing or broken"
-    path = Path(path)
-    if not path.exists(): raise PneumoniaKitError(f'{path}: file not found')
-    try: return json.loads(path.read_text())
+# %% ../nbs/00_core.ipynb #832f9a11
+def check_readable(path, # a file the command reads
+                   what:str='file', # what it is, for messages ('labels', 'checkpoint')
+                   max_bytes:int|None=None, # refuse a larger file before reading it
+                  ) -> int: # its size in bytes
+    "Refuse, in one line naming `path`, a missing file, a folder, a FIFO, device or socket (reading them blocks or never ends), a file too large"
+    try: st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise PneumoniaKitError(f'{path}: {"" if what in ("file", "JSON") else what + " "}file not found') from None
+    except OSError as e: raise PneumoniaKitError(f'{path}: cannot read it ({e.strerror or e})') from None
+    if stat.S_ISDIR(st.st_mode): raise PneumoniaKitError(f'{path}: is a folder, not a {what} file')
+    if not stat.S_ISREG(st.st_mode): raise PneumoniaKitError(f'{path}: not a regular file (a FIFO, device or socket); refusing to read it')
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise PneumoniaKitError(f'{path}: {st.st_size:,} bytes; a {what} file here is at most {max_bytes:,}')
+    return st.st_size
+
+def read_text(path, what:str='text', max_bytes:int|None=None) -> str:
+    "A UTF-8 text file (a BOM allowed), checked by `check_readable` first; one-line errors for other encodings"
+    check_readable(path, what, max_bytes)
+    try:
+        with open(path, 'rb') as f: data = f.read()
+        return data.decode('utf-8-sig')
+    except UnicodeDecodeError as e: raise PneumoniaKitError(f'{path}: not a UTF-8 text file (byte {e.start:,} cannot be read)') from None
+    except OSError as e: raise PneumoniaKitError(f'{path}: cannot read it ({e.strerror or e})') from None
+
+MAX_JSON_BYTES = 64 << 20   # settings files are kilobytes
+
+def load_json(path, max_bytes:int=MAX_JSON_BYTES):
+    "Read a JSON file, with an error naming the file when it is missing, not UTF-8, too large, too deep or broken"
+    text = read_text(path, 'JSON', max_bytes)
+    try: return json.loads(text)
     except json.JSONDecodeError as e: raise PneumoniaKitError(f'{path}: not valid JSON ({e})') from None
+    except RecursionError: raise PneumoniaKitError(f'{path}: nested too deep to be a settings file') from None
 
 # %% ../nbs/00_core.ipynb #b3b443b9
 def cfg2dict(cfg) -> dict:
@@ -205,13 +279,32 @@ positive_float = _number(float, 0, lo_open=True, name='a positive number')
 nonneg_float = _number(float, 0, name='a number >= 0')
 fraction = _number(float, 0, 1, name='a number between 0 and 1')
 
+def int_range(lo:int, hi:int):
+    "An argparse `type`: an integer from `lo` to `hi` (the documented range of an option)"
+    return _number(int, lo, hi, name=f'an integer from {lo} to {hi}')
+
 # %% ../nbs/00_core.ipynb #65bd65f7
+MAX_MESSAGE = 600   # characters of an error line; the rest is counted, not printed
+
+def one_line(msg:str, limit:int=MAX_MESSAGE) -> str:
+    "`msg` on one line, cut to `limit` characters with the count of what was cut"
+    msg = ' '.join(str(msg).split())
+    return msg if len(msg) <= limit else f'{msg[:limit]}... ({len(msg) - limit:,} more characters)'
+
+def verbose() -> bool: return os.environ.get('PNEUMONIA_KIT_VERBOSE', '') not in ('', '0')
+
 def run_command(fn, *args, prog:str='pneumonia-kit', **kwargs) -> int:
     "Call `fn`: its int result (or 0) is the exit status; errors for people, failed writes and Ctrl-C become one line"
-    try: r = fn(*args, **kwargs)
-    except PneumoniaKitError as e: print(f'{prog}: error: {e}', file=sys.stderr); return EXIT_USAGE
-    except OSError as e:
-        where = f'{e.filename}: ' if getattr(e, 'filename', None) else ''
-        print(f'{prog}: error: {where}{e.strerror or e}', file=sys.stderr); return EXIT_USAGE
-    except KeyboardInterrupt: print(f'{prog}: interrupted', file=sys.stderr); return EXIT_INTERRUPTED
+    def say(msg, ws=()):
+        hidden = f' ({len(ws)} library warning(s) hidden; PNEUMONIA_KIT_VERBOSE=1 shows them)' if ws and not verbose() else ''
+        print(f'{prog}: error: {one_line(msg)}{hidden}', file=sys.stderr)
+    with warnings.catch_warnings(record=True) as ws:   # libraries' warnings would come before the one line
+        warnings.simplefilter('always')
+        try: r = fn(*args, **kwargs)
+        except PneumoniaKitError as e: say(e, ws); return EXIT_USAGE
+        except OSError as e: say(f"{f'{e.filename}: ' if getattr(e, 'filename', None) else ''}{e.strerror or e}", ws); return EXIT_USAGE
+        except KeyboardInterrupt: print(f'{prog}: interrupted', file=sys.stderr); return EXIT_INTERRUPTED
+        finally:
+            if verbose():
+                for w in ws: print(f'{prog}: warning: {w.category.__name__}: {one_line(w.message)}', file=sys.stderr)
     return r if isinstance(r, int) else 0

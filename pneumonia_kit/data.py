@@ -32,7 +32,7 @@ def make_folds(labels:pd.DataFrame, # `load_labels` table (needs patientId and c
                seed:int=42, # shuffling seed
               ) -> pd.DataFrame:
     "patientId, fold: patient-level folds stratified by class, in `labels`' row order"
-    if n_folds < 2: raise ValueError(f'n_folds must be at least 2, got {n_folds}')
+    if not isinstance(n_folds, int) or n_folds < 2: raise PneumoniaKitError(f'n_folds must be an integer of at least 2, got {n_folds!r}')
     pats = labels[['patientId', 'class']].drop_duplicates('patientId')
     if len(pats) < n_folds: raise PneumoniaKitError(f'{len(pats)} patients cannot make {n_folds} folds')
     rng, fold, start = np.random.default_rng(seed), {}, 0

@@ -4,17 +4,18 @@
 
 # %% ../nbs/20_demo.ipynb #16f36d7d
 from __future__ import annotations
-import base64, datetime, html, json, re, shutil, sys, time
+import base64, contextlib, datetime, html, json, os, re, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, cfg2dict, load_json, save_json
-from .bench import board_assumptions, machine_info
+from .bench import board_assumptions, machine_info, runtime_note
 
 # %% auto #0
-__all__ = ['QUICK', 'STAGES', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS', 'DemoCfg', 'Stage', 'runners_dir', 'run_runner',
-           'stage_done', 'run_stage', 'score_text', 'diff_text', 'board_headline', 'key_figures', 'html_table',
-           'md_tables_html', 'run_info', 'write_report', 'run_demo']
+__all__ = ['QUICK', 'STAGES', 'THREAD_VARS', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS', 'DemoCfg', 'Stage', 'runners_dir',
+           'run_runner', 'pin_threads', 'pinned_env', 'stage_done', 'run_stage', 'score_text', 'diff_text',
+           'board_headline', 'training_note', 'demo_model', 'headline', 'key_figures', 'html_table', 'md_tables_html',
+           'run_info', 'write_report', 'demo_summary', 'run_demo']
 
 # %% ../nbs/20_demo.ipynb #0cecc9df
 @dataclass
@@ -24,19 +25,23 @@ class DemoCfg:
     data:str='data/synthetic'       # dataset folder (made if missing)
     n_images:int=400                # synthetic training images
     n_test:int=100                  # synthetic test images
+    difficulty:str='default'        # the twin's difficulty (`synth.DIFFICULTIES`)
     image_size:int=1024             # DICOM size of the twin
     cache_size:int=256              # training resolution of the demo model
     seed:int=0                      # seed of the twin, folds and training
     preset:str='cpu_demo'           # training preset (see `train.TRAIN_PRESETS`)
     epochs:int|None=None            # override the preset's epochs
-    train_minutes:float=5.0         # training time budget
+    train_minutes:float|None=None   # optional training time budget: None trains every epoch (same seed, same figures)
+    threads:int=2                   # CPU threads of every stage (pinned: the figures do not depend on the machine's load)
+    deterministic:bool=True         # deterministic algorithms in training and prediction
     bench_runs:int=2                # timed runs per configuration in the benchmark
     bench_rounds:int=1              # processes per configuration (the standalone `bench-board` uses 2)
     bench_backbone:str='se_resnext50_32x4d'  # backbone of the original configuration the benchmark times
     bench_size:int=512              # input size the benchmark times
     bench_networks:str='P2-P7,board' # what it times: the original (P2-P7 of `bench_backbone`) and the recommended board configuration
+    bench_runtimes:str='torch,opencv' # runtimes it times: PyTorch eager (the original's) and OpenCV DNN (the board's)
 
-QUICK = dict(n_images=48, n_test=16, image_size=512, cache_size=128, epochs=2, train_minutes=1.5, bench_runs=1,
+QUICK = dict(n_images=64, n_test=24, difficulty='easy', image_size=512, cache_size=128, epochs=6, bench_runs=1,
              bench_backbone='resnet_tiny', bench_size=128)  # a reduced size, for tests
 
 # %% ../nbs/20_demo.ipynb #d7a7c0dd
@@ -53,21 +58,23 @@ class Stage:
 def _o(c, *p): return str(Path(c.out, *p))
 def _test_dir(c): return str(RsnaPaths(c.data).test_images)
 def _test_labels(c): return str(RsnaPaths(c.data).test_labels)
+def _pin(c): return dict(threads=c.threads, deterministic=c.deterministic)
 
 STAGES = [
-    Stage('data', 'data.ipynb', lambda c: dict(data_dir=c.data, n_images=c.n_images, n_test=c.n_test, seed=c.seed,
+    Stage('data', 'data.ipynb', lambda c: dict(data_dir=c.data, n_images=c.n_images, n_test=c.n_test, seed=c.seed, difficulty=c.difficulty,
           image_size=c.image_size, cache_size=c.cache_size, out_dir=_o(c, 'data')), 'synthetic twin, folds, cache', 'data'),
     Stage('eda', 'eda.ipynb', lambda c: dict(data_dir=c.data, out_dir=_o(c, 'eda')), 'exploratory plots', 'eda'),
-    Stage('train', 'train.ipynb', lambda c: dict(data_dir=c.data, fold=0, out_dir=_o(c, 'run'), preset=c.preset,
-          epochs=c.epochs, image_size=c.cache_size, max_minutes=c.train_minutes, seed=c.seed), 'train fold 0', 'run', echo=True),
+    Stage('train', 'train.ipynb', lambda c: dict(data_dir=c.data, fold=0, out_dir=_o(c, 'run'), preset=c.preset, epochs=c.epochs,
+          image_size=c.cache_size, max_minutes=c.train_minutes, seed=c.seed, **_pin(c)), 'train fold 0', 'run', echo=True),
     Stage('sweep', 'sweep.ipynb', lambda c: dict(run_dir=_o(c, 'run'), out_dir=_o(c, 'sweep')), 'threshold sweeps', 'sweep'),
-    Stage('predict', 'predict.ipynb', lambda c: dict(checkpoints=_o(c, 'run'), images_dir=_test_dir(c),
-          out=_o(c, 'predict', 'submission.csv'), labels=_test_labels(c), tta=True), 'PyTorch prediction + score', 'predict'),
-    Stage('board', 'board.ipynb', lambda c: dict(run_dir=_o(c, 'run'), images_dir=_test_dir(c),
-          labels=_test_labels(c), torch_submission=_o(c, 'predict', 'submission.csv'), out_dir=_o(c, 'board')),
+    Stage('predict', 'predict.ipynb', lambda c: dict(checkpoints=_o(c, 'run'), images_dir=_test_dir(c), out=_o(c, 'predict', 'submission.csv'),
+          labels=_test_labels(c), tta=True, **_pin(c)), 'PyTorch prediction + score', 'predict'),
+    Stage('board', 'board.ipynb', lambda c: dict(run_dir=_o(c, 'run'), images_dir=_test_dir(c), labels=_test_labels(c),
+          torch_submission=_o(c, 'predict', 'submission.csv'), out_dir=_o(c, 'board'), **_pin(c)),
           'ONNX export + torch-free prediction + score', 'board'),
-    Stage('bench', 'bench.ipynb', lambda c: dict(backbone=c.bench_backbone, size=c.bench_size, out_dir=_o(c, 'bench'),
-          runs=c.bench_runs, rounds=c.bench_rounds, networks=c.bench_networks), 'original vs board configuration: latency, memory, board estimate', 'bench'),
+    Stage('bench', 'bench.ipynb', lambda c: dict(backbone=c.bench_backbone, size=c.bench_size, out_dir=_o(c, 'bench'), runs=c.bench_runs,
+          rounds=c.bench_rounds, networks=c.bench_networks, runtimes=c.bench_runtimes, threads=c.threads),
+          'original vs board configuration: latency, memory, board estimate', 'bench'),
 ]
 
 # %% ../nbs/20_demo.ipynb #d609ba2b
@@ -114,7 +121,36 @@ def run_runner(runner:str, out_nb, params:dict, echo:str|None=None) -> Path:
         raise PneumoniaKitError(f'{runner} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); see {out_nb} and {log.name}') from None
     return out_nb
 
+# %% ../nbs/20_demo.ipynb #a1b2c3d5
+THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')   # read by the libraries when they load
+
+def pin_threads(threads:int, deterministic:bool=True, torch:bool=True) -> dict:
+    "Pin this process's CPU threads (OpenCV, and PyTorch with `torch`) and PyTorch's deterministic algorithms: same figures idle or busy"
+    import cv2   # OpenCV only in the stage kernel that calls this
+    cv2.setNumThreads(threads)
+    if torch:
+        import torch as T   # only in a stage kernel that uses PyTorch anyway: this module stays torch-free
+        T.set_num_threads(threads); T.use_deterministic_algorithms(deterministic, warn_only=True)
+    return dict(threads=threads, deterministic=deterministic, env={k: os.environ.get(k) for k in THREAD_VARS})
+
+@contextlib.contextmanager
+def pinned_env(threads:int):
+    "Thread variables for the stage kernels started inside (they inherit this environment); the old values come back afterwards"
+    old = {k: os.environ.get(k) for k in THREAD_VARS}
+    os.environ.update({k: str(threads) for k in THREAD_VARS})
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 # %% ../nbs/20_demo.ipynb #54372f71
+def _cpu_seconds() -> float:
+    "CPU seconds (user + system) of the finished child processes: a stage's kernel and its workers, once it has ended"
+    import resource   # POSIX only, and only when a stage has run
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
 def _done_file(cfg, stage): return Path(cfg.out)/f'{stage.name}.done.json'
 
 def stage_done(cfg:DemoCfg, stage:Stage) -> bool:
@@ -131,9 +167,11 @@ def run_stage(cfg:DemoCfg, stage:Stage, force:bool=False, log=print) -> dict:
     _done_file(cfg, stage).unlink(missing_ok=True)
     if stage.folder: shutil.rmtree(Path(cfg.out)/stage.folder, ignore_errors=True)  # a re-run starts clean (training refuses a used run folder)
     log(f'[{stage.name}] {stage.doc} -> {out_nb}')
-    t0 = time.time()
+    t0, cpu0, load0 = time.time(), _cpu_seconds(), os.getloadavg()[0]
     run_runner(stage.runner, out_nb, stage.params(cfg), echo=stage.name if stage.echo else None)
-    res = dict(stage=stage.name, params=stage.params(cfg), seconds=round(time.time()-t0, 1))
+    res = dict(stage=stage.name, params=stage.params(cfg), seconds=round(time.time()-t0, 1),
+               cpu_seconds=round(_cpu_seconds() - cpu0, 1),                  # load-independent: what the stage cost
+               load=[round(load0, 2), round(os.getloadavg()[0], 2)])        # the machine's 1-min load average at start and end
     save_json(res, _done_file(cfg, stage))
     log(f'[{stage.name}] finished in {res["seconds"]:.0f} s')
     return res
@@ -164,61 +202,105 @@ def diff_text(d:float|None, ci, verdict:str='') -> str|None:
 
 # %% ../nbs/20_demo.ipynb #4e34f342
 def _bench_row(b:dict, network:str, runtime:str) -> dict|None:
-    return next((r for r in b.get('rows', []) if r.get('levels') == network and r.get('runtime') == runtime and 'median_ms' in r), None)
+    rows = b.get('rows', [])
+    return next((r for r in rows if r.get('levels') == network and r.get('runtime') == runtime and 'median_ms' in r),
+                None)
 
-def _board_estimate(r:dict) -> str:
-    "'~1.7 s per image on the board (estimate: ...)' of an OpenCV benchmark row: from the meter's count, else from its GFLOPs"
-    if r.get('board_s_meter'):
-        return (f"~{r['board_s_meter']:.1f} s per image on the board: an estimate from {r['insns_G']:.2f} G LoongArch instructions "
-                f"({r.get('insns_are', 'one forward')}) counted by the board meter ({r.get('metered')}), divided by {board_assumptions()}")
-    return f"~{r['board_s_real']:.1f} s per image on the board: an estimate from {r['gflop']:.0f} GFLOP at 35% of the chip's fp32 peak (not metered)"
+def _cost(r:dict) -> str:
+    "'2.17 G board instructions per image after the first (3.65 G the first)' of a benchmark row, from the board meter"
+    if r.get('insns_steady_G'):
+        return (f"{r['insns_steady_G']:.2f} G board instructions per image after the first "
+                f"({r['insns_first_G']:.2f} G the first)")
+    return f"{r['insns_first_G']:.2f} G board instructions for the first image (a further image not counted)"
 
-def board_headline(out) -> dict:
-    "The recommended board configuration on the board's runtime (OpenCV DNN fp32) against the original, with the board estimates"
-    b, figs = _get(Path(out)/'bench'/'bench.json') or {}, {}
+def board_headline(out) -> list:
+    "Short sentences on the board model's cost against the original, on the steady basis (per image after the first)"
+    b = _get(Path(out)/'bench'/'bench.json') or {}
     orig = (b.get('rows') or [{}])[0].get('levels')
-    brd, o_cv, o_pt = _bench_row(b, 'board', 'opencv'), _bench_row(b, orig, 'opencv'), _bench_row(b, orig, 'pytorch-eager')
-    if brd: figs[f"recommended board configuration ({brd.get('network')}, {b.get('size')} px, random weights) on the board's runtime, "
-                 f"OpenCV DNN fp32"] = f"{brd['median_ms']:.0f} ms per forward on this machine ({b.get('machine')}); {_board_estimate(brd)}"
-    if o_cv: figs[f"the original configuration ({o_cv.get('network')}, {b.get('size')} px), OpenCV DNN fp32"] = (
-        f"{o_cv['median_ms']:.0f} ms on this machine" + (f" (PyTorch eager fp32, as the original predicted: {o_pt['median_ms']:.0f} ms)" if o_pt else '')
-        + f"; {_board_estimate(o_cv)}")
-    if brd and o_cv and brd.get('insns_first_G') and o_cv.get('insns_first_G'):
-        figs['board instructions, original / recommended (first forward, counted by the board meter)'] = (
-            f"{o_cv['insns_first_G'] / brd['insns_first_G']:.1f}x fewer ({o_cv['insns_first_G']:.2f} G / {brd['insns_first_G']:.2f} G); "
-            "accuracy of the two trained the same way: README, 'The board model'")
-    return figs
+    brd, o_cv = _bench_row(b, 'board', 'opencv'), _bench_row(b, orig, 'opencv')
+    if not (brd and brd.get('insns_first_G')):
+        name = brd['network'] if brd else 'board model'
+        return [f"The {name} is not metered at {b.get('size', '?')} px: no board cost "
+                "(the meter counts the 512 px network)."] if b else []
+    out = [f"The {brd['network']} costs {_cost(brd)} at {b.get('size')} px (board meter)."]
+    if o_cv and o_cv.get('insns_first_G'):
+        out.append(f"The {o_cv['network']} costs {_cost(o_cv)}.")
+        first = o_cv['insns_first_G'] / brd['insns_first_G']
+        if brd.get('insns_steady_G') and o_cv.get('insns_steady_G'):
+            steady = o_cv['insns_steady_G'] / brd['insns_steady_G']
+            out.append(f"Per image after the first, that is {steady:.1f}x fewer instructions "
+                       f"(first images: {first:.1f}x).")
+        else: out.append(f"First images: {first:.1f}x fewer instructions; no per-image ratio "
+                         "(the original's further image is not counted).")
+    if brd.get('board_s_meter'):
+        vs = f" against ~{o_cv['board_s_meter']:.1f} s" if o_cv and o_cv.get('board_s_meter') else ''
+        out.append(f"Estimated board time per image: ~{brd['board_s_meter']:.1f} s{vs} "
+                   f"({board_assumptions()}: an estimate, not a measurement).")
+    return out
+
+# %% ../nbs/20_demo.ipynb #c0ffee01
+def training_note(out) -> str|None:
+    "One loud line when a time budget cut the training short (its figures then differ from a full run's), else None"
+    run, t = _get(Path(out)/'run'/'summary.json') or {}, _get(Path(out)/'run'/'config.json', 'train') or {}
+    if not run or run.get('stopped', 'completed') == 'completed': return None
+    return (f"TRAINING CUT SHORT: {run.get('epochs_done')} of {t.get('epochs')} epochs ({run.get('stopped')}); every "
+            "accuracy figure comes from a shorter-trained model and differs from a full run's (README's)")
+
+def demo_model(run_dir) -> str:
+    "The trained model as every table and figure names it: 'demo model (resnet_tiny P3-P7, 256 px, 20 of 20 epochs)'"
+    c, run = _get(Path(run_dir)/'config.json') or {}, _get(Path(run_dir)/'summary.json') or {}
+    m, lv = c.get('model') or {}, (c.get('model') or {}).get('levels') or ['?', '?']
+    return (f"demo model ({m.get('backbone')} P{lv[0]}-P{lv[-1]}, {m.get('image_size')} px, "
+            f"{run.get('epochs_done')} of {(c.get('train') or {}).get('epochs')} epochs)")
 
 def _latency_figures(out:Path) -> dict:
     "The demo model's board predictor (OpenCV DNN fp32) timed stage by stage"
-    figs, model = {}, _get(out/'run'/'config.json', 'model') or {}
-    st = next((r for r in _get(out/'board'/'summary.json', 'stage_times') or [] if r.get('backend') == 'opencv' and not r.get('int8')), None)
-    if st: figs[f"board latency per image, OpenCV DNN fp32 (the board's runtime), demo model ({model.get('backbone')}, "
-                 f"{st.get('input_size')} px), on this machine"] = (
-        f"{st['total_ms']:.1f} ms (read {st['read_ms']:.1f}, prepare {st['prepare_ms']:.1f}, network {st['network_ms']:.1f}, "
-        f"post {st['post_ms']:.1f}; median of {st['n_images']} images); {st['machine']}, {st['threads']} threads")
-    return figs
+    times = _get(out/'board'/'summary.json', 'stage_times') or []
+    st = next((r for r in times if r.get('backend') == 'opencv' and not r.get('int8')), None)
+    if not st: return {}
+    ms = {k: f"{st[f'{k}_ms']:.1f}" for k in ('total', 'read', 'prepare', 'network', 'post')}
+    key = f"board predictor per image, OpenCV {st.get('version', '')} DNN fp32 on this machine, {demo_model(out/'run')}"
+    return {key: (
+        f"{ms['total']} ms (read {ms['read']}, prepare {ms['prepare']}, network {ms['network']}, post {ms['post']}; "
+        f"median of {st['n_images']} images); {st['machine']}, {st['threads']} threads")}
 
+def headline(out) -> list:
+    "The key figures' opening sentences: the trained model's test mAP, then the board model's cost"
+    out, s = Path(out), (_get(Path(out)/'board'/'summary.json', 'scores') or {}).get('pytorch')
+    first = [training_note(out)] if training_note(out) else []
+    if s: first.append(f"The {demo_model(out/'run')} scored test mAP {_num(s['map'], '.3f')} (95% interval "
+                       f"{_num(s['ci95'][0], '.3f')}-{_num(s['ci95'][1], '.3f')}) with PyTorch fp32, no TTA; "
+                       f"{s['n_scored']} of {s['n_images']} test images counted.")
+    return first + board_headline(out)
+
+# %% ../nbs/20_demo.ipynb #c0ffee02
 def key_figures(out) -> dict:
-    "The demo's headline figures, each naming the set, the conditions, the interval and the images that counted"
+    "The figures after the headline, each naming the set, model, conditions, interval and the images that counted"
     out, bs = Path(out), _get(Path(out)/'board'/'summary.json') or {}
     bp, sc = _get(out/'run'/'best_post.json') or {}, bs.get('scores') or {}
-    fold = _get(out/'run'/'config.json', 'data', 'fold')
-    figs = {f"validation mAP, fold {fold} (out of fold, epoch {bp.get('epoch')}, the chosen post-processing)": score_text(bp) if bp else None}
+    fold, post = _get(out/'run'/'config.json', 'data', 'fold'), bp.get('post') or {}
+    chosen = (f"final threshold {post.get('final_thresh')}, NMS IoU {post.get('nms_thresh')}, "
+              f"global weight {post.get('global_weight')}")
+    figs = {f"validation mAP, fold {fold} (out of fold, epoch {bp.get('epoch')}, the chosen post-processing: {chosen})":
+            score_text(bp) if bp else None}
     sw = _get(out/'sweep'/'summary.json') or {}
     if sw.get('auc'): figs[f"validation fold {fold}: detections and the global head ({sw.get('n_images')} images)"] = (
         f"AP@0.5 of the boxes {_num(sw.get('ap50'), '.3f')}; global head accuracy {_num(sw.get('accuracy'), '.1%')}, "
         f"AUC of Lung Opacity {_num(sw['auc'].get('Lung Opacity'), '.3f')}")
-    if not sc and (ps := _get(out/'predict'/'summary.json', 'score')): sc = {'pytorch-tta': dict(ps, label='PyTorch fp32 + flip TTA')}
-    for name in ('pytorch', 'pytorch-tta', 'opencv', 'onnxruntime', 'onnxruntime-int8'):
+    if not sc and (ps := _get(out/'predict'/'summary.json', 'score')):
+        sc = {'pytorch-tta': dict(ps, label='PyTorch fp32 + flip TTA')}
+    for name in ('pytorch', 'pytorch-tta', 'pytorch-ensemble', 'opencv', 'onnxruntime', 'onnxruntime-int8'):
         if name in sc: figs[f"test mAP, {sc[name]['label']}"] = score_text(sc[name])
     q = bs.get('int8_check') or {}
     if q.get('checked'):
+        verdict = (f"{'accepted' if q.get('accepted') else 'refused'}, "
+                   f"{q.get('n_counted')} of {q.get('n_images')} images counted")
         figs[f"int8 - fp32 mAP, validation fold (the export's gate: interval above -{q.get('max_loss')})"] = diff_text(
-            -q['loss'] if q.get('loss') is not None else None, q.get('diff_ci95'), f"{'accepted' if q.get('accepted') else 'refused'}, {q.get('n_counted')} of {q.get('n_images')} images counted")
+            -q['loss'] if q.get('loss') is not None else None, q.get('diff_ci95'), verdict)
     for c in bs.get('comparisons') or []:
-        figs[f"{c['what']}: B - A"] = diff_text(c['diff'], c['ci95'], f"p = {c['p_value']:.3f}, {max(c['n_counted_a'], c['n_counted_b'])} of {c['n_images']} images counted")
-    return board_headline(out) | figs | _latency_figures(out)
+        n = f"{max(c['n_counted_a'], c['n_counted_b'])} of {c['n_images']} images counted"
+        figs[f"{c['what']}: B - A"] = diff_text(c['diff'], c['ci95'], f"p = {c['p_value']:.3f}, {n}")
+    return figs | _latency_figures(out)
 
 # %% ../nbs/20_demo.ipynb #00882c1d
 NOT_CLINICAL = ('Not for clinical use. pneumonia_kit and the models it trains are research and engineering tools: they are not '
@@ -252,44 +334,64 @@ def md_tables_html(text:str) -> str:
 # the report's sections: (title, folder, stage notebook, what the section shows)
 SECTIONS = [('Data', 'data', 'data', 'The dataset the demo made or found: the synthetic twin, its patient-level folds and the image cache.'),
             ('Exploratory analysis', 'eda', 'eda', 'Labels, boxes and DICOM headers of the training images.'),
-            ('Training', 'run', 'train', 'The detector trained on all folds but the validation fold; one line per epoch in log.csv.'),
+            ('Training', 'run', 'train', 'The demo model trained on all folds but the validation fold; one line per epoch in log.csv.'),
             ('Threshold sweeps and validation', 'sweep', 'sweep', 'Post-processing chosen on the validation fold\'s out-of-fold '
-             'predictions; the detections\' precision and recall and the global head, on the same images.'),
-            ('PyTorch predictions on the test images', 'predict', 'predict', 'The PyTorch predictor with flip TTA on the held-out test images.'),
-            ('Board predictor', 'board', 'board', 'The exported model run without PyTorch, as on the Loongson board; scores, paired '
-             'comparisons, per-stage timing and a gallery of its errors.'),
-            ('Benchmark', 'bench', 'bench', 'The original configuration against the recommended board configuration (random weights), '
-             'each runtime in its own process on this machine. OpenCV DNN is the runtime that runs on the board; PyTorch and ONNX '
-             'Runtime rows are for comparison on x86 only. "board G instr." is the board meter\'s count of LoongArch instructions '
-             '(scripts/board_meter.py, or its counts committed in bench/meter_counts.json); "board est. s" divides it by '
+             'predictions (the table: the chosen settings, also in run/best_post.json); the detections\' precision and recall and '
+             'the global head, on the same images.'),
+            ('PyTorch predictions on the test images', 'predict', 'predict', 'The demo model in PyTorch with flip TTA on the held-out test images.'),
+            ('Board predictor', 'board', 'board', 'The demo model exported and run without PyTorch, as on the Loongson board, but on this '
+             'machine with its own OpenCV (the board has Debian\'s OpenCV 4.10); scores, paired comparisons, per-stage timing and a '
+             'gallery of its errors.'),
+            ('Benchmark', 'bench', 'bench', 'The original configuration against the recommended board model board_r18_p4p7 (both with random '
+             'weights), each runtime in its own process on this machine. OpenCV DNN is the runtime that runs on the board; its rows name '
+             'the OpenCV version that ran them here. PyTorch rows are for comparison on x86 only. "board G instr." is the board meter\'s '
+             'count of LoongArch instructions per image after the first, with the first image in brackets (scripts/board_meter.py, or '
+             'its counts committed in bench/meter_counts.json); "board est. s" divides the per-image count by '
              f'{board_assumptions()}: an estimate, not a measurement on the board.')]
 
-# captions of the known figures (others get their file name): what is drawn, on which images, what the colours mean
+def _post(out) -> dict: return _get(Path(out)/'run'/'best_post.json', 'post') or {}
+
+def _heatmap_caption(out) -> str:
+    c = _get(Path(out)/'sweep'/'summary.json', 'heatmap_outlined') or {}
+    return (f"Validation (out-of-fold) mAP by epoch (rows) and final score threshold (columns), at the chosen NMS IoU "
+            f"{c.get('nms_thresh')} and global-head weight {c.get('global_weight')}; the chosen cell (epoch {c.get('epoch')}, final "
+            f"threshold {c.get('final_thresh')}, as in run/best_post.json) outlined in red.")
+
+def _model(out) -> str: return demo_model(Path(out)/'run')
+def _cv(out) -> str: return next((f"OpenCV {r.get('version')} DNN" for r in _get(Path(out)/'board'/'summary.json', 'stage_times') or []
+                                  if r.get('backend') == 'opencv'), 'OpenCV DNN')
+
+# captions of the known figures (others get their file name): what is drawn, on which images, what the colours mean;
+# a function of the demo folder where the caption names a chosen value or the model
 CAPTIONS = {
     'eda/class_distribution.png': 'Training images per class, with counts and shares.',
-    'eda/examples.png': 'Random training images of each class (rows), true boxes in red.',
+    'eda/examples.png': 'Random training images of each class (rows), true boxes green (legend).',
     'eda/boxes_per_image.png': 'How many boxes each Lung Opacity training image has.',
     'eda/box_sizes.png': 'True box widths and heights (pixels of the original image), and height against width.',
     'eda/box_positions.png': 'Where the true box centres lie: a 2-D histogram over the image, and the x and y centres.',
     'eda/meta_by_class.png': 'DICOM headers by class: view position and sex (share within class), age (box plot).',
     'run/curves.png': 'Training curves. Left: total loss, training (solid) and validation (dashed). Middle: loss by component '
                       '(log scale). Right: validation mAP (red, left axis) and learning rate (grey dotted, right axis).',
-    'sweep/threshold_heatmap.png': 'Validation (out-of-fold) mAP by epoch (rows) and final score threshold (columns); the chosen cell outlined in red.',
+    'sweep/threshold_heatmap.png': _heatmap_caption,
     'sweep/nms_sweep.png': 'Validation mAP at the chosen epoch by NMS IoU threshold, one line per global-head weight (legend), '
                            'each at its best final threshold; lines on top of each other mean equal mAP.',
     'sweep/val_loss.png': 'Validation loss by epoch.', 'sweep/val_map.png': 'Validation mAP (RSNA metric, default post-processing) by epoch.',
-    'sweep/pr_curve.png': 'Precision against recall of every predicted box of the validation fold (chosen epoch and post-processing, no '
-                          'final threshold), a hit being IoU > 0.5 with a true box; the circle is the chosen final threshold. AP in the legend.',
-    'sweep/threshold_curves.png': 'Precision, recall and F1 of the validation fold\'s predicted boxes against the score threshold; the dashed '
-                                  'line is the chosen final threshold.',
+    'sweep/pr_curve.png': lambda out: ('Precision against recall of every predicted box of the validation fold (chosen epoch and '
+                          'post-processing, no final threshold), a hit being IoU > 0.5 with a true box; the circle is the chosen final '
+                          f"threshold, {_post(out).get('final_thresh')}. AP in the legend."),
+    'sweep/threshold_curves.png': lambda out: ('Precision, recall and F1 of the validation fold\'s predicted boxes against the score '
+                                  f"threshold; the dashed line is the chosen final threshold, {_post(out).get('final_thresh')}."),
     'sweep/confusion.png': 'The global head on the validation fold: true class (rows) against its most probable class (columns); '
                            'counts and the share of each row.',
     'sweep/roc.png': 'The global head on the validation fold: one-vs-rest ROC curve of each class, with its AUC and image count.',
-    'predict/predictions.png': 'Test images with the PyTorch predictor\'s boxes (red, with scores; flip TTA) and the true boxes (green).',
-    'board/gallery.png': 'The board configuration (OpenCV DNN fp32) on the test images: false positives, false negatives and true '
-                         'positives (rows; IoU > 0.5), true boxes green, predicted boxes red with their scores.',
-    'board/stage_times.png': 'The board predictor per image on this machine, by stage (median over the test images): reading the DICOM, '
-                             'resizing and scaling, the network, decoding + NMS + scores; one bar per runtime.'}
+    'predict/predictions.png': lambda out: (f"Test images with the {_model(out)}'s PyTorch boxes (flip TTA): true boxes green, "
+                                            'predicted boxes red with their scores (legend).'),
+    'board/gallery.png': lambda out: (f'The {_model(out)} on the board predictor ({_cv(out)} fp32 on this machine) on the test images: '
+                                      'false positives, false negatives and true positives (rows; IoU > 0.5); true boxes green, '
+                                      'predicted boxes red with their scores (legend).'),
+    'board/stage_times.png': lambda out: (f'The board predictor with the {_model(out)} per image on this machine, by stage (median over '
+                                          'the test images): reading the DICOM, resizing and scaling, the network, decoding + NMS + '
+                                          'scores; one bar per runtime and version.')}
 
 # %% ../nbs/20_demo.ipynb #0ebcc869
 def _rel(out:Path, path) -> str|None:
@@ -318,15 +420,20 @@ def run_info(out) -> list:
             'synthetic twin (no synthetic_twin.json: difficulty not recorded)' if synthetic else 'real data')
     done = [d for d in (_get(f) for f in sorted(out.glob('*.done.json'))) if d]
     lv = m.get('levels') or [None, None]
+    cpu, loads = [d.get('cpu_seconds') for d in done], [v for d in done for v in d.get('load') or []]
     return [('written', f"{mi['date']} (stages took {sum(d.get('seconds', 0) for d in done):.0f} s: "
-                        + ', '.join(f"{d['stage']} {d.get('seconds', 0):.0f} s" for d in done) + ')'),
+                        + ', '.join(f"{d['stage']} {d.get('seconds', 0):.0f} s" for d in done) + ')'
+                        + (f"; {sum(cpu):.0f} CPU seconds" if cpu and None not in cpu else '')
+                        + (f"; the machine's load average {min(loads):.1f}-{max(loads):.1f} at stage starts and ends" if loads else '')),
             ('machine', f"{mi['machine']}; {mi['os']}"),
             ('software', f"Python {mi['python']}; " + ', '.join(f'{k} {v}' for k, v in mi['packages'].items())),
             ('data', f"{cfg.get('data')} ({kind}): {data.get('n_train')} training images, {data.get('n_test')} test images; "
                      'classes: ' + ', '.join(f'{k} {v}' for k, v in (data.get('classes') or {}).items())),
             ('validation', f"fold {dd.get('fold')} of {dd.get('n_folds')}: {dd.get('n_train')} training, {dd.get('n_val')} validation images"),
-            ('model', f"{m.get('backbone')} RetinaNet, pyramid P{lv[0]}-P{lv[-1]}, {m.get('image_size')} px input, pretrained: {m.get('pretrained')}"),
-            ('training', f"{run.get('epochs_done')} of {t.get('epochs')} epochs ({run.get('stopped')}), {_num(run.get('minutes'), '.1f')} min "
+            ('model', f"{demo_model(out/'run')}: a {m.get('backbone')} RetinaNet, pyramid P{lv[0]}-P{lv[-1]}, {m.get('image_size')} px "
+                      f"input, pretrained: {m.get('pretrained')}"),
+            ('training', f"{run.get('epochs_done')} of {t.get('epochs')} epochs ({run.get('stopped')}; time budget: "
+                         f"{t.get('max_minutes') or 'none'}{' min' if t.get('max_minutes') else ''}), {_num(run.get('minutes'), '.1f')} min "
                          f"on {run.get('device')}; preset {cfg.get('preset')}, batch {t.get('batch_size')}, lr {t.get('lr')}"),
             ('demo settings', ', '.join(f'{k}={v}' for k, v in cfg.items() if k not in ('out', 'data')))]
 
@@ -334,12 +441,15 @@ def run_info(out) -> list:
 def _results_html(out:Path) -> str:
     "Key figures, the test-set scores, the paired comparisons and the latencies, as HTML tables"
     bs = _get(out/'board'/'summary.json') or {}
-    parts = ['<h2 id="key-figures">Key figures</h2>', html_table([[k, v] for k, v in key_figures(out).items()], ['figure', 'value']),
+    hl = headline(out)
+    parts = ['<h2 id="key-figures">Key figures</h2>', '<ul class="headline">' + ''.join(
+                 f'<li{" class=warn" if s.startswith("TRAINING CUT SHORT") else ""}>{html.escape(s)}</li>' for s in hl) + '</ul>' if hl else '',
+             html_table([[k, v] for k, v in key_figures(out).items()], ['figure', 'value']),
              '<p class="note">mAP is the RSNA challenge metric: per image, precision TP/(TP+FP+FN) averaged over IoU thresholds '
              '0.40-0.75, then the mean over the images that count. An image with neither a true box nor a predicted box has '
              'no score and does not count. Intervals are 95% bootstrap intervals over images; differences are paired (same images).</p>']
     if sc := bs.get('scores'):
-        parts += ['<h3>Test images: every predictor under its own conditions</h3>', html_table(
+        parts += [f'<h3>Test images: the {html.escape(demo_model(out/"run"))} under each predictor\'s conditions</h3>', html_table(
             [[s['label'], s['map'], f"{_num(s['ci95'][0])} - {_num(s['ci95'][1])}", f"{s['n_scored']} of {s['n_images']}",
               _link(out, s.get('submission'), Path(s.get('submission') or '').name)] for s in sc.values()],
             ['predictor', 'mAP', '95% interval', 'images counted', 'submission'])]
@@ -352,8 +462,9 @@ def _results_html(out:Path) -> str:
         parts += [f"<h3>Board predictor per image on this machine ({html.escape(st[0]['machine'])})</h3>", html_table(
             [[r['label'], *(f"{r[k]:.1f}" for k in ('read_ms', 'prepare_ms', 'network_ms', 'post_ms', 'total_ms')), r['n_images']] for r in st],
             ['runtime', 'read ms', 'prepare ms', 'network ms', 'post ms', 'total ms', 'images (median)']),
-            '<p class="note">The trained demo model; medians of each stage. OpenCV DNN is the runtime that runs on the Loongson '
-            'board; ONNX Runtime is shown for comparison only (Debian\'s build dies with SIGILL on the board\'s LSX-only CPU).</p>']
+            f'<p class="note">The {html.escape(demo_model(out/"run"))}; medians of each stage, on this machine with the runtime versions '
+            'named in each row. OpenCV DNN is the runtime that runs on the Loongson board (there Debian\'s OpenCV 4.10); ONNX Runtime '
+            'is shown for comparison only (Debian\'s build dies with SIGILL on the board\'s LSX-only CPU).</p>']
     return '\n'.join(parts)
 
 def _files_html(out:Path) -> str:
@@ -387,6 +498,7 @@ def _section_html(out:Path, title:str, sub:str, nb:str, intro:str, first:int) ->
     parts += [md_tables_html(t.read_text()) for t in tables]
     for k, p in enumerate(pngs):
         cap = CAPTIONS.get(f'{sub}/{p.name}', f'{p.stem.replace("_", " ")}.')
+        cap = cap(out) if callable(cap) else cap
         parts.append(f'<figure><img src="{_png_uri(p)}" alt="{html.escape(cap)}"><figcaption>Figure {first + k}. '
                      f'{html.escape(cap)} ({_link(out, p, p.name)})</figcaption></figure>')
     return '\n'.join(parts), len(pngs)
@@ -396,6 +508,7 @@ def write_report(out) -> Path:
     out = Path(out)
     parts = ['<!doctype html><html lang="en"><meta charset="utf-8"><title>pneumonia_kit demo report</title>', f'<style>{_CSS}</style>',
              '<h1>pneumonia_kit demo report</h1>', f'<p class="warn"><b>{html.escape(NOT_CLINICAL)}</b></p>',
+             *([f'<p class="warn" id="training-cut"><b>{html.escape(note)}</b></p>'] if (note := training_note(out)) else []),
              '<h2 id="what-ran">What ran</h2>', html_table(run_info(out)), _results_html(out), _files_html(out)]
     n = 1
     for sec in SECTIONS:
@@ -405,18 +518,47 @@ def write_report(out) -> Path:
     return out/'report.html'
 
 # %% ../nbs/20_demo.ipynb #2b4f0315
+def _scores(s:dict) -> dict: return {k: s.get(k) for k in ('label', 'map', 'ci95', 'n_scored', 'n_images')}
+
+def demo_summary(out) -> dict:
+    "The demo's figures as data (`<out>/summary.json`): what README's measured results are regenerated from"
+    out, bs = Path(out), _get(Path(out)/'board'/'summary.json') or {}
+    run, t, bp = _get(out/'run'/'summary.json') or {}, _get(out/'run'/'config.json', 'train') or {}, _get(out/'run'/'best_post.json') or {}
+    dd = [d for d in (_get(f) for f in sorted(out.glob('*.done.json'))) if d]
+    done = {d['stage']: d.get('seconds') for d in dd}
+    st = next((r for r in bs.get('stage_times') or [] if r.get('backend') == 'opencv' and not r.get('int8')), None)
+    return dict(written=machine_info()['date'], machine=machine_info()['machine'], config=_get(out/'demo_config.json'),
+                model=demo_model(out/'run'), headline=headline(out), training_note=training_note(out),
+                training=dict(epochs_done=run.get('epochs_done'), epochs=t.get('epochs'), stopped=run.get('stopped'),
+                              budget_minutes=t.get('max_minutes'), minutes=run.get('minutes')),
+                validation={k: bp.get(k) for k in ('epoch', 'post', 'map', 'ci95', 'n_counted', 'n_images')},
+                scores={k: _scores(v) for k, v in (bs.get('scores') or {}).items()},
+                comparisons=[{k: c.get(k) for k in ('what', 'a', 'b', 'map_a', 'map_b', 'diff', 'ci95', 'p_value', 'n_images',
+                                                    'n_counted_a', 'n_counted_b')} for c in bs.get('comparisons') or []],
+                int8_gate={k: (bs.get('int8_check') or {}).get(k) for k in ('accepted', 'loss', 'diff_ci95', 'max_loss', 'n_counted', 'n_images')},
+                board_latency=st and {k: st.get(k) for k in ('label', 'total_ms', 'read_ms', 'prepare_ms', 'network_ms', 'post_ms', 'n_images', 'threads')},
+                bench=[dict({k: r.get(k) for k in ('network', 'runtime', 'median_ms', 'peak_mb', 'insns_first_G', 'insns_steady_G',
+                                                   'board_s_meter')}, runtime_label=runtime_note(r.get('runtime', '')))
+                       for r in (_get(out/'bench'/'bench.json', 'rows') or [])],
+                stage_seconds=done, total_seconds=round(sum(v or 0 for v in done.values()), 1),
+                stage_cpu_seconds={d['stage']: d.get('cpu_seconds') for d in dd}, stage_load={d['stage']: d.get('load') for d in dd})
+
 def run_demo(cfg:DemoCfg|None=None, force:bool=False, stages:list|None=None, log=print) -> dict:
-    "Run the pipeline's stages in order (all, or the named ones), write the report and return the key figures"
+    "Run the pipeline's stages in order (all, or the named ones), write the report and the summary; the key figures"
     cfg = cfg or DemoCfg()
     names = [s.name for s in STAGES]
     unknown = set(stages or []) - set(names)
     if unknown: raise PneumoniaKitError(f'unknown stage(s) {", ".join(sorted(unknown))}; stages: {", ".join(names)}')
     t0 = time.time()
     save_json(cfg2dict(cfg), Path(cfg.out)/'demo_config.json')
-    for s in STAGES:
-        if stages is None or s.name in stages: run_stage(cfg, s, force=force, log=log)
+    with pinned_env(cfg.threads):   # every stage kernel: a fixed number of threads
+        for s in STAGES:
+            if stages is None or s.name in stages: run_stage(cfg, s, force=force, log=log)
+            if s.name == 'train' and (note := training_note(cfg.out)): log(f'!!! {note} !!!')
     report = write_report(cfg.out)
+    save_json(demo_summary(cfg.out), Path(cfg.out)/'summary.json')
     figs = key_figures(cfg.out)
     log(f'\nDemo finished in {time.time()-t0:.0f} s. Executed notebooks: {cfg.out}/<stage>.ipynb; report: {report}')
+    for line in headline(cfg.out): log(f'  {line}')
     for k, v in figs.items(): log(f'  {k}: {v or "—"}')
     return figs

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_dicom.ipynb #f61df90a
 from __future__ import annotations
-import math, os, re, warnings, zlib
+import contextlib, math, os, re, warnings, zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np, cv2
@@ -21,9 +21,13 @@ def _pydicom():
 _JPEG8 = {'1.2.840.10008.1.2.4.50'}          # JPEG baseline, 8-bit (`pydicom.uid.JPEGBaseline8Bit`): OpenCV decodes it
 _DEFLATED = '1.2.840.10008.1.2.1.99'         # Deflated Explicit VR Little Endian: the whole dataset is zlib-compressed
 
+# OpenCV's own warnings go straight to stderr, before the one error line of a refusal: only errors, unless asked
+with contextlib.suppress(AttributeError):
+    if os.environ.get('PNEUMONIA_KIT_VERBOSE', '') in ('', '0'): cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'DicomError', 'write_jpeg_dicom', 'pixel_limit', 'read_xray', 'read_meta', 'resize_image', 'draw_boxes',
-           'write_png', 'find_dicoms']
+__all__ = ['MAX_PIXELS', 'DicomError', 'write_jpeg_dicom', 'pixel_limit', 'max_image_bytes', 'read_xray', 'read_meta',
+           'resize_image', 'draw_boxes', 'write_png', 'find_dicoms']
 
 # %% ../nbs/01_dicom.ipynb #9dc7c449
 class DicomError(PneumoniaKitError):
@@ -87,10 +91,15 @@ def pixel_limit() -> int:
     "The pixel limit in force: `PNEUMONIA_KIT_MAX_PIXELS` if set (a positive integer), else `MAX_PIXELS`"
     v = os.environ.get('PNEUMONIA_KIT_MAX_PIXELS', '').strip()
     if not v: return MAX_PIXELS
-    if not v.isdigit() or int(v) <= 0: raise PneumoniaKitError(f'PNEUMONIA_KIT_MAX_PIXELS={v!r} is not a positive integer')
+    if not re.fullmatch(r'[0-9]{1,15}', v) or int(v) <= 0:   # not str.isdigit: it takes '²', which int() refuses
+        raise PneumoniaKitError(f'PNEUMONIA_KIT_MAX_PIXELS={v!r} is not a positive integer')
     return int(v)
 
-def _max_bytes(limit:int) -> int: return 8 * limit + (16 << 20)   # an honest file within the limit: 8 bytes a pixel at most, plus headers
+def max_image_bytes(limit:int) -> int:
+    "Bytes the decoded pixels of one image may take: 2 a pixel of the limit (a 16-bit image at the full limit, a 64-bit one at a quarter)"
+    return 2 * limit
+
+def _max_bytes(limit:int) -> int: return max_image_bytes(limit) + (16 << 20)   # an honest file within the limit, plus headers
 
 def _limit_msg(limit:int) -> str: return f'the limit is {limit:,} pixels (raise it with --max-pixels or PNEUMONIA_KIT_MAX_PIXELS)'
 
@@ -108,22 +117,49 @@ def _stream_dims(frame:bytes):
             if m == 0xDA: return None                                   # a scan before any frame header
             i += 2 + int.from_bytes(frame[i+2:i+4], 'big')
         return None
-    p = frame.find(b'\xff\x4f\xff\x51', 0, 4096)                         # J2K: SOC then SIZ (also inside a JP2 file)
-    if p >= 0 and p + 24 <= len(frame):
-        x, y, xo, yo = (int.from_bytes(frame[p+8+4*k:p+12+4*k], 'big') for k in range(4))
-        return y - yo, x - xo
+    if frame[4:12] == b'jP  \r\n\x87\n': frame = _jp2_codestream(frame)   # JP2: the codestream box, wherever it sits
+    if frame is None or frame[:4] != b'\xff\x4f\xff\x51': return None     # J2K: SOC then SIZ, at the start
+    if len(frame) < 24: return None
+    x, y, xo, yo = (int.from_bytes(frame[8+4*k:12+4*k], 'big') for k in range(4))
+    return y - yo, x - xo
+
+def _jp2_codestream(jp2:bytes):
+    "The contents of the first contiguous-codestream ('jp2c') box of a JP2 file, walking its boxes; None if there is none"
+    i = 0
+    while i + 8 <= len(jp2):
+        n, kind, head = int.from_bytes(jp2[i:i+4], 'big'), jp2[i+4:i+8], 8
+        if n == 1: n, head = int.from_bytes(jp2[i+8:i+16], 'big'), 16     # a 64-bit box length
+        elif n == 0: n = len(jp2) - i                                     # the last box runs to the end
+        if kind == b'jp2c': return jp2[i+head:i+n]
+        if n < head: return None
+        i += n
     return None
 
 # %% ../nbs/01_dicom.ipynb #4184c932
 def _fail(path, what): return DicomError(f'{path}: {what}')
 
+_LONG_VRS = {b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ', b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'}   # 4-byte lengths
+
+def _meta_end(head:bytes):
+    "(end offset, transfer syntax) of the file meta group, walked element by element as pydicom does (not trusting its group length)"
+    i, ts = 132, None
+    while i + 8 <= len(head) and head[i:i+2] == b'\x02\x00':
+        vr = head[i+4:i+6]
+        if vr in _LONG_VRS: n, v = int.from_bytes(head[i+8:i+12], 'little'), i + 12
+        else: n, v = int.from_bytes(head[i+6:i+8], 'little'), i + 8
+        if head[i+2:i+4] == b'\x10\x00': ts = head[v:v+n].rstrip(b'\x00 ').decode('ascii', 'replace')
+        i = v + n
+    return (i, ts) if i <= len(head) else (None, None)
+
 def _check_deflated(path:Path, limit:int):
     "pydicom inflates a deflated dataset whole: inflate it first in chunks, counting, and refuse one that grows too big"
     with open(path, 'rb') as f:
-        head = f.read(144)
-        if head[128:136] != b'DICM\x02\x00\x00\x00': return            # no file meta group length: dcmread will judge
-        meta = f.read(int.from_bytes(head[140:144], 'little'))
-        if _DEFLATED.encode() not in meta: return
+        head = f.read(1 << 16)
+        if head[128:132] != b'DICM': return                              # not a DICOM file: dcmread will say so
+        end, ts = _meta_end(head)
+        if end is None and _DEFLATED.encode() in head: raise _fail(path, 'deflated, with file meta information that cannot be walked')
+        if ts != _DEFLATED: return
+        f.seek(end)
         d, total, cap = zlib.decompressobj(-zlib.MAX_WBITS), 0, _max_bytes(limit)
         while chunk := f.read(1 << 16):
             while chunk:
@@ -178,6 +214,9 @@ def _declared(ds:Dataset, path, limit:int) -> tuple:
     if r < 1 or c < 1: raise _fail(path, f'header says the image is {r}x{c} pixels')
     if r * c > limit: raise _fail(path, f'header says the image is {r}x{c} pixels ({r * c:,}); {_limit_msg(limit)}')
     if spp not in (1, 3) or bits not in (1, 8, 16, 32, 64): raise _fail(path, f'{spp} samples of {bits} bits per pixel is not an image format')
+    if (need := r * c * spp * max(1, bits // 8)) > max_image_bytes(limit):
+        raise _fail(path, f'{r}x{c} pixels of {spp}x{bits} bits need {need:,} bytes, more than {max_image_bytes(limit):,} '
+                          f'(2 bytes a pixel of the limit); {_limit_msg(limit)}')
     n = _frames(ds)
     if n != 1: raise _fail(path, f'{n} frames; expected a single X-ray image')
     return r, c
@@ -195,8 +234,9 @@ def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
     if ts is not None and ts.is_compressed:
         try: frame = next(_pydicom().encaps.generate_frames(ds.PixelData, number_of_frames=1))
         except Exception as e: raise _fail(path, f'cannot find the compressed image in the Pixel Data ({type(e).__name__}: {e})') from None
-        dims = _stream_dims(frame)
-        if dims is not None and dims != shape:
+        dims = shape if ts == '1.2.840.10008.1.2.5' else _stream_dims(frame)   # RLE decodes to the header's size
+        if dims is None: raise _fail(path, 'cannot find the image size in the compressed image; refusing to decode it')
+        if dims != shape:
             raise _fail(path, f'the compressed image says it is {dims[0]}x{dims[1]} pixels but the header says {shape[0]}x{shape[1]}')
     if ts in _JPEG8 and ds.get('SamplesPerPixel', 1) == 1 and ds.BitsAllocated == 8:
         try:
@@ -219,7 +259,9 @@ def _has_voi(ds): return 'VOILUTSequence' in ds or 'WindowCenter' in ds
 def _to_uint8(x, lo, hi):
     if not (math.isfinite(lo) and math.isfinite(hi)): raise ValueError('pixel values are NaN or infinite')
     if not hi > lo: hi = lo + 1
-    return np.rint(np.clip((np.asarray(x, np.float32) - lo) * (255 / (hi - lo)), 0, 255)).astype(np.uint8)
+    y = np.array(x, np.float32)   # one float32 copy, then in place
+    y -= np.float32(lo); y *= np.float32(255 / (hi - lo)); np.clip(y, 0, 255, out=y); np.rint(y, out=y)
+    return y.astype(np.uint8)
 
 def _check_luts(ds):
     "Rescale and window values must be finite numbers (a NaN slope would turn every pixel into garbage)"
@@ -256,8 +298,11 @@ def _grey(arr:np.ndarray, ds:Dataset) -> np.ndarray:
             identity = bits == 8 and not signed and np.array_equal(vals, np.arange(vmin, vmax + 1))
             if identity and idx.dtype == np.uint8 and pi == 'MONOCHROME2': return idx   # the Kaggle images
             lut = _to_uint8(vals, 0, 255) if identity else _to_uint8(vals, *np.percentile(vals[idx[::4, ::4]], [0.5, 99.5]))
-    else:  # float data or >16 bits: work on the values directly
-        x = apply_modality_lut(arr, ds).astype(np.float64)
+    else:  # float data or >16 bits: work on the values directly, in float32 and in place (a quarter of the memory)
+        if 'ModalityLUTSequence' in ds: x = apply_modality_lut(arr, ds).astype(np.float32)
+        else:
+            x = arr.astype(np.float32)
+            x *= np.float32(ds.get('RescaleSlope') or 1); x += np.float32(ds.get('RescaleIntercept') or 0)
         if _has_voi(ds): x = apply_voi_lut(x, ds)
         lut, img = None, _to_uint8(x, *_percentiles(x))
     if lut is not None:

@@ -17,7 +17,7 @@ from .boxes import hflip_boxes, mirror_index
 from .dataset import AUG_LEVELS, AugLevel, RsnaDataset, make_transforms
 from .model import ModelCfg, make_anchors, model_cfg
 from .runs import amp_dtype, autocast, load_checkpoint, read_checkpoint, resolve_checkpoints, resolve_device
-from .train import TrainCfg, fit, prepare_data, preset_cfgs, rank0_first
+from .train import TrainCfg, fit, prepare_data, preset_cfgs, rank0_first, stack_teacher
 
 # %% auto #0
 __all__ = ['GEOMETRIC', 'DELTA_MAX', 'CACHE_FORMAT', 'KD_KEYS', 'DistillCfg', 'distill_aug', 'anchor_index', 'check_teachers',
@@ -230,22 +230,21 @@ class DistillDataset(Dataset):
 # %% ../nbs/15_distill.ipynb #e07e8a1b
 KD_KEYS = ('label_loss', 'kd_loss', 'kd_classification', 'kd_bbox_regression', 'kd_global')   # logged after `LOSS_KEYS`
 
-def distill_loss(net, raw:dict, targets:list, # the student, its raw outputs, the batch's targets (with `teacher`)
-                 dc:DistillCfg) -> dict:
-    "`(1 - kd_weight) * labels' loss + kd_weight * teacher terms`, with every term (`LOSS_KEYS` then `KD_KEYS`)"
+def distill_loss(net, raw:dict, targets, # the student, its raw outputs, the batch's targets (`train.collate_padded`'s
+                 dc:DistillCfg) -> dict:      # with `teacher`, or per-image dicts with `teacher`)
+    "`(1 - kd_weight) * labels' loss + kd_weight * teacher terms`, with every term (`LOSS_KEYS` then `KD_KEYS`); static shapes"
     lab, cfg, dev = net.compute_loss(raw, targets), net.cfg, raw['cls_logits'].device
-    t = [tg['teacher'] for tg in targets]
-    logit, pt = raw['cls_logits'].float(), torch.stack([x['scores'] for x in t]).to(dev, non_blocking=True)
+    t = targets['teacher'] if isinstance(targets, dict) else stack_teacher([tg['teacher'] for tg in targets])
+    t = {k: v.to(dev, non_blocking=True) for k, v in t.items()}
+    logit, pt = raw['cls_logits'].float(), t['scores']
     soft = F.binary_cross_entropy_with_logits(logit, pt, reduction='none') * (logit.sigmoid() - pt).abs().pow(dc.kd_gamma)
     kd_cls = (soft.sum(1) / pt.sum(1).clamp(min=1)).mean()
-    img = torch.cat([torch.full((len(x['idx']),), b, dtype=torch.int64) for b, x in enumerate(t)]).to(dev)
-    anc, td = torch.cat([x['idx'] for x in t]).to(dev), torch.cat([x['deltas'] for x in t]).to(dev)
-    reg, w = raw['bbox_regression'].float()[img, anc], pt[img, anc]
-    box = (F.l1_loss(reg, td, reduction='none') if cfg.box_loss == 'l1' else F.smooth_l1_loss(reg, td, reduction='none', beta=cfg.box_loss_beta)).sum(1)
-    zero = torch.zeros(len(t), device=dev)
-    kd_box = (zero.index_add(0, img, w * box) / zero.index_add(0, img, w).clamp(min=1)).mean()
-    probs = torch.stack([x['probs'] for x in t]).to(dev)
-    kd_glob = F.kl_div(raw['global_logits'].float().log_softmax(-1), probs, reduction='batchmean')
+    reg = raw['bbox_regression'].float().gather(1, t['idx'][..., None].expand(-1, -1, 4))   # [B,K,4]: the teacher's anchors
+    w = pt.gather(1, t['idx']) * t['mask']
+    box = (F.l1_loss(reg, t['deltas'], reduction='none') if cfg.box_loss == 'l1' else
+           F.smooth_l1_loss(reg, t['deltas'], reduction='none', beta=cfg.box_loss_beta)).sum(-1)
+    kd_box = ((w * box).sum(1) / w.sum(1).clamp(min=1)).mean()
+    kd_glob = F.kl_div(raw['global_logits'].float().log_softmax(-1), t['probs'], reduction='batchmean')
     kd = kd_cls + kd_box + cfg.global_loss_weight * kd_glob
     return dict(lab, loss=(1 - dc.kd_weight) * lab['loss'] + dc.kd_weight * kd, label_loss=lab['loss'], kd_loss=kd,
                 kd_classification=kd_cls, kd_bbox_regression=kd_box, kd_global=kd_glob)

@@ -329,7 +329,7 @@ def _labels_of(labels_csv, pids, dest) -> Path:
     "The rows of `labels_csv` for the patientIds `pids`, written to `dest` (so only the checked images are scored)"
     import csv
     with open(labels_csv, newline='', encoding='utf-8-sig') as f: rows = list(csv.reader(f))
-    with open(dest, 'w', newline='') as f: csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r and r[0] in pids])
+    with open(dest, 'w', newline='', encoding='utf-8') as f: csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r and r[0] in pids])
     return Path(dest)
 
 def check_int8(model_dir, # board model folder with an int8 model (`quantize_int8`)

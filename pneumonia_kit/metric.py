@@ -7,19 +7,20 @@ from __future__ import annotations
 import contextlib, csv, math
 from pathlib import Path
 import numpy as np
-from .core import CLASSES, PneumoniaKitError, atomic_write, check_patient_id
+from .core import CLASSES, PneumoniaKitError, atomic_write, check_patient_id, check_readable
 from .boxes import box_iou_xywh
 
 # %% auto #0
-__all__ = ['IOU_THRESHOLDS', 'MODES', 'LABEL_COLUMNS', 'FAILED_COLUMNS', 'MetricInputError', 'map_iou', 'image_precisions',
-           'rsna_map', 'format_prediction_string', 'parse_prediction_string', 'read_submission', 'LabelError',
-           'read_labels', 'read_gt_labels', 'write_submission', 'failed_csv_path', 'write_failures', 'read_boxes',
-           'image_scores', 'bootstrap_ci', 'score_submission', 'format_score_report', 'compare_scores',
-           'compare_submissions', 'format_comparison']
+__all__ = ['IOU_THRESHOLDS', 'MODES', 'MAX_COORD', 'MAX_PAIRS', 'MAX_CSV_BYTES', 'MAX_CSV_ROWS', 'MAX_ERRORS', 'LABEL_COLUMNS',
+           'FAILED_COLUMNS', 'MetricInputError', 'map_iou', 'image_precisions', 'rsna_map', 'format_prediction_string',
+           'parse_prediction_string', 'read_submission', 'LabelError', 'read_labels', 'read_gt_labels',
+           'write_submission', 'failed_csv_path', 'write_failures', 'read_boxes', 'image_scores', 'bootstrap_ci',
+           'score_submission', 'format_score_report', 'compare_scores', 'compare_submissions', 'format_comparison']
 
 # %% ../nbs/03_metric.ipynb #69d8560d
 IOU_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)  # written out: np.arange would give 0.5000000000000001
 MODES = ('kaggle', 'kernel')
+MAX_COORD = 1e6   # pixels: a box coordinate beyond this is an error, not an X-ray (IoU of such boxes is inf/inf = NaN)
 
 class MetricInputError(PneumoniaKitError):
     "Boxes, prediction strings or CSV files that cannot be scored; the message names the file, line or patientId"
@@ -90,6 +91,7 @@ def _some(ids, k:int=10) -> str:
     return ', '.join(map(str, ids[:k])) + (f' ... ({len(ids) - k} more)' if len(ids) > k else '')
 
 _NO_PRED = (np.zeros(0), np.zeros((0, 4)))
+MAX_PAIRS = 1 << 22   # images x most predictions x most true boxes scored at once: a 32 MB IoU array (the real test set: ~0.1 M)
 
 def _pack(gt:dict, preds:dict, mode:str):
     "Pad per-image boxes: GT `[N,G,4]` + mask `[N,G]`; predictions sorted by confidence `[N,P,4]`, scores `[N,P]` + mask"
@@ -99,6 +101,10 @@ def _pack(gt:dict, preds:dict, mode:str):
     gts = [_as_boxes(gt[p], f'ground truth of {p}', check=False) for p in pids]   # shapes now, values below at once
     prs = [_as_pred(*preds[p], f'prediction of {p}', check=False) if p in preds else _NO_PRED for p in pids]
     N, G, P = len(pids), max(map(len, gts), default=0), max((len(s) for s, _ in prs), default=0)
+    if N * G * P > MAX_PAIRS:   # the padded IoU array and its temporaries: refused before they are allocated
+        ig, ip = max(range(N), key=lambda i: len(gts[i])), max(range(N), key=lambda i: len(prs[i][0]))
+        raise MetricInputError(f'too many boxes to score: {N:,} images x {P:,} predictions x {G:,} true boxes is {N * G * P:,} '
+                               f'pairs, more than {MAX_PAIRS:,} (most predictions: {_cut(pids[ip], 40)}; most true boxes: {_cut(pids[ig], 40)})')
     gb, gv = np.zeros((N, G, 4)), np.zeros((N, G), bool)
     pb, ps = np.zeros((N, P, 4)), np.full((N, P), -np.inf)
     for i, (g, (s, b)) in enumerate(zip(gts, prs)):
@@ -204,15 +210,21 @@ def parse_prediction_string(s:str|None, # 'conf x y w h ...'; '', None or NaN me
     if bad: raise MetricInputError(f'{pre}PredictionString has non-numbers: {_some([repr(b) for b in bad], 3)}')
     a = np.array(vals, np.float64).reshape(-1, 5)
     for what, bad_rows in (('NaN or infinite value', ~np.isfinite(a).all(1)), ('negative width or height', (a[:, 3:] < 0).any(1)),
+                           (f'coordinate beyond +-{MAX_COORD:g} pixels', (np.abs(a[:, 1:]) > MAX_COORD).any(1)),
                            ('confidence outside 0..1', (a[:, 0] < 0) | (a[:, 0] > 1))):
         if bad_rows.any(): raise MetricInputError(f'{pre}PredictionString has a {what} in box {np.flatnonzero(bad_rows)[0] + 1}')
     return a[:, 0].copy(), a[:, 1:].copy()
 
 # %% ../nbs/03_metric.ipynb #04a82398
+MAX_CSV_BYTES, MAX_CSV_ROWS = 32 << 20, 1_000_000   # Kaggle's labels: 1.5 MB, 30,227 rows; a 3,000-row submission: < 1 MB
+MAX_ERRORS = 10   # malformed rows listed in one error line; the rest are counted
+
 def _csv_rows(path, need:tuple, what:str):
-    "Header and `(line number, row)` pairs of a CSV file, after checking the file and the `need`ed columns exist"
+    "Header and `(line number, row)` pairs of a CSV file, after checking the file (size, kind) and the `need`ed columns exist"
     path = Path(path)
-    if not path.is_file(): raise MetricInputError(f'{path}: {what} file not found')
+    if not path.exists(): raise MetricInputError(f'{path}: {what} file not found')
+    try: check_readable(path, what, MAX_CSV_BYTES)
+    except PneumoniaKitError as e: raise MetricInputError(str(e)) from None
     try:
         with open(path, newline='', encoding='utf-8-sig') as f:
             r = csv.reader(f, strict=True)
@@ -220,7 +232,11 @@ def _csv_rows(path, need:tuple, what:str):
             if not header: raise MetricInputError(f'{path}: empty {what} file; expected the header {",".join(need)}')
             missing = [c for c in need if c not in header]
             if missing: raise MetricInputError(f'{path}: {what} header {",".join(header)!r} lacks column(s) {", ".join(missing)}; expected {",".join(need)}')
-            return header, [(r.line_num, row) for row in r if row]   # line_num: last line read, i.e. this row's
+            rows = []
+            for row in r:
+                if row: rows.append((r.line_num, row))   # line_num: last line read, i.e. this row's
+                if len(rows) > MAX_CSV_ROWS: raise MetricInputError(f'{path}: more than {MAX_CSV_ROWS:,} rows; not a {what} file of this competition')
+            return header, rows
     except csv.Error as e: raise MetricInputError(f'{path} line {r.line_num}: not valid CSV ({e})') from None
     except UnicodeDecodeError: raise MetricInputError(f'{path}: not a UTF-8 text file') from None
 
@@ -231,8 +247,13 @@ def _row_pid(row, header, n, pid_col):
     if not pid: return None, f'line {n}: empty patientId'
     return pid, None
 
+def _cut(s:str, n:int=160) -> str: return s if len(s) <= n else s[:n] + '...'
+
 def _raise_all(path, errs, what):
-    if errs: raise MetricInputError(f'{path}: {len(errs)} malformed {what} row(s): ' + '; '.join(errs))
+    "One error listing the first `MAX_ERRORS` problems (each cut to a readable length) and counting the rest"
+    if not errs: return
+    more = f'; ... and {len(errs) - MAX_ERRORS:,} more' if len(errs) > MAX_ERRORS else ''
+    raise MetricInputError(f'{path}: {len(errs):,} malformed {what} row(s): ' + '; '.join(map(_cut, errs[:MAX_ERRORS])) + more)
 
 # %% ../nbs/03_metric.ipynb #23c618f9
 def read_submission(csv_path, # submission CSV: patientId,PredictionString
@@ -270,6 +291,7 @@ def _label_box(row, idx, at) -> tuple:
     try: b = [float(v) for v in vals]
     except ValueError: raise ValueError(f'{at}: Target 1 needs numbers in x,y,width,height, got {",".join(vals)!r}') from None
     if not all(map(math.isfinite, b)): raise ValueError(f'{at}: NaN or infinite box value')
+    if max(map(abs, b)) > MAX_COORD: raise ValueError(f'{at}: box coordinate beyond +-{MAX_COORD:g} pixels')
     if b[2] <= 0 or b[3] <= 0: raise ValueError(f'{at}: width and height must be positive, got {b[2]:g},{b[3]:g}')
     return 1, b
 
@@ -290,10 +312,11 @@ def _label_rows(labels_csv, errs:list, seen:set) -> dict:
         p = out.get(pid)
         if p is not None and (t == 0 or p['target'] == 0):
             errs.append(f'line {n} ({pid}): Target {t} row for a patientId that already has a Target {p["target"]} row (line {p["line"]})'); continue
-        p = out.setdefault(pid, dict(target=t, boxes=[], line=n, lines=[]))
-        if b in p['boxes']:
-            errs.append(f'line {n} ({pid}): repeats the box of line {p["lines"][p["boxes"].index(b)]} (a duplicated row would count twice)'); continue
-        if b: p['boxes'].append(b); p['lines'].append(n)
+        p = out.setdefault(pid, dict(target=t, boxes=[], line=n, lines={}))
+        if b is None: continue
+        if (k := tuple(b)) in p['lines']:   # a dict of boxes -> line: linear, not quadratic, in a patient's rows
+            errs.append(f'line {n} ({pid}): repeats the box of line {p["lines"][k]} (a duplicated row would count twice)'); continue
+        p['boxes'].append(b); p['lines'][k] = n
     return out
 
 # %% ../nbs/03_metric.ipynb #0fb04593
@@ -327,7 +350,7 @@ def read_labels(labels_csv, # train-labels CSV: patientId,x,y,width,height,Targe
             errs.append(f"patient {pid}: Target {p['target']} (labels line {p['line']}) contradicts class {p['cls']!r} ({cname} line {cls[pid][1]})")
     errs += [f'{cname} line {n}: patient {pid} is not in {Path(labels_csv).name}' for pid, (c, n) in (cls or {}).items() if pid not in seen]
     if errs:
-        shown = errs[:20] + ([f'... ({len(errs) - 20} more)'] if len(errs) > 20 else [])
+        shown = [_cut(e) for e in errs[:20]] + ([f'... ({len(errs) - 20:,} more)'] if len(errs) > 20 else [])
         raise LabelError(f'{labels_csv}: {len(errs)} label problem(s): ' + '; '.join(shown), errs)
     return {p: dict(boxes=np.array(v['boxes'], np.float64).reshape(-1, 4), target=v['target'], cls=v['cls']) for p, v in pats.items()}
 

@@ -22,8 +22,9 @@ from .core import cfg2dict, dict2cfg
 from .backbones import ModelError, backbone_entry, create_backbone, freeze_batchnorm
 
 # %% auto #0
-__all__ = ['MODEL_PRESETS', 'LEGACY_KEYS', 'LOSS_KEYS', 'ModelCfg', 'model_cfg', 'make_anchors', 'GlobalHead', 'LastLevelP6',
-           'subnet_convs', 'make_head', 'PneumoniaNet', 'create_model', 'count_params', 'count_flops']
+__all__ = ['MODEL_PRESETS', 'LEGACY_KEYS', 'MAX_BOXES', 'LOSS_KEYS', 'ModelCfg', 'model_cfg', 'make_anchors', 'GlobalHead',
+           'LastLevelP6', 'subnet_convs', 'make_head', 'PneumoniaNet', 'create_model', 'pad_targets', 'count_params',
+           'count_flops']
 
 # %% ../nbs/12_model.ipynb #cb12e83e
 @dataclass
@@ -211,45 +212,73 @@ def create_model(cfg_or_name:str|ModelCfg|dict, # preset name in `MODEL_PRESETS`
     return model.to(memory_format=torch.channels_last) if model.cfg.channels_last else model
 
 # %% ../nbs/12_model.ipynb #6d6efab6
-@patch
-@torch.no_grad()
-def match(self:PneumoniaNet, boxes:list) -> torch.Tensor:
-    "Matched box index per anchor `[B,A]`: >=0 a box, -1 background, -2 ignored (between the IoU thresholds)"
-    A = self.anchors.shape[0]
-    matched = torch.full((len(boxes), A), -1, dtype=torch.int64, device=self.anchors.device)
-    ious = box_iou(torch.cat(boxes), self.anchors).split([len(b) for b in boxes])
-    for i, iou in enumerate(ious):
-        if len(iou): matched[i] = self.matcher(iou)
-    return matched
+MAX_BOXES = 8  # targets are padded to this many boxes per image (the real data: at most 4); more -> the next multiple of it
+
+def pad_targets(targets:list, # per image: `boxes` [n,4] xyxy input px (tensor, array or list), `class_id` int
+                max_boxes:int=MAX_BOXES) -> dict: # boxes per image after padding (fewer shapes -> fewer recompilations)
+    "Per-image targets -> fixed-size CPU tensors: `boxes` float32 [B,M,4], `mask` bool [B,M], `class_id` int64 [B]"
+    boxes = [torch.as_tensor(t['boxes'], dtype=torch.float32).reshape(-1, 4) for t in targets]
+    n = max((len(b) for b in boxes), default=0)
+    M = max_boxes * max(1, -(-n // max_boxes))
+    out, mask = torch.zeros(len(boxes), M, 4), torch.zeros(len(boxes), M, dtype=torch.bool)
+    for i, b in enumerate(boxes): out[i, :len(b)], mask[i, :len(b)] = b, True
+    if ((out[..., 2:] <= out[..., :2]).any(-1) & mask).any(): raise ModelError('target boxes need x2 > x1 and y2 > y1')
+    return dict(boxes=out, mask=mask, class_id=torch.as_tensor([int(t['class_id']) for t in targets], dtype=torch.int64))
+
+def _as_padded(targets, device) -> dict:
+    "Padded targets (`pad_targets`) on `device`, from per-image dicts or an already padded dict"
+    t = pad_targets(targets) if isinstance(targets, (list, tuple)) else targets
+    return {k: t[k].to(device, non_blocking=True) for k in ('boxes', 'mask', 'class_id')}
 
 # %% ../nbs/12_model.ipynb #5d004dc2
+def _batch_iou(boxes, anchors):
+    "IoU `[B,M,A]` of boxes `[B,M,4]` with anchors `[A,4]` (torchvision's `box_iou` arithmetic, batched)"
+    area1 = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    area2 = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
+    lt = torch.max(boxes[..., None, :2], anchors[:, :2])
+    rb = torch.min(boxes[..., None, 2:], anchors[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[..., None] + area2 - inter)
+
+@patch
+@torch.no_grad()
+def match(self:PneumoniaNet, boxes, # padded boxes [B,M,4] (with `mask`) or a list of [n,4] per image
+          mask=None) -> torch.Tensor: # [B,M] bool: which boxes are real
+    "Matched box index per anchor `[B,A]`: >=0 a box, -1 background, -2 ignored (torchvision's `Matcher`, static shapes)"
+    if mask is None:
+        t = _as_padded([dict(boxes=b, class_id=0) for b in boxes], self.anchors.device)
+        boxes, mask = t['boxes'], t['mask']
+    iou = torch.where(mask[..., None], _batch_iou(boxes, self.anchors), -1.)
+    vals, idx = iou.max(1)   # per anchor: its best box
+    m = torch.where(vals >= self.cfg.fg_iou_thresh, idx, torch.where(vals >= self.cfg.bg_iou_thresh, -2, -1))
+    best = iou.max(2, keepdim=True).values   # per box: its best anchors get it whatever the IoU (low-quality matches)
+    return torch.where(((iou == best) & mask[..., None]).any(1), idx, m)
+
+# %% ../nbs/12_model.ipynb #a7c0e1d2
 LOSS_KEYS = ('loss', 'classification', 'bbox_regression', 'global_cls')  # `compute_loss` outputs, in log order
 
 @patch
 def compute_loss(self:PneumoniaNet, raw:dict, # outputs of `forward`
-                  targets:list) -> dict: # per image: `boxes` float [n,4] xyxy input px, `class_id` int
-    "Focal classification, box regression and image-level losses (batch means) and their weighted sum `loss`"
+                 targets) -> dict: # `pad_targets` dict (any device), or per image: `boxes` [n,4] xyxy input px, `class_id`
+    "Focal classification, box regression and image-level losses (batch means) and their weighted sum `loss`; no host sync"
     cfg, dev = self.cfg, raw['cls_logits'].device
     cls, reg = raw['cls_logits'].float(), raw['bbox_regression'].float()
-    B, A = cls.shape
-    boxes = [torch.as_tensor(t['boxes'], dtype=torch.float32).reshape(-1, 4) for t in targets]
-    allb = torch.cat(boxes)
-    if (allb[:, 2:] <= allb[:, :2]).any(): raise ModelError('compute_loss: target boxes need x2 > x1 and y2 > y1')
-    boxes = [b.to(dev, non_blocking=True) for b in boxes]
-    matched = self.match(boxes)
+    t = _as_padded(targets, dev)
+    matched = self.match(t['boxes'], t['mask'])
     fg, valid = matched >= 0, matched != det_utils.Matcher.BETWEEN_THRESHOLDS
     n_fg = fg.sum(1).clamp(min=1)
     focal = sigmoid_focal_loss(cls, fg.float(), cfg.focal_alpha, cfg.focal_gamma, reduction='none')
     cls_loss = (focal * valid).sum(1) / n_fg
-    # box loss on the foreground anchors of the whole batch at once
-    img, anc = fg.nonzero(as_tuple=True)
-    gt = nn.utils.rnn.pad_sequence([b if len(b) else torch.zeros(1, 4, device=dev) for b in boxes], batch_first=True)
-    deltas = self.box_coder.encode_single(gt[img, matched[img, anc]], self.anchors[anc])
-    if cfg.box_loss == 'l1': box = F.l1_loss(reg[img, anc], deltas, reduction='none')
-    else: box = F.smooth_l1_loss(reg[img, anc], deltas, reduction='none', beta=cfg.box_loss_beta)
-    box_loss = torch.zeros(B, device=dev).index_add_(0, img, box.sum(1)) / n_fg
-    labels = torch.as_tensor([int(t['class_id']) for t in targets], device=dev)
-    glob = F.cross_entropy(raw['global_logits'].float(), labels)
+    B, A = cls.shape
+    gt = t['boxes'].gather(1, matched.clamp(min=0)[..., None].expand(B, A, 4))
+    anchors = self.anchors.expand(B, A, 4)
+    gt = torch.where(fg[..., None], gt, anchors)   # background anchors encode against themselves: delta 0, never inf
+    deltas = self.box_coder.encode_single(gt.reshape(-1, 4), anchors.reshape(-1, 4)).view(B, A, 4)
+    if cfg.box_loss == 'l1': box = F.l1_loss(reg, deltas, reduction='none')
+    else: box = F.smooth_l1_loss(reg, deltas, reduction='none', beta=cfg.box_loss_beta)
+    box_loss = (box.sum(-1) * fg).sum(1) / n_fg
+    glob = F.cross_entropy(raw['global_logits'].float(), t['class_id'])
     losses = dict(classification=cls_loss.mean(), bbox_regression=box_loss.mean(), global_cls=glob)
     losses['loss'] = losses['classification'] + losses['bbox_regression'] + cfg.global_loss_weight * glob
     return losses

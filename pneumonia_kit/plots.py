@@ -13,12 +13,15 @@ from .dicom import draw_boxes, find_dicoms, read_xray, resize_image, write_png
 from .metric import read_boxes, read_gt_labels, read_submission
 
 # %% auto #0
-__all__ = ['STAGE_KEYS', 'save_figure', 'show_image', 'box_legend', 'plot_predictions', 'plot_submission', 'plot_curves',
-           'plot_runs', 'plot_heatmap', 'plot_nms_sweep', 'show_batch', 'match_image', 'pr_table', 'threshold_curves',
-           'plot_pr_curve', 'plot_threshold_curves', 'confusion_matrix', 'plot_confusion', 'roc_points', 'plot_roc',
-           'gallery_picks', 'plot_gallery', 'plot_stage_times', 'plot_pareto']
+__all__ = ['TRUTH_RGB', 'PRED_RGB', 'STAGE_KEYS', 'save_figure', 'show_image', 'box_legend', 'plot_predictions',
+           'plot_submission', 'plot_curves', 'plot_runs', 'plot_heatmap', 'plot_nms_sweep', 'show_batch', 'match_image',
+           'pr_table', 'threshold_curves', 'plot_pr_curve', 'plot_threshold_curves', 'confusion_matrix',
+           'plot_confusion', 'roc_points', 'plot_roc', 'gallery_picks', 'plot_gallery', 'plot_stage_times',
+           'plot_pareto']
 
 # %% ../nbs/06_plots.ipynb #47aaff7e
+TRUTH_RGB, PRED_RGB = (0, 255, 0), (255, 0, 0)   # every picture: true boxes green, predicted boxes red
+
 def _figure(*size):
     from matplotlib.figure import Figure   # matplotlib only when a picture is drawn (the CLI's start stays fast)
     return Figure(figsize=size, layout='constrained')
@@ -41,15 +44,16 @@ def show_image(dcm_path, # the DICOM to show
     img = read_xray(dcm_path)
     if boxes_csv is not None:
         scores, b = boxes[pid]
-        img = draw_boxes(img, b, scores, color=(255, 0, 0) if kind == 'submission' else (0, 255, 0))
+        img = draw_boxes(img, b, scores, color=PRED_RGB if kind == 'submission' else TRUTH_RGB)
     return write_png(out_png, img)
 
 # %% ../nbs/06_plots.ipynb #eb0cd44c
-def box_legend(fig, loc:str='outside lower center'):
+def box_legend(fig, loc:str='outside lower center', truth:bool=True, preds:bool=True):
     "A figure legend for X-rays drawn with boxes: true boxes green, predicted boxes red with their scores"
     from matplotlib.patches import Patch
-    return fig.legend(handles=[Patch(fill=False, edgecolor='#00ff00', lw=2, label='true box (ground truth)'),
-                               Patch(fill=False, edgecolor='red', lw=2, label='predicted box (score above it)')],
+    hex_ = lambda rgb: '#' + ''.join(f'{v:02x}' for v in rgb)
+    return fig.legend(handles=[Patch(fill=False, edgecolor=hex_(TRUTH_RGB), lw=2, label='true box (ground truth)')] * truth +
+                              [Patch(fill=False, edgecolor=hex_(PRED_RGB), lw=2, label='predicted box (score above it)')] * preds,
                       loc=loc, ncols=2, fontsize=8, frameon=False)
 
 # %% ../nbs/06_plots.ipynb #3cc8f618
@@ -70,8 +74,8 @@ def plot_predictions(images:list, # HxW uint8 arrays or DICOM paths
         if i >= n: continue
         im = images[i]
         img = read_xray(im) if isinstance(im, (str, Path)) else np.asarray(im)
-        if gt is not None and gt[i] is not None and len(gt[i]): img = draw_boxes(img, gt[i], color=(0, 255, 0))
-        if preds[i] is not None and len(preds[i][0]): img = draw_boxes(img, preds[i][1], preds[i][0], color=(255, 0, 0))
+        if gt is not None and gt[i] is not None and len(gt[i]): img = draw_boxes(img, gt[i], color=TRUTH_RGB)
+        if preds[i] is not None and len(preds[i][0]): img = draw_boxes(img, preds[i][1], preds[i][0], color=PRED_RGB)
         ax.imshow(img if img.ndim == 3 else np.stack([img] * 3, -1))
         ax.set_title(titles[i] if titles else (Path(im).stem[:13] if isinstance(im, (str, Path)) else str(i)), fontsize=8)
     box_legend(fig)
@@ -141,7 +145,7 @@ def plot_heatmap(table, # DataFrame: epochs (index) x thresholds (columns) of mA
                  out_png=None, # PNG to write
                  best=None, # (epoch, threshold) cell to outline; default the table's maximum
                  title:str='out-of-fold mAP by epoch and final score threshold'):
-    "Heat map of mAP over epochs x final score thresholds with the best cell outlined"
+    "Heat map of mAP over epochs x final score thresholds with the chosen (default: best) cell outlined; `fig.outlined` says which"
     import seaborn as sns
     from matplotlib.patches import Rectangle
     fig = _figure(max(6, 0.45 * table.shape[1] + 2), max(2.5, 0.4 * table.shape[0] + 1.5))
@@ -153,6 +157,7 @@ def plot_heatmap(table, # DataFrame: epochs (index) x thresholds (columns) of mA
     if best is not None:
         i, j = list(table.index).index(best[0]), list(table.columns).index(best[1])
         ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor='red', lw=2))
+    fig.outlined = best   # (epoch, threshold) as drawn, for captions and checks
     ax.set(xlabel='final score threshold', ylabel='epoch', title=title)
     if out_png is not None: save_figure(fig, out_png)
     return fig
@@ -375,8 +380,8 @@ def plot_gallery(submission_csv, # patientId,PredictionString
             pid, note = items[k]
             img = read_xray(paths[pid]); h = img.shape[0]
             s, b = sub.get(pid, (np.zeros(0), np.zeros((0, 4))))
-            img = draw_boxes(img, gt[pid], color=(0, 255, 0), thickness=max(2, h // 170))
-            if len(s): img = draw_boxes(img, b, s, color=(255, 0, 0), thickness=max(2, h // 170))
+            img = draw_boxes(img, gt[pid], color=TRUTH_RGB, thickness=max(2, h // 170))
+            if len(s): img = draw_boxes(img, b, s, color=PRED_RGB, thickness=max(2, h // 170))
             ax.imshow(resize_image(img, size)); ax.set_title(f'{pid[:10]}: {note}', fontsize=7)
     fig.suptitle(title or f'outcomes at IoU > {iou:g}', fontsize=10)
     box_legend(fig)

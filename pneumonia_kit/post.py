@@ -11,7 +11,8 @@ from .core import OPACITY, PneumoniaKitError, dict2cfg
 from .boxes import decode_boxes, nms
 
 # %% auto #0
-__all__ = ['PostCfg', 'as_post', 'sigmoid', 'softmax', 'select_candidates', 'decode_candidates', 'finalize', 'postprocess_raw']
+__all__ = ['SATURATED', 'PostCfg', 'as_post', 'sigmoid', 'softmax', 'select_candidates', 'decode_candidates', 'finalize',
+           'NonFiniteOutput', 'check_finite', 'postprocess_raw']
 
 # %% ../nbs/04_post.ipynb #c4e025ec
 @dataclass
@@ -104,6 +105,21 @@ def finalize(boxes_xyxy:np.ndarray, # (n,4) candidate boxes x1 y1 x2 y2 in input
                      (boxes[:, 3] - boxes[:, 1]) * sy], axis=1).astype(np.float32).reshape(-1, 4)
     return final, xywh
 
+# %% ../nbs/04_post.ipynb #a192e8ad
+class NonFiniteOutput(PneumoniaKitError):
+    "The network gave NaN or infinite outputs for an image: that image fails (a NaN logit would silently give no box)"
+
+SATURATED = 1e30   # no trained network's output comes near; OpenCV DNN turns NaN weights into +-3.4e38 (FLT_MAX)
+
+def check_finite(**outputs):
+    "Raise `NonFiniteOutput` naming the first of the named network `outputs` holding NaN, infinite or saturated values"
+    for name, a in outputs.items():
+        a = np.asarray(a)
+        if a.dtype.kind != 'f': continue
+        with np.errstate(invalid='ignore'): bad = ~(np.abs(a) < SATURATED)   # NaN compares False: counted too
+        if bad.any():
+            raise NonFiniteOutput(f'the network output {name} has {int(bad.sum()):,} NaN, infinite or saturated (|x| >= 1e30) value(s)')
+
 # %% ../nbs/04_post.ipynb #56b966dd
 def postprocess_raw(cls_logits:np.ndarray, # (1,A) or (A,) class logits, one per anchor
                     bbox_regression:np.ndarray, # (1,A,4) or (A,4) box deltas
@@ -118,6 +134,7 @@ def postprocess_raw(cls_logits:np.ndarray, # (1,A) or (A,) class logits, one per
     "dict(scores, boxes_xywh (original px), global_probs) of one image from the network's raw outputs"
     post = as_post(post)
     logits, deltas = np.asarray(cls_logits, np.float32).reshape(-1), np.asarray(bbox_regression, np.float32).reshape(-1, 4)
+    check_finite(cls_logits=logits, bbox_regression=deltas, global_logits=global_logits)
     n_anc = len(np.asarray(anchors).reshape(-1, 4))
     if not len(logits) == len(deltas) == n_anc:
         raise PneumoniaKitError(f'the network gives {len(logits)} scores and {len(deltas)} boxes for {n_anc} anchors')

@@ -13,7 +13,7 @@ from .core import PneumoniaKitError, cfg2dict, check_writable
 from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion
 from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
-from .post import PostCfg, decode_candidates, finalize, select_candidates, sigmoid
+from .post import NonFiniteOutput, PostCfg, check_finite, decode_candidates, finalize, select_candidates, sigmoid
 from .runs import amp_dtype, autocast, load_models, resolve_checkpoints, resolve_device, resolve_post
 
 # %% auto #0
@@ -53,12 +53,15 @@ def raw_passes(model, # a `PneumoniaNet` in eval mode
     out = []
     for flip in ((False, True) if tta else (False,)):
         with autocast(images.device, amp_dtype(amp, images.device)): raw = model(images.flip(-1) if flip else images)
-        scores = sigmoid(raw['cls_logits'].float().cpu().numpy())   # the board's float32 sigmoid: same ties, same NMS
+        A = raw['cls_logits'].shape[1]   # the pass's outputs in one copy to the host
+        host = torch.cat([raw['cls_logits'].float(), raw['bbox_regression'].float().flatten(1),
+                          raw['global_logits'].float().softmax(-1)], 1).cpu().numpy()
+        scores = sigmoid(host[:, :A])   # the board's float32 sigmoid: same ties, same NMS
         if flip:
             mirror = mirror_index(anchors) if mirror is None else mirror
             scores = scores[:, mirror]
-        out.append(dict(info, scores=scores, deltas=raw['bbox_regression'].float().cpu().numpy(),
-                        global_probs=raw['global_logits'].float().softmax(-1).cpu().numpy(), flip=flip, mirror=mirror))
+        out.append(dict(info, scores=scores, deltas=host[:, A:5 * A].reshape(-1, A, 4), global_probs=host[:, 5 * A:],
+                        flip=flip, mirror=mirror))
     return out
 
 def _decode_pass(p, b, keep):
@@ -120,8 +123,17 @@ def _unique_ids(paths:list) -> dict:
         seen[p.stem] = p
     return seen
 
+def _not_finite(per_model:list) -> dict:
+    "Index in the batch -> why, for the images whose raw outputs (any model, any pass) hold NaN, infinite or saturated values"
+    bad = {}
+    for p in (p for ps in per_model for p in ps):
+        for b in range(len(p['scores'])):
+            try: check_finite(cls_scores=p['scores'][b], bbox_regression=p['deltas'][b], global_probs=p['global_probs'][b])
+            except NonFiniteOutput as e: bad.setdefault(b, str(e))
+    return bad
+
 def _predict_batch(batch:dict, run, post:PostCfg, S:int, dev, seen:dict, rows:dict, failed:list, png_dir=None):
-    "One `collate_files` batch: failures reported, the rest run (`run(images)` -> candidates), finalized, drawn; rows[pid] = (string, n boxes)"
+    "One `collate_files` batch: failures reported, the rest run (`run(images)` -> (candidates, not finite)), finalized, drawn"
     ok = [i for i, e in enumerate(batch['error']) if not e]
     for i, e in enumerate(batch['error']):
         if e:
@@ -129,25 +141,32 @@ def _predict_batch(batch:dict, run, post:PostCfg, S:int, dev, seen:dict, rows:di
             failed.append(dict(patientId=pid, path=str(seen[pid]), error=e)); rows[pid] = ('', 0)
             print(e if str(seen[pid]) in e else f'{seen[pid]}: {e}', file=sys.stderr)
     if not ok: return
-    res = _final(run(batch['image'][ok].to(dev, non_blocking=True)), post, [batch['orig_size'][i] for i in ok], S)
+    cands, bad = run(batch['image'][ok].to(dev, non_blocking=True))
+    good = [j for j in range(len(ok)) if j not in bad]   # a NaN output fails its image, never the batch
+    res = dict(zip(good, _final([cands[j] for j in good], post, [batch['orig_size'][ok[j]] for j in good], S)))
     for j, i in enumerate(ok):
-        pid, (s, b) = batch['patientId'][i], res[j]
+        pid = batch['patientId'][i]
+        if j in bad:
+            failed.append(dict(patientId=pid, path=str(seen[pid]), error=bad[j])); rows[pid] = ('', 0)
+            print(f'{seen[pid]}: {bad[j]}', file=sys.stderr); continue
+        s, b = res[j]
         rows[pid] = (format_prediction_string(s, b), len(s))
         if png_dir is not None:
             h, w = batch['orig_size'][i]
             write_png(Path(png_dir)/f'{pid}.png', draw_boxes(batch['image'][i, 0].numpy(), b / [w / S, h / S, w / S, h / S], s))
 
+
 # %% ../nbs/16_predict.ipynb #c84e6517
 def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-separated string)
             images, # a folder of DICOMs, a DICOM file, or a list of them
             out='submission.csv', # submission CSV to write (atomically)
-            batch_size:int=8, # images per batch
+            batch_size:int|None=None, # images per batch (None: 64 on a GPU, 8 on the CPU)
             device:str='auto', # 'auto', 'cpu', 'cuda', 'cuda:1', ...
             tta:bool=False, # also predict the horizontally flipped images
             ensemble:str='mean', # 'mean': average raw outputs per anchor; 'wbf': fuse each checkpoint's detections
             post=None, # `PostCfg` or dict; default: best_post.json of the first checkpoint's run, else defaults
             png_dir=None, # if given, one PNG per image (model input size) with the boxes drawn
-            amp=False, # mixed precision: a `runs.AMP_MODES` name, or True ('auto' on CUDA, bf16 on the CPU)
+            amp=False, # mixed precision: a `runs.AMP_MODES` name, or True; fp32 by default (on the H200 AMP changed the boxes)
             num_workers:int=0, # DataLoader worker processes reading the DICOMs
             wbf_iou:float=0.55, # cluster IoU of `ensemble='wbf'`
             progress:bool=True, # tqdm progress bar
@@ -165,11 +184,14 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
     mirrors = [mirror_index(m.anchors.cpu().numpy()) if tta else None for m in models]
     paths = find_dicoms(images)
     seen = _unique_ids(paths)
+    batch_size = batch_size or (64 if dev.type == 'cuda' else 8)
     dl = DataLoader(XrayFiles(paths, S), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
                     pin_memory=dev.type == 'cuda')
     t0 = time.perf_counter()
     rows, failed = {}, []
-    run = lambda x: combine([raw_passes(m, x, tta, amp, mi) for m, mi in zip(models, mirrors)], post, ensemble, wbf_iou)
+    def run(x):
+        per_model = [raw_passes(m, x, tta, amp, mi) for m, mi in zip(models, mirrors)]
+        return combine(per_model, post, ensemble, wbf_iou), _not_finite(per_model)
     for batch in tqdm(dl, unit='batch', disable=not progress, desc='predict'):
         _predict_batch(batch, run, post, S, dev, seen, rows, failed, png_dir)
     write_submission(out, [(p.stem, rows[p.stem][0]) for p in paths])   # not reached on Ctrl-C: the old file stays

@@ -4,11 +4,11 @@
 
 # %% ../nbs/13_runs.ipynb #548d0cb7
 from __future__ import annotations
-import contextlib, os, random, re
+import contextlib, os, random, re, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
-from .core import PneumoniaKitError, RsnaPaths, atomic_write, dict2cfg, load_json
+from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_readable, dict2cfg, load_json
 from .metric import rsna_map
 from .post import PostCfg, as_post, finalize
 from .data import get_folds
@@ -90,17 +90,26 @@ def read_checkpoint(path, device='cpu',
     path = Path(path)
     if path.is_dir(): raise PneumoniaKitError(f'{path}: a folder; give a checkpoint file (checkpoints/epoch_NNN.pt)')
     if not path.exists(): raise PneumoniaKitError(f'{path}: checkpoint not found')
+    if check_readable(path, 'checkpoint') == 0: raise PneumoniaKitError(f'{path}: empty checkpoint file (0 bytes: an interrupted copy?)')
     try: ck = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
-    except Exception as e: raise PneumoniaKitError(f'{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})') from None
+    except Exception as e:
+        raise PneumoniaKitError(f'{path}: not a readable checkpoint ({type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]})') from None
     if not isinstance(ck, dict) or not {'model', 'config', 'epoch'} <= set(ck):
         raise PneumoniaKitError(f'{path}: not a pneumonia_kit checkpoint (needs model, config and epoch entries)')
+    if not isinstance(ck['config'], dict) or not isinstance(ck['config'].get('model'), dict):
+        raise PneumoniaKitError(f'{path}: its config has no model settings (config.model must be a dict)')
+    if not isinstance(ck['epoch'], int) or not isinstance(ck['model'], dict):
+        raise PneumoniaKitError(f'{path}: its epoch must be an integer and its model a state dict')
     return ck
 
 def load_checkpoint(path, # checkpoint file written by `fit`
                     device='cpu') -> tuple: # where the model goes
     "`(model in eval mode, cfgs)`: the network rebuilt from the checkpoint's config; cfgs = config + epoch + metrics"
     ck = read_checkpoint(path, device)
-    model = create_model(ck['config']['model'], pretrained=False, weights_file=None)   # weights come from the checkpoint
+    try: model = create_model(ck['config']['model'], pretrained=False, weights_file=None)   # weights come from the checkpoint
+    except PneumoniaKitError as e: raise PneumoniaKitError(f'{path}: {e}') from None
+    except (TypeError, ValueError, KeyError, AttributeError) as e:   # a config of wrong types: name the file, not a traceback
+        raise PneumoniaKitError(f'{path}: its model config cannot build a network ({type(e).__name__}: {str(e)[:200]})') from None
     try: model.load_state_dict(ck['model'])
     except RuntimeError as e: raise PneumoniaKitError(f'{path}: weights do not fit the model of its config ({str(e).splitlines()[0]})') from None
     return model.to(device).eval(), dict(ck['config'], epoch=ck['epoch'], metrics=ck.get('metrics', {}))
@@ -129,11 +138,21 @@ def best_epoch(run_dir, metric:str='val_loss', mode:str='min') -> int|None:
     run_dir = Path(run_dir)
     for name, key in (('best_post.json', 'epoch'), ('summary.json', 'best_epoch')):
         f = run_dir/name
-        if f.is_file() and load_json(f).get(key) is not None: return int(load_json(f)[key])
+        if not f.is_file(): continue
+        d = load_json(f)
+        if not isinstance(d, dict): raise PneumoniaKitError(f'{f}: not a JSON object')
+        v = d.get(key)
+        if v is None: continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0: raise PneumoniaKitError(f'{f}: {key} must be an epoch number, got {str(v)[:40]!r}')
+        return v
     if (f := run_dir/'log.csv').is_file():
-        log = pd.read_csv(f)
-        if metric in log and 'epoch' in log and log[metric].notna().any():
-            return int(log.loc[log[metric].idxmin() if mode == 'min' else log[metric].idxmax(), 'epoch'])
+        check_readable(f, 'log', 64 << 20)
+        try: log = pd.read_csv(f, encoding='utf-8')
+        except Exception as e: raise PneumoniaKitError(f'{f}: not a readable log ({type(e).__name__}: {str(e)[:200]})') from None
+        if metric in log and 'epoch' in log:
+            m, ep = pd.to_numeric(log[metric], errors='coerce'), pd.to_numeric(log['epoch'], errors='coerce')
+            ok = m.notna() & ep.notna()
+            if ok.any(): return int(ep[ok][m[ok].idxmin() if mode == 'min' else m[ok].idxmax()])
     return None
 
 def resolve_checkpoints(items) -> list:
@@ -164,6 +183,7 @@ def load_models(checkpoints:list, # checkpoint files
 def load_post(path) -> PostCfg:
     "Post-processing settings from a `best_post.json` or `board.json` (their `post` entry) or a plain dict file"
     d = load_json(path)
+    if not isinstance(d, dict): raise PneumoniaKitError(f'{path}: not a JSON object of post-processing settings')
     try: return as_post(d.get("post", d))
     except PneumoniaKitError as e: raise PneumoniaKitError(f'{path}: {e}') from None
 
@@ -199,7 +219,22 @@ def load_oof(path) -> dict:
     "Read `oof/epoch_NNN.npz` back (arrays as written; `oof_images` splits them per image)"
     path = Path(path)
     if not path.exists(): raise PneumoniaKitError(f'{path}: out-of-fold file not found')
-    with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files}
+    size = check_readable(path, 'out-of-fold')
+    try:
+        with zipfile.ZipFile(path) as zf: inflated = sum(i.file_size for i in zf.infolist())   # read from the directory, nothing inflated
+        if inflated > max(64 << 20, 50 * size):   # real candidates compress ~2-5x; a bomb 1000x
+            raise PneumoniaKitError(f'{path}: its arrays inflate to {inflated:,} bytes from {size:,}; refusing to read them')
+        with np.load(path, allow_pickle=False) as z: oof = {k: z[k] for k in z.files}
+    except PneumoniaKitError: raise
+    except Exception as e: raise PneumoniaKitError(f'{path}: not a readable out-of-fold file ({type(e).__name__}: {str(e)[:200]})') from None
+    need = ('patientId', 'offsets', 'boxes', 'scores', 'global_probs', 'orig_size', 'class_id', 'gt_offsets', 'gt_boxes', 'image_size')
+    if missing := [k for k in need if k not in oof]: raise PneumoniaKitError(f'{path}: lacks array(s) {", ".join(missing)}')
+    n, o, g = len(oof['patientId']), oof['offsets'], oof['gt_offsets']
+    ok = (o.ndim == g.ndim == 1 and len(o) == len(g) == n + 1 and o.dtype.kind in 'iu' and g.dtype.kind in 'iu'
+          and (np.diff(o) >= 0).all() and (np.diff(g) >= 0).all() and o[-1] == len(oof['scores']) == len(oof['boxes'])
+          and g[-1] == len(oof['gt_boxes']) and oof['global_probs'].shape == (n, 3) and oof['orig_size'].shape == (n, 2))
+    if not ok: raise PneumoniaKitError(f'{path}: arrays of inconsistent shapes; not an out-of-fold file of this version')
+    return oof
 
 # %% ../nbs/13_runs.ipynb #14c0c40a
 def oof_images(oof:dict) -> list:

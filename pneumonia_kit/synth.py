@@ -679,6 +679,8 @@ def synth_dataset(out, # folder to write (the Kaggle layout; existing files of t
                   **knobs, # `SynthCfg` fields that override the difficulty's
                  ) -> RsnaPaths:
     "Write an offline twin of the RSNA stage-2 data (DICOMs, label CSVs, the truth, its settings) to `out`"
+    if not isinstance(size, int) or not 16 <= size <= 4096:   # 100000 px would need 10 GB per image
+        raise PneumoniaKitError(f'synth size must be an integer from 16 to 4096, got {size!r}')
     cfg, paths = synth_cfg(difficulty, **knobs), RsnaPaths(out)
     jobs = [(seed, 'train', i, size, paths.train_images, cfg) for i in range(n_images)] + \
            [(seed, 'test', i, size, paths.test_images, cfg) for i in range(n_test)]

@@ -20,22 +20,30 @@ from .plots import plot_curves
 from .data import get_folds, load_labels
 from .cache import build_cache, load_manifest
 from .dataset import RsnaDataset, collate_fn, make_transforms
-from .model import LOSS_KEYS, MODEL_PRESETS, ModelCfg, create_model
+from .model import LOSS_KEYS, MODEL_PRESETS, ModelCfg, create_model, pad_targets
 from .runs import (AMP_MODES, amp_dtype, autocast, drop_optimizer_state, list_checkpoints, oof_map, pack_oof,
                                 read_checkpoint, resolve_device, save_checkpoint, save_oof, set_rng_state, unwrap, write_log)
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'TrainCfg', 'preset_cfgs', 'distributed', 'unwrap', 'rank0_first', 'epoch_seed', 'train_loader',
-           'prepare_data', 'NonFiniteLossError', 'train_one_epoch', 'evaluate', 'log_tensorboard', 'fit',
-           'train_preset', 'main']
+__all__ = ['TRAIN_PRESETS', 'COMPILE_MODES', 'LR_RULES', 'TrainCfg', 'preset_cfgs', 'distributed', 'unwrap', 'rank0_first',
+           'stack_teacher', 'collate_padded', 'to_device', 'epoch_seed', 'train_loader', 'prepare_data',
+           'NonFiniteLossError', 'make_step', 'make_optimizer', 'train_one_epoch', 'evaluate', 'auto_batch_size',
+           'probe_step_memory', 'lr_schedule', 'log_tensorboard', 'fit', 'train_preset', 'main']
 
 # %% ../nbs/14_train.ipynb #58953c13
 @dataclass
 class TrainCfg:
     "Training settings (JSON-able); batch size and workers are per process under DDP"
     epochs:int=12               # epochs to train (the original: about 12 of 50 min on a P100)
-    batch_size:int=4            # images per step and process (the original: 4 for SE-ResNeXt101 at 512 px)
-    lr:float=1e-5               # Adam learning rate (the original's, for ImageNet-pretrained backbones; from scratch needs ~1e-3)
+    batch_size:int|str=4        # images per step and process (the original: 4 for SE-ResNeXt101 at 512 px), or 'auto'
+    lr:float=1e-5               # Adam lr at `lr_base_batch` (the original's, pretrained backbones; from scratch ~1e-3)
+    lr_base_batch:int|None=None # total batch `lr` was tuned at (None: no scaling); another batch scales it
+    lr_scaling:str='sqrt'       # 'sqrt' (Adam's rule) or 'linear': lr x (batch x processes / lr_base_batch)**(1/2 or 1)
+    warmup_steps:int|None=None  # linear lr warm-up steps; None: one epoch (<= 500 steps) when the lr was scaled up, else 0
+    mem_share:float=0.8         # batch_size 'auto': the share of the GPU's memory one step may use (probed)
+    max_batch:int=256           # batch_size 'auto': the largest batch tried
+    compile:str='off'           # torch.compile of forward + loss: off, default, reduce-overhead (CUDA graphs), max-autotune
+    check_every:int=50          # steps between the checks (one host sync) for a non-finite loss; the progress bar's pace
     weight_decay:float=0.       # Adam weight decay
     grad_clip:float=0.05        # max global gradient norm (`clip_grad_norm_`); 0 disables
     plateau_patience:int=4      # ReduceLROnPlateau: validations without improvement before the lr drops
@@ -67,7 +75,12 @@ _CPU_SCRATCH = TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_leve
 
 TRAIN_PRESETS = dict(
     original=dict(model=MODEL_PRESETS['original_se_resnext101'],
-                  train=TrainCfg(plateau_metric='val_bbox_regression')),   # faithful: SE-ResNeXt101, P2-P7, 512 px, Adam 1e-5
+                  train=TrainCfg(plateau_metric='val_bbox_regression', lr_base_batch=4)),   # faithful: SE-ResNeXt101 P2-P7, Adam 1e-5
+    # the same network and recipe at the GPU's speed (issue 20): the largest batch that fits, lr scaled by sqrt(batch / 4)
+    # with a warm-up, forward + loss compiled
+    original_fast=dict(model=MODEL_PRESETS['original_se_resnext101'],
+                       train=TrainCfg(plateau_metric='val_bbox_regression', lr_base_batch=4, batch_size='auto', compile='default',
+                                      num_workers=16)),
     se_resnext50_p3p7=dict(model=MODEL_PRESETS['se_resnext50_p3p7'], train=TrainCfg(batch_size=8)),  # ~2.5x less compute, GPU
     cpu_demo=dict(model=dataclasses.replace(MODEL_PRESETS['tiny'], image_size=256),
                   train=TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off')),
@@ -137,6 +150,32 @@ def rank0_first(fn, rank:int=0, world:int=1):
     if msg is not None: raise PneumoniaKitError(f'stopped because rank 0 failed ({msg})')
     return res if rank == 0 else fn()
 
+# %% ../nbs/14_train.ipynb #f2b1c3d4
+def stack_teacher(ts:list, multiple:int=64) -> dict:
+    "Per-image teacher outputs (`distill`) -> `scores` [B,A], `probs` [B,3], `idx` [B,K], `deltas` [B,K,4], `mask` [B,K]"
+    K = multiple * max(1, -(-max(len(t['idx']) for t in ts) // multiple))
+    idx, mask = torch.zeros(len(ts), K, dtype=torch.int64), torch.zeros(len(ts), K, dtype=torch.bool)
+    deltas = torch.zeros(len(ts), K, 4)
+    for i, t in enumerate(ts): n = len(t['idx']); idx[i, :n], deltas[i, :n], mask[i, :n] = t['idx'], t['deltas'], True
+    return dict(scores=torch.stack([t['scores'] for t in ts]).float(), probs=torch.stack([t['probs'] for t in ts]).float(),
+                idx=idx, deltas=deltas, mask=mask)
+
+def collate_padded(batch:list) -> tuple:
+    "`dataset.collate_fn`, targets padded: (uint8 images [B,1,S,S], dict(boxes [B,M,4], mask [B,M], class_id [B], items))"
+    images, items = collate_fn(batch)
+    out = dict(pad_targets(items), items=[{k: v for k, v in t.items() if k not in ('boxes', 'teacher')} for t in items])
+    if items and 'teacher' in items[0]: out['teacher'] = stack_teacher([t['teacher'] for t in items])   # `distill`
+    return images, out
+
+def _to(v, device):
+    if torch.is_tensor(v): return v.to(device, non_blocking=True)
+    return {k: _to(w, device) for k, w in v.items()} if isinstance(v, dict) else v
+
+def to_device(images:torch.Tensor, targets:dict, device:torch.device, channels_last:bool=False) -> tuple:
+    "Images and the targets' tensors on `device` (non-blocking: pinned batches do not stop the host)"
+    x = images.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x, _to(targets, device)
+
 # %% ../nbs/14_train.ipynb #03fb80d3
 def epoch_seed(seed:int, epoch:int, rank:int=0) -> int:
     "The seed of one epoch of one process"
@@ -161,8 +200,10 @@ def train_loader(ds:RsnaDataset, # training dataset (with its augmentation)
     else: sampler = torch.utils.data.RandomSampler(ds, generator=g)
     if tc.num_workers == 0 and getattr(ds, 'transforms', None) is not None: ds.transforms.set_random_seed(s)
     random.seed(s); np.random.seed(s)
-    return DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.num_workers, collate_fn=collate_fn,
-                      generator=g, worker_init_fn=functools.partial(_worker_init, s), pin_memory=pin_memory)
+    # compiled steps: no smaller last batch (one shape, one graph)
+    return DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.num_workers, collate_fn=collate_padded,
+                      generator=g, worker_init_fn=functools.partial(_worker_init, s), pin_memory=pin_memory,
+                      drop_last=tc.compile != 'off' and len(ds) > tc.batch_size)
 
 # %% ../nbs/14_train.ipynb #996a7b43
 def prepare_data(data_root, # dataset folder in the Kaggle layout (real or synthetic twin)
@@ -205,83 +246,202 @@ def prepare_data(data_root, # dataset folder in the Kaggle layout (real or synth
 class NonFiniteLossError(PneumoniaKitError):
     "A loss became NaN or infinite; nothing of that epoch was written"
 
-def _to_device(images, device, channels_last):
-    x = images.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+COMPILE_MODES = ('off', 'default', 'reduce-overhead', 'max-autotune')
+
+def make_step(model, # the model, possibly wrapped in DDP
+              device:torch.device, dtype:torch.dtype|None, # autocast dtype (None: fp32)
+              loss_fn=None, # `(net, raw, targets) -> dict` of losses (default: `net.compute_loss`)
+              compile:str='off', # one of `COMPILE_MODES`
+              fullgraph:bool=False): # compiled: refuse graph breaks (the tests use it)
+    "`step(images, targets) -> losses`: forward under autocast and the loss, eager or `torch.compile`d"
+    if compile not in COMPILE_MODES: raise PneumoniaKitError(f'TrainCfg.compile={compile!r}: use one of {", ".join(COMPILE_MODES)}')
+    net = unwrap(model)
+    def step(x, targets):
+        with autocast(device, dtype): raw = model(x)
+        return net.compute_loss(raw, targets) if loss_fn is None else loss_fn(net, raw, targets)
+    if compile == 'off': return step
+    return torch.compile(step, mode=compile, fullgraph=fullgraph, dynamic=False)
+
+def make_optimizer(params, lr:float, weight_decay:float=0.) -> torch.optim.Adam:
+    "Adam as one fused kernel (CUDA and CPU): no per-parameter launches, no host sync, `GradScaler`-aware"
+    return torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay, fused=True)
 
 # %% ../nbs/14_train.ipynb #4f6d73b5
+def _check_finite(bad, first, first_stats, keys, epoch:int, steps:tuple, lr:float, world:int):
+    "The one host sync of a window of steps: raise `NonFiniteLossError` naming the epoch and the first bad step"
+    flag = torch.stack([bad.to(first.dtype), first]).clone()
+    if world > 1: dist.all_reduce(flag, dist.ReduceOp.MAX)   # every rank stops together (rank numbers: the latest first step)
+    if not flag[0].item(): return
+    st = first_stats.tolist()
+    vals = ', '.join(f'{k}={v / max(st[-1], 1):.4g}' for k, v in zip(keys, st))
+    raise NonFiniteLossError(f'epoch {epoch}, step {int(flag[1].item())}: non-finite training loss ({vals}; checked after steps '
+                             f'{steps[0]}-{steps[1]}) at lr {lr:.3g}; nothing of this epoch was saved. Lower TrainCfg.lr or '
+                             f'grad_clip, or check the data; resume=True continues from the last checkpoint')
+
+def _warmup_lr(opt, warmup:tuple|None, gstep:int):
+    "Linear warm-up: `warmup=(steps, lr)` sets the lr of global step `gstep` (0-based) to lr x (gstep + 1) / steps"
+    if warmup and gstep < warmup[0]:
+        for g in opt.param_groups: g['lr'] = warmup[1] * (gstep + 1) / warmup[0]
+
+# %% ../nbs/14_train.ipynb #b4d3e5f6
 def train_one_epoch(model, # the model, possibly wrapped in DDP
-                    loader:DataLoader, # `train_loader` of this epoch
+                    loader:DataLoader, # `train_loader` of this epoch: (images, `collate_padded` targets) batches
                     opt:torch.optim.Optimizer, scaler:torch.amp.GradScaler,
                     device:torch.device, dtype:torch.dtype|None, # autocast dtype (None: fp32)
                     tc:TrainCfg, epoch:int, world:int=1,
                     channels_last:bool=False, # images in NHWC (model converted too)
                     progress:bool=False, # tqdm bar
-                    loss_fn=None) -> dict: # `(net, raw, targets) -> dict` of losses holding `LOSS_KEYS` (default: `net.compute_loss`)
-    "Train one epoch; mean losses by component (`LOSS_KEYS`, then any other keys of `loss_fn`'s dict) over all images of all processes"
-    net = unwrap(model)
+                    loss_fn=None, # `(net, raw, targets) -> dict` of losses holding `LOSS_KEYS` (default: `net.compute_loss`)
+                    step=None, # `make_step` result (default: an eager one)
+                    warmup:tuple|None=None) -> dict: # (steps, lr): linear warm-up over the run's first steps
+    "Train one epoch without host syncs between checks; mean losses by component (`LOSS_KEYS`, then `loss_fn`'s others)"
+    net, step = unwrap(model), step or make_step(model, device, dtype, loss_fn)
     model.train()
-    sums, keys = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64), LOSS_KEYS
+    params = [p for p in net.parameters() if p.requires_grad]
+    bad, first = torch.zeros((), dtype=torch.bool, device=device), torch.full((), -1, dtype=torch.int64, device=device)
+    sums = first_stats = keys = None; checked, i = 0, -1
+    n_steps = len(loader) if warmup else 0   # a warm-up counts the run's steps: (epoch - 1) x batches per epoch + step
     bar = tqdm(loader, desc=f'epoch {epoch} train', leave=False, disable=not progress, dynamic_ncols=True)
-    for step, (images, targets) in enumerate(bar):
-        x = _to_device(images, device, channels_last)
-        with autocast(device, dtype): raw = model(x)
-        losses = net.compute_loss(raw, targets) if loss_fn is None else loss_fn(net, raw, targets)
-        if step == 0 and len(losses) > len(keys):   # a `loss_fn` with more terms: logged too, after `LOSS_KEYS`
-            keys = LOSS_KEYS + tuple(k for k in losses if k not in LOSS_KEYS); sums = torch.zeros(len(keys) + 1, dtype=torch.float64)
-        stats = torch.stack([losses[k].detach().float() for k in keys] + [torch.ones((), device=device)]) * len(images)
-        if world > 1: dist.all_reduce(stats)
-        stats = stats.double().cpu()
-        if not torch.isfinite(stats).all():
-            vals = ', '.join(f'{k}={v / stats[-1]:.4g}' for k, v in zip(keys, stats.tolist()))
-            raise NonFiniteLossError(f'epoch {epoch}, step {step + 1}: non-finite training loss ({vals}) at lr '
-                                     f'{opt.param_groups[0]["lr"]:.3g}; nothing of this epoch was saved. Lower TrainCfg.lr '
-                                     f'or grad_clip, or check the data; resume=True continues from the last checkpoint')
+    for i, (images, targets) in enumerate(bar):
+        _warmup_lr(opt, warmup, (epoch - 1) * n_steps + i)
+        x, t = to_device(images, targets, device, channels_last)
+        if tc.compile == 'reduce-overhead': torch.compiler.cudagraph_mark_step_begin()   # a new iteration of the CUDA graphs
+        losses = step(x, t)
+        if keys is None:   # a `loss_fn` with more terms: logged too, after `LOSS_KEYS`
+            keys = LOSS_KEYS + tuple(k for k in losses if k not in LOSS_KEYS)
+            sums, first_stats = (torch.zeros(len(keys) + 1, dtype=torch.float64, device=device) for _ in range(2))
+        stats = torch.cat([torch.stack([losses[k].detach() for k in keys]).double() * len(images),
+                           torch.full((1,), len(images), dtype=torch.float64, device=device)])
+        now = ~torch.isfinite(stats).all()
+        first_stats = torch.where(now & ~bad, stats, first_stats)
+        first, bad = torch.where(now & ~bad, i + 1, first), bad | now
         opt.zero_grad(set_to_none=True)
-        scaler.scale(losses['loss']).backward()
-        if tc.grad_clip > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-        scaler.step(opt); scaler.update()
+        scaler.scale(losses['loss']).backward() if scaler.is_enabled() else losses['loss'].backward()
+        if scaler.is_enabled() and tc.grad_clip > 0: scaler.unscale_(opt)
+        if tc.grad_clip > 0: torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)   # no error_if_nonfinite: no sync
+        if scaler.is_enabled(): scaler.step(opt); scaler.update()
+        else: opt.step()
         sums += stats
-        if progress: bar.set_postfix(loss=f'{sums[0] / sums[-1]:.4f}')
-    if world > 1:   # BatchNorm statistics learnt from each rank's own batches: keep rank 0's everywhere
+        if (i + 1) % tc.check_every == 0:
+            _check_finite(bad, first, first_stats, keys, epoch, (checked + 1, i + 1), opt.param_groups[0]['lr'], world)
+            checked = i + 1
+            if progress: bar.set_postfix(loss=f'{(sums[0] / sums[-1]).item():.4f}')
+    if keys is None: raise PneumoniaKitError(f'epoch {epoch}: the training loader gave no batch')
+    _check_finite(bad, first, first_stats, keys, epoch, (checked + 1, i + 1), opt.param_groups[0]['lr'], world)
+    if world > 1:   # the sums of all ranks; BatchNorm statistics learnt from each rank's own batches: keep rank 0's everywhere
+        dist.all_reduce(sums)
         for b in net.buffers(): dist.broadcast(b, 0)
-    return {k: (sums[i] / sums[-1]).item() for i, k in enumerate(keys)}
+    return dict(zip(keys, (sums[:-1] / sums[-1]).tolist()))
 
 # %% ../nbs/14_train.ipynb #c9acbf70
 @torch.no_grad()
 def evaluate(model, # unwrapped model
-             loader:DataLoader, # validation loader (no augmentation)
+             loader:DataLoader, # validation loader (no augmentation; `collate_padded` batches)
              gt:dict, # patientId -> GT boxes (n,4) x y w h original px
              device:torch.device, dtype:torch.dtype|None,
              tc:TrainCfg, post:PostCfg|None=None, # post-processing for the mAP (default: `PostCfg()`)
              channels_last:bool=False, progress:bool=False) -> dict:
-    "Validation losses by component, mAP (RSNA metric) and packed out-of-fold candidates"
+    "Validation losses by component, mAP (RSNA metric) and packed out-of-fold candidates; one host copy per batch"
     model.eval()
     net = unwrap(model)
     anchors, S = net.anchors.float().cpu().numpy(), net.cfg.image_size
     weights, clip = tuple(net.cfg.box_coder_weights), float(net.box_coder.bbox_xform_clip)
     cand = PostCfg(score_thresh=tc.oof_score_thresh, topk_candidates=tc.oof_top_k)
-    sums, n, recs = np.zeros(len(LOSS_KEYS)), 0, []
+    sums, recs = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64, device=device), []
     for images, targets in tqdm(loader, desc='validation', leave=False, disable=not progress, dynamic_ncols=True):
-        x = _to_device(images, device, channels_last)
+        x, t = to_device(images, targets, device, channels_last)
         with autocast(device, dtype): raw = model(x)
         raw = {k: v.float() for k, v in raw.items()}
-        losses = model.compute_loss(raw, targets)
-        sums += np.array([losses[k].item() for k in LOSS_KEYS]) * len(images); n += len(images)
-        scores, deltas = sigmoid(raw['cls_logits'].cpu().numpy()), raw['bbox_regression'].cpu().numpy()
-        probs = softmax(raw['global_logits'].cpu().numpy())
-        for i, t in enumerate(targets):
+        losses = net.compute_loss(raw, t)
+        sums += torch.stack([losses[k] for k in LOSS_KEYS] + [torch.ones((), device=device)]).double() * len(images)
+        A = raw['cls_logits'].shape[1]   # the batch's outputs in one copy to the host
+        host = torch.cat([raw['cls_logits'], raw['bbox_regression'].flatten(1), raw['global_logits']], 1).cpu().numpy()
+        scores, deltas, probs = sigmoid(host[:, :A]), host[:, A:5 * A].reshape(-1, A, 4), softmax(host[:, 5 * A:])
+        for i, it in enumerate(t['items']):
             keep = select_candidates(scores[i], cand)
-            recs.append(dict(patientId=t['patientId'], boxes=decode_candidates(deltas[i], anchors, keep, S, weights, clip),
-                             scores=scores[i, keep], global_probs=probs[i], orig_size=t['orig_size'],
-                             class_id=t['class_id'], gt=gt[t['patientId']]))
-    oof = pack_oof(recs, unwrap(model).cfg.image_size)
-    return dict(**{k: float(v) for k, v in zip(LOSS_KEYS, sums / max(n, 1))}, map=oof_map(oof, post), oof=oof)
+            recs.append(dict(patientId=it['patientId'], boxes=decode_candidates(deltas[i], anchors, keep, S, weights, clip),
+                             scores=scores[i, keep], global_probs=probs[i], orig_size=it['orig_size'],
+                             class_id=it['class_id'], gt=gt[it['patientId']]))
+    oof, s = pack_oof(recs, S), sums.tolist()
+    return dict(**{k: v / max(s[-1], 1) for k, v in zip(LOSS_KEYS, s)}, map=oof_map(oof, post), oof=oof)
+
+# %% ../nbs/14_train.ipynb #d6f5a7b8
+def auto_batch_size(peak_bytes, # `peak_bytes(b)`: peak memory (bytes) of one training step at batch `b`; may raise OOM
+                    budget:float, # bytes one step may use
+                    start:int=4, max_batch:int=256, # the first batch tried and the largest
+                    multiple:int=4) -> dict: # the extrapolated batch is rounded down to a multiple of this
+    "The largest batch whose probed step fits `budget`: `batch_size` and the probes (GB; None: out of memory)"
+    probes = {}
+    def fits(b):
+        try: probes[b] = peak_bytes(b)
+        except torch.cuda.OutOfMemoryError: probes[b] = None
+        return probes[b] is not None and probes[b] <= budget
+    b = start
+    if not fits(b): raise PneumoniaKitError(f'TrainCfg.batch_size=auto: batch {start} does not fit {budget / 2**30:.1f} GB '
+                                            f'(TrainCfg.mem_share); set a batch size or a smaller model')
+    while b * 2 <= max_batch and fits(b * 2): b *= 2
+    ok = sorted(k for k, v in probes.items() if v is not None and v <= budget)
+    if len(ok) >= 2 and b < max_batch:
+        per = (probes[ok[-1]] - probes[ok[-2]]) / (ok[-1] - ok[-2])
+        guess = min(max_batch, int(ok[-1] + (budget - probes[ok[-1]]) / per) if per > 0 else max_batch) // multiple * multiple
+        if guess > b and guess not in probes and fits(guess): b = guess
+    return dict(batch_size=b, budget_gb=round(budget / 2**30, 2),
+                probes_gb={k: None if v is None else round(v / 2**30, 2) for k, v in sorted(probes.items())})
+
+# %% ../nbs/14_train.ipynb #f8b7c9d0
+def probe_step_memory(model, step, device:torch.device, size:int) -> callable:
+    "`peak_bytes(b)` for `auto_batch_size`: CUDA peak of `step` + backward on `b` random images; weights, buffers, RNG untouched"
+    def peak(b:int) -> int:
+        saved = [x.detach().clone() for x in model.buffers()]
+        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with torch.random.fork_rng(devices=[device]):
+                x = torch.randint(0, 256, (b, 1, size, size), dtype=torch.uint8, device=device)
+                t = pad_targets([dict(boxes=[[size / 4, size / 4, size / 2, size * 3 / 4]], class_id=2)] * b)
+                step(x, {k: v.to(device) for k, v in t.items()})['loss'].backward()
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device)
+        finally:
+            for p in model.parameters(): p.grad = None
+            with torch.no_grad():
+                for x, s in zip(model.buffers(), saved): x.copy_(s)
+            torch.cuda.empty_cache()
+    return peak
+
+LR_RULES = dict(sqrt=0.5, linear=1.)
+
+def lr_schedule(tc:TrainCfg, batch:int, world:int=1, steps_per_epoch:int=1) -> dict:
+    "The run's `schedule`: batch, lr = `tc.lr` x (batch x world / `lr_base_batch`) ** (1/2 or 1), warm-up steps"
+    if tc.lr_scaling not in LR_RULES: raise PneumoniaKitError(f'TrainCfg.lr_scaling={tc.lr_scaling!r}: use sqrt or linear')
+    f = (batch * world / tc.lr_base_batch) ** LR_RULES[tc.lr_scaling] if tc.lr_base_batch else 1.
+    warm = tc.warmup_steps if tc.warmup_steps is not None else min(500, steps_per_epoch) if f > 1 else 0
+    rule = (f'{tc.lr_scaling}: lr {tc.lr:g} at batch {tc.lr_base_batch} x {f:.4g}' if tc.lr_base_batch else
+            'lr as set (no lr_base_batch)')
+    return dict(batch_size=batch, world_size=world, total_batch=batch * world, lr=tc.lr * f, lr_factor=f, lr_rule=rule,
+                warmup_steps=warm, batch_rule='as set' if tc.batch_size != 'auto' else None)
+
+# %% ../nbs/14_train.ipynb #b0d9e1f2
+def _schedule(model, tc:TrainCfg, dev:torch.device, dtype, n_train:int, size:int, rank:int, world:int) -> dict:
+    "Batch (probed when `tc.batch_size == 'auto'` on CUDA; rank 0's under DDP) and learning rate of a new run"
+    probe = None
+    if tc.batch_size != 'auto': batch = tc.batch_size
+    elif dev.type != 'cuda': batch = tc.lr_base_batch or 4
+    else:
+        states = 2 * sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)   # Adam's two moments (fp32)
+        budget = tc.mem_share * torch.cuda.get_device_properties(dev).total_memory - states
+        was = model.training; model.train()
+        probe = auto_batch_size(probe_step_memory(model, make_step(model, dev, dtype), dev, size), budget,
+                                max_batch=max(4, min(tc.max_batch, n_train // world)))
+        model.train(was); batch = probe['batch_size']
+    batch = _from_rank0(batch, world)
+    s = lr_schedule(tc, batch, world, max(1, n_train // (batch * world)))
+    s['batch_rule'] = s['batch_rule'] or (f'auto: largest batch within {tc.mem_share:g} of the GPU memory' if probe else
+                                          f'auto on {dev.type}: nothing to probe, lr_base_batch or 4')
+    return dict(s, probe=probe)
 
 # %% ../nbs/14_train.ipynb #b33945d9
-_RESUMABLE = ('epochs', 'max_minutes', 'num_workers', 'val_every', 'progress', 'tensorboard')  # may differ when resuming
+_RESUMABLE = ('epochs', 'max_minutes', 'num_workers', 'val_every', 'progress', 'tensorboard',   # may differ when resuming
+              'compile', 'check_every', 'mem_share', 'max_batch')   # (a resumed run keeps its `schedule`: batch and lr)
 
 @contextlib.contextmanager
 def _torch_flags(deterministic:bool, device:torch.device):
@@ -300,7 +460,7 @@ def _check_resume(ck:dict, config:dict, path):
     diffs = [f'model.{k}: {v!r} -> {config["model"].get(k)!r}' for k, v in ck['config']['model'].items() if config['model'].get(k) != v]
     diffs += [f'train.{k}: {v!r} -> {config["train"].get(k)!r}' for k, v in ck['config']['train'].items()
               if k not in _RESUMABLE and config['train'].get(k) != v]
-    for s in sorted((set(ck['config']) | set(config)) - {'model', 'train', 'data'}):   # e.g. `distill`: compared whole
+    for s in sorted((set(ck['config']) | set(config)) - {'model', 'train', 'data', 'schedule'}):   # e.g. `distill`: compared whole
         old, new = ck['config'].get(s) or {}, config.get(s) or {}
         diffs += [f'{s}.{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diffs: raise PneumoniaKitError(f'{path}: cannot resume with different settings ({"; ".join(diffs)})')
@@ -327,17 +487,20 @@ def _training_state(mc:ModelCfg, tc:TrainCfg, out:Path, dev, dtype, resume:bool,
     model = rank0_first(lambda: create_model(mc, **(dict(pretrained=False, weights_file=None) if state else {})), rank, world).to(dev)
     if world > 1 and dev.type == 'cuda' and not mc.freeze_bn: model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if tc.channels_last and dev.type == 'cuda': model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, 'max' if tc.plateau_metric == 'val_map' else 'min',
                                                        factor=tc.plateau_factor, patience=tc.plateau_patience)
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     history, start = [], 1
     if state:
-        model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer'])
+        model.load_state_dict(state['model'])
+        osd = dict(state['optimizer'])
+        osd['param_groups'] = [dict(g, fused=True, foreach=None) for g in osd['param_groups']]
+        opt.load_state_dict(osd)   # checkpoints of the for-each Adam continue with the fused one
         sched.load_state_dict(state['scheduler']); scaler.load_state_dict(state['scaler']); set_rng_state(state['rng'])
         history, start = list(state['history']), state['epoch'] + 1
     return dict(model=model, opt=opt, sched=sched, scaler=scaler, history=history, start=start,
-                resumed_from=state['epoch'] if state else None)
+                resumed_from=state['epoch'] if state else None, schedule=state['config'].get('schedule') if state else None)
 
 # %% ../nbs/14_train.ipynb #f3ec7d80
 def _validate(model, val_loader, data:dict, dev, dtype, tc:TrainCfg, epoch:int, row:dict, rank:int, world:int, cl:bool, show:bool):
@@ -387,6 +550,13 @@ def _checked(tc:TrainCfg) -> TrainCfg:
     if tc.plateau_metric not in {f'{s}_{k}' for s in ('train', 'val') for k in LOSS_KEYS} | {'val_map'}:
         raise PneumoniaKitError(f'TrainCfg.plateau_metric={tc.plateau_metric!r}: use val_loss, val_bbox_regression, ...')
     if tc.val_every < 1 or tc.epochs < 1: raise PneumoniaKitError('TrainCfg: epochs and val_every must be at least 1')
+    if tc.batch_size != 'auto' and not (isinstance(tc.batch_size, int) and tc.batch_size >= 1):
+        raise PneumoniaKitError(f"TrainCfg.batch_size={tc.batch_size!r}: use a whole number >= 1 or 'auto'")
+    if tc.compile not in COMPILE_MODES:
+        raise PneumoniaKitError(f'TrainCfg.compile={tc.compile!r}: use one of {", ".join(COMPILE_MODES)}')
+    if tc.lr_scaling not in LR_RULES: raise PneumoniaKitError(f'TrainCfg.lr_scaling={tc.lr_scaling!r}: use sqrt or linear')
+    if tc.check_every < 1 or not 0 < tc.mem_share <= 1:
+        raise PneumoniaKitError('TrainCfg: need check_every >= 1 and 0 < mem_share <= 1')
     if tc.tensorboard and importlib.util.find_spec('tensorboard') is None:
         raise PneumoniaKitError('TrainCfg.tensorboard needs the tensorboard package: pip install tensorboard')
     return tc
@@ -426,16 +596,23 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
         config = dict(model=cfg2dict(mc), train=cfg2dict(tc), data=data['info'], **(extra_config or {}))
         st = _training_state(mc, tc, out, dev, dtype, resume, config, rank, world)
         model, history, cl = st['model'], st['history'], tc.channels_last and dev.type == 'cuda'
+        sch = st['schedule'] or _schedule(model, tc, dev, dtype, len(data['train']), mc.image_size, rank, world)
+        config['schedule'] = sch
+        if st['schedule'] is None:
+            for g in st['opt'].param_groups: g['lr'] = sch['lr']
+        tc = dataclasses.replace(tc, batch_size=sch['batch_size'])   # config['train'] keeps what was asked ('auto')
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model
+        step = make_step(net, dev, dtype, loss_fn, tc.compile)
+        warm = (sch['warmup_steps'], sch['lr']) if sch['warmup_steps'] else None
         val_loader = DataLoader(data['val'], batch_size=tc.batch_size, shuffle=False, num_workers=tc.num_workers,
-                                collate_fn=collate_fn, pin_memory=dev.type == 'cuda')
+                                collate_fn=collate_padded, pin_memory=dev.type == 'cuda')
         if main: _start_files(out, config, st, dev, world, dtype)
         stopped, took = 'completed', []
         for epoch in range(st['start'], tc.epochs + 1):
             t_ep, ev = time.time(), None
             loader = train_loader(data['train'], tc, epoch, rank, world, pin_memory=dev.type == 'cuda')
             set_seed(epoch_seed(tc.seed, epoch, rank))   # dropout and anything else drawing from the main process
-            tr = train_one_epoch(net, loader, st['opt'], st['scaler'], dev, dtype, tc, epoch, world, cl, show, loss_fn)
+            tr = train_one_epoch(net, loader, st['opt'], st['scaler'], dev, dtype, tc, epoch, world, cl, show, loss_fn, step, warm)
             row = dict(epoch=epoch, lr=st['opt'].param_groups[0]['lr'], **{f'train_{k}': v for k, v in tr.items()})
             if epoch % tc.val_every == 0 or epoch == tc.epochs:
                 row, ev = _validate(model, val_loader, data, dev, dtype, tc, epoch, row, rank, world, cl, show)

@@ -17,15 +17,20 @@
 #   4. smoke    the guest's HWCAP (LSX yes, LASX no under QEMU_CPU=la464,lasx=off; both with la464), and the
 #               python3/numpy/OpenCV/pydicom versions and OpenCV's CPU feature line (`LSX *LASX?`).
 #   5. inputs   (x86, needs torch) 2 synthetic 256 px test DICOMs and a board model folder: the `tiny` preset
-#               (resnet_tiny, 128 px, random weights), or --model-dir (an exported folder), or --checkpoint (exported here).
-#   6. x86      the board predictor (`--backend opencv`, 2 threads) with this machine's OpenCV, and with OpenCV 4.10
-#               (the board's version) from a private venv under outputs/loongarch/x86-cv410 (skip: --no-x86-cv410).
-#   7. loong64  the same predictor, same files, inside the emulator.
-#   8. compare  same images, same box counts, boxes IoU > 0.99, scores within 1e-3, raw network outputs within 1e-3.
+#               (resnet_tiny, 128 px, random weights), or --model-dir (an exported folder), or --checkpoint (exported here);
+#               then the one file that goes to the board: `pneumonia-kit bundle MODEL --out board.pyz`.
+#   6. x86      the bundle as a user runs it (`python3 board.pyz IMAGES --threads 2`, OpenCV DNN by default), and the
+#               raw network outputs (loongarch_compare.py importing the bundle's modules: PYTHONPATH=board.pyz), with
+#               this machine's OpenCV and with OpenCV 4.10 (the board's version) from a private venv under
+#               outputs/loongarch/x86-cv410 (skip: --no-x86-cv410).
+#   7. loong64  the same, same files, inside the emulator (the bundle's --version check first).
+#   8. compare  same images, same box counts, boxes IoU > 0.99, scores within 1e-3 (the bundle's submissions and the
+#               raw-output runs), raw network outputs within 1e-3.
 # --rootfs-only stops after step 4 (what scripts/loongarch_meter.sh needs: the QEMU binary and the checked rootfs).
 # Exit status: 0 all comparisons match, 1 a mismatch, 2 a step failed (the message names the step).
 # Emulated timings say nothing about the board's speed.
 set -Eeuo pipefail
+unset PYTHONPATH   # the guest gets only what a step passes (the bundle)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 W=${LOONGARCH_WORK:-$ROOT/outputs/loongarch}
@@ -46,7 +51,7 @@ while (($#)); do
     --checkpoint) CHECKPOINT=$(realpath "$2"); shift ;;
     --no-x86-cv410) CV410=0 ;;
     --rootfs-only) ROOTFS_ONLY=1 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac; shift
 done
@@ -80,8 +85,9 @@ apt_tree() { # DIR ARCH SOURCES_LINE
 apt_in() { local d=$1; shift; APT_CONFIG=$d/apt.conf "$@"; }
 
 # run a loong64 program under QEMU with a clean environment (nothing of the host's leaks in)
-guest() { env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 QEMU_CPU="$QEMU_CPU_MODEL" \
-              "$QEMU" -L "$ROOTFS" "$@"; }
+# (PYTHONPATH and TMPDIR pass through when set, e.g. as `PYTHONPATH=X guest_py ...`: host paths, as `-L` does not remap stat)
+guest() { env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 ${PYTHONPATH:+PYTHONPATH=$PYTHONPATH} \
+              ${TMPDIR:+TMPDIR=$TMPDIR} QEMU_CPU="$QEMU_CPU_MODEL" "$QEMU" -L "$ROOTFS" "$@"; }
 guest_py() { guest "$ROOTFS/usr/bin/python3" "$@"; }
 
 # ------------------------------------------------------------------------------------------------ 0. host
@@ -172,22 +178,38 @@ if ((ROOTFS_ONLY)); then echo; echo "rootfs ready: $ROOTFS (--rootfs-only: steps
 
 # ------------------------------------------------------------------------------------------------ 5. inputs
 step inputs "x86: 2 synthetic DICOMs and a board model folder"
-rm -rf "$RUN"; mkdir -p "$PKG/pneumonia_kit"
+rm -rf "$RUN"; mkdir -p "$PKG" "$RUN/tmp"
 PREP=()
 if [[ -n $MODEL_DIR ]]; then PREP+=(--model-dir "$MODEL_DIR"); fi
 if [[ -n $CHECKPOINT ]]; then PREP+=(--checkpoint "$CHECKPOINT"); fi
 python3 "$ROOT/scripts/loongarch_compare.py" prepare "$RUN/inputs" "${PREP[@]}" || die "could not make the test inputs (needs the full package with torch)"
-# what goes to the board: the torch-free modules only (+ the runner)
-for m in __init__ core dicom metric board; do cp "$ROOT/pneumonia_kit/$m.py" "$PKG/pneumonia_kit/"; done
-cp "$ROOT/scripts/loongarch_compare.py" "$PKG/"
+# what goes to the board: one file, the bundle (the torch-free modules and the model folder, checked by SHA-256)
+BUNDLE=$RUN/board.pyz
+(cd "$ROOT" && python3 -c 'import sys; from pneumonia_kit.cli import main; sys.exit(main())' bundle "$RUN/inputs/model" \
+  --out "$BUNDLE") || die "pneumonia-kit bundle failed"
+cp "$ROOT/scripts/loongarch_compare.py" "$PKG/"   # the raw-output runner: imports pneumonia_kit from the bundle
 IMAGES=("$RUN"/inputs/images/*.dcm)
 done_step
 
+# the bundle as a user runs it, then the raw network outputs with the bundle's modules: PY... WHERE
+both_runs() { # WHERE PYTHON...
+  local where=$1; shift
+  mkdir -p "$RUN/$where-bundle"
+  TMPDIR=$RUN/tmp "$@" "$BUNDLE" "${IMAGES[@]}" --threads 2 --out "$RUN/$where-bundle/submission.csv" \
+    --json-dir "$RUN/$where-bundle/json" > "$RUN/$where-bundle.log" 2>&1 \
+    || { cat "$RUN/$where-bundle.log" >&2; die "the bundle failed ($where)"; }
+  tail -1 "$RUN/$where-bundle.log" | cut -c1-300
+  printf '{"image_sha256_16": {}, "runtime": "bundle"}\n' > "$RUN/$where-bundle/info.json"   # what `compare` reads
+  PYTHONPATH=$BUNDLE TMPDIR=$RUN/tmp "$@" "$PKG/loongarch_compare.py" run "$RUN/inputs/model" "$RUN/$where" "${IMAGES[@]}" \
+    --backend opencv --threads 2 > "$RUN/$where.log" 2>&1 || { cat "$RUN/$where.log" >&2; die "board predictor failed ($where)"; }
+  grep -q "$BUNDLE/pneumonia_kit/board.py" "$RUN/$where/info.json" || die "$where: pneumonia_kit was not imported from the bundle"
+  tail -1 "$RUN/$where.log" | cut -c1-300
+}
+
 # ------------------------------------------------------------------------------------------------ 6. x86
-step x86 "board predictor on x86, OpenCV DNN backend"
-python3 "$PKG/loongarch_compare.py" run "$RUN/inputs/model" "$RUN/x86" "${IMAGES[@]}" --backend opencv --threads 2 \
-  > "$RUN/x86.log" 2>&1 || { cat "$RUN/x86.log" >&2; die "board predictor failed on x86"; }
-tail -1 "$RUN/x86.log" | cut -c1-300
+step x86 "the bundle on x86, OpenCV DNN backend"
+python3 "$BUNDLE" --version || die "the bundle's --version check failed on x86"
+both_runs x86 python3
 if ((CV410)); then
   VENV=$W/x86-cv410
   if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c "import cv2; assert cv2.__version__ == '${X86_CV%.*}'" 2>/dev/null; then
@@ -195,32 +217,27 @@ if ((CV410)); then
     { python3 -m venv "$VENV" && "$VENV/bin/pip" -q install "opencv-python-headless==$X86_CV" numpy pydicom; } > "$W/venv.log" 2>&1 \
       || { echo "   WARNING: could not build the OpenCV $X86_CV venv (log: $W/venv.log); comparing with the installed OpenCV only"; rm -rf "$VENV"; CV410=0; }
   fi
-  if ((CV410)); then
-    "$VENV/bin/python" "$PKG/loongarch_compare.py" run "$RUN/inputs/model" "$RUN/x86-cv410" "${IMAGES[@]}" --backend opencv --threads 2 \
-      > "$RUN/x86-cv410.log" 2>&1 || { cat "$RUN/x86-cv410.log" >&2; die "board predictor failed on x86 with OpenCV $X86_CV"; }
-    tail -1 "$RUN/x86-cv410.log" | cut -c1-300
-  fi
+  if ((CV410)); then both_runs x86-cv410 "$VENV/bin/python"; fi
 fi
 done_step
 
 # ------------------------------------------------------------------------------------------------ 7. loong64
-step loong64 "board predictor under qemu-loongarch64 ($QEMU_CPU_MODEL)"
-guest_py "$PKG/loongarch_compare.py" run "$RUN/inputs/model" "$RUN/loong64" "${IMAGES[@]}" --backend opencv --threads 2 \
-  > "$RUN/loong64.log" 2>&1 || { cat "$RUN/loong64.log" >&2; die "board predictor failed in the emulator"; }
-tail -1 "$RUN/loong64.log" | cut -c1-300
+step loong64 "the bundle under qemu-loongarch64 ($QEMU_CPU_MODEL)"
+guest_py "$BUNDLE" --version || die "the bundle's --version check failed in the emulator"
+both_runs loong64 guest_py
 done_step
 
 # ------------------------------------------------------------------------------------------------ 8. compare
 step compare "emulated loong64 vs x86 (boxes IoU > 0.99, scores within 1e-3)"
 RC=0
-echo "-- vs x86 with the installed OpenCV:"
-mkdir -p "$RUN/cmp-x86" && cp -r "$RUN/loong64/." "$RUN/cmp-x86/"
-python3 "$ROOT/scripts/loongarch_compare.py" compare "$RUN/x86" "$RUN/cmp-x86" || RC=1
-if ((CV410)); then
-  echo "-- vs x86 with OpenCV $X86_CV (the board's OpenCV version):"
-  mkdir -p "$RUN/cmp-x86-cv410" && cp -r "$RUN/loong64/." "$RUN/cmp-x86-cv410/"
-  python3 "$ROOT/scripts/loongarch_compare.py" compare "$RUN/x86-cv410" "$RUN/cmp-x86-cv410" || RC=1
-fi
+for ref in x86 x86-cv410; do
+  [[ $ref == x86 ]] || ((CV410)) || continue
+  for kind in "" -bundle; do
+    echo "-- $ref$kind vs loong64$kind ($([[ $ref == x86 ]] && echo "the installed OpenCV" || echo "OpenCV $X86_CV, the board's version")):"
+    mkdir -p "$RUN/cmp-$ref$kind" && cp -r "$RUN/loong64$kind/." "$RUN/cmp-$ref$kind/"
+    python3 "$ROOT/scripts/loongarch_compare.py" compare "$RUN/$ref$kind" "$RUN/cmp-$ref$kind" || RC=1
+  done
+done
 done_step
 
 TIMES_JSON=$(for k in "${!TIMES[@]}"; do printf '"%s": %s\n' "$k" "${TIMES[$k]}"; done | paste -sd, -)
@@ -233,7 +250,8 @@ info = lambda d: json.loads((run/d/'info.json').read_text()) if (run/d/'info.jso
 cmp = lambda d: json.loads((run/d/'compare.json').read_text()) if (run/d/'compare.json').is_file() else None
 s = dict(ok=rc == '0', qemu=qv, smoke=Path(smoke).read_text().strip().splitlines(), step_seconds=json.loads(times),
          loong64=info('loong64'), x86=info('x86'), x86_cv410=info('x86-cv410'),
-         compare_x86=cmp('cmp-x86'), compare_x86_cv410=cmp('cmp-x86-cv410'))
+         compare_x86=cmp('cmp-x86'), compare_x86_cv410=cmp('cmp-x86-cv410'),
+         compare_x86_bundle=cmp('cmp-x86-bundle'), compare_x86_cv410_bundle=cmp('cmp-x86-cv410-bundle'))
 Path(out).write_text(json.dumps(s, indent=2, default=str))
 EOF
 echo

@@ -1,6 +1,6 @@
 """A corpus of hostile inputs for every command, and what each command must do with them.
 
-`make_corpus(root)` writes, in about a second and under 1 MB: DICOMs (decompression bombs, truncated, empty, NaN
+`make_corpus(root)` writes, in about four seconds and 3.5 MB (a sparse 200 MB CSV among them): DICOMs (decompression bombs, truncated, empty, NaN
 rescale, a folder and a FIFO named `*.dcm`, ...), labels and submission CSVs (NaN, inf, 1e30, confidences outside
 0..1, Latin-1, a BOM, 20,000 boxes, duplicated rows, patientIds that are paths), board model folders (a tiny ONNX
 network built with `onnx.helper`, no torch; board.json with wrong types and names leading outside the folder, ONNX
@@ -34,7 +34,7 @@ BAD_DICOMS = {
     'fifo': 'not a regular file',
 }
 BOMBS = ('bomb', 'liar', 'bomb_raw')
-DEFLATE_MB = 64   # `deflate.dcm` inflates to this; refused under PNEUMONIA_KIT_MAX_PIXELS=1000000 (cap 24.8 MB)
+DEFLATE_MB = 64   # `deflate.dcm` inflates to this; refused under PNEUMONIA_KIT_MAX_PIXELS=1000000 (cap 18.8 MB)
 
 
 # ---------------------------------------------------------------- DICOMs
@@ -274,7 +274,141 @@ def make_corpus(root) -> Path:
     t = root/'targets'; t.mkdir()
     (t/'adir').mkdir(); (t/'afile').write_text('a file, not a folder\n')
     (t/'readonly').mkdir(); os.chmod(t/'readonly', 0o555)
+    make_corpus2(root, dic)
     return root
+
+
+# ---------------------------------------------------------------- round 2 (issue 21): one case or more per cause
+def _jp2_padded(path: Path):
+    "A JPEG 2000 DICOM with a modest header whose JP2 codestream, after 6 KB of padding boxes, declares 16000x16000"
+    import pydicom
+    from pydicom.encaps import encapsulate
+    box = lambda kind, data: (8 + len(data)).to_bytes(4, 'big') + kind + data
+    siz = b'\xff\x4f\xff\x51\x00\x29\x00\x00' + b''.join(int(v).to_bytes(4, 'big') for v in (16000, 16000, 0, 0)) + bytes(40)
+    jp2 = box(b'jP  ', b'\r\n\x87\n') + box(b'ftyp', b'jp2 ' * 3) + box(b'free', bytes(6000)) + box(b'jp2c', siz)
+    ds = pydicom.dcmread(path.parent/'good1.dcm'); ds.file_meta.TransferSyntaxUID = '1.2.840.10008.1.2.4.91'
+    ds.PixelData = encapsulate([jp2]); ds['PixelData'].VR = 'OB'
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _largest_allowed(path: Path, bits: int = 16, side: int = 8192):
+    "The largest image the limits allow (8192x8192 at 16 bits, 128 MB of zeros), deflated to ~130 KB without building it in memory"
+    import io, pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    meta = FileMetaDataset(); meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds = Dataset(); ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID, 'CR'
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, 'MONOCHROME2', side, side
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    head = io.BytesIO(); fp = pydicom.filebase.DicomFileLike(head); fp.is_implicit_VR, fp.is_little_endian = False, True
+    pydicom.filewriter.write_dataset(fp, ds)   # explicit VR little endian: the deflated dataset's encoding
+    n = side * side * bits // 8
+    with open(path, 'wb') as f:
+        f.write(bytes(128) + b'DICM'); pydicom.filewriter.write_file_meta_info(f, meta, enforce_standard=True)
+        z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        f.write(z.compress(head.getvalue() + b'\xe0\x7f\x10\x00OW\x00\x00' + n.to_bytes(4, 'little')))
+        for _ in range(n >> 20): f.write(z.compress(bytes(1 << 20)))
+        f.write(z.flush())
+
+def make_dicoms2(d: Path) -> Path:
+    "Round 2's DICOMs: a padded JP2, a deflated bomb whose file meta group length lies, a 64-bit 8192x8192 header"
+    _jp2_padded(d/'jp2_padded.dcm')
+    data = bytearray((d/'deflate.dcm').read_bytes()); data[140:144] = (4).to_bytes(4, 'little')   # the group length lies
+    (d/'deflate_liar.dcm').write_bytes(bytes(data))
+    _largest_allowed(d/'max16.dcm')
+    _raw_dicom(d/'warned.dcm', np.full((SIZE, SIZE), 1000, np.uint16), PixelData=bytes(SIZE * SIZE * 2 + 100), RescaleSlope='NaN',
+               RescaleIntercept='0')   # pydicom warns of the padding while decoding; then the NaN slope is refused
+    _raw_dicom(d/'wide64.dcm', np.zeros((2, 2), np.uint8), Rows=8192, Columns=8192, BitsAllocated=64, BitsStored=64, HighBit=63,
+               PixelData=bytes(16))   # within the pixel limit; 512 MB of pixels
+    return d
+
+
+def _nan_model(d: Path, bias: str) -> Path:
+    "The tiny network with one bias set to NaN: 'bc' gives NaN class logits, 'bb' NaN box deltas"
+    import onnx
+    from onnx import numpy_helper as nh
+    m = onnx.load(_model_dir(d)/'model.onnx')
+    for t in m.graph.initializer:
+        if t.name == bias: t.CopyFrom(nh.from_array(np.full(nh.to_array(t).shape, np.nan, np.float32), bias))
+    onnx.save(m, d/'model.onnx')
+    return d
+
+
+def _const_shape_model(d: Path) -> Path:
+    "The tiny network plus a ConstantOfShape of 16384x16384 floats (1 GB) summed into its class logits: an 900-byte model"
+    import onnx
+    from onnx import helper as h, numpy_helper as nh
+    m = tiny_onnx(_model_dir(d)/'model.onnx'); g = m.graph
+    g.initializer.append(nh.from_array(np.array([1, 16384, 16384], np.int64), 'bigshape'))
+    next(n for n in g.node if 'cls_logits' in n.output).output[0] = 'cls_pre'
+    g.node.extend([h.make_node('ConstantOfShape', ['bigshape'], ['big'], value=nh.from_array(np.array([1.], np.float32))),
+                   h.make_node('ReduceSum', ['big'], ['bs'], keepdims=0), h.make_node('Add', ['cls_pre', 'bs'], ['cls_logits'])])
+    onnx.save(m, d/'model.onnx')
+    return d
+
+
+def make_boards2(d: Path) -> Path:
+    "Round 2's model folders: board.json in UTF-16 / Latin-1 / nested 10,000 deep, anchors of strings, NaN outputs, ..."
+    for name, data in (('bj_utf16', json.dumps(BOARD_JSON).encode('utf-16')),
+                       ('bj_latin1', json.dumps({**BOARD_JSON, 'backbone': 'r\xe9seau'}, ensure_ascii=False).encode('latin-1')),
+                       ('bj_deep', b'[' * 10000 + b']' * 10000)):
+        (_model_dir(d/name)/'board.json').write_bytes(data)
+    _model_dir(d/'anchors_str', anchors=np.array([['1', '2', '3', '4']] * 16))
+    _nan_model(d/'nan_logits', 'bc'); _nan_model(d/'nan_deltas', 'bb')
+    _const_shape_model(d/'const_shape')
+    _external(d/'ext_nul', 'weights\x00.bin')
+    fifo = _external(d/'ext_fifo', 'weights.fifo'); os.mkfifo(fifo/'weights.fifo')   # OpenCV would block reading it
+    _model_dir(d/'victim')   # --out naming its board.json must be refused (a copy: a failure must not break the other cases)
+    return d
+
+
+def make_csvs2(d: Path) -> Path:
+    "Round 2's CSVs: absurd boxes, a 200 MB (sparse) submission, 10,000 true boxes on one image, 60,000 label rows, ..."
+    w = lambda name, text: (d/name).write_text(text, encoding='utf-8')
+    w('labels_1e300.csv', 'patientId,x,y,width,height,Target\ngood1,10,12,1e300,30,1\ngood2,,,,,0\n')
+    w('sub_1e300.csv', 'patientId,PredictionString\ngood1,0.9 10 12 1e300 30\ngood2,\n')
+    w('labels_neg.csv', 'patientId,x,y,width,height,Target\ngood1,,,,,0\ngood2,,,,,0\n')   # nothing counts: mAP is NaN
+    w('sub_empty.csv', 'patientId,PredictionString\ngood1,\ngood2,\n')
+    with open(d/'sub_200mb.csv', 'wb') as f: f.write(SUB.encode()); f.truncate(200 << 20)   # sparse: no disk used
+    w('labels_10k.csv', 'patientId,x,y,width,height,Target\n' + ''.join(f'many,{i % 100},{i // 100},10,10,1\n' for i in range(10000)))
+    w('sub_5k.csv', 'patientId,PredictionString\nmany,' + ' '.join(['0.5 1 2 3 4'] * 5000) + '\n')
+    w('labels_60k.csv', 'patientId,x,y,width,height,Target\n' + ''.join(f'p,{i % 300},{i // 300},9,9,1\n' for i in range(60000)))
+    w('sub_p.csv', 'patientId,PredictionString\np,\n')
+    w('sub_bad_rows.csv', 'patientId,PredictionString\n' + 'x,1,2\n' * 20000)
+    w('labels_long_pid.csv', 'patientId,x,y,width,height,Target\n' + 'x' * 100_000 + ',,,,,0\n')
+    return d
+
+
+def make_runs(d: Path) -> Path:
+    "Run folders and checkpoints of the wrong shape (torch writes the checkpoints: this part needs it)"
+    import torch, zipfile
+    ck = lambda p, obj: (p.parent.mkdir(parents=True, exist_ok=True), torch.save(obj, p))
+    (d/'empty_ck').mkdir(parents=True); (d/'empty_ck'/'epoch_001.pt').write_bytes(b'')   # an interrupted copy
+    ck(d/'bad_types'/'epoch_001.pt', dict(model={}, config=dict(model=dict(backbone=5, image_size='big')), epoch=1))
+    ck(d/'no_model_cfg'/'epoch_001.pt', dict(model={}, config=dict(train={}), epoch=1))
+    for name, fname, text in (('bad_best_post', 'best_post.json', '[1, 2]'), ('bad_summary', 'summary.json', '{"best_epoch": "last"}'),
+                              ('bad_log', 'log.csv', 'epoch,val_loss\n1,"unclosed\n')):
+        r = d/name; (r/'checkpoints').mkdir(parents=True); (r/'checkpoints'/'epoch_001.pt').write_bytes(b'')
+        (r/fname).write_text(text)
+    (d/'oof_object'/'oof').mkdir(parents=True)
+    np.savez(d/'oof_object'/'oof'/'epoch_001.npz', patientId=np.array([{'a': 1}], dtype=object), allow_pickle=True)
+    (d/'oof_bomb'/'oof').mkdir(parents=True)
+    with zipfile.ZipFile(d/'oof_bomb'/'oof'/'epoch_001.npz', 'w', zipfile.ZIP_DEFLATED) as z, z.open('scores.npy', 'w', force_zip64=True) as f:
+        n = 512 << 20   # 512 MB of zeros in ~500 KB
+        f.write(b'\x93NUMPY\x01\x00v\x00' + f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({n // 4},), }}".ljust(117).encode() + b'\n')
+        for _ in range(n >> 20): f.write(bytes(1 << 20))
+    return d
+
+
+def make_corpus2(root: Path, dic: Path):
+    make_dicoms2(dic)
+    make_boards2(root/'board'); make_csvs2(root/'csv'); make_runs(root/'runs')
+    make_batch(root/'victim', dic, GOOD)
+    make_batch(root/'nonascii', dic, GOOD[:1]); (root/'nonascii'/'good1.dcm').rename(root/'nonascii'/'Ölfleck.dcm')
+    make_batch(root/'oddnames', dic, GOOD)
+    for name in ('.hidden', 'tab\there'): (root/'oddnames'/f'{name}.dcm').write_bytes((dic/'good1.dcm').read_bytes())
+    t = root/'targets'; os.mkfifo(t/'fifo.csv'); (t/'null.csv').symlink_to('/dev/null')
 
 
 # ---------------------------------------------------------------- what each command must do
@@ -295,6 +429,8 @@ class Case:
     needs_nonroot: bool = False      # permissions mean nothing to root
     files: tuple = ()                # files that must exist afterwards
     reason: str = 'file not found'   # in <out>.failed.csv, for a failed patientId that is not one of `BAD_DICOMS`
+    max_s: float | None = None       # bound on its CPU seconds (a quadratic check, a kernel started before a refusal)
+    absent: tuple = ()               # paths that must not exist afterwards (writes outside the named folders)
 
 
 def _bad(flag, value, cmd, *pos, option=None):
@@ -321,7 +457,8 @@ def cases() -> list:
                            ('sub_negconf', 2, ('sub_negconf.csv', 'confidence outside 0..1')), ('sub_conf2', 2, ('sub_conf2.csv', 'confidence outside 0..1')),
                            ('sub_text', 2, ('sub_text.csv', "non-numbers: 'ten'")), ('sub_latin1', 2, ('sub_latin1.csv', 'not a UTF-8')),
                            ('sub_other', 2, ('sub_other.csv', 'no row for patientId good1')), ('labels_dup', 2, ('labels_dup.csv', 'repeats the box')),
-                           ('sub_many', 2, ('sub_many.csv', 'field larger than field limit')), ('sub_huge', 0, ()), ('labels_bom', 0, ())):
+                           ('sub_many', 2, ('sub_many.csv', 'field larger than field limit')), ('sub_huge', 2, ('sub_huge.csv', 'coordinate beyond')),
+                           ('labels_bom', 0, ())):
         out.append(Case(f'show_boxes_{csv_}', ['show', f'{D}/good1.dcm', '--out', '{out}/x.png', '--boxes', f'{C}/{csv_}.csv'], rc, says,
                         files=('{out}/x.png',) if rc == 0 else ()))
     # --- where show writes
@@ -356,7 +493,7 @@ def cases() -> list:
     out.append(Case('bp_clean', ['board-predict', f'{B}/ok', '{root}/goods', '--out', '{out}/sub.csv', '--json-dir', '{out}/json'], 0,
                     ('2 images, 0 failed',), out='{out}/sub.csv', good=GOOD, files=('{out}/json/good2.json',)))
     out.append(Case('bp_ext_ok', ['board-predict', f'{B}/ext_ok', '{root}/goods', '--out', '{out}/sub.csv'], 0, ('0 failed',), out='{out}/sub.csv', good=GOOD))
-    out.append(Case('bp_int8_ort', ['board-predict', f'{B}/ok', '{root}/goods', '--int8', '--out', '{out}/sub.csv'], 0, ('0 failed',), out='{out}/sub.csv', good=GOOD))
+    out.append(Case('bp_int8_ort', ['board-predict', f'{B}/ok', '{root}/goods', '--backend', 'onnxruntime', '--int8', '--out', '{out}/sub.csv'], 0, ('0 failed',), out='{out}/sub.csv', good=GOOD))
     out.append(Case('bp_max_pixels', ['board-predict', f'{B}/ok', '{root}/goods', '--max-pixels', '100', '--out', '{out}/sub.csv'], 3,
                     ('2 failed',), out='{out}/sub.csv', failed=GOOD, reason='the limit is 100 pixels'))
     for folder, says, backend in (('fv_str', "format_version must be the integer 1, got '1'", None), ('fv2', 'format_version is 2', None),
@@ -407,7 +544,91 @@ def cases() -> list:
     return out
 
 
-CASES = cases()
+def cases2() -> list:
+    "Round 2 (issue 21): at least one case per cause, each with the peak memory it must stay under"
+    R, C, D, B, T = '{root}', '{root}/csv', '{root}/dicom', '{root}/board', '{root}/targets'
+    bp = lambda name, folder, imgs, *extra, **kw: Case(name, ['board-predict', f'{B}/{folder}', *imgs, *extra], **kw)
+    out = []
+    # 1. one size rule for every codec, checked before decoding; memory bounded in bytes; any single file under 1 GB
+    for n, says in (('jp2_padded', 'the compressed image says it is 16000x16000 pixels but the header says 64x64'),
+                    ('wide64', '8192x8192 pixels of 1x64 bits need 536,870,912 bytes')):
+        out.append(Case(f'show_{n}', ['show', f'{D}/{n}.dcm', '--out', '{out}/x.png'], 2, (f'{n}.dcm', says), max_mb=400))
+        out.append(bp(f'bp_{n}', 'ok', [f'{D}/{n}.dcm', f'{D}/good1.dcm'], '--out', '{out}/sub.csv', rc=3, says=('2 images, 1 failed',),
+                      out='{out}/sub.csv', good=('good1',), failed=(n,), reason=says, max_mb=1000))
+    out.append(bp('bp_max16', 'ok', [f'{D}/max16.dcm'], '--out', '{out}/sub.csv', rc=0, says=('1 images, 0 failed',), out='{out}/sub.csv',
+                  good=('max16',), max_mb=1000))   # the largest image the limits allow: decoded, under the board's 1 GB
+    out.append(Case('show_deflate_liar', ['show', f'{D}/deflate_liar.dcm', '--out', '{out}/x.png'], 2, ('deflate_liar.dcm', 'inflates to more than'),
+                    env=dict(PNEUMONIA_KIT_MAX_PIXELS='1000000'), max_mb=400))
+    out.append(bp('bp_deflate_liar', 'ok', [f'{D}/deflate_liar.dcm', f'{D}/good1.dcm'], '--out', '{out}/sub.csv', rc=3, says=('1 failed',),
+                  env=dict(PNEUMONIA_KIT_MAX_PIXELS='1000000'), out='{out}/sub.csv', good=('good1',), failed=('deflate_liar',),
+                  reason='inflates to more than', max_mb=1000))
+    # 2. --out never destroys: devices, FIFOs, links to them, the command's own inputs; long legal names work
+    for name, target, says in (('fifo', f'{T}/fifo.csv', 'fifo.csv: is a device, FIFO or socket'), ('link_devnull', f'{T}/null.csv', 'null.csv: is a device'),
+                               ('dev_null', '/dev/null', '/dev/null: is a device'), ('input_dicom', f'{R}/victim/good1.dcm', 'good1.dcm: is one of the inputs'),
+                               ('board_json', f'{B}/victim/board.json', 'board.json: is one of the inputs')):
+        folder = 'victim' if name == 'board_json' else 'ok'
+        out.append(bp(f'bp_out_{name}', folder, [f'{R}/victim'], '--out', target, rc=2, says=(says,), max_mb=400))
+    out.append(Case('predict_out_checkpoint', ['predict', f'{R}/runs/bad_types/epoch_001.pt', '--images', f'{R}/goods', '--out',
+                                               f'{R}/runs/bad_types/epoch_001.pt'], 2, ('epoch_001.pt: is one of the inputs',)))
+    out.append(Case('show_out_fifo', ['show', f'{D}/good1.dcm', '--out', f'{T}/fifo.csv'], 2, ('fifo.csv: is a device, FIFO or socket',)))
+    out.append(Case('show_out_input', ['show', f'{R}/victim/good2.dcm', '--out', f'{R}/victim/good2.dcm'], 2, ('good2.dcm: is one of the inputs',)))
+    out.append(bp('bp_out_long_name', 'ok', [f'{R}/goods'], '--out', '{out}/' + 'n' * 240 + '.csv', rc=0, says=('0 failed',),
+                  out='{out}/' + 'n' * 240 + '.csv', good=GOOD, max_mb=400))
+    # 3. no NaN passes silently
+    for folder in ('nan_logits', 'nan_deltas'):
+        what = 'cls_logits' if folder == 'nan_logits' else 'bbox_regression'
+        out.append(bp(f'bp_{folder}', folder, [f'{R}/goods'], '--out', '{out}/sub.csv', rc=3, says=('2 images, 2 failed',), out='{out}/sub.csv',
+                      failed=GOOD, reason=f'the network output {what} has', max_mb=400))
+    out.append(Case('score_1e300', ['score', f'{C}/sub.csv', f'{C}/labels_1e300.csv'], 2, ('labels_1e300.csv', 'line 2 (good1): box coordinate beyond')))
+    out.append(Case('score_sub_1e300', ['score', f'{C}/sub_1e300.csv', f'{C}/labels.csv'], 2, ('sub_1e300.csv', 'line 2 (good1)', 'coordinate beyond')))
+    out.append(Case('score_json_nan', ['score', f'{C}/sub_empty.csv', f'{C}/labels_neg.csv', '--json'], 0, ('"map": null',)))
+    out.append(Case('compare_json_nan', ['compare', f'{C}/sub_empty.csv', f'{C}/sub_empty.csv', f'{C}/labels_neg.csv', '--json'], 0, ('"map_a": null',)))
+    out.append(bp('bp_png_full_disk', 'ok', [f'{R}/goods'], '--out', '{out}/sub.csv', '--png-dir', '{out}/png', rc=3, says=('2 failed',), fsize=2000,
+                  out='{out}/sub.csv', failed=GOOD, reason='writing the PNG/JSON'))
+    # 4. every file read defensively: board folders, checkpoints, run folders, out-of-fold files, CSVs, the environment
+    for folder, says, backend in (('bj_utf16', 'board.json: not a UTF-8 text file', None), ('bj_latin1', 'board.json: not a UTF-8 text file', None),
+                                  ('bj_deep', 'board.json: nested too deep', None), ('anchors_str', 'anchors.npy: holds <U1, expected numbers', None),
+                                  ('ext_nul', "external data 'weights\\x00.bin' is not a file name", None),
+                                  ('ext_fifo', 'weights.fifo: not a regular file', 'opencv'), ('ext_fifo', 'weights.fifo: not a regular file', 'onnxruntime'),
+                                  ('const_shape', 'ConstantOfShape node asks for a constant shape of 268,435,456 elements', 'opencv'),
+                                  ('const_shape', 'ConstantOfShape node asks for a constant shape of 268,435,456 elements', 'onnxruntime')):
+        extra = ['--backend', backend] if backend else []
+        out.append(bp(f'bp_folder_{folder}{"_" + backend if backend else ""}', folder, [f'{R}/goods'], '--out', '{out}/sub.csv', *extra,
+                      rc=2, says=(folder, says), max_mb=400))
+    # (each of these imports torch, ~4 s of CPU: summary.json, log.csv and the bare 0-byte file are checked in 13_runs instead)
+    for run, says in (('empty_ck', 'empty_ck/epoch_001.pt: empty checkpoint file (0 bytes'), ('bad_types/epoch_001.pt', 'bad_types/epoch_001.pt: '),
+                      ('no_model_cfg/epoch_001.pt', 'its config has no model settings'), ('bad_best_post', 'best_post.json: not a JSON object')):
+        out.append(Case(f'predict_{run.split("/")[0]}{"_file" if run.endswith(".pt") else ""}', ['predict', f'{R}/runs/{run}', '--images', f'{R}/goods',
+                                                      '--out', '{out}/sub.csv', '--device', 'cpu'], 2, (says,)))
+    out.append(Case('sweep_oof_object', ['sweep', f'{R}/runs/oof_object'], 2, ('epoch_001.npz: not a readable out-of-fold file',)))
+    out.append(Case('sweep_oof_bomb', ['sweep', f'{R}/runs/oof_bomb'], 2, ('epoch_001.npz: its arrays inflate to 536,871,', 'refusing to read them'),
+                    max_mb=1100))   # importing torch alone is ~880 MB here; inflated, the bomb would add 512 MB
+    out.append(Case('score_sub_200mb', ['score', f'{C}/sub_200mb.csv', f'{C}/labels.csv'], 2, ('sub_200mb.csv: 209,715,200 bytes; a submission file here is at most',),
+                    max_mb=250, max_s=5))
+    out.append(Case('score_many_pairs', ['score', f'{C}/sub_5k.csv', f'{C}/labels_10k.csv'], 2, ('too many boxes to score: 1 images x 5,000 predictions x 10,000',),
+                    max_mb=400))
+    out.append(Case('score_labels_60k', ['score', f'{C}/sub_p.csv', f'{C}/labels_60k.csv'], 0, ('mAP: 0.0000',), max_s=15))
+    out.append(bp('bp_env_superscript', 'ok', [f'{R}/goods'], '--out', '{out}/sub.csv', rc=2, says=("PNEUMONIA_KIT_MAX_PIXELS='²' is not a positive integer",),
+                  env=dict(PNEUMONIA_KIT_MAX_PIXELS='²')))
+    out.append(bp('bp_ascii_locale', 'ok', [f'{R}/nonascii', f'{R}/goods'], '--out', '{out}/sub.csv', rc=0, says=('3 images, 0 failed',), out='{out}/sub.csv',
+                  good=('Ölfleck', *GOOD), env=dict(PYTHONUTF8='0', LC_ALL='C', LANG='C'), max_mb=400))
+    out += [_bad('--n-folds', '1', 'cache', R), _bad('--size', '100000', 'synth', '{out}/twin'), _bad('--size', '30000', 'cache', R),
+            _bad('--threads', '20000', 'board-predict', f'{B}/ok', f'{R}/goods')]
+    # 5. one line means one line: cut, with the count of the rest; file-name patientIds checked; eda answers at once
+    out.append(Case('score_sub_bad_rows', ['score', f'{C}/sub_bad_rows.csv', f'{C}/labels.csv'], 2, ('20,000 malformed submission row(s)', '... and 19,990 more')))
+    out.append(Case('score_long_pid', ['score', f'{C}/sub.csv', f'{C}/labels_long_pid.csv'], 2, ('is 100,000 characters long; at most 200',)))
+    out.append(bp('bp_odd_names', 'ok', [f'{R}/oddnames'], '--out', '{out}/sub.csv', rc=3, says=('4 images, 2 failed',), out='{out}/sub.csv', good=GOOD,
+                  failed=('.hidden', 'tab\there'), reason='cannot name a file'))
+    out.append(Case('show_warned', ['show', f'{D}/warned.dcm', '--out', '{out}/x.png'], 2,
+                    ('warned.dcm', "RescaleSlope is 'NaN'", '(1 library warning(s) hidden; PNEUMONIA_KIT_VERBOSE=1 shows them)')))
+    out.append(Case('eda_missing', ['eda', f'{R}/no_such_data'], 2, ('no_such_data: dataset folder not found',), max_s=5))
+    # 6. ONNX Runtime writes nothing outside the named folders (its telemetry files under ~/.cache)
+    out.append(bp('bp_ort_home', 'ok', [f'{R}/goods'], '--out', '{out}/sub.csv', rc=0, says=('0 failed',), out='{out}/sub.csv', good=GOOD,
+                  env=dict(HOME='{out}/home', XDG_CACHE_HOME='{out}/home/.cache'), absent=('{out}/home',)))
+    return out
+
+
+CASES = cases() + cases2()
 
 if __name__ == '__main__':
     if len(sys.argv) != 2: sys.exit(__doc__)

@@ -182,3 +182,48 @@ def test_export_cuda_trained(fp16_run, twin, tmp_path):
            submission_board_vs_device_torch=submissions_agree(tmp_path/'torch.csv', tmp_path/'board.csv'))
     assert exact['onnxruntime'] <= 1e-3
     assert board['n_images'] == 4 and not board['failed'] and board['n_boxes'] > 0, board
+
+
+def test_step_without_host_sync():
+    """Issue 20: bf16 training steps (fused Adam, clipping, padded targets from pinned memory) never wait for the GPU:
+    on CUDA under `torch.cuda.set_sync_debug_mode('error')`, on the CPU with Tensor.item/.cpu/.tolist/bool patched to fail"""
+    import time
+    from test_train_step import _Loader, _SyncGuard, _batches
+    from pneumonia_kit.model import create_model
+    from pneumonia_kit.train import TrainCfg, make_optimizer, train_one_epoch
+    dev = torch.device(DEVICE if DEVICE != 'cuda' else 'cuda:0')
+    torch.manual_seed(0)
+    net = create_model('tiny').to(dev).to(memory_format=torch.channels_last)
+    batches = [(x.pin_memory(), {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in t.items()}) if CUDA else (x, t)
+               for x, t in _batches(6)]
+    guard = _SyncGuard()
+    if CUDA:   # the driver's own check: any synchronising call inside the step raises
+        guard.on = lambda: torch.cuda.set_sync_debug_mode('error')
+        guard.off = lambda: torch.cuda.set_sync_debug_mode(0)
+    tc = TrainCfg(batch_size=4, grad_clip=1., check_every=100, amp='bf16')
+    t = time.perf_counter()
+    res = train_one_epoch(net, _Loader(batches, guard), make_optimizer(net.parameters(), 1e-3), torch.amp.GradScaler(dev.type, enabled=False),
+                          dev, torch.bfloat16, tc, epoch=1, channels_last=CUDA)
+    secs = time.perf_counter() - t
+    assert guard.calls == 6 and all(np.isfinite(v) for v in res.values()), res
+    record('step_no_sync', device=str(dev), steps=6, seconds=round(secs, 3), losses={k: round(v, 4) for k, v in res.items()})
+
+
+def test_auto_batch_size():
+    """Issue 20: batch_size='auto' probes real steps on CUDA (the tiny model fits the cap of 64; weights, buffers untouched)
+    and scales the lr by sqrt(batch / 4) with a warm-up; on the CPU there is nothing to probe: lr_base_batch"""
+    from pneumonia_kit.model import create_model
+    from pneumonia_kit.train import TrainCfg, _schedule
+    dev = torch.device(DEVICE if DEVICE != 'cuda' else 'cuda:0')
+    torch.manual_seed(0)
+    net = create_model('tiny').to(dev).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    tc = TrainCfg(batch_size='auto', lr=1e-3, lr_base_batch=4, max_batch=64, mem_share=0.8)
+    s = _schedule(net, tc, dev, torch.bfloat16 if CUDA else None, 1000, 128, 0, 1)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
+    if CUDA:
+        assert s['batch_size'] == 64 and all(v is not None for v in s['probe']['probes_gb'].values()), s
+        assert s['lr'] == pytest.approx(4e-3) and s['warmup_steps'] == 1000 // 64
+    else: assert (s['batch_size'], s['lr'], s['probe']) == (4, 1e-3, None)
+    record('auto_batch', device=str(dev), **{k: s[k] for k in ('batch_size', 'lr', 'warmup_steps', 'batch_rule', 'probe')})

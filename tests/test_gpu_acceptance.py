@@ -31,7 +31,7 @@ def test_dry_run_passes(dry):
     p, out, res, secs = dry
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert res['mode'].startswith('dry-run') and res['passed'] and res['exit_code'] == 0
-    assert set(res['parts']) == {'env', 'tests', 'train_step', 'throughput'}           # no install in the dry run
+    assert set(res['parts']) == {'env', 'tests', 'train_step', 'throughput', 'curves'}   # no install in the dry run
     assert all(v['status'] == 'passed' for v in res['parts'].values()), res['parts']
     assert all(c['ok'] for c in res['checks'] if c['kind'] == 'required')
     assert {c['ok'] for c in res['checks'] if c['kind'] == 'goal'} == {None}            # speed goals: GPU only
@@ -43,16 +43,18 @@ def test_dry_run_outputs(dry):
     files = sorted(f.name for f in out.iterdir())
     assert files == ['acceptance.log', 'results.json', 'results.md', 'tests_junit.xml'] and len(files) <= 8
     t = res['parts']['tests']
-    assert (t['tests'], t['passed'], t['failures'], t['errors'], t['skipped']) == (5, 5, 0, 0, 0)
-    assert {'train_bf16', 'train_fp16', 'resume', 'predict_tta', 'export'} <= set(t['facts'])
+    assert (t['tests'], t['passed'], t['failures'], t['errors'], t['skipped']) == (7, 7, 0, 0, 0)
+    assert {'train_bf16', 'train_fp16', 'resume', 'predict_tta', 'export', 'step_no_sync', 'auto_batch'} <= set(t['facts'])
     assert t['facts']['resume']['max_weight_diff'] == 0.0                              # the CPU is exact
     ts = res['parts']['train_step']
-    assert set(ts['rows']) == {'original (P2-P7, fp32, python loss)', 'ours P2-P7', 'ours P3-P7'}
+    assert set(ts['rows']) == {'original (P2-P7, fp32, python loss)', 'ours P2-P7 b2 eager', 'ours P2-P7 b4 eager'}
+    cv = res['parts']['curves']
+    assert cv['finite'] and cv['steps'] == 6 and set(cv['curves']) == {'fp32 eager, seed A', 'fast, seed A', 'fp32 eager, seed B'}
     (run,) = res['parts']['throughput']['runs']
     assert run['finite'] and run['steps'] == 4 and run['workers'] == 2 and 0 <= run['stall_share'] < 1
     assert run['projected_epoch_s'] > 0 and res['parts']['throughput']['data']['n_images'] == 40
     md = (out/'results.md').read_text()
-    for s in ('# GPU acceptance: PASSED', '## Training step', '## Training throughput', '## Tests', 'test_resume_matches_uninterrupted'):
+    for s in ('# GPU acceptance: PASSED', '## Training step', '## Training throughput', '## Training-loss curves', '## Tests', 'test_resume_matches_uninterrupted'):
         assert s in md, s
     assert 'PASSED' in p.stdout                                                          # the summary ends the output
 

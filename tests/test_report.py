@@ -3,6 +3,7 @@ headless browser (Debian's chromium; skipped with the reason when it is not inst
 loads and every link resolves, with a screenshot saved under outputs/. The fast tests use a report written from a
 small made-up demo folder; the slow ones (--slow, PNEUMONIA_KIT_SLOW=1, CI) run `pneumonia-kit demo --quick`."""
 import json, os, re, shutil, subprocess, tempfile
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 import pytest
@@ -40,8 +41,36 @@ class _Refs(HTMLParser):
         if tag == 'img': self.srcs.append(a.get('src', ''))
 
 
+def _text(html_part: str) -> str:
+    return re.sub(r'\s+', ' ', unescape(re.sub(r'<[^>]+>', '', html_part))).strip()
+
+
+def chosen_thresholds(dom: str) -> dict:
+    "The final threshold each place of a rendered report states: the heat map's caption (the cell it outlines), the PR and "
+    "threshold-curve captions, the sweep table, the key figures"
+    caps = {re.search(r'>([\w.]+\.png)</a>', c).group(1): _text(c) for c in re.findall(r'<figcaption>(.*?)</figcaption>', dom, re.S)
+            if re.search(r'>([\w.]+\.png)</a>', c)}
+    found = {}
+    for png, pat in (('threshold_heatmap.png', r'final threshold ([0-9.]+), as in run/best_post.json'),
+                     ('pr_curve.png', r'chosen final threshold, ([0-9.]+)\.'), ('threshold_curves.png', r'chosen final threshold, ([0-9.]+)\.')):
+        m = re.search(pat, caps.get(png, ''))
+        found[png] = float(m.group(1)) if m else None
+    m = re.search(r'<td>final_thresh</td><td>([0-9.]+)</td>', dom)
+    found['sweep table'] = float(m.group(1)) if m else None
+    m = re.search(r'the chosen post-processing: final threshold ([0-9.]+),', unescape(dom))
+    found['key figures'] = float(m.group(1)) if m else None
+    return found
+
+
+def figures(dom: str) -> list:
+    "(number, caption, alt text) of every figure of a rendered report"
+    return [(int(n), _text(cap), unescape(alt)) for alt, n, cap in
+            re.findall(r'<figure><img [^>]*alt="([^"]*)"[^>]*><figcaption>Figure (\d+)\. (.*?)</figcaption></figure>', dom, re.S)]
+
+
 def open_in_browser(report: Path, screenshot: Path | None = None) -> dict:
-    "Load `report` in headless Chromium: pictures loaded and broken, links that do not resolve; optionally a screenshot"
+    "Load `report` in headless Chromium: pictures loaded and broken, links that do not resolve, figures and their captions, the "
+    "chosen threshold wherever it is stated; optionally a screenshot"
     check = report.with_name('.report_check.html')   # beside the report, so relative links resolve the same way
     check.write_text(report.read_text().replace('</html>', _CHECK_JS + '</html>'))
     try: dom = _browser(['--virtual-time-budget=15000', '--dump-dom', check.as_uri()])
@@ -56,7 +85,24 @@ def open_in_browser(report: Path, screenshot: Path | None = None) -> dict:
         _browser(['--window-size=1280,2200', f'--screenshot={screenshot}', report.as_uri()])
     return dict(loaded=int(attrs.get('images-loaded', -1)), broken=int(attrs.get('images-broken', -1)), broken_alts=attrs.get('broken-alts'),
                 n_images=len(refs.srcs), embedded=sum(s.startswith('data:image/png;base64,') for s in refs.srcs),
-                links=local, broken_links=broken_links)
+                links=local, broken_links=broken_links, figures=figures(dom), thresholds=chosen_thresholds(dom))
+
+
+def check_figures(r: dict, n: int):
+    "Every picture is a numbered figure with a caption that says what it shows (more than its file name), the same as its alt text"
+    assert [f[0] for f in r['figures']] == list(range(1, n + 1)), r['figures']
+    for k, cap, alt in r['figures']:
+        words = re.sub(r'\s*\([\w.]+\.png\)$', '', cap).split()   # the caption without its file link
+        assert len(words) >= 3 and cap.startswith(alt.rstrip()), (k, cap, alt)
+
+
+def check_threshold(r: dict, out: Path):
+    "One chosen post-processing: figure, table, key figures and the JSON files state the same final threshold"
+    chosen = json.loads((out/'run'/'best_post.json').read_text())['post']['final_thresh']
+    drawn = json.loads((out/'sweep'/'summary.json').read_text())['heatmap_outlined']['final_thresh']   # the cell the heat map outlined
+    assert drawn == chosen, (drawn, chosen)
+    states = {k: v for k, v in r['thresholds'].items() if v is not None}
+    assert {'threshold_heatmap.png', 'sweep table'} <= set(states) and set(states.values()) == {chosen}, (states, chosen)
 
 
 # ---------- fast: a report written from a small made-up demo folder
@@ -69,8 +115,8 @@ def small_report(tmp_path_factory):
     from pneumonia_kit.demo import write_report
     from pneumonia_kit.plots import plot_stage_times
     out = tmp_path_factory.mktemp('demo')
-    for sub, name in (('eda', 'class_distribution'), ('sweep', 'pr_curve')):
-        f = Figure(figsize=(3, 2)); f.subplots().plot([0, 1], [1, 0]); (out/sub).mkdir(); f.savefig(out/sub/f'{name}.png')
+    for sub, name in (('eda', 'class_distribution'), ('sweep', 'pr_curve'), ('sweep', 'threshold_heatmap')):
+        f = Figure(figsize=(3, 2)); f.subplots().plot([0, 1], [1, 0]); (out/sub).mkdir(exist_ok=True); f.savefig(out/sub/f'{name}.png')
     (out/'board'/'model').mkdir(parents=True); (out/'board'/'examples').mkdir()
     (out/'board'/'model'/'MODEL_CARD.md').write_text('# card\n'); (out/'board'/'model'/'board.json').write_text('{}')
     (out/'board'/'submission_opencv.csv').write_text('patientId,PredictionString\n')
@@ -80,6 +126,10 @@ def small_report(tmp_path_factory):
     save_json(dict(scores=dict(opencv=dict(label='board predictor, OpenCV DNN fp32', map=0.3, ci95=[0.2, 0.4], n_scored=5, n_images=8,
                                            submission=str(out/'board'/'submission_opencv.csv'))), stage_times=st), out/'board'/'summary.json')
     (out/'eda.ipynb').write_text('{}')
+    save_json(dict(epoch=3, post=dict(final_thresh=0.35, nms_thresh=0.05, global_weight=0.5), map=0.2, ci95=[0.1, 0.3], n_counted=5,
+                   n_images=8), out/'run'/'best_post.json')
+    save_json(dict(heatmap_outlined=dict(epoch=3, final_thresh=0.35, nms_thresh=0.05, global_weight=0.5)), out/'sweep'/'summary.json')
+    (out/'sweep'/'sweep.md').write_text('| setting | value |\n|---|---|\n| epoch | 3 |\n| final_thresh | 0.35 |\n')
     return write_report(out)
 
 
@@ -87,20 +137,27 @@ def test_report_content(small_report):
     page = small_report.read_text()
     assert 'Not for clinical use' in page and '<h2 id="what-ran">What ran</h2>' in page and '<pre>' not in page
     caps = re.findall(r'<figcaption>(.*?)</figcaption>', page)
-    assert len(caps) == 3 and all(c.startswith('Figure ') for c in caps), caps
+    assert len(caps) == 4 and all(c.startswith('Figure ') for c in caps), caps
     assert 'Board predictor per image on this machine (x86_64, test CPU, 2 cores)' in page
     assert '<a href="board/model/MODEL_CARD.md">' in page and '<a href="board/submission_opencv.csv">' in page
 
 
 def test_report_in_browser(small_report):
     r = open_in_browser(small_report)
-    assert r['n_images'] == 3 and r['embedded'] == 3, r           # self-contained: every picture is inside the file
-    assert (r['loaded'], r['broken']) == (3, 0), r                 # ... and decodes in the browser
+    assert r['n_images'] == 4 and r['embedded'] == 4, r           # self-contained: every picture is inside the file
+    assert (r['loaded'], r['broken']) == (4, 0), r                 # ... and decodes in the browser
+    check_figures(r, 4)
+    check_threshold(r, small_report.parent)
     assert r['links'] and not r['broken_links'], r                 # every relative link resolves
     bad = small_report.with_name('bad.html')                        # the check sees a broken picture and a dead link
     bad.write_text(small_report.read_text().replace('</h1>', '</h1><img src="missing.png" alt="gone"><a href="nowhere.csv">x</a>'))
     r = open_in_browser(bad)
     assert (r['broken'], r['broken_alts'], r['broken_links']) == (1, 'gone', ['nowhere.csv']), r
+    other = small_report.with_name('other.html')                   # ... and a figure stating another threshold than the JSON's
+    other.write_text(small_report.read_text().replace('final threshold 0.35, as in', 'final threshold 0.4, as in'))
+    r = open_in_browser(other)
+    assert r['thresholds']['threshold_heatmap.png'] == 0.4 and r['thresholds']['sweep table'] == 0.35, r['thresholds']
+    with pytest.raises(AssertionError): check_threshold(r, small_report.parent)
 
 
 # ---------- slow: the real quick demo, its notebooks, its report in the browser
@@ -119,7 +176,9 @@ def test_demo_console(quick_demo):
     console = r.stdout + r.stderr
     for noise in ('IPKernelApp', 'without encryption', 'KeyboardInterrupt', 'TqdmWarning', 'IProgress'): assert noise not in console, noise
     assert re.search(r'^\[train\] epoch 1/\d+: train loss', r.stdout, re.M), r.stdout   # one line per epoch while training
-    assert "board latency per image, OpenCV DNN fp32 (the board's runtime)" in r.stdout, r.stdout
+    assert re.search(r'^  board predictor per image, OpenCV [\d.]+ DNN fp32 on this machine, demo model \(', r.stdout, re.M), r.stdout
+    assert re.search(r'^  The demo model \(.*\) scored test mAP [\d.]+ \(95% interval', r.stdout, re.M), r.stdout   # the headline first
+    assert 'TRAINING CUT SHORT' not in r.stdout   # no time budget: every epoch
     assert 'test mAP, PyTorch fp32, no TTA' in r.stdout and 'test mAP, PyTorch fp32 + flip TTA' in r.stdout
 
 
@@ -160,5 +219,11 @@ def test_quick_report_in_browser(quick_demo):
     for fig in ('pr_curve', 'threshold_curves', 'confusion', 'roc', 'gallery', 'stage_times'): assert f'{fig}.png' in page, fig
     r = open_in_browser(out/'report.html', SCREENSHOT)
     assert r['n_images'] == r['embedded'] == r['loaded'] >= 15 and r['broken'] == 0, r
+    check_figures(r, r['n_images'])
+    check_threshold(r, out)
+    assert len(set(r['thresholds'].values())) == 1, r['thresholds']   # all five places, the same threshold
+    for f in ('threshold_heatmap.png', 'pr_curve.png', 'threshold_curves.png', 'sweep table', 'key figures'): assert r['thresholds'][f], f
+    caps = ' '.join(c for _, c, _ in r['figures'])
+    assert 'configuration' not in caps and caps.count('true boxes green') >= 3, caps   # one name per network, one colour for truth
     assert len(r['links']) >= 10 and not r['broken_links'], r
     assert SCREENSHOT.read_bytes()[:4] == b'\x89PNG'

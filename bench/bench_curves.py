@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Does the fast setting learn like fp32 eager? (issue 20, goal 7c) Training-loss curves of N steps from the same seed:
+fp32 eager, and the fast setting (bf16 autocast, channels-last, torch.compile), plus fp32 eager from a second seed, on the
+twin's training images with the real loader. The fast curve must stay as close to the fp32 one of its seed as two fp32
+seeds are to each other: gap = mean |difference| of the curves smoothed over `--smooth` steps; ratio = gap(fast, fp32) /
+gap(fp32 seed A, fp32 seed B), goal <= 1.
+
+    python bench/bench_curves.py --data TWIN --device cuda --preset se_resnext50_p3p7 --size 256 --batch 16 --steps 300
+    python bench/bench_curves.py --data TWIN --device cpu --preset tiny --steps 6 --smooth 2        # CPU dry run
+"""
+from __future__ import annotations
+import argparse, dataclasses, json, math, sys, time
+from pathlib import Path
+
+
+def run(data, mc, tc, dev, seed:int, steps:int, fast:bool) -> dict:
+    "Per-step training losses of one run (the losses stay on the device until the end)"
+    import torch
+    from pneumonia_kit.core import set_seed
+    from pneumonia_kit.model import create_model
+    from pneumonia_kit.runs import amp_dtype
+    from pneumonia_kit.train import make_optimizer, make_step, to_device, train_loader
+    tc = dataclasses.replace(tc, seed=seed, amp='bf16' if fast else 'off', compile=tc.compile if fast else 'off')
+    dtype, cl = amp_dtype(tc.amp, dev), fast and dev.type == 'cuda'
+    set_seed(seed)
+    model = create_model(mc).to(dev)
+    if cl: model = model.to(memory_format=torch.channels_last)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt, step = make_optimizer(params, tc.lr), make_step(model, dev, dtype, None, tc.compile)
+    losses, epoch, t0 = [], 1, time.perf_counter()
+    while len(losses) < steps:
+        set_seed(seed * 1000 + epoch)
+        for images, targets in train_loader(data['train'], tc, epoch, pin_memory=dev.type == 'cuda'):
+            x, t = to_device(images, targets, dev, cl)
+            loss = step(x, t)['loss']
+            opt.zero_grad(set_to_none=True); loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip); opt.step()
+            losses.append(loss.detach().float())
+            if len(losses) == steps: break
+        epoch += 1
+    curve = torch.stack(losses).cpu().tolist()
+    return dict(seed=seed, fast=fast, amp=tc.amp, compile=tc.compile, channels_last=cl, seconds=round(time.perf_counter() - t0, 1),
+                curve=[round(v, 5) for v in curve], finite=all(math.isfinite(v) for v in curve))
+
+
+def smooth(xs:list, w:int) -> list:
+    "Trailing moving average over `w` steps"
+    out, s = [], 0.
+    for i, x in enumerate(xs):
+        s += x - (xs[i - w] if i >= w else 0.)
+        out.append(s / min(i + 1, w))
+    return out
+
+
+def gap(a:list, b:list, w:int) -> float:
+    "Mean |difference| of two smoothed curves"
+    sa, sb = smooth(a, w), smooth(b, w)
+    return sum(abs(x - y) for x, y in zip(sa, sb)) / len(sa)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--data', required=True, help='twin folder (Kaggle layout; its cache at --size is made when absent)')
+    p.add_argument('--device', default='cuda')
+    p.add_argument('--preset', default='se_resnext50_p3p7', help='training preset for the network (pretrained=False)')
+    p.add_argument('--size', type=int, default=256, help='input size')
+    p.add_argument('--batch', type=int, default=16)
+    p.add_argument('--lr', type=float, default=2e-4, help='Adam lr (from scratch)')
+    p.add_argument('--steps', type=int, default=300)
+    p.add_argument('--seeds', default='0,1', help='seed A (both settings), seed B (fp32 only: the noise)')
+    p.add_argument('--compile', default='default', help="the fast setting's TrainCfg.compile")
+    p.add_argument('--workers', type=int, default=8)
+    p.add_argument('--smooth', type=int, default=20, help='moving-average window of the comparison')
+    p.add_argument('--threads', type=int, default=0)
+    p.add_argument('--json', default=None)
+    a = p.parse_args(argv)
+    import torch
+    if a.threads: torch.set_num_threads(a.threads)
+    from pneumonia_kit.train import prepare_data, preset_cfgs
+    from pneumonia_kit.runs import resolve_device
+    mc, tc = preset_cfgs(a.preset, pretrained=False, image_size=a.size, batch_size=a.batch, lr=a.lr, num_workers=a.workers)
+    tc = dataclasses.replace(tc, grad_clip=1., aug_level='light', progress=False, compile=a.compile)
+    dev = resolve_device(a.device)
+    torch.backends.cudnn.benchmark = True
+    data = prepare_data(a.data, mc.image_size, tc)
+    sa, sb = (int(s) for s in a.seeds.split(','))
+    runs = {}
+    for name, seed, fast in (('fp32 eager, seed A', sa, False), ('fast, seed A', sa, True), ('fp32 eager, seed B', sb, False)):
+        runs[name] = run(data, mc, tc, dev, seed, a.steps, fast)
+        c = runs[name]['curve']
+        print(f'{name}: {runs[name]["seconds"]} s, loss {c[0]:.4f} -> {sum(c[-a.smooth:]) / len(c[-a.smooth:]):.4f}', file=sys.stderr, flush=True)
+    A, F, B = (runs[k]['curve'] for k in ('fp32 eager, seed A', 'fast, seed A', 'fp32 eager, seed B'))
+    g_fast, g_seed = gap(A, F, a.smooth), gap(A, B, a.smooth)
+    w = a.smooth
+    res = dict(device=str(torch.cuda.get_device_name(dev)) if dev.type == 'cuda' else 'CPU', preset=a.preset, backbone=mc.backbone,
+               levels=list(mc.levels), size=a.size, batch=a.batch, lr=a.lr, steps=a.steps, smooth=w, runs=runs,
+               gap_fast_vs_fp32=round(g_fast, 5), gap_seed_noise=round(g_seed, 5),
+               ratio=round(g_fast / g_seed, 3) if g_seed > 0 else None,
+               first_last={k: (round(sum(r['curve'][:w]) / w, 4), round(sum(r['curve'][-w:]) / w, 4)) for k, r in runs.items()},
+               finite=all(r['finite'] for r in runs.values()))
+    res['markdown'] = markdown(res)
+    print(res['markdown'])
+    if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+    return res
+
+
+def markdown(r) -> str:
+    L = [f"Training-loss curves, {r['backbone']} P{r['levels'][0]}-P{r['levels'][1]}, {r['size']} px, batch {r['batch']}, "
+         f"Adam {r['lr']:g} from scratch, {r['steps']} steps, {r['device']}", '',
+         f"| run | seconds | mean loss, first {r['smooth']} steps | mean loss, last {r['smooth']} steps |", '|---|---:|---:|---:|']
+    L += [f"| {k} ({v['amp']}, compile {v['compile']}) | {v['seconds']} | {r['first_last'][k][0]} | {r['first_last'][k][1]} |"
+          for k, v in r['runs'].items()]
+    L += ['', f"Gap (mean |difference| of the {r['smooth']}-step moving averages): fast vs fp32 {r['gap_fast_vs_fp32']}, "
+              f"fp32 seed A vs seed B {r['gap_seed_noise']}: ratio {r['ratio']} (goal <= 1)."]
+    return '\n'.join(L)
+
+
+if __name__ == '__main__': main()

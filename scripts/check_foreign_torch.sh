@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A machine that already has its own torch (a Kaggle notebook, a cloud GPU image) keeps it: `pip install -e ".[dev]"`
+# WITHOUT constraints.txt into a throwaway venv that already holds another torch release than constraints.txt's
+# must leave torch and torchvision as they were, and the fast tests must pass on them. Not in CI (downloads a torch).
+#
+#   scripts/check_foreign_torch.sh [VENV]   # default: ${TMPDIR:-/tmp}/pneumonia_kit_foreign_torch (removed first)
+#
+# FOREIGN_TORCH (default "torch==2.9.1 torchvision==0.24.1", a pair that imports together: PyPI's torchvision does not
+# load beside this machine's local torch 2.13.0+cpu wheel) picks the release; TESTS (default below) the pytest
+# arguments: the notebooks that run torch (dataset, backbones, model, runs, train, predict, sweep, export, distill) and
+# the CLI, board, bundle and layout tests. Exit status: 0 torch kept and tests pass, 1 torch changed, 2 a step failed.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${1:-${TMPDIR:-/tmp}/pneumonia_kit_foreign_torch}
+FOREIGN_TORCH=${FOREIGN_TORCH:-"torch==2.9.1 torchvision==0.24.1"}
+NBS=(10_dataset 11_backbones 12_model 13_runs 14_train 15_distill 16_predict 17_sweep 18_export)
+DEFAULT_TESTS="${NBS[*]/#/tests/test_notebooks.py::test_notebook[}"
+DEFAULT_TESTS="${DEFAULT_TESTS// /] }] tests/test_cli.py tests/test_board_torchfree.py"
+DEFAULT_TESTS+=" tests/test_bundle.py tests/test_layout.py"
+TESTS=${TESTS:-$DEFAULT_TESTS}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 MPLBACKEND=Agg PYTHONNOUSERSITE=1
+unset PIP_CONSTRAINT PYTHONPATH VIRTUAL_ENV
+die() { echo "check_foreign_torch: FAILED: $*" >&2; exit 2; }
+versions() { "$VENV/bin/python" -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)'; }
+
+echo "== a throwaway venv with another torch: $VENV ($FOREIGN_TORCH)"
+rm -rf "$VENV"
+"${PYTHON:-python3}" -m venv "$VENV" || die "python3 -m venv"
+t0=$SECONDS
+# shellcheck disable=SC2086
+"$VENV/bin/pip" install -q $FOREIGN_TORCH || die "pip install $FOREIGN_TORCH"
+BEFORE=$(versions) || die "the foreign torch does not import"
+echo "   torch, torchvision before: $BEFORE ($((SECONDS - t0)) s)"
+
+echo "== pip install -e \".[dev]\", no constraints.txt: pip resolves against the torch already there"
+t0=$SECONDS
+(cd "$ROOT" && "$VENV/bin/pip" install -q -e ".[dev]") || die "pip install -e .[dev]"
+AFTER=$(versions) || die "torch no longer imports after the install"
+echo "   torch, torchvision after:  $AFTER ($((SECONDS - t0)) s); the venv holds $(du -sh "$VENV" | cut -f1)"
+if [[ $AFTER != "$BEFORE" ]]; then echo "check_foreign_torch: torch changed: $BEFORE -> $AFTER" >&2; exit 1; fi
+echo "   unchanged"
+
+echo "== fast tests on torch $AFTER: $TESTS"
+cd "$ROOT"
+export PATH="$VENV/bin:$PATH"
+t0=$SECONDS
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider $TESTS || die "tests failed on torch $AFTER"
+echo "== done in $((SECONDS - t0)) s: torch $AFTER kept by pip install -e .[dev], tests pass"
