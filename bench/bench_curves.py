@@ -73,8 +73,12 @@ def main(argv=None) -> dict:
     p.add_argument('--workers', type=int, default=8)
     p.add_argument('--smooth', type=int, default=20, help='moving-average window of the comparison')
     p.add_argument('--threads', type=int, default=0)
+    p.add_argument('--parallel', action='store_true', help='the three runs at once, one process each (the losses do not depend '
+                   'on timing; on a big GPU this takes about the time of one run)')
+    p.add_argument('--only', type=int, default=None, help=argparse.SUPPRESS)   # one run (0, 1, 2): a --parallel child
     p.add_argument('--json', default=None)
     a = p.parse_args(argv)
+    if a.parallel: return parallel(a, argv if argv is not None else sys.argv[1:])
     import torch
     if a.threads: torch.set_num_threads(a.threads)
     from pneumonia_kit.train import prepare_data, preset_cfgs
@@ -86,14 +90,46 @@ def main(argv=None) -> dict:
     data = prepare_data(a.data, mc.image_size, tc)
     sa, sb = (int(s) for s in a.seeds.split(','))
     runs = {}
-    for name, seed, fast in (('fp32 eager, seed A', sa, False), ('fast, seed A', sa, True), ('fp32 eager, seed B', sb, False)):
+    for i, (name, seed, fast) in enumerate(runs_of(sa, sb)):
+        if a.only is not None and i != a.only: continue
         runs[name] = run(data, mc, tc, dev, seed, a.steps, fast)
         c = runs[name]['curve']
         print(f'{name}: {runs[name]["seconds"]} s, loss {c[0]:.4f} -> {sum(c[-a.smooth:]) / len(c[-a.smooth:]):.4f}', file=sys.stderr, flush=True)
+    if a.only is not None:
+        if a.json: Path(a.json).write_text(json.dumps(runs))
+        return runs
+    return summary(a, mc, dev, runs)
+
+
+def runs_of(sa:int, sb:int) -> tuple: return (('fp32 eager, seed A', sa, False), ('fast, seed A', sa, True), ('fp32 eager, seed B', sb, False))
+
+
+def parallel(a, argv:list) -> dict:
+    "The three runs in three processes at once (the data and its cache made first, once), then the one summary"
+    import subprocess, tempfile, torch
+    from pneumonia_kit.runs import resolve_device
+    from pneumonia_kit.train import prepare_data, preset_cfgs
+    mc, tc = preset_cfgs(a.preset, pretrained=False, image_size=a.size, batch_size=a.batch, lr=a.lr, num_workers=a.workers)
+    prepare_data(a.data, mc.image_size, tc)
+    base = [x for x in argv if x != '--parallel']
+    if '--json' in base: i = base.index('--json'); del base[i:i + 2]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [subprocess.Popen([sys.executable, __file__, *base, '--only', str(i), '--json', f'{tmp}/{i}.json'])
+                 for i in range(3)]
+        rcs = [p.wait() for p in procs]
+        if any(rcs): raise SystemExit(f'bench_curves --parallel: a run failed (exit codes {rcs})')
+        runs = {}
+        for i in range(3): runs.update(json.loads(Path(f'{tmp}/{i}.json').read_text()))
+    return summary(a, mc, resolve_device(a.device), runs)
+
+
+def summary(a, mc, dev, runs:dict) -> dict:
+    "The comparison of the three curves: JSON (and `--json`) and markdown"
+    import torch
     A, F, B = (runs[k]['curve'] for k in ('fp32 eager, seed A', 'fast, seed A', 'fp32 eager, seed B'))
     g_fast, g_seed = gap(A, F, a.smooth), gap(A, B, a.smooth)
     w = a.smooth
-    res = dict(device=str(torch.cuda.get_device_name(dev)) if dev.type == 'cuda' else 'CPU', preset=a.preset, backbone=mc.backbone,
+    res = dict(device=str(torch.cuda.get_device_name(dev)) if dev.type == 'cuda' else 'CPU', preset=a.preset, parallel=a.parallel, backbone=mc.backbone,
                levels=list(mc.levels), size=a.size, batch=a.batch, lr=a.lr, steps=a.steps, smooth=w, runs=runs,
                gap_fast_vs_fp32=round(g_fast, 5), gap_seed_noise=round(g_seed, 5),
                ratio=round(g_fast / g_seed, 3) if g_seed > 0 else None,

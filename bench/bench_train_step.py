@@ -94,6 +94,43 @@ def ours_model(backbone, size, levels, dev, amp, channels_last, fpn_channels=256
         train_one_epoch(m, batch, opt, scaler, dev, dtype, tc, epoch=1, channels_last=cl, step=step)
     return m, run, dtype
 
+def graphed_model(backbone, size, levels, dev, amp, channels_last, fpn_channels, batch):
+    """pneumonia_kit's model with its whole training step (forward under autocast, loss, backward, clipping, fused Adam)
+    captured in one CUDA graph (PyTorch's whole-network capture recipe): `run()` replays it on `batch`, kept in static
+    device tensors (a loader would copy each new batch into them). No kernel is launched from Python after the capture,
+    so a small batch is no longer bound by the host's launch rate. Needs a step with no host sync (issue 20, item 1)."""
+    from pneumonia_kit.train import to_device
+    torch.manual_seed(0)
+    base = MODEL_PRESETS['original_se_resnext50']
+    m = create_model(base, backbone=backbone, pretrained=False, image_size=size, levels=levels,
+                     fpn_channels=fpn_channels, global_channels=fpn_channels).to(dev)
+    cl = channels_last and dev.type == 'cuda'
+    if cl: m = m.to(memory_format=torch.channels_last)
+    dtype, tc = amp_dtype(amp, dev), TrainCfg(amp=amp)
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=torch.tensor(tc.lr, device=dev), fused=True, capturable=True)  # lr a tensor: a schedule can change it
+    (images, t), = batch
+    x, t = to_device(images, t, dev, cl)
+    m.train()
+    def body():
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=False):
+            raw = m(x)
+        loss = m.compute_loss(raw, t)['loss']
+        loss.backward()
+        if tc.grad_clip > 0: torch.nn.utils.clip_grad_norm_(params, tc.grad_clip, foreach=True)
+        opt.step()
+        return loss.detach()
+    torch.backends.cudnn.benchmark = True
+    s = torch.cuda.Stream(dev)
+    s.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(s):   # warm-up on a side stream: cuDNN autotuning, the optimizer's state, the allocator's pools
+        for _ in range(3): opt.zero_grad(set_to_none=True); body()
+    torch.cuda.current_stream(dev).wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)   # gradients are then made inside the graph's memory pool and rewritten by each replay
+    with torch.cuda.graph(graph): body()
+    return m, graph.replay, dtype
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--device', default='cpu', help='cpu or cuda')
@@ -101,7 +138,8 @@ def main(argv=None):
     p.add_argument('--size', type=int, default=512, help='input size (>= 256: the original global head needs it)')
     p.add_argument('--batch', type=int, default=2, help="the original's batch (and ours, unless --batches)")
     p.add_argument('--batches', default=None, help='ours: comma-separated batch sizes (the sweep; default: --batch)')
-    p.add_argument('--compile', default='off', help="ours: comma-separated TrainCfg.compile modes, e.g. off,default")
+    p.add_argument('--compile', default='off', help="ours: comma-separated TrainCfg.compile modes, e.g. off,default, and 'graph' "
+                   "(the whole step in one CUDA graph, at the first two batches; CUDA only)")
     p.add_argument('--steps', type=int, default=5, help='timed steps per configuration (median reported)')
     p.add_argument('--warmup', type=int, default=2, help='untimed steps first')
     p.add_argument('--amp', default='auto', help="ours: auto, bf16, fp16 or off")
@@ -109,7 +147,8 @@ def main(argv=None):
     p.add_argument('--no-p3p7', action='store_true', help='skip the P3-P7 row (never in a sweep)')
     p.add_argument('--fpn-channels', type=int, default=256, help='FPN/head channels of both codes (the original: 256; less for CPU dry runs)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
-    p.add_argument('--budget-s', type=float, default=None, help='no new configuration warms up (compiles) after 60%% of this; rounds stop at it')
+    p.add_argument('--budget-s', type=float, default=None, help='each phase starts no new configuration after a share of this '
+                   '(eager 50%%, CUDA graph 70%%, compiled 80%%); the last rounds stop at it')
     p.add_argument('--json', default=None, help='also write the JSON result here')
     a = p.parse_args(argv)
     t_start = time.perf_counter()
@@ -123,66 +162,114 @@ def main(argv=None):
     images, targets = make_batch(a.batch, a.size)
     data = {b: [padded(*make_batch(b, a.size), dev)] for b in batches}
 
-    runners = {}   # name -> (step, model, note, batch)
-    m, step = original_runner(a.backbone, images, targets, dev, a.fpn_channels)
-    runners['original (P2-P7, fp32, python loss)'] = (step, m, 'fp32 NCHW, numpy anchors, per-image loss loop, BN eval mode', a.batch)
+    orig = 'original (P2-P7, fp32, python loss)'
     cl = ' channels_last' if dev.type == 'cuda' and not a.no_channels_last else ''
-    skipped = {}
-    for mode in modes:
-        m, run, dt = ours_model(a.backbone, a.size, (2, 7), dev, a.amp, not a.no_channels_last, a.fpn_channels, mode)
-        prec = str(dt).removeprefix('torch.') if dt else 'fp32'
-        for b in (batches if mode == 'off' else batches[:1] + sorted(batches[1:], reverse=True)):   # compiled: largest next
-            name = f'ours P2-P7 b{b} {"eager" if mode == "off" else "compiled " + mode}' if sweep else 'ours P2-P7'
-            runners[name] = (lambda run=run, b=b: run(data[b]), m, f'{prec}{cl}, fused Adam, static-shape loss'
-                             + (f', torch.compile {mode}' if mode != 'off' else ''), b)
-    if not sweep and not a.no_p3p7:
-        m, run, _ = ours_model(a.backbone, a.size, (3, 7), dev, a.amp, not a.no_channels_last, a.fpn_channels)
-        runners['ours P3-P7'] = (lambda run=run: run(data[batches[0]]), m, f'{prec}{cl}, no P2 level', batches[0])
-    warm_s = {}
-    for k in list(runners):   # warm-up (and compilation) one configuration after the other; out of memory or time: left out
-        if over(0.6): skipped[k] = 'time budget'; del runners[k]; continue
+    runners, skipped, warm_s = {}, {}, {}   # name -> (step, model, note, batch)
+    times, peaks = {}, {}
+
+    def add(name, make, over_share):
+        "Build and warm up (compile, capture) one configuration; out of memory, an error or past the budget: left out"
+        if over(over_share): skipped[name] = 'time budget'; return
         t = time.perf_counter()
         try:
-            for _ in range(a.warmup): runners[k][0]()
+            step, m, note, b = make()
+            for _ in range(a.warmup): step()
             _sync(dev)
-        except Exception as e:   # noqa: BLE001 - out of memory, a compiler error: reported, the others still run
-            skipped[k] = 'out of memory' if isinstance(e, torch.cuda.OutOfMemoryError) else f'{type(e).__name__}: {str(e)[:300]}'
-            del runners[k]
+            runners[name] = (step, m, note, b); times[name], peaks[name] = [], 0.
+        except Exception as e:   # noqa: BLE001 - out of memory, a compiler or capture error: reported, the others still run
+            skipped[name] = 'out of memory' if isinstance(e, torch.cuda.OutOfMemoryError) else f'{type(e).__name__}: {str(e)[:300]}'
             if dev.type == 'cuda': torch.cuda.empty_cache()
-        warm_s[k] = round(time.perf_counter() - t, 1)
-        print(f'  warm-up {k}: {warm_s[k]} s{" (" + skipped[k] + ")" if k in skipped else ""}', file=sys.stderr, flush=True)
-    times, peaks = {k: [] for k in runners}, {k: 0. for k in runners}
-    for i in range(a.steps):          # interleaved, so a change of machine load hits every configuration alike
-        if i and over(1.): break
-        for k, (step, _, _, _) in runners.items():
-            if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
-            times[k] += time_steps(step, dev, 0, 1)
-            if dev.type == 'cuda': peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated(dev) / 2**30)
-        print(f'  step {i + 1}/{a.steps}: ' + ', '.join(f'{k.split(" (")[0]} {times[k][-1]*1e3:.0f} ms' for k in runners),
-              file=sys.stderr, flush=True)
+        warm_s[name] = round(time.perf_counter() - t, 1)
+        print(f'  warm-up {name}: {warm_s[name]} s{" (" + skipped[name] + ")" if name in skipped else ""}', file=sys.stderr, flush=True)
+
+    def rounds(names, n, stop_share):
+        "`n` interleaved timing rounds of `names` (a change of machine load hits every configuration alike)"
+        names = [k for k in names if k in runners]
+        for i in range(n):
+            if i and over(stop_share): break
+            for k in names:
+                if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
+                times[k] += time_steps(runners[k][0], dev, 0, 1)
+                if dev.type == 'cuda': peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated(dev) / 2**30)
+            print(f'  round {i + 1}/{n}: ' + ', '.join(f'{k.split(" (")[0]} {times[k][-1]*1e3:.0f} ms' for k in names),
+                  file=sys.stderr, flush=True)
+
+    def make_original():
+        m, step = original_runner(a.backbone, images, targets, dev, a.fpn_channels)
+        return step, m, 'fp32 NCHW, numpy anchors, per-image loss loop, BN eval mode', a.batch
+
+    def make_ours(b, mode, levels=(2, 7), amp=None):
+        amp = amp or a.amp
+        def make():
+            if mode == 'graph':
+                m, run, dt = graphed_model(a.backbone, a.size, levels, dev, amp, not a.no_channels_last, a.fpn_channels, data[b])
+                return run, m, f'{_prec(dt)}{cl}, the whole step (forward, loss, backward, clipping, fused Adam) in one CUDA graph', b
+            m, run, dt = ours_model(a.backbone, a.size, levels, dev, amp, not a.no_channels_last, a.fpn_channels, mode)
+            return (lambda: run(data[b])), m, (f'{_prec(dt)}{cl}, fused Adam, static-shape loss'
+                                               + (f', torch.compile {mode}' if mode != 'off' else '')), b
+        return make
+
+    def name_of(b, mode):
+        if not sweep: return 'ours P2-P7'
+        return f'ours P2-P7 b{b} ' + {'off': 'eager', 'graph': 'cuda-graph'}.get(mode, f'compiled {mode}')
+
+    def save(phase):
+        res = result(a, dev, batches, modes, runners, times, peaks, warm_s, skipped, orig, t_start, phase)
+        if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+        return res
+
+    # phase 1, what matters most, written as soon as it is timed: the original and ours eager at every batch
+    add(orig, make_original, 0.5)
+    for b in batches:
+        if 'off' in modes or not sweep: add(name_of(b, 'off'), make_ours(b, 'off'), 0.5)
+    if not sweep and not a.no_p3p7: add('ours P3-P7', make_ours(batches[0], 'off', (3, 7)), 0.5)
+    if sweep and a.amp not in ('off', 'auto') and dev.type == 'cuda':   # what autocast costs at the smallest batch
+        add(name_of(batches[0], 'off') + ' fp32', make_ours(batches[0], 'off', amp='off'), 0.5)
+    rounds(list(runners), a.steps, 0.55)
+    res = save('eager')
+    # phase 2: the whole step in one CUDA graph (capture costs seconds), at the original's batch and the next one
+    if 'graph' in modes and dev.type == 'cuda':
+        for b in batches[:2]: add(name_of(b, 'graph'), make_ours(b, 'graph'), 0.7)
+        gnames = [name_of(b, 'graph') for b in batches[:2]]
+        rounds([orig, *[name_of(b, 'off') for b in batches[:2]], *gnames], a.steps, 0.8)
+        res = save('graph')
+    elif 'graph' in modes: skipped[name_of(batches[0], 'graph')] = 'CUDA graphs need a CUDA device'
+    # phase 3: torch.compile (minutes for a big network): one compilation per mode, at the best eager batch
+    for mode in [m for m in modes if m not in ('off', 'graph')]:
+        eager = {k: statistics.median(v) for k, v in times.items() if k.startswith('ours P2-P7') and k.endswith('eager') and v}
+        b = max(eager, key=lambda k: runners[k][3] / eager[k]) if eager else None
+        b = runners[b][3] if b else batches[0]
+        add(name_of(b, mode), make_ours(b, mode), 0.8)   # SE-ResNeXt101 P2-P7 took over 100 s on the H200
+        rounds([orig, name_of(b, 'off'), name_of(b, mode)], a.steps, 1.)
+        res = save(f'compiled {mode}')
+    res = save('done')
+    print(f'\nTraining step, {a.backbone}, {a.size} px, {res["device"]} (median of up to {a.steps} steps)\n')
+    print(table(res))
+    print('\n' + json.dumps(res, indent=1))
+    return res
+
+def _prec(dt) -> str: return str(dt).removeprefix('torch.') if dt else 'fp32'
+
+def result(a, dev, batches, modes, runners, times, peaks, warm_s, skipped, orig, t_start, phase) -> dict:
+    "The JSON result of what is timed so far (`phase`: the last phase done; 'done' at the end)"
     rows = {k: dict(batch=runners[k][3], median_s=statistics.median(ts), min_s=min(ts), steps=len(ts),
                     images_per_s=runners[k][3] / statistics.median(ts), warmup_s=warm_s.get(k),
                     peak_mem_gb=peaks[k] if dev.type == 'cuda' else None,
                     params_m=sum(q.numel() for q in runners[k][1].parameters()) / 1e6, note=runners[k][2])
-            for k, ts in times.items()}
-    ref = rows['original (P2-P7, fp32, python loss)']['images_per_s']
-    for r in rows.values(): r['speedup_vs_original'] = r['images_per_s'] / ref   # images/s: batches may differ
+            for k, ts in times.items() if ts}
+    ref = rows.get(orig, {}).get('images_per_s')
+    for r in rows.values(): r['speedup_vs_original'] = r['images_per_s'] / ref if ref else None   # images/s: batches may differ
     ours = {k: r for k, r in rows.items() if k.startswith('ours P2-P7')}
     best = max(ours, key=lambda k: ours[k]['images_per_s']) if ours else None
     at_ref = [k for k in ours if ours[k]['batch'] == a.batch]
     best_at_ref = max(at_ref, key=lambda k: ours[k]['images_per_s']) if at_ref else None
-
     dev_name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads'
-    res = dict(device=dev_name, backbone=a.backbone, size=a.size, batch=a.batch, batches=batches, modes=modes, steps=a.steps,
-               warmup=a.warmup, fpn_channels=a.fpn_channels, torch=str(torch.__version__), cuda=torch.version.cuda,
-               cudnn=torch.backends.cudnn.version() if dev.type == 'cuda' else None,
-               tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32), rows=rows,
-               skipped=skipped, best=best, best_at_original_batch=best_at_ref, seconds=round(time.perf_counter() - t_start, 1))
-    print(f'\nTraining step, {a.backbone}, {a.size} px, {dev_name} (median of up to {a.steps} steps)\n')
-    print(table(res))
-    print('\n' + json.dumps(res, indent=1))
-    if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
-    return res
+    return dict(device=dev_name, backbone=a.backbone, size=a.size, batch=a.batch, batches=batches, modes=modes, steps=a.steps,
+                warmup=a.warmup, fpn_channels=a.fpn_channels, torch=str(torch.__version__), cuda=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version() if dev.type == 'cuda' else None,
+                tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32), rows=rows,
+                skipped=dict(skipped), best=best, best_at_original_batch=best_at_ref, phase=phase,
+                seconds=round(time.perf_counter() - t_start, 1))
 
 def table(res) -> str:
     "The rows as a markdown table"

@@ -20,15 +20,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PARTS = ('install', 'env', 'train_step', 'throughput', 'curves', 'tests')   # the GPU run's order: what matters most first
 GOALS = dict(train_step_speedup=2.0, epoch_speedup_vs_p100=20.0, curves_gap_ratio=1.0)
-SWEEP = dict(batches=(4, 16, 32, 64), compile=('off', 'default'))   # the training-step sweep (issue 20), bf16
+SWEEP = dict(batches=(4, 16, 32, 64), compile=('off', 'graph', 'default'))   # the training-step sweep (issue 20), bf16
 TWIN = dict(n_images=1500, image_px=512)   # the throughput twin: small and fast to make (2026-12-04: 2,000 x 1024 px took ~150 s)
 
 # Per part: the most seconds it may take on the GPU machine (the whole run must end within 8 minutes, 480 s) and in the
-# dry run. Measured on the H200 on 2026-12-04 (issue 13's parts): install 3.5 s, env 15.8 s, tests 39.1 s, one batch-4
-# step benchmark 35.4 s. Not yet measured: the compiled sweep (inductor compiles per batch size; the sweep stops starting
-# new configurations after 60% of its limit), the 512-px twin, the curves (3 x 300 steps at 256 px + one compilation).
-LIMITS = dict(install=(60, 60), env=(45, 90), train_step=(180, 150), throughput=(90, 150), curves=(120, 150), tests=(60, 300))
-BUDGET = (460, 420)   # the whole run (GPU, dry run), seconds
+# dry run. Measured on the H200 on 2026-12-04, 18:42 UTC (one run, 442 s): install 20.5 s, env 19.5 s, throughput at
+# batch 4 49.7 s, tests 52.0 s; the sweep's eager warm-ups 2-24 s each, but its first compilation (SE-ResNeXt101 P2-P7)
+# outlasted the 180 s limit with nothing written, and the serial curves (fp32 300 steps: 76 s) outlasted 120 s. Hence the
+# sweep's phases (eager first, each written at once) and the curves' three runs at once.
+LIMITS = dict(install=(60, 60), env=(45, 90), train_step=(200, 150), throughput=(90, 150), curves=(120, 150), tests=(60, 300))
+BUDGET = (480, 420)   # the whole run (GPU, dry run), seconds
 # The dry run runs these two lanes side by side (2 cores); the GPU run runs the parts one after the other (timings).
 LANES = (('tests',), ('env', 'train_step', 'throughput', 'curves'))
 
@@ -210,11 +211,13 @@ class Acceptance:
         info = json.loads(js.read_text()) if js.exists() else {}
         self.res['parts']['train_step'] = info
         rows = info.get('rows', {})
-        ok = rc == 0 and len(rows) >= 2 and all(r['median_s'] > 0 for r in rows.values())
+        # the sweep writes its JSON after each phase (eager, CUDA graph, compiled): a run cut by its limit keeps what it timed
+        ok = (rc == 0 or info.get('phase') not in (None, 'done')) and len(rows) >= 2 and all(r['median_s'] > 0 for r in rows.values())
+        cut = '' if rc == 0 else f"cut by its limit after the phase '{info.get('phase')}'; "
         self.check('training-step sweep ran', ok, value=f'exit {rc}, {s} s, {len(rows)} configurations',
-                   note='; '.join(f'{k}: {v}' for k, v in info.get('skipped', {}).items()))
+                   note=cut + '; '.join(f'{k}: {v}' for k, v in info.get('skipped', {}).items()))
         b4 = rows.get(info.get('best_at_original_batch') or '', {}).get('speedup_vs_original')
-        self.check(f"training step at the original's batch {info.get('batch', 4)}: ours (best of eager/compiled, bf16) vs the original fp32",
+        self.check(f"training step at the original's batch {info.get('batch', 4)}: ours (best: eager, CUDA graph or compiled) vs the original fp32",
                    None if self.dry or b4 is None else b4 >= GOALS['train_step_speedup'],
                    value=None if b4 is None else f"{b4:.2f}x ({info.get('best_at_original_batch')})",
                    goal=f">= {GOALS['train_step_speedup']}x", kind='goal', note='not evaluated in the dry run' if self.dry else '')
@@ -223,10 +226,11 @@ class Acceptance:
     def best_setting(self) -> tuple:
         "(batch, compile mode) of the sweep's fastest configuration (images/s), or the original preset's"
         ts = self.res['parts'].get('train_step', {})
-        r = ts.get('rows', {}).get(ts.get('best') or '')
-        if not r: return 4, 'off'
-        mode = 'off' if ts['best'].endswith('eager') else ts['best'].split('compiled ')[-1]
-        return r['batch'], mode
+        rows = {k: r for k, r in ts.get('rows', {}).items()   # what `fit` can run: eager or compiled (not the bench's CUDA graph)
+                if k.startswith('ours P2-P7') and (k.endswith('eager') or ' compiled ' in k)}
+        if not rows: return 4, 'off'
+        best = max(rows, key=lambda k: rows[k]['images_per_s'])
+        return rows[best]['batch'], 'off' if best.endswith('eager') else best.split('compiled ')[-1]
 
     def throughput(self, lim):
         "bench/bench_throughput.py: the original network at the sweep's best batch and compile mode, real loader, 16 workers"
@@ -257,12 +261,12 @@ class Acceptance:
         return 'passed' if ok else 'failed'
 
     def curves(self, lim):
-        "bench/bench_curves.py: 300 steps fp32 eager vs the fast setting from one seed, and fp32 from a second seed (the noise)"
+        "bench/bench_curves.py --parallel: 300 steps fp32 eager vs the fast setting from one seed, and fp32 from a second seed (the noise)"
         js = self.work/'curves.json'; js.unlink(missing_ok=True)
         args = (['--device', 'cpu', '--preset', 'tiny', '--size', '128', '--batch', '4', '--steps', '6', '--smooth', '2',
                  '--workers', '0', '--compile', 'off', '--lr', '1e-3', '--threads', '1'] if self.dry else
                 ['--device', 'cuda', '--preset', 'se_resnext50_p3p7', '--size', '256', '--batch', '16', '--steps', '300',
-                 '--workers', '8', '--compile', self.best_setting()[1] if self.best_setting()[1] != 'off' else 'default'])
+                 '--workers', '5', '--compile', self.best_setting()[1]]) + ['--parallel']
         rc, s = self.sh('curves', [sys.executable, REPO/'bench'/'bench_curves.py', '--data', self.work/'twin', *args, '--json', js], lim)
         info = json.loads(js.read_text()) if js.exists() else {}
         self.res['parts']['curves'] = {k: v for k, v in info.items() if k != 'runs'} | dict(

@@ -5,8 +5,8 @@
 #    -> .whl/ (git-ignored): the cp312 manylinux wheels of bench/gpu_wheels.txt, about 15 MB with the repo far below
 #    the device tool's 64 MiB.
 # 2. The one device call (the machine's start takes a minute or more of the 15-minute budget; this script stops its
-#    own parts after 460 s, so timeout_s=540 leaves time for a partial rerun):
-#      run(command='bash bench/gpu_acceptance.sh "$OUT"', carry=['.whl'], timeout_s=540)
+#    own parts after 480 s, so timeout_s=560 leaves time to write the results):
+#      run(command='bash bench/gpu_acceptance.sh "$OUT"', carry=['.whl'], timeout_s=560)
 #    Back in $OUT: results.md (read it first), results.json, acceptance.log (every part's output), tests_junit.xml.
 #    Exit status 0: all passed; 1: a required check failed; 3: all ran but a speed goal was missed; 2: bad usage.
 # 3. A rerun of some parts (the install runs again first, ~15 s):
@@ -18,16 +18,17 @@
 #               --no-deps); torch's version is checked before and after. If the resolution fails the check fails and the
 #               old --no-deps install runs so the measurements still happen.
 #   env         GPU, versions, every package module imports.
-#   train_step  bench/bench_train_step.py: SE-ResNeXt101 P2-P7, 512 px; the original (fp32, per-image loss) at batch 4
-#               against ours at batch 4, 16, 32, 64 x eager / torch.compile, bf16 + channels-last, fused Adam, all in one
-#               process with the steps interleaved (no new configuration starts compiling after 60% of its limit).
-#               Goal (a): ours at batch 4 >= 2x the original.
-#   throughput  bench/bench_throughput.py: the `original` preset's network at the sweep's best batch and compile mode,
-#               16 loader workers, on a 1,500-image 512-px twin made first (kept in --work for reruns).
+#   train_step  bench/bench_train_step.py: SE-ResNeXt101 P2-P7, 512 px, in one process, in three phases, the JSON
+#               written after each (a run cut by its limit keeps what it timed): (1) the original (fp32, per-image loss)
+#               at batch 4 and ours eager at batch 4, 16, 32, 64, interleaved; (2) ours with the whole step in one CUDA
+#               graph at batch 4 and 16 (capture: seconds); (3) torch.compile (minutes) at the best eager batch, if time
+#               is left. bf16 + channels-last, fused Adam. Goal (a): ours at batch 4 >= 2x the original.
+#   throughput  bench/bench_throughput.py: the `original` preset's network at the sweep's best batch and mode (eager or
+#               compiled), 16 loader workers, on a 1,500-image 512-px twin made first (kept in --work for reruns).
 #               Goal (b): projected epoch of 26,684 images >= 20x faster than 50 min on a P100 (>= 178 images/s).
-#   curves      bench/bench_curves.py: 300 steps of SE-ResNeXt50 P3-P7 at 256 px, batch 16: fp32 eager and the fast
-#               setting (bf16, channels-last, compiled) from one seed, fp32 from a second seed. Goal (c): the fast curve
-#               is no further from fp32's than the two seeds are from each other.
+#   curves      bench/bench_curves.py --parallel: 300 steps of SE-ResNeXt50 P3-P7 at 256 px, batch 16, three runs at once:
+#               fp32 eager and the fast setting (bf16, channels-last, the sweep's best mode) from one seed, fp32 from a
+#               second seed. Goal (c): the fast curve is no further from fp32's than the two seeds are from each other.
 #   tests       pytest -m gpu tests/test_gpu.py on CUDA.
 # Details: bench/gpu_acceptance.py.
 #

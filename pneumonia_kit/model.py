@@ -23,8 +23,8 @@ from .backbones import ModelError, backbone_entry, create_backbone, freeze_batch
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'LEGACY_KEYS', 'MAX_BOXES', 'LOSS_KEYS', 'ModelCfg', 'model_cfg', 'make_anchors', 'GlobalHead',
-           'LastLevelP6', 'subnet_convs', 'make_head', 'PneumoniaNet', 'create_model', 'pad_targets', 'count_params',
-           'count_flops']
+           'LastLevelP6', 'subnet_convs', 'make_head', 'PneumoniaNet', 'create_model', 'pad_targets', 'encode_deltas',
+           'count_params', 'count_flops']
 
 # %% ../nbs/12_model.ipynb #cb12e83e
 @dataclass
@@ -255,6 +255,19 @@ def match(self:PneumoniaNet, boxes, # padded boxes [B,M,4] (with `mask`) or a li
     best = iou.max(2, keepdim=True).values   # per box: its best anchors get it whatever the IoU (low-quality matches)
     return torch.where(((iou == best) & mask[..., None]).any(1), idx, m)
 
+# %% ../nbs/12_model.ipynb #e1c0de02
+def encode_deltas(boxes:torch.Tensor, # target boxes [...,4] xyxy
+                  anchors:torch.Tensor, # their anchors [...,4] xyxy (broadcast against `boxes`)
+                  weights:tuple) -> torch.Tensor: # `ModelCfg.box_coder_weights` (wx, wy, ww, wh) as Python floats
+    "Regression targets `[...,4]`: torchvision's `BoxCoder.encode_single` arithmetic with the weights as Python numbers"
+    wx, wy, ww, wh = (float(w) for w in weights)   # no tensor made from Python data: on CUDA that copy waits for the host
+    aw, ah = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
+    ax, ay = anchors[..., 0] + 0.5 * aw, anchors[..., 1] + 0.5 * ah
+    bw, bh = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    bx, by = boxes[..., 0] + 0.5 * bw, boxes[..., 1] + 0.5 * bh
+    return torch.stack((wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * torch.log(bw / aw), wh * torch.log(bh / ah)), -1)
+
+
 # %% ../nbs/12_model.ipynb #a7c0e1d2
 LOSS_KEYS = ('loss', 'classification', 'bbox_regression', 'global_cls')  # `compute_loss` outputs, in log order
 
@@ -274,7 +287,7 @@ def compute_loss(self:PneumoniaNet, raw:dict, # outputs of `forward`
     gt = t['boxes'].gather(1, matched.clamp(min=0)[..., None].expand(B, A, 4))
     anchors = self.anchors.expand(B, A, 4)
     gt = torch.where(fg[..., None], gt, anchors)   # background anchors encode against themselves: delta 0, never inf
-    deltas = self.box_coder.encode_single(gt.reshape(-1, 4), anchors.reshape(-1, 4)).view(B, A, 4)
+    deltas = encode_deltas(gt, anchors, cfg.box_coder_weights)
     if cfg.box_loss == 'l1': box = F.l1_loss(reg, deltas, reduction='none')
     else: box = F.smooth_l1_loss(reg, deltas, reduction='none', beta=cfg.box_loss_beta)
     box_loss = (box.sum(-1) * fg).sum(1) / n_fg

@@ -1,6 +1,6 @@
 """Issue 20 on the CPU: the training step never waits for the device, its loss equals the earlier per-image one, and
 `torch.compile(fullgraph=True)` captures forward + loss with no graph break and the same numbers as eager."""
-import contextlib, os, time
+import contextlib, os, sys, time
 import pytest
 import torch, torch.nn.functional as F
 from torch import nn
@@ -79,16 +79,30 @@ def test_box_loss_gradient_is_finite_with_padding():
 
 
 class _SyncGuard:
-    "Tensor.item, .cpu, .tolist, .numpy and bool() raise while on: a training step must not read a value back"
+    """Tensor.item, .cpu, .tolist, .numpy and bool() raise while on: a training step must not read a value back. So do
+    `torch.tensor`/`torch.as_tensor` of Python data called from the package or torchvision: on CUDA that is a copy from
+    pageable host memory, which waits (torchvision's `BoxCoder.encode_single` made one per step; found on the H200)"""
     NAMES = ('item', 'cpu', 'tolist', 'numpy', '__bool__')
-    def __init__(self): self.saved, self.calls = {n: getattr(torch.Tensor, n) for n in self.NAMES}, 0
+    MAKERS = ('tensor', 'as_tensor')
+    def __init__(self):
+        self.saved, self.calls = {n: getattr(torch.Tensor, n) for n in self.NAMES}, 0
+        self.makers = {n: getattr(torch, n) for n in self.MAKERS}
     def on(self):
         def fail(name):
             def f(*a, **k): raise AssertionError(f'host sync inside a training step: Tensor.{name}')
             return f
+        def maker(name, orig):
+            def f(data, *a, **k):
+                caller = sys._getframe(1).f_globals.get('__name__', '')
+                if not torch.is_tensor(data) and caller.startswith(('pneumonia_kit', 'torchvision')):
+                    raise AssertionError(f'host-to-device copy inside a training step: torch.{name} of Python data in {caller}')
+                return orig(data, *a, **k)
+            return f
         for n in self.NAMES: setattr(torch.Tensor, n, fail(n))
+        for n, orig in self.makers.items(): setattr(torch, n, maker(n, orig))
     def off(self):
         for n, f in self.saved.items(): setattr(torch.Tensor, n, f)
+        for n, f in self.makers.items(): setattr(torch, n, f)
     def guarded(self, batches):
         "Yield the batches with the guard on from the moment a batch is handed over until the next one is asked for"
         try:
@@ -128,7 +142,16 @@ def test_no_host_sync_inside_a_step(clip):
     assert guard.calls == 4 and all(torch.isfinite(torch.tensor(v)) for v in res.values())
     assert sum(not torch.equal(a, b) for a, b in zip(w0, net.parameters())) > len(w0) // 2
     assert opt.param_groups[0]['lr'] == pytest.approx(4 / 8 * 1e-3)   # warm-up: step 4 of 8
-    # the guard works: the loss as it was (a host copy per step) fails under it
+    # the guard works: torchvision's BoxCoder (a tensor of its weights made per step) fails under it
+    def boxcoder(n, raw, t):
+        l = n.compute_loss(raw, t)
+        return dict(l, loss=l['loss'] + 0 * n.box_coder.encode_single(n.anchors[:2], n.anchors[:2]).sum())
+    bad = _SyncGuard()
+    try:
+        with pytest.raises(AssertionError, match='host-to-device copy inside a training step: torch.as_tensor'):
+            train_one_epoch(net, _Loader(_batches(1), bad), opt, scaler, torch.device('cpu'), None, tc, 1, loss_fn=boxcoder)
+    finally: bad.off()
+    # and so does the loss as it was (a host copy per step)
     def old_style(n, raw, t): return dict(n.compute_loss(raw, t), seen=torch.tensor(n.compute_loss(raw, t)['loss'].item()))
     bad = _SyncGuard()
     try:
