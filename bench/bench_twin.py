@@ -140,7 +140,7 @@ def main():
     scores = {k: image_scores(gt, v)[1] for k, v in preds.items()}
     for name, r in runs.items():   # the package's scorer agrees with the per-image scores
         ref = score_submission(r['submission'], data/TEST_LABELS, n_boot=10)
-        assert abs(ref['map'] - np.nanmean(scores[f'detector {name}'])) < 1e-9 and ref['n_scored'] == int((~np.isnan(scores[f'detector {name}'])).sum())
+        assert abs(ref['map'] - np.nanmean(scores[f'detector {name}'])) < 1e-9 and ref['n_counted'] == int((~np.isnan(scores[f'detector {name}'])).sum())
     rows = [dict(predictor=k, map=float(np.nanmean(s)) if (~np.isnan(s)).any() else float('nan'), ci95=list(bootstrap_ci(s, a.boot)),
                  counted=int((~np.isnan(s)).sum()), images=len(gt)) for k, s in scores.items()]
     names, diffs = list(runs), []

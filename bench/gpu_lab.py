@@ -160,7 +160,7 @@ def meter_counts(dirs:dict, env:dict) -> dict:
 def _fmt_score(s:dict|None) -> str:
     if not s: return '—'
     lo, hi = s.get('ci95') or (None, None)
-    n = s.get('n_scored')
+    n = s.get('n_counted')
     return f"{s['map']:.3f} ({lo:.3f}-{hi:.3f}; {n} counted)" if lo is not None else f"{s['map']:.3f}"
 
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 import torch
 from torch import nn
-from torchvision.models import efficientnet as tv_effnet, mobilenetv3 as tv_mnv3, regnet as tv_regnet, resnet as tv_resnet
+from torchvision.models import (
+    efficientnet as tv_effnet,
+    mobilenetv3 as tv_mnv3,
+    regnet as tv_regnet,
+    resnet as tv_resnet,
+)
 from torchvision.ops.misc import FrozenBatchNorm2d
 from .core import PneumoniaKitError
 
@@ -25,16 +30,23 @@ class ModelError(PneumoniaKitError):
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _BACKBONES: dict[str, dict] = {}
 
-def register_backbone(url:str|None=None, # ImageNet weights URL; None: take it from `pretrainedmodels.pretrained_settings`
-                      stages:tuple=('layer1','layer2','layer3','layer4'), # children (or dotted paths into Sequentials) giving C2..C5
+def register_backbone(url:str|None=None, # ImageNet weights URL; None: `pretrainedmodels.pretrained_settings`
+                      stages:tuple=('layer1','layer2','layer3','layer4'), # children (or dotted paths) giving C2..C5
                       mirror:str='', # where else the same weights are published (shown when the download fails)
-                      mean:tuple=IMAGENET_MEAN, std:tuple=IMAGENET_STD, # input normalisation the weights were trained with
-                      classifier:tuple=('fc.', 'last_linear.', 'classifier.'), # key prefixes of the ImageNet classifier (not loaded)
+                      mean:tuple=IMAGENET_MEAN, std:tuple=IMAGENET_STD, # the weights' input normalisation
+                      classifier:tuple=('fc.', 'last_linear.', 'classifier.'), # ImageNet classifier keys (not loaded)
                      ):
     "Decorator registering a function that returns an (untrained) classification network under the function's name"
     def _reg(fn):
-        _BACKBONES[fn.__name__] = dict(fn=fn, url=url, stages=tuple(stages), mirror=mirror, mean=tuple(mean), std=tuple(std),
-                                       classifier=tuple(classifier))
+        _BACKBONES[fn.__name__] = dict(
+            fn=fn,
+            url=url,
+            stages=tuple(stages),
+            mirror=mirror,
+            mean=tuple(mean),
+            std=tuple(std),
+            classifier=tuple(classifier),
+        )
         return fn
     return _reg
 
@@ -79,7 +91,11 @@ class TinyResNet(nn.Module):
         cin = widths[0]
         for i, w in enumerate(widths):
             stride = 1 if i == 0 else 2
-            down = None if stride == 1 and cin == w else nn.Sequential(tv_resnet.conv1x1(cin, w, stride), nn.BatchNorm2d(w))
+            down = (
+                None
+                if stride == 1 and cin == w
+                else nn.Sequential(tv_resnet.conv1x1(cin, w, stride), nn.BatchNorm2d(w))
+            )
             setattr(self, f'layer{i+1}', nn.Sequential(tv_resnet.BasicBlock(cin, w, stride, down)))
             cin = w
         self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(cin, 1000)
@@ -98,7 +114,8 @@ _V1 = 'IMAGENET1K_V1'  # torchvision's original ImageNet weights of each network
 def resnet18(): return tv_resnet.resnet18(weights=None)
 
 class HardsigmoidRelu6(nn.Module):
-    "`hardsigmoid(x)` written as `relu6(x + 3) / 6`, the same function with other ONNX operators (see `mobilenet_v3_large`)"
+    """`hardsigmoid(x)` written as `relu6(x + 3) / 6`, the same function with other ONNX operators (see
+    `mobilenet_v3_large`)"""
     def forward(self, x): return torch.nn.functional.relu6(x + 3.) / 6.
 
 def _se_relu6(net:nn.Module) -> nn.Module:
@@ -107,11 +124,13 @@ def _se_relu6(net:nn.Module) -> nn.Module:
         if isinstance(getattr(m, 'scale_activation', None), nn.Hardsigmoid): m.scale_activation = HardsigmoidRelu6()
     return net
 
-@register_backbone(url=tv_mnv3.MobileNet_V3_Large_Weights[_V1].url, stages=('features.3', 'features.6', 'features.12', 'features.15'),
+@register_backbone(url=tv_mnv3.MobileNet_V3_Large_Weights[_V1].url,
+                   stages=('features.3', 'features.6', 'features.12', 'features.15'),
                    classifier=('classifier.', 'features.16.'))
 def mobilenet_v3_large(): return _se_relu6(tv_mnv3.mobilenet_v3_large(weights=None))
 
-@register_backbone(url=tv_effnet.EfficientNet_B0_Weights[_V1].url, stages=('features.2', 'features.3', 'features.5', 'features.7'),
+@register_backbone(url=tv_effnet.EfficientNet_B0_Weights[_V1].url,
+                   stages=('features.2', 'features.3', 'features.5', 'features.7'),
                    classifier=('classifier.', 'features.8.'))
 def efficientnet_b0(): return tv_effnet.efficientnet_b0(weights=None)
 
@@ -127,7 +146,8 @@ def regnet_y_400mf(): return tv_regnet.regnet_y_400mf(weights=None)
 def _holds(path:str, stages) -> bool: return any(s == path or s.startswith(path + '.') for s in stages)
 
 def _prune(module:nn.Module, stages, prefix:str=''):
-    "Drop, in place, the children of `module` after the last one holding a stage, inside stage-holding `Sequential`s too"
+    """Drop, in place, the children of `module` after the last one holding a stage, inside stage-holding `Sequential`s
+    too"""
     names = list(module._modules)
     keep = [i for i, n in enumerate(names) if _holds(prefix + n, stages)]
     if not keep: raise ModelError(f'no stage among the children of {prefix or "the network"}: {", ".join(stages)}')
@@ -135,12 +155,14 @@ def _prune(module:nn.Module, stages, prefix:str=''):
     for n in names[:keep[-1] + 1]:
         inner = [s for s in stages if s.startswith(prefix + n + '.')]
         if inner:
-            if not isinstance(module._modules[n], nn.Sequential): raise ModelError(f'stage {inner[0]}: {prefix + n} is not a Sequential')
+            if not isinstance(module._modules[n], nn.Sequential):
+                raise ModelError(f'stage {inner[0]}: {prefix + n} is not a Sequential')
             _prune(module._modules[n], stages, prefix + n + '.')
 
 class Backbone(nn.Module):
     "The C2..C5 feature maps (strides 4-32) of a classification network, with their `channels`"
-    def __init__(self, net:nn.Module, stages:tuple=('layer1','layer2','layer3','layer4')): # children (or dotted paths into Sequentials) giving C2..C5
+    def __init__(self, net:nn.Module,
+                 stages:tuple=('layer1','layer2','layer3','layer4')): # children (or dotted paths) giving C2..C5
         super().__init__()
         self.stages = tuple(stages)
         _prune(net, self.stages)
@@ -170,7 +192,7 @@ def backbone_url(name:str) -> str:
 
 # %% ../nbs/11_backbones.ipynb #8779b807
 def clean_state_dict(sd:dict, # a state dict, or a checkpoint holding one
-                     classifier:tuple=('fc.', 'last_linear.', 'classifier.'), # key prefixes to drop (the backbone entry's)
+                     classifier:tuple=('fc.', 'last_linear.', 'classifier.'), # prefixes to drop (the entry's)
                     ) -> dict:
     "Unwrap `{'state_dict'|'model': ...}`, strip `module.`/`backbone.` prefixes, drop ImageNet classifier weights"
     for k in ('state_dict', 'model'):
@@ -189,16 +211,19 @@ def _read_weights(path):
         except ImportError: raise ModelError(f'{path}: reading .safetensors needs `pip install safetensors`') from None
         return load_file(str(path))
     try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ModelError(f'{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})') from None
+    except Exception as e:
+        raise ModelError(f'{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})') from None
 
 def _download(name, url, download=None):
     download = download or torch.hub.load_state_dict_from_url  # looked up at call time, so tests can patch it
     mirror = _BACKBONES[name]['mirror']
     try: return download(url, map_location='cpu', progress=False, check_hash=True, weights_only=True)
     except Exception as e:
-        raise ModelError(f'cannot download ImageNet weights of {name} from {url} ({type(e).__name__}: {e}); '
-                         f'download that file{" (or " + mirror + ")" if mirror else ""} on a machine with internet and '
-                         f'pass --weights-file PATH (ModelCfg.weights_file), or train from scratch with pretrained=False') from None
+        raise ModelError(
+            f'cannot download ImageNet weights of {name} from {url} ({type(e).__name__}: {e}); '
+            f'download that file{" (or " + mirror + ")" if mirror else ""} on a machine with internet and '
+            'pass --weights-file PATH (ModelCfg.weights_file), or train from scratch with pretrained=False'
+        ) from None
 
 # %% ../nbs/11_backbones.ipynb #6d060a41
 def fetch_weights(name:str, # registered backbone name
@@ -208,7 +233,10 @@ def fetch_weights(name:str, # registered backbone name
     if weights_file: sd, src = _read_weights(weights_file), str(weights_file)
     else:
         url = backbone_url(name)
-        if not url: raise ModelError(f'backbone {name} has no published ImageNet weights: use pretrained=False or --weights-file PATH')
+        if not url:
+            raise ModelError(
+                f'backbone {name} has no published ImageNet weights: use pretrained=False or --weights-file PATH'
+            )
         sd, src = _download(name, url, download), url
     return dict(state_dict=sd, source=src)
 
@@ -218,7 +246,8 @@ def load_backbone_weights(backbone:nn.Module, # `Backbone` (or the bare network)
     "Load ImageNet (or any compatible) weights into `backbone`; missing or unexpected keys raise `ModelError`"
     sd, src = clean_state_dict(weights['state_dict'], backbone_entry(name)['classifier']), weights['source']
     try: missing, unexpected = backbone.load_state_dict(sd, strict=False)
-    except RuntimeError as e: raise ModelError(f'{src}: weights do not fit backbone {name}: {str(e).splitlines()[-1].strip()}') from None
+    except RuntimeError as e:
+        raise ModelError(f'{src}: weights do not fit backbone {name}: {str(e).splitlines()[-1].strip()}') from None
     missing = [k for k in missing if not k.endswith('num_batches_tracked')]
     if missing or unexpected:
         raise ModelError(f'{src}: weights do not fit backbone {name}: {len(missing)} missing key(s) {missing[:4]}, '

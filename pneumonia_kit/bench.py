@@ -4,13 +4,14 @@
 
 # %% ../nbs/19_bench.ipynb #613e7253
 from __future__ import annotations
-import dataclasses, datetime, functools, hashlib, importlib.metadata, importlib.util, inspect, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
+import dataclasses, datetime, functools, hashlib, importlib.metadata, importlib.util, inspect, json, os, platform
+import resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 from .core import PneumoniaKitError, atomic_write, cfg2dict, file_sha256, load_json, save_json
 from .dicom import find_dicoms, read_xray
 from .post import postprocess_raw
-from .metric import compare_submissions, score_submission
+from .metric import PairedDiff, Score, compare_submissions, score_submission, write_labels_subset
 from .board import BoardPredictor, make_runtime, prepare_input
 from .plots import plot_pareto
 from .synth import synth_dataset
@@ -52,7 +53,9 @@ def _worker(spec:dict) -> dict:
         anchors, xt = m.anchors.numpy(), torch.from_numpy(img)[None, None]
         def fn():
             with torch.inference_mode(): r = {k: v.numpy() for k, v in m(xt).items()}
-            return postprocess_raw(r['cls_logits'], r['bbox_regression'], r['global_logits'], anchors, None, size, (size, size))
+            return postprocess_raw(
+                r['cls_logits'], r['bbox_regression'], r['global_logits'], anchors, None, size, (size, size)
+            )
     else:
         bp = BoardPredictor(spec['model_dir'], backend=spec['kind'], threads=threads, int8=spec.get('int8', False))
         def fn(): return bp.predict_array(img)
@@ -62,9 +65,14 @@ def _worker(spec:dict) -> dict:
 
 def run_worker(spec:dict, timeout:float=1800) -> dict:
     "Run `_worker(spec)` in a fresh Python process and return its result"
-    code = 'import json,sys; from pneumonia_kit.bench import _worker; print("RESULT", json.dumps(_worker(json.loads(sys.argv[1]))))'
+    code = (
+        'import json,sys; from pneumonia_kit.bench import _worker; print("RESULT",'
+        ' json.dumps(_worker(json.loads(sys.argv[1]))))'
+    )
     env = {**os.environ, 'OMP_NUM_THREADS': str(spec['threads'])}
-    r = subprocess.run([sys.executable, '-c', code, json.dumps(spec)], capture_output=True, text=True, timeout=timeout, env=env)
+    r = subprocess.run(
+        [sys.executable, '-c', code, json.dumps(spec)], capture_output=True, text=True, timeout=timeout, env=env
+    )
     line = next((l for l in r.stdout.splitlines() if l.startswith('RESULT ')), None)
     if r.returncode or line is None: return dict(error=(r.stderr.strip().splitlines() or ['no output'])[-1])
     return json.loads(line[7:])
@@ -72,7 +80,8 @@ def run_worker(spec:dict, timeout:float=1800) -> dict:
 # %% ../nbs/19_bench.ipynb #bc20f7fb
 def _cpu_model() -> str:
     try:
-        with open('/proc/cpuinfo') as f: return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+        with open('/proc/cpuinfo') as f:
+            return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
     except OSError: return ''
 
 def machine_info(packages=('numpy', 'torch', 'torchvision', 'onnxruntime', 'opencv-python-headless', 'opencv-python',
@@ -102,7 +111,7 @@ def stage_times(model_dir, # board model folder (`pneumonia-kit export`)
                 int8:bool=False, # run the folder's int8 model
                 runs:int=1, # passes over the images (after one warm-up image)
                 max_images:int|None=None, # time at most this many images
-               ) -> dict: # label, backend, int8, threads, n_images, read_ms, prepare_ms, network_ms, post_ms, total_ms, machine
+               ) -> dict: # label, backend, int8, threads, n_images, {read,prepare,network,post,total}_ms, machine
     "Median milliseconds per image of each stage of the board predictor: read, prepare, network, post-process"
     bp = BoardPredictor(model_dir, backend=backend, threads=threads, int8=int8)
     files, names = find_dicoms(images)[:max_images], bp.runtime.output_names
@@ -111,25 +120,63 @@ def stage_times(model_dir, # board model folder (`pneumonia-kit export`)
         t.append(time.perf_counter()); x = prepare_input(img, bp.size)
         t.append(time.perf_counter()); raw = bp.runtime.run(x)
         t.append(time.perf_counter())
-        res = postprocess_raw(raw[names[0]], raw[names[1]], raw[names[2]], bp.anchors, bp.post, bp.size, img.shape[:2], bp.weights, bp.clip)
+        res = postprocess_raw(
+            raw[names[0]],
+            raw[names[1]],
+            raw[names[2]],
+            bp.anchors,
+            bp.post,
+            bp.size,
+            img.shape[:2],
+            bp.weights,
+            bp.clip,
+        )
         t.append(time.perf_counter())
         return np.diff(t) * 1000, res
     one(files[0])   # warm-up: first-run allocations and lazy initialisation are not a stage's cost
     ms = np.array([one(f)[0] for _ in range(runs) for f in files])
-    med = {k: round(float(np.median(ms[:, j])), 3) for j, k in enumerate(('read_ms', 'prepare_ms', 'network_ms', 'post_ms'))}
+    med = {
+        k: round(float(np.median(ms[:, j])), 3)
+        for j, k in enumerate(('read_ms', 'prepare_ms', 'network_ms', 'post_ms'))
+    }
     version = _runtime_version(bp.runtime.name)
-    label = f"{_RUNTIME_NAMES.get(bp.runtime.name, bp.runtime.name)} {version} {'int8' if int8 else 'fp32'}, {bp.runtime.threads} threads"
-    return dict(label=label, backend=bp.runtime.name, version=version, int8=int8, threads=bp.runtime.threads, n_images=len(files), runs=runs,
-                input_size=bp.size, **med, total_ms=round(sum(med.values()), 3), machine=machine_info()['machine'])
+    label = (
+        f"{_RUNTIME_NAMES.get(bp.runtime.name, bp.runtime.name)} {version} {'int8' if int8 else 'fp32'},"
+        f" {bp.runtime.threads} threads"
+    )
+    return dict(
+        label=label,
+        backend=bp.runtime.name,
+        version=version,
+        int8=int8,
+        threads=bp.runtime.threads,
+        n_images=len(files),
+        runs=runs,
+        input_size=bp.size,
+        **med,
+        total_ms=round(sum(med.values()), 3),
+        machine=machine_info()['machine'],
+    )
 
 # %% ../nbs/19_bench.ipynb #27b09c80
 LEVELS = {'P2-P7': (2, 7), 'P3-P7': (3, 7)}
 # what `bench_board` can time: the pyramids of a backbone, and the recommended board configuration
-NETWORKS = {'P2-P7': "the backbone with the original pyramid", 'P3-P7': "the backbone without P2",
-            'board': "the recommended board configuration, model.MODEL_PRESETS['board_r18_p4p7'] (ResNet18 P4-P7, 128-channel FPN and heads)"}
-# runtime labels as tables show them: which runs where; OpenCV's names the version that ran it (the board's Debian has 4.10)
-RUNTIME_NOTES = {'pytorch-eager': 'PyTorch eager (as the original)', 'onnxruntime': 'ONNX Runtime (x86 only)',
-                 'onnxruntime-int8': 'ONNX Runtime int8 (x86 only)', 'opencv': 'OpenCV {opencv} DNN on this machine (the board runs 4.10)'}
+NETWORKS = {
+    'P2-P7': "the backbone with the original pyramid",
+    'P3-P7': "the backbone without P2",
+    'board': (
+        "the recommended board configuration, model.MODEL_PRESETS['board_r18_p4p7'] (ResNet18 P4-P7, 128-channel FPN"
+        " and heads)"
+    ),
+}
+# runtime labels as tables show them: which runs where; OpenCV's names the version that ran it
+# (the board's Debian has 4.10)
+RUNTIME_NOTES = {
+    'pytorch-eager': 'PyTorch eager (as the original)',
+    'onnxruntime': 'ONNX Runtime (x86 only)',
+    'onnxruntime-int8': 'ONNX Runtime int8 (x86 only)',
+    'opencv': 'OpenCV {opencv} DNN on this machine (the board runs 4.10)',
+}
 
 def runtime_note(runtime:str) -> str:
     "A runtime as tables name it: `RUNTIME_NOTES`, with the OpenCV version that ran it"
@@ -138,7 +185,9 @@ def runtime_note(runtime:str) -> str:
 
 def network_name(name:str, desc:str) -> str:
     "A benchmarked network as every table and figure names it: 'original (...)', 'board model board_r18_p4p7 (...)'"
-    return f'board model board_r18_p4p7 ({desc})' if name == 'board' else f'original ({desc})' if name == 'P2-P7' else desc
+    return (
+        f'board model board_r18_p4p7 ({desc})' if name == 'board' else f'original ({desc})' if name == 'P2-P7' else desc
+    )
 
 def bench_cfg(name:str, backbone:str, size:int):
     "The `ModelCfg` a benchmark row times: `backbone` with pyramid `name` (P2-P7, P3-P7), or 'board' (its own backbone)"
@@ -165,19 +214,29 @@ def _markdown(rows:list) -> str:
     out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|'*len(cols)]
     for r in rows:
         board = r['runtime'] == 'opencv'   # the board's estimates belong to the runtime that runs there
-        v = [r.get('network', r['levels']), runtime_note(r['runtime']), f"{r['gflop']:.0f}", f"{r.get('median_ms', float('nan')):.0f}",
-             f"{r.get('speedup', float('nan')):.2f}x", f"{r.get('peak_mb', float('nan')):.0f}", f"{r.get('base_mb', float('nan')):.0f}",
-             _insns(r) if board else '—', f"{r['board_s_meter']:.1f}" if board and r.get('board_s_meter') else '—']
+        v = [
+            r.get('network', r['levels']),
+            runtime_note(r['runtime']),
+            f"{r['gflop']:.0f}",
+            f"{r.get('median_ms', float('nan')):.0f}",
+            f"{r.get('speedup', float('nan')):.2f}x",
+            f"{r.get('peak_mb', float('nan')):.0f}",
+            f"{r.get('base_mb', float('nan')):.0f}",
+            _insns(r) if board else '—',
+            f"{r['board_s_meter']:.1f}" if board and r.get('board_s_meter') else '—',
+        ]
         if 'error' in r: v[3] = 'error: ' + r['error'][:60]
         out.append('| ' + ' | '.join(v) + ' |')
     return '\n'.join(out)
 
 # %% ../nbs/19_bench.ipynb #e16bb3d7
 def bench_board(out='outputs/bench', backbone:str='se_resnext50_32x4d', size:int=512, threads:int=2, runs:int=5,
-                levels:tuple=('P2-P7', 'P3-P7'), calib=None, n_calib:int=8, runtimes:tuple=('torch', 'onnxruntime', 'onnxruntime-int8', 'opencv'),
+                levels:tuple=('P2-P7', 'P3-P7'), calib=None, n_calib:int=8,
+                runtimes:tuple=('torch', 'onnxruntime', 'onnxruntime-int8', 'opencv'),
                 rounds:int=2, # processes per configuration; rounds are interleaved across configurations
                 log=print) -> dict:
-    "Time every (network, runtime) configuration, the first network being the original; write `bench.json`, `bench.md` and `summary.json` to `out`"
+    """Time every (network, runtime) configuration, the first network being the original; write `bench.json`, `bench.md`
+    and `summary.json` to `out`"""
     unknown = set(levels) - set(NETWORKS)
     if unknown: raise PneumoniaKitError(f'unknown network(s) {sorted(unknown)}; use {", ".join(NETWORKS)}')
     out = Path(out)
@@ -199,11 +258,15 @@ def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, run
         mdir, met = work/name, None
         if set(runtimes) - {'torch'}:
             export_onnx(model, mdir)
-            met = metered(mdir)   # the board meter's count of this architecture, when it or the reference counts have it
+            # the board meter's count of this architecture, when it or the reference counts have it
+            met = metered(mdir)
             # min/max: the quickest calibration; the method changes the ranges, not the graph that is timed
             if 'onnxruntime-int8' in runtimes: quantize_int8(mdir, calib_files, n_calib=n_calib, method='minmax')
         del model
-        nets[name] = dict(network=network_name(name, f"{cfg.backbone} P{cfg.levels[0]}-P{cfg.levels[1]} fpn{cfg.fpn_channels}"), metered=met)
+        nets[name] = dict(
+            network=network_name(name, f"{cfg.backbone} P{cfg.levels[0]}-P{cfg.levels[1]} fpn{cfg.fpn_channels}"),
+            metered=met,
+        )
         for rt in runtimes:
             spec = dict(size=size, threads=threads, runs=runs)
             if rt == 'torch': spec.update(kind='torch', model=cfg2dict(cfg))
@@ -218,7 +281,9 @@ def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, run
     rows = []
     for (name, label, gflop, _), res in zip(configs, results):
         met = nets[name]['metered']
-        r, ok = dict(levels=name, network=nets[name]['network'], runtime=label, gflop=gflop), [x for x in res if 'ms' in x]
+        r, ok = dict(levels=name, network=nets[name]['network'], runtime=label, gflop=gflop), [
+            x for x in res if 'ms' in x
+        ]
         if met: r.update(insns_steady_G=met['steady_G'], insns_first_G=met['first_G'], metered=met['counted'])
         if ok:
             ms = [t for x in ok for t in x['ms']]
@@ -231,40 +296,66 @@ def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, run
 # %% ../nbs/19_bench.ipynb #6a8ff8ce
 def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> dict:
     "Speed-ups against the original configuration, board estimates, and the files"
-    base = next((r['median_ms'] for r in rows if r['levels'] == levels[0] and r['runtime'] == 'pytorch-eager' and 'median_ms' in r), None)
+    base = next(
+        (
+            r['median_ms']
+            for r in rows
+            if r['levels'] == levels[0] and r['runtime'] == 'pytorch-eager' and 'median_ms' in r
+        ),
+        None,
+    )
     for r in rows:
         if 'median_ms' not in r: continue
         if base: r['speedup'] = round(base / r['median_ms'], 2)
-        if r.get('insns_steady_G'): r['board_s_meter'] = round(board_seconds(r['insns_steady_G']), 2)   # per further image
+        if r.get('insns_steady_G'):
+            r['board_s_meter'] = round(board_seconds(r['insns_steady_G']), 2)  # per further image
         if r.get('insns_first_G'): r['board_s_first'] = round(board_seconds(r['insns_first_G']), 2)
     ok = [r for r in rows if 'median_ms' in r and r['runtime'] != 'pytorch-eager']
     best = min(ok, key=lambda r: r['median_ms']) if ok else None
-    res = dict(machine=f'{platform.machine()}, {os.cpu_count()} cpus, {threads} threads', backbone=backbone, size=size, runs=runs, rounds=rounds, rows=rows,
-               best_config=f"{best['levels']} {best['runtime']}" if best else None, best_ms=best['median_ms'] if best else None,
-               best_speedup=best.get('speedup') if best else None, board_assumptions=BOARD_ASSUMPTIONS)
+    res = dict(
+        machine=f'{platform.machine()}, {os.cpu_count()} cpus, {threads} threads',
+        backbone=backbone,
+        size=size,
+        runs=runs,
+        rounds=rounds,
+        rows=rows,
+        best_config=f"{best['levels']} {best['runtime']}" if best else None,
+        best_ms=best['median_ms'] if best else None,
+        best_speedup=best.get('speedup') if best else None,
+        board_assumptions=BOARD_ASSUMPTIONS,
+    )
     save_json(res, out/'bench.json'); save_json({k: v for k, v in res.items() if k != 'rows'}, out/'summary.json')
     table = _markdown(rows)
-    with atomic_write(out/'bench.md') as f: f.write(f'{backbone} at {size}x{size}, {threads} threads, median of {runs} runs x {rounds} rounds on this machine; the board estimate: '
-                  f'instructions per further image counted by the board meter / ({board_assumptions()})\n\n{table}\n')
+    with atomic_write(out/'bench.md') as f:
+        f.write(
+            f'{backbone} at {size}x{size}, {threads} threads, median of {runs} runs x {rounds} rounds on this machine;'
+            ' the board estimate: instructions per further image counted by the board meter /'
+            f' ({board_assumptions()})\n\n{table}\n'
+        )
     log(table)
     return res
 
 
 
 # %% ../nbs/19_bench.ipynb #661b42c9
-BOARD_ASSUMPTIONS = dict(ghz=1.0, ipc=0.8, threads=2, efficiency=0.8)   # the board estimate's, as scripts/board_meter.py states them
+# the board estimate's, as scripts/board_meter.py states them
+BOARD_ASSUMPTIONS = dict(ghz=1.0, ipc=0.8, threads=2, efficiency=0.8)
 
 def board_assumptions() -> str:
     "The board estimate's divisor in words: '1.0 GHz x IPC 0.8 x 2 threads x 0.8 efficiency'"
     a = BOARD_ASSUMPTIONS
     return f"{a['ghz']} GHz x IPC {a['ipc']} x {a['threads']} threads x {a['efficiency']} efficiency"
-INT8_NOTE = ('int8 not evaluated: OpenCV 4.10 DNN (the board runtime) does not run the QDQ int8 export, and ONNX Runtime, which does, '
-             'dies with SIGILL on the board\'s LSX-only CPU')
+INT8_NOTE = (
+    'int8 not evaluated: OpenCV 4.10 DNN (the board runtime) does not run the QDQ int8 export, and ONNX Runtime, which'
+    ' does, dies with SIGILL on the board\'s LSX-only CPU'
+)
 
-def _checkout() -> Path: return Path(importlib.util.find_spec('pneumonia_kit').origin).resolve().parents[1]   # the package's parent folder
+def _checkout() -> Path:
+    return Path(importlib.util.find_spec('pneumonia_kit').origin).resolve().parents[1]  # the package's parent folder
 
 def meter_work(work=None) -> Path:
-    "The board meter's folder (`scripts/loongarch_meter.sh build`): `work`, else $LOONGARCH_WORK, else outputs/loongarch of this checkout"
+    """The board meter's folder (`scripts/loongarch_meter.sh build`): `work`, else $LOONGARCH_WORK, else
+    outputs/loongarch of this checkout"""
     return Path(work or os.environ.get('LOONGARCH_WORK') or _checkout()/'outputs'/'loongarch')
 
 def board_python(python=None, work=None) -> str:
@@ -275,42 +366,75 @@ def board_python(python=None, work=None) -> str:
 # %% ../nbs/19_bench.ipynb #8436d9b2
 @functools.lru_cache(maxsize=64)
 def _conv_signature(path:str, mtime:float, size:int|None) -> str:
-    import onnx   # the ONNX reader: only when an architecture is matched against the meter's cache (onnx comes with the export side)
+    # the ONNX reader: only when an architecture is matched against the meter's cache (onnx comes with the export side)
+    import onnx
     m = onnx.load(path, load_external_data=False)
     shapes = {i.name: list(i.dims) for i in m.graph.initializer}
     keys = ('group', 'strides', 'pads', 'dilations', 'transB')
-    sig = sorted(json.dumps([n.op_type, [shapes.get(i) for i in n.input[1:2]], {a.name: list(a.ints) or a.i for a in n.attribute if a.name in keys}])
-                 for n in m.graph.node if n.op_type in ('Conv', 'ConvTranspose', 'Gemm', 'MatMul'))
+    sig = sorted(
+        json.dumps(
+            [
+                n.op_type,
+                [shapes.get(i) for i in n.input[1:2]],
+                {a.name: list(a.ints) or a.i for a in n.attribute if a.name in keys},
+            ]
+        )
+        for n in m.graph.node
+        if n.op_type in ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
+    )
     inputs = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input if i.name not in shapes]
-    if size: inputs = [s[:-2] + [size, size] for s in inputs]   # the same layers at another input size (a fully convolutional network)
+    if size:
+        inputs = [
+            s[:-2] + [size, size] for s in inputs
+        ]  # the same layers at another input size (a fully convolutional network)
     return hashlib.sha256(json.dumps([sig, inputs]).encode()).hexdigest()[:16]
 
 def conv_signature(onnx_path, size:int|None=None) -> str:
-    "16 hex digits of what a forward's instruction count depends on: each Conv/Gemm/MatMul's weight shape and strides, pads, groups; the input shape (or `size`)"
+    """16 hex digits of what a forward's instruction count depends on: each Conv/Gemm/MatMul's weight shape and strides,
+    pads, groups; the input shape (or `size`)"""
     p = Path(onnx_path)
     return _conv_signature(str(p.resolve()), p.stat().st_mtime, size)
 
 # %% ../nbs/19_bench.ipynb #d8a011c5
 def metered(model_dir, # a board model folder
             work=None, # the board meter's folder (`meter_work`)
-            size:int|None=None) -> dict|None: # count the same layers at this input size instead (e.g. 512, the deployment size)
-    "The board meter's count for `model_dir` from its cache (this file; else the same architecture counted with other weights), or None"
+            size:int|None=None) -> dict|None: # the same layers counted at this input size (e.g. 512, the deployment's)
+    """The board meter's count for `model_dir` from its cache (this file; else the same architecture counted with other
+    weights), or None"""
     d = Path(model_dir); meta = load_json(d/'board.json'); onnx = d/meta.get('model_file', 'model.onnx')
     cache, size = meter_work(work)/'meter'/'cache.json', size or meta['input_size']
-    recs = [r for k, r in load_json(cache).items() if k.startswith('emu ') and r.get('size') == size and r.get('insns')] if cache.is_file() else []
+    recs = (
+        [r for k, r in load_json(cache).items() if k.startswith('emu ') and r.get('size') == size and r.get('insns')]
+        if cache.is_file()
+        else []
+    )
     sha, how = file_sha256(onnx), 'this model file'
     same = [r for r in recs if r.get('sha256') == sha and size == meta['input_size']]
     if not same:
-        sig, how = conv_signature(onnx, size), 'the same architecture with other weights' + ('' if size == meta['input_size'] else f' at {size} px')
-        same = [r for r in recs if r.get('onnx') and Path(r['onnx']).is_file() and conv_signature(r['onnx'], r['size']) == sig]
+        sig, how = conv_signature(onnx, size), 'the same architecture with other weights' + (
+            '' if size == meta['input_size'] else f' at {size} px'
+        )
+        same = [
+            r
+            for r in recs
+            if r.get('onnx') and Path(r['onnx']).is_file() and conv_signature(r['onnx'], r['size']) == sig
+        ]
     if not same:   # a checkout without the emulator: the counts committed with the source
-        same, how = [r for r in reference_counts() if r['signature'] == sig and r['size'] == size], f'{how}: {REFERENCE_COUNTS} (not counted here)'
+        same, how = [
+            r for r in reference_counts() if r['signature'] == sig and r['size'] == size
+        ], f'{how}: {REFERENCE_COUNTS} (not counted here)'
     if not same: return None
     r = max(same, key=lambda r: (bool(r.get('steady_insns')), r.get('method') == 'fork'))   # a two-forward count first
-    return dict(first_G=round(r['insns'] / 1e9, 3), per_image_G=round((r.get('steady_insns') or r['insns']) / 1e9, 3),
-                steady_G=round(r['steady_insns'] / 1e9, 3) if r.get('steady_insns') else None,
-                per_image_is='second forward' if r.get('steady_insns') else 'first forward', counted=how, onnx=r.get('onnx'),
-                guest_opencv=r.get('guest_opencv'), measured_at=r.get('measured_at'))
+    return dict(
+        first_G=round(r['insns'] / 1e9, 3),
+        per_image_G=round((r.get('steady_insns') or r['insns']) / 1e9, 3),
+        steady_G=round(r['steady_insns'] / 1e9, 3) if r.get('steady_insns') else None,
+        per_image_is='second forward' if r.get('steady_insns') else 'first forward',
+        counted=how,
+        onnx=r.get('onnx'),
+        guest_opencv=r.get('guest_opencv'),
+        measured_at=r.get('measured_at'),
+    )
 
 REFERENCE_COUNTS = 'bench/meter_counts.json'   # the meter's counts committed with the source, by architecture
 
@@ -320,23 +444,41 @@ def reference_counts() -> list:
     return load_json(f)['counts'] if f.is_file() else []
 
 def save_reference_counts(work=None, dest=None) -> Path:
-    "Write the meter cache's counts (of models whose ONNX file is still there) to `REFERENCE_COUNTS`, keyed by `conv_signature`"
+    """Write the meter cache's counts (of models whose ONNX file is still there) to `REFERENCE_COUNTS`, keyed by
+    `conv_signature`"""
     cache, rows = meter_work(work)/'meter'/'cache.json', {}
     for r in load_json(cache).values() if cache.is_file() else []:
         if not (r.get('insns') and r.get('onnx') and Path(r['onnx']).is_file()): continue
         sig = conv_signature(r['onnx'], r['size'])
-        row = dict(signature=sig, size=r['size'], configuration=describe_board(load_json(Path(r['onnx']).parent/'board.json')),
-                   insns=r['insns'], steady_insns=r.get('steady_insns'), method=r.get('method'), guest_opencv=r.get('guest_opencv'),
-                   measured_at=r.get('measured_at'))
-        if (sig, r['size']) not in rows or (row['steady_insns'] and not rows[sig, r['size']]['steady_insns']): rows[sig, r['size']] = row
-    doc = dict(about='LoongArch instructions of one forward (insns: the first; steady_insns: a further one) counted by scripts/board_meter.py '
-                     '(QEMU 10 qemu-loongarch64, insn plugin, Debian loong64 python3 + OpenCV 4.10, 1 thread), by architecture',
-               counts=sorted(rows.values(), key=lambda r: -r['insns']))
+        row = dict(
+            signature=sig,
+            size=r['size'],
+            configuration=describe_board(load_json(Path(r['onnx']).parent / 'board.json')),
+            insns=r['insns'],
+            steady_insns=r.get('steady_insns'),
+            method=r.get('method'),
+            guest_opencv=r.get('guest_opencv'),
+            measured_at=r.get('measured_at'),
+        )
+        if (sig, r['size']) not in rows or (row['steady_insns'] and not rows[sig, r['size']]['steady_insns']):
+            rows[sig, r['size']] = row
+    doc = dict(
+        about=(
+            'LoongArch instructions of one forward (insns: the first; steady_insns: a further one) counted by'
+            ' scripts/board_meter.py (QEMU 10 qemu-loongarch64, insn plugin, Debian loong64 python3 + OpenCV 4.10, 1'
+            ' thread), by architecture'
+        ),
+        counts=sorted(rows.values(), key=lambda r: -r['insns']),
+    )
     return save_json(doc, Path(dest or _checkout()/REFERENCE_COUNTS))
 
 def board_seconds(g_insns:float, ghz=None, ipc=None, threads=None, efficiency=None) -> float:
-    "Board estimate in seconds per image: instructions / (clock x IPC x threads x parallel efficiency), `BOARD_ASSUMPTIONS` by default"
-    a = dict(BOARD_ASSUMPTIONS, **{k: v for k, v in dict(ghz=ghz, ipc=ipc, threads=threads, efficiency=efficiency).items() if v})
+    """Board estimate in seconds per image: instructions / (clock x IPC x threads x parallel efficiency),
+    `BOARD_ASSUMPTIONS` by default"""
+    a = dict(
+        BOARD_ASSUMPTIONS,
+        **{k: v for k, v in dict(ghz=ghz, ipc=ipc, threads=threads, efficiency=efficiency).items() if v},
+    )
     return g_insns * 1e9 / (a['ghz'] * 1e9 * a['ipc'] * a['threads'] * a['efficiency'])
 
 # %% ../nbs/19_bench.ipynb #f781c8b3
@@ -346,20 +488,38 @@ _METER_PARTS = {'meter-qemu/qemu-loongarch64': 'QEMU with TCG plugins', 'meter-q
 def meter_ready(work=None) -> Path:
     "The board meter script (source checkout), or a one-line error when it or its emulator is missing"
     w, script = meter_work(work), _checkout()/'scripts'/'board_meter.py'
-    if not script.is_file(): raise PneumoniaKitError(f'{script}: not found; the board meter comes with the source checkout (git clone), not the installed package')
+    if not script.is_file():
+        raise PneumoniaKitError(
+            f'{script}: not found; the board meter comes with the source checkout (git clone), not the installed'
+            ' package'
+        )
     missing = [why for f, why in _METER_PARTS.items() if not (w/f).exists()]
-    if missing: raise PneumoniaKitError(f'the board meter\'s emulator is not built under {w} ({", ".join(missing)} missing): '
-                                        'run scripts/loongarch_meter.sh build first, or leave out --meter')
+    if missing:
+        raise PneumoniaKitError(
+            f'the board meter\'s emulator is not built under {w} ({", ".join(missing)} missing): '
+            'run scripts/loongarch_meter.sh build first, or leave out --meter'
+        )
     return script
 
 def run_meter(model_dirs:list, # board model folders to count (cached by the meter: counted once)
               work=None, forwards:int=2, log=print) -> None:
     "Count board instructions with `scripts/board_meter.py`; a one-line error when the emulator is not built"
     w, script = meter_work(work), meter_ready(work)
-    log(f'board meter: counting {len(model_dirs)} model(s) under the emulator (cached; the original at 512 px takes ~20-60 min)')
-    r = subprocess.run([sys.executable, str(script), *map(str, model_dirs), '--no-x86', '--forwards', str(forwards)],
-                       env=dict(os.environ, LOONGARCH_WORK=str(w)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if r.returncode: raise PneumoniaKitError(f'board meter failed (exit {r.returncode}): {(r.stderr.strip().splitlines() or ["no message"])[-1]}')
+    log(
+        f'board meter: counting {len(model_dirs)} model(s) under the emulator (cached; the original at 512 px takes'
+        ' ~20-60 min)'
+    )
+    r = subprocess.run(
+        [sys.executable, str(script), *map(str, model_dirs), '--no-x86', '--forwards', str(forwards)],
+        env=dict(os.environ, LOONGARCH_WORK=str(w)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if r.returncode:
+        raise PneumoniaKitError(
+            f'board meter failed (exit {r.returncode}): {(r.stderr.strip().splitlines() or ["no message"])[-1]}'
+        )
 
 # %% ../nbs/19_bench.ipynb #6a329178
 _MEASURE = """
@@ -368,15 +528,19 @@ import numpy as np, cv2
 from pneumonia_kit.board import BoardPredictor, board_predict
 spec = json.loads(open(sys.argv[1]).read())
 t = time.perf_counter()
-r = board_predict(spec['model_dir'], spec['images'], spec['out'], backend=spec['backend'], threads=spec['threads'], progress=False)
+r = board_predict(spec['model_dir'], spec['images'], spec['out'], backend=spec['backend'], threads=spec['threads'],
+                  progress=False)
 sec = time.perf_counter() - t
 ref = np.load(spec['ref'])
-res = dict(n_images=r['n_images'], failed=len(r['failed']), predict_s=round(sec, 1), ms_per_image=round(1e3 * sec / max(r['n_images'], 1), 1),
+res = dict(n_images=r['n_images'], failed=len(r['failed']), predict_s=round(sec, 1),
+           ms_per_image=round(1e3 * sec / max(r['n_images'], 1), 1),
            runtime=spec['backend'], opencv=cv2.__version__, python=sys.version.split()[0])
 for th in (1, 2):
     bp = BoardPredictor(spec['model_dir'], backend=spec['backend'], threads=th)
     out = bp.runtime.run(ref['x'])
-    if th == 1: res['parity'] = max(float(np.abs(np.asarray(out[k]).reshape(ref[k].shape) - ref[k]).max()) for k in bp.runtime.output_names)
+    if th == 1:
+        res['parity'] = max(float(np.abs(np.asarray(out[k]).reshape(ref[k].shape) - ref[k]).max())
+                            for k in bp.runtime.output_names)
     ts, end = [], time.perf_counter() + spec['budget_s']
     while len(ts) < 2 or (time.perf_counter() < end and len(ts) < 20):
         t = time.perf_counter(); bp.runtime.run(ref['x']); ts.append(time.perf_counter() - t)
@@ -392,22 +556,35 @@ def measure_board(model_dir, # board model folder
                   backend:str='opencv', threads:int=2, # runtime and its threads for the predictions
                   budget_s:float=3., # seconds of network timing per thread count (at least 2 forwards)
                   timeout:float=6*3600) -> dict:
-    "Predict `images` with the board predictor in a fresh process of `python`; images, seconds, OpenCV network ms (1, 2 threads), peak MB, parity vs ONNX Runtime"
+    """Predict `images` with the board predictor in a fresh process of `python`; images, seconds, OpenCV network ms (1,
+    2 threads), peak MB, parity vs ONNX Runtime"""
     d = Path(model_dir); meta = load_json(d/'board.json'); S = meta['input_size']
     x = np.random.default_rng(0).random((1, 1, S, S), dtype=np.float32)
     ref = make_runtime('onnxruntime', d/meta.get('model_file', 'model.onnx'), threads=2).run(x)
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp)/'ref.npz', x=x, **ref)
-        spec = dict(model_dir=str(d), images=[str(f) for f in images], out=str(out_csv), backend=backend, threads=threads,
-                    ref=str(Path(tmp)/'ref.npz'), budget_s=budget_s)
+        spec = dict(
+            model_dir=str(d),
+            images=[str(f) for f in images],
+            out=str(out_csv),
+            backend=backend,
+            threads=threads,
+            ref=str(Path(tmp) / 'ref.npz'),
+            budget_s=budget_s,
+        )
         code = 'import os, resource\n' + inspect.getsource(peak_rss_mb) + _MEASURE
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_checkout()), os.environ.get('PYTHONPATH', '')]))
         py = board_python(python)
-        (Path(tmp)/'spec.json').write_text(json.dumps(spec))   # a file: thousands of image paths exceed one argument's 128 kB
-        r = subprocess.run([py, '-c', code, str(Path(tmp)/'spec.json')], capture_output=True, text=True, timeout=timeout, env=env)
+        # a file: thousands of image paths exceed one argument's 128 kB
+        (Path(tmp)/'spec.json').write_text(json.dumps(spec))
+        r = subprocess.run(
+            [py, '-c', code, str(Path(tmp) / 'spec.json')], capture_output=True, text=True, timeout=timeout, env=env
+        )
     line = next((l for l in r.stdout.splitlines() if l.startswith('RESULT ')), None)
     if r.returncode or line is None:
-        raise PneumoniaKitError(f'{d}: the board predictor failed under {py}: {(r.stderr.strip().splitlines() or ["no output"])[-1][:300]}')
+        raise PneumoniaKitError(
+            f'{d}: the board predictor failed under {py}: {(r.stderr.strip().splitlines() or ["no output"])[-1][:300]}'
+        )
     return json.loads(line[7:])
 
 # %% ../nbs/19_bench.ipynb #5bed2008
@@ -418,9 +595,13 @@ def _candidate(spec) -> tuple:
     return (name or Path(path.rstrip('/')).name or 'model'), Path(path)
 
 def describe_board(meta:dict) -> str:
-    "A board.json's network in `bench/board_candidates.py`'s words: backbone, levels, FPN channels, subnet width x convs, input size"
+    """A board.json's network in `bench/board_candidates.py`'s words: backbone, levels, FPN channels, subnet width x
+    convs, input size"""
     if 'model_cfg' not in meta and (k := meta.get('candidate')):   # a folder written by bench/board_candidates.py
-        return f"{k['backbone']} P{k['levels'][0]}-P{k['levels'][1]} fpn{k['fpn']} head{k['head_width']}x{k['head_convs']} {k['size']}px"
+        return (
+            f"{k['backbone']} P{k['levels'][0]}-P{k['levels'][1]} fpn{k['fpn']} head{k['head_width']}x{k['head_convs']}"
+            f" {k['size']}px"
+        )
     c = meta.get('model_cfg') or {}
     lo, hi = c.get('levels') or (None, None)
     convs = c.get('head_convs', 4)
@@ -430,28 +611,42 @@ def describe_board(meta:dict) -> str:
 def _board_folder(path:Path, dest:Path, log=print) -> Path:
     "A board model folder for a run folder, checkpoint or board folder: exported (fp32) into `dest` once per checkpoint"
     if (path/'board.json').is_file(): return path
-    if not path.exists(): raise PneumoniaKitError(f'{path}: candidate not found (give a run folder, a checkpoint or a board model folder)')
+    if not path.exists():
+        raise PneumoniaKitError(
+            f'{path}: candidate not found (give a run folder, a checkpoint or a board model folder)'
+        )
     from pneumonia_kit.export import export_model          # torch: only when a candidate has to be exported
     from pneumonia_kit.runs import resolve_checkpoints      # (this module stays importable without torch)
     ck = resolve_checkpoints([path])[0]
-    if (dest/'board.json').is_file() and load_json(dest/'board.json').get('checkpoint_sha256') == file_sha256(ck): return dest
+    if (dest/'board.json').is_file() and load_json(dest/'board.json').get('checkpoint_sha256') == file_sha256(ck):
+        return dest
     log(f'{path}: exporting {Path(ck).name} to {dest}')
     return export_model(ck, dest)
 
 def _onnx_params_m(onnx_path) -> float:
     import onnx   # the ONNX reader (comes with the export side)
-    return round(sum(int(np.prod(t.dims)) for t in onnx.load(str(onnx_path), load_external_data=False).graph.initializer) / 1e6, 2)
+    return round(
+        sum(int(np.prod(t.dims)) for t in onnx.load(str(onnx_path), load_external_data=False).graph.initializer) / 1e6,
+        2,
+    )
 
 # %% ../nbs/19_bench.ipynb #e2224030
 def _measured(name, path, out:Path, images, labels, python, backend, threads, budget_s, log) -> dict:
-    "One candidate: its board folder, predictions and timings (reused while model, images, runtime and threads are the same)"
+    """One candidate: its board folder, predictions and timings (reused while model, images, runtime and threads are the
+    same)"""
     d = out/'candidates'/name
     folder = _board_folder(path, d/'model', log)
     meta = load_json(folder/'board.json'); onnx = folder/meta.get('model_file', 'model.onnx')
-    key = dict(onnx_sha256=file_sha256(onnx), images=hashlib.sha256('\n'.join(map(str, images)).encode()).hexdigest()[:16],
-               backend=backend, threads=threads, python=board_python(python))
+    key = dict(
+        onnx_sha256=file_sha256(onnx),
+        images=hashlib.sha256('\n'.join(map(str, images)).encode()).hexdigest()[:16],
+        backend=backend,
+        threads=threads,
+        python=board_python(python),
+    )
     prev = load_json(d/'measure.json') if (d/'measure.json').is_file() else {}
-    if prev.get('key') == key and (d/'test_submission.csv').is_file(): return dict(prev, folder=str(folder), sub=str(d/'test_submission.csv'))
+    if prev.get('key') == key and (d/'test_submission.csv').is_file():
+        return dict(prev, folder=str(folder), sub=str(d / 'test_submission.csv'))
     log(f'{name}: predicting {len(images)} test images with {backend} ({threads} threads) under {key["python"]}')
     m = measure_board(folder, images, d/'test_submission.csv', python, backend, threads, budget_s)
     rec = dict(key=key, name=name, source=str(path), configuration=describe_board(meta), input_size=meta['input_size'],
@@ -461,99 +656,209 @@ def _measured(name, path, out:Path, images, labels, python, backend, threads, bu
 
 # %% ../nbs/19_bench.ipynb #9aa7774c
 def _pareto_rows(meas:list, orig:dict, labels, work, n_boot:int, meter_size:int|None=None) -> list:
-    "Scores, paired differences against the original (the first of `meas`), board counts and estimates of each candidate"
+    """Scores, paired differences against the original (the first of `meas`), board counts and estimates of each
+    candidate"""
     rows = []
     for m in meas:
         s = score_submission(m['sub'], labels, n_boot=n_boot)
         c = None if m is orig else compare_submissions(orig['sub'], m['sub'], labels, n_boot=n_boot, n_perm=n_boot)
         met = metered(m['folder'], work, meter_size)
-        row = dict(name=m['name'], original=m is orig, configuration=m['configuration'], source=m['source'], map=round(s['map'], 4),
-                   ci95=[round(v, 4) for v in s['ci95']], n_images=s['n_images'], n_scored=s['n_scored'],
-                   diff=None if c is None else round(c['diff'], 4), diff_ci95=None if c is None else [round(v, 4) for v in c['ci95']],
-                   p_value=None if c is None else c['p_value'], insns_first_G=met and met['first_G'], insns_per_image_G=met and met['per_image_G'],
-                   metered=met['counted'] if met else 'not metered', board_s=met and round(board_seconds(met['per_image_G']), 2),
-                   **{k: m.get(k) for k in ('net_ms_1t', 'net_ms_2t', 'ms_per_image', 'peak_mb', 'params_m', 'parity', 'opencv', 'runtime', 'failed')})
+        row = dict(
+            name=m['name'],
+            original=m is orig,
+            configuration=m['configuration'],
+            source=m['source'],
+            map=round(s['map'], 4),
+            ci95=[round(v, 4) for v in s['ci95']],
+            n_images=s['n_images'],
+            n_counted=s['n_counted'],
+            diff=None if c is None else round(c['diff'], 4),
+            diff_ci95=None if c is None else [round(v, 4) for v in c['ci95']],
+            p_value=None if c is None else c['p_value'],
+            insns_first_G=met and met['first_G'],
+            insns_per_image_G=met and met['per_image_G'],
+            metered=met['counted'] if met else 'not metered',
+            board_s=met and round(board_seconds(met['per_image_G']), 2),
+            **{
+                k: m.get(k)
+                for k in (
+                    'net_ms_1t',
+                    'net_ms_2t',
+                    'ms_per_image',
+                    'peak_mb',
+                    'params_m',
+                    'parity',
+                    'opencv',
+                    'runtime',
+                    'failed',
+                )
+            },
+        )
         rows.append(row)
     o = rows[0]['insns_first_G']
     for r in rows: r['fewer_insns'] = round(o / r['insns_first_G'], 2) if o and r['insns_first_G'] else None
     return rows
 
 def recommend(rows:list, min_ratio:float=5., max_loss:float=0.01) -> str|None:
-    "The recommended candidate: >= `min_ratio` x fewer board instructions than the original, lower paired 95% bound >= -`max_loss`, then the best mAP"
-    ok = [r for r in rows if not r['original'] and (r.get('fewer_insns') or 0) >= min_ratio and r['diff_ci95'] and r['diff_ci95'][0] >= -max_loss]
+    """The recommended candidate: >= `min_ratio` x fewer board instructions than the original, lower paired 95% bound >=
+    -`max_loss`, then the best mAP"""
+    ok = [
+        r
+        for r in rows
+        if not r['original']
+        and (r.get('fewer_insns') or 0) >= min_ratio
+        and r['diff_ci95']
+        and r['diff_ci95'][0] >= -max_loss
+    ]
     return max(ok, key=lambda r: r['map'])['name'] if ok else None
 
 # %% ../nbs/19_bench.ipynb #1a74febf
-def _f(v, fmt): return 'not metered' if v is None and fmt == 'G' else '—' if v is None else f'{v:.2f}' if fmt == 'G' else format(v, fmt)
+def _f(v, fmt):
+    return (
+        'not metered'
+        if v is None and fmt == 'G'
+        else '—' if v is None else f'{v:.2f}' if fmt == 'G' else format(v, fmt)
+    )
 
 def pareto_markdown(rows:list, recommended:str|None) -> str:
-    "The candidates' table (markdown): accuracy with intervals, paired difference, board cost and estimate, x86 OpenCV, memory, size"
-    cols = ['candidate', 'configuration', 'test mAP [95% CI]', 'vs original [95% CI]', 'board G insns first / per image',
-            'x fewer (first)', 'board s/image (est.)', 'OpenCV ms 1t / 2t', 'peak MB', 'M params', 'OpenCV parity', 'counted']
+    """The candidates' table (markdown): accuracy with intervals, paired difference, board cost and estimate, x86
+    OpenCV, memory, size"""
+    cols = [
+        'candidate',
+        'configuration',
+        'test mAP (95% interval; images counted)',
+        'vs original (paired)',
+        'board G insns first / per image',
+        'x fewer (first)',
+        'board s/image (est.)',
+        'OpenCV ms 1t / 2t',
+        'peak MB',
+        'M params',
+        'OpenCV parity',
+        'board meter',
+    ]
     out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in rows:
         mark = ' **(recommended)**' if r['name'] == recommended else ' (original)' if r['original'] else ''
-        diff = '—' if r['diff'] is None else f"{r['diff']:+.4f} [{r['diff_ci95'][0]:+.4f}, {r['diff_ci95'][1]:+.4f}]"
-        insns = 'not metered' if r['insns_first_G'] is None else f"{r['insns_first_G']:.2f} / {r['insns_per_image_G']:.2f}"
-        out.append('| ' + ' | '.join([r['name'] + mark, r['configuration'], f"{r['map']:.4f} [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]", diff, insns,
-                                      _f(r['fewer_insns'], '.2f'), _f(r['board_s'], '.2f'), f"{_f(r['net_ms_1t'], '.0f')} / {_f(r['net_ms_2t'], '.0f')}",
-                                      _f(r['peak_mb'], '.0f'), _f(r['params_m'], '.2f'), _f(r['parity'], '.1e'), r['metered']]) + ' |')
+        diff = '—' if r['diff'] is None else PairedDiff(r['diff'], *r['diff_ci95'], p=r['p_value'])
+        insns = (
+            'not metered' if r['insns_first_G'] is None else f"{r['insns_first_G']:.2f} / {r['insns_per_image_G']:.2f}"
+        )
+        out.append(
+            '| '
+            + ' | '.join(
+                [
+                    r['name'] + mark,
+                    r['configuration'],
+                    str(Score.from_dict(r)),
+                    str(diff),
+                    insns,
+                    _f(r['fewer_insns'], '.2f'),
+                    _f(r['board_s'], '.2f'),
+                    f"{_f(r['net_ms_1t'], '.0f')} / {_f(r['net_ms_2t'], '.0f')}",
+                    _f(r['peak_mb'], '.0f'),
+                    _f(r['params_m'], '.2f'),
+                    _f(r['parity'], '.1e'),
+                    r['metered'],
+                ]
+            )
+            + ' |'
+        )
     return '\n'.join(out)
+
+# %% ../nbs/19_bench.ipynb #bb015573
+def _pareto_inputs(candidates, original, data:Path, labels, n_test, meter:bool, meter_size, work) -> tuple:
+    "`board_pareto`'s first step, before any export: `(labels CSV, test images, [(name, path)], the original first)`"
+    if meter and meter_size:
+        raise PneumoniaKitError('--meter counts the exported models at their own input size: leave out --meter-size '
+                                '(which reads the cache only)')
+    if meter: meter_ready(work)   # before hours of predictions: is the emulator there?
+    labels = Path(labels or data/'synthetic_test_labels.csv')
+    if not labels.is_file():
+        raise PneumoniaKitError(f'{labels}: test labels not found (the twin writes synthetic_test_labels.csv; '
+                                'give the labels with --labels)')
+    images = find_dicoms(data/'stage_2_test_images')[:n_test]
+    specs = [_candidate(original)] + [_candidate(c) for c in candidates]
+    names = [n for n, _ in specs]
+    if len(set(names)) < len(names):
+        raise PneumoniaKitError(f'two candidates share a name ({", ".join(names)}): name them NAME=PATH')
+    for n, pth in specs:
+        if not pth.exists():
+            raise PneumoniaKitError(f'{pth}: candidate {n} not found (give a run folder, a checkpoint or a board '
+                                    'model folder)')
+    return labels, images, specs
+
+# %% ../nbs/19_bench.ipynb #4e612241
+def _why_none(rows:list, rec, min_ratio:float, max_loss:float) -> str|None:
+    "Why no candidate is recommended (None when one is)"
+    if rec: return None
+    if rows[0]['insns_first_G'] is None:
+        return ('the original is not metered at this size: count it with --meter, or read the cache at another size '
+                'with --meter-size 512')
+    return f'no candidate has >= {min_ratio}x fewer board instructions and a lower paired 95% bound >= -{max_loss}'
+
+def _pareto_notes(rows:list, chosen:str, n_images:int, data, labels:Path, threads:int, meter_size, input_size:int,
+                  min_ratio:float, max_loss:float) -> list:
+    "The table's notes: the test set and runtime, what the board columns mean, the recommendation, int8"
+    at = (f'per image) for the same layers at {meter_size} px (the models here run at {input_size} px); '
+          if meter_size else 'per image); ')
+    return [f'{n_images} test images of {data} ({labels.name}); predictions by the board predictor with '
+            f'{rows[0]["runtime"]} (OpenCV {rows[0]["opencv"]}, {threads} threads); mAP with a bootstrap 95% interval '
+            'over images; "vs original" = paired difference (candidate - original) with its 95% interval.',
+            'board G insns: LoongArch instructions of one forward counted by scripts/board_meter.py (first forward '
+            "with OpenCV's set-up / " + at + '"counted" says whether that file or the same architecture with other '
+            f'weights was counted. Board estimate = per-image instructions / ({board_assumptions()}). OpenCV ms: the '
+            'network alone on this machine (x86; a second opinion). OpenCV parity: max |OpenCV - ONNX Runtime| of '
+            'the raw outputs.',
+            f'recommended: >= {min_ratio}x fewer board instructions than the original and lower paired bound >= '
+            f'-{max_loss}, then the best mAP: {chosen}', INT8_NOTE + '.']
+
+# %% ../nbs/19_bench.ipynb #3c938998
+def _write_pareto(out:Path, rows:list, md:str, info:dict) -> None:
+    "`board_pareto`'s last step: pareto.json (`rows` and `info`), pareto.md (the table and `info['notes']`), pareto.png"
+    save_json(dict(rows=rows, **info), out/'pareto.json')
+    with atomic_write(out/'pareto.md') as f:
+        f.write('# Board model candidates: speed and accuracy\n\n' + md + '\n\n' + '\n\n'.join(info['notes']) + '\n')
+    metered_all = any(r['insns_first_G'] for r in rows)
+    xlabel = ('board instructions per image, first forward (G)' if metered_all else
+              f'x86 OpenCV {rows[0]["opencv"]} ms per image (2 threads)')
+    plot_pareto([dict(r, cost=r['insns_first_G'] if metered_all else r['net_ms_2t']) for r in rows], out/'pareto.png',
+                xlabel=xlabel)
 
 # %% ../nbs/19_bench.ipynb #e3c20cab
 def board_pareto(candidates:list, # run folders, checkpoints or board model folders, each `PATH` or `NAME=PATH`
                  original, # the original configuration's run (or checkpoint, or board folder), trained the same way
                  data, # the twin (or any dataset with test labels): its stage_2_test_images are predicted
-                 out='outputs/board_pareto', # folder for candidates/NAME/{model,test_submission.csv,measure.json}, pareto.{md,json,png}
+                 out='outputs/board_pareto', # candidates/NAME/{model,test_submission.csv,...}, pareto.{md,json,png}
                  n_test:int|None=1000, # the first N test images (sorted by file name); None = all
                  labels=None, # test labels CSV (default: DATA/synthetic_test_labels.csv)
                  backend:str='opencv', threads:int=2, # the board runtime and its threads for the predictions
-                 python=None, # the Python running it (default: the meter's x86 OpenCV 4.10 venv when built, else this one)
-                 meter:bool=False, # count board instructions now for those not in the meter's cache (needs the emulator)
+                 python=None, # the Python running it (default: the meter's x86 OpenCV 4.10 venv if built, else this)
+                 meter:bool=False, # count board instructions of those not in the meter's cache (needs the emulator)
                  work=None, # the board meter's folder (default: $LOONGARCH_WORK or outputs/loongarch)
-                 meter_size:int|None=None, # board instructions of the same layers at this input size (e.g. 512, the deployment size; cache only)
+                 meter_size:int|None=None, # board instructions of the same layers at this size (e.g. 512; cache only)
                  min_ratio:float=5., max_loss:float=0.01, # the recommendation's criteria
                  n_boot:int=1000, budget_s:float=3., log=print) -> dict:
-    "Export, predict the test set on the board runtime, score and pair against the original, count and time each candidate; table, JSON, plot"
-    if meter and meter_size: raise PneumoniaKitError('--meter counts the exported models at their own input size: leave out --meter-size (which reads the cache only)')
-    if meter: meter_ready(work)   # before hours of predictions: is the emulator there?
+    """Export, predict the test set on the board runtime, score and pair against the original, count and time each
+    candidate; table, JSON, plot"""
     data, out = Path(data), Path(out)
-    labels = Path(labels or data/'synthetic_test_labels.csv')
-    if not labels.is_file(): raise PneumoniaKitError(f'{labels}: test labels not found (the twin writes synthetic_test_labels.csv; give the labels with --labels)')
-    images = find_dicoms(data/'stage_2_test_images')[:n_test]
-    specs = [_candidate(original)] + [_candidate(c) for c in candidates]
-    names = [n for n, _ in specs]
-    if len(set(names)) < len(names): raise PneumoniaKitError(f'two candidates share a name ({", ".join(names)}): name them NAME=PATH')
-    for n, pth in specs:
-        if not pth.exists(): raise PneumoniaKitError(f'{pth}: candidate {n} not found (give a run folder, a checkpoint or a board model folder)')
-    out.mkdir(parents=True, exist_ok=True)
-    from pneumonia_kit.export import _labels_of   # the one labels-subset writer (torch side; only here)
-    sub_labels = _labels_of(labels, {Path(f).stem for f in images}, out/'test_labels.csv')
+    labels, images, specs = _pareto_inputs(candidates, original, data, labels, n_test, meter, meter_size, work)
+    out.mkdir(parents=True, exist_ok=True)                                                  # measure
+    sub_labels = write_labels_subset(labels, {Path(f).stem for f in images}, out/'test_labels.csv')
     meas = [_measured(n, pth, out, images, sub_labels, python, backend, threads, budget_s, log) for n, pth in specs]
-    if meter:
-        todo = [m['folder'] for m in meas if metered(m['folder'], work) is None]
-        if todo: run_meter(todo, work, log=log)
-    rows = _pareto_rows(meas, meas[0], sub_labels, work, n_boot, meter_size)
+    todo = [m['folder'] for m in meas if metered(m['folder'], work) is None] if meter else []
+    if todo: run_meter(todo, work, log=log)
+    rows = _pareto_rows(meas, meas[0], sub_labels, work, n_boot, meter_size)                # rank
     rec = recommend(rows, min_ratio, max_loss)
     for r in rows: r['recommended'] = r['name'] == rec
-    why = None if rec else ('the original is not metered at this size: count it with --meter, or read the cache at another size with --meter-size 512' if rows[0]['insns_first_G'] is None else
-                            f'no candidate has >= {min_ratio}x fewer board instructions and a lower paired 95% bound >= -{max_loss}')
-    md = pareto_markdown(rows, rec)
-    notes = [f'{len(images)} test images of {data} ({labels.name}); predictions by the board predictor with {rows[0]["runtime"]} '
-             f'(OpenCV {rows[0]["opencv"]}, {threads} threads); mAP with a bootstrap 95% interval over images; "vs original" = paired '
-             f'difference (candidate - original) with its 95% interval.',
-             'board G insns: LoongArch instructions of one forward counted by scripts/board_meter.py (first forward with OpenCV\'s set-up / '
-             + (f'per image) for the same layers at {meter_size} px (the models here run at {meas[0]["input_size"]} px); ' if meter_size else 'per image); ')
-             + '"counted" says whether that file or the same architecture with other weights was counted. Board estimate = '
-             f'per-image instructions / ({board_assumptions()}). OpenCV ms: the network alone on this machine (x86; a second opinion). '
-             'OpenCV parity: max |OpenCV - ONNX Runtime| of the raw outputs.',
-             f'recommended: >= {min_ratio}x fewer board instructions than the original and lower paired bound >= -{max_loss}, then the best mAP: '
-             + (rec or f'none ({why})'), INT8_NOTE + '.']
-    save_json(dict(rows=rows, recommended=rec, why_none=why, criteria=dict(min_ratio=min_ratio, max_loss=max_loss), notes=notes, meter_size=meter_size,
-                   n_test=len(images), data=str(data), labels=str(labels), assumptions=BOARD_ASSUMPTIONS, machine=machine_info()), out/'pareto.json')
-    with atomic_write(out/'pareto.md') as f: f.write('# Board model candidates: speed and accuracy\n\n' + md + '\n\n' + '\n\n'.join(notes) + '\n')
-    metered_all = any(r['insns_first_G'] for r in rows)
-    plot_pareto([dict(r, cost=r['insns_first_G'] if metered_all else r['net_ms_2t']) for r in rows], out/'pareto.png',
-                xlabel='board instructions per image, first forward (G)' if metered_all else f'x86 OpenCV {rows[0]["opencv"]} ms per image (2 threads)')
+    why, md = _why_none(rows, rec, min_ratio, max_loss), pareto_markdown(rows, rec)
+    notes = _pareto_notes(rows, rec or f'none ({why})', len(images), data, labels, threads, meter_size,
+                          meas[0]['input_size'], min_ratio, max_loss)
+    crit = dict(min_ratio=min_ratio, max_loss=max_loss)                                    # write
+    _write_pareto(out, rows, md, dict(recommended=rec, why_none=why, criteria=crit, notes=notes, meter_size=meter_size,
+                                      n_test=len(images), data=str(data), labels=str(labels),
+                                      assumptions=BOARD_ASSUMPTIONS,
+                                      machine=machine_info()))
     log(md); log(notes[2])
-    return dict(rows=rows, recommended=rec, why_none=why, table=str(out/'pareto.md'), json=str(out/'pareto.json'), plot=str(out/'pareto.png'))
+    return dict(rows=rows, recommended=rec, why_none=why, table=str(out/'pareto.md'), json=str(out/'pareto.json'),
+                plot=str(out/'pareto.png'))

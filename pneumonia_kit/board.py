@@ -8,9 +8,20 @@ import math, mmap, os, sys, time
 from pathlib import Path
 import numpy as np, cv2
 import pneumonia_kit
-from .core import (CLASSES, EXIT_FAILED, ArgParser, PneumoniaKitError, check_readable, check_writable, int_range,
-                                load_json, patient_id_of, positive_int,
-                                run_command, save_json)
+from pneumonia_kit.core import (
+    CLASSES,
+    EXIT_FAILED,
+    ArgParser,
+    PneumoniaKitError,
+    check_readable,
+    check_writable,
+    int_range,
+    load_json,
+    patient_id_of,
+    positive_int,
+    run_command,
+    save_json,
+)
 from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
 from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
 from .post import NonFiniteOutput, PostCfg, as_post, postprocess_raw
@@ -40,15 +51,22 @@ def check_board_meta(meta, # the parsed board.json
     bad = lambda k, what: PneumoniaKitError(f'{where}: {k} {what}')
     if not isinstance(meta, dict): raise PneumoniaKitError(f'{where}: not a JSON object')
     v = meta.get('format_version')
-    if not isinstance(v, int) or isinstance(v, bool): raise bad('format_version', f'must be the integer {FORMAT_VERSION}, got {v!r}')
-    if v != FORMAT_VERSION: raise bad('format_version', f'is {v}; this pneumonia_kit reads {FORMAT_VERSION}: export the model again with this version')
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise bad('format_version', f'must be the integer {FORMAT_VERSION}, got {v!r}')
+    if v != FORMAT_VERSION:
+        raise bad(
+            'format_version',
+            f'is {v}; this pneumonia_kit reads {FORMAT_VERSION}: export the model again with this version',
+        )
     for k in ('input_size', 'post'):
         if k not in meta: raise PneumoniaKitError(f'{where}: lacks {k}')
     s = meta['input_size']
-    if not isinstance(s, int) or isinstance(s, bool) or not 16 <= s <= 4096: raise bad('input_size', f'must be an integer 16..4096, got {s!r}')
+    if not isinstance(s, int) or isinstance(s, bool) or not 16 <= s <= 4096:
+        raise bad('input_size', f'must be an integer 16..4096, got {s!r}')
     if not isinstance(meta['post'], dict): raise bad('post', 'must be an object of post-processing settings')
     for k in FILE_KEYS:
-        if k in meta and not _plain_name(meta[k]): raise bad(k, f'must be a file name inside the model folder, got {meta[k]!r}')
+        if k in meta and not _plain_name(meta[k]):
+            raise bad(k, f'must be a file name inside the model folder, got {meta[k]!r}')
     names = meta.get('output_names', OUTPUT_NAMES)
     if not (isinstance(names, (list, tuple)) and len(names) == 3 and all(isinstance(n, str) and n for n in names)):
         raise bad('output_names', f'must be 3 names, got {names!r}')
@@ -56,11 +74,14 @@ def check_board_meta(meta, # the parsed board.json
     if not (isinstance(w, (list, tuple)) and len(w) == 4 and all(_is_num(x) and x > 0 for x in w)):
         raise bad('box_coder_weights', f'must be 4 positive numbers, got {w!r}')
     for k in ('bbox_xform_clip',):
-        if k in meta and not (_is_num(meta[k]) and meta[k] > 0): raise bad(k, f'must be a positive number, got {meta[k]!r}')
+        if k in meta and not (_is_num(meta[k]) and meta[k] > 0):
+            raise bad(k, f'must be a positive number, got {meta[k]!r}')
     n = meta.get('num_anchors', 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise bad('num_anchors', f'must be a positive integer, got {n!r}')
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise bad('num_anchors', f'must be a positive integer, got {n!r}')
     for k in ('classes', 'class_names'):
-        if k in meta and not (isinstance(meta[k], list) and len(meta[k]) == 3 and all(isinstance(c, str) for c in meta[k])):
+        names = meta.get(k)
+        if k in meta and not (isinstance(names, list) and len(names) == 3 and all(isinstance(c, str) for c in names)):
             raise bad(k, f'must be 3 class names, got {meta[k]!r}')
     if not isinstance(meta.get('input_name', 'image'), str): raise bad('input_name', 'must be a string')
     return meta
@@ -75,7 +96,8 @@ def _varint(buf, i:int) -> tuple:
     return None, i
 
 def _fields(buf, i:int, end:int):
-    "(field number, start, end) of each length-delimited field of the protobuf message in buf[i:end]; ValueError if malformed"
+    """(field number, start, end) of each length-delimited field of the protobuf message in buf[i:end]; ValueError if
+    malformed"""
     while i < end:
         key, i = _varint(buf, i)
         if key is None: raise ValueError('cut-off field key')
@@ -92,10 +114,16 @@ def _fields(buf, i:int, end:int):
 
 # %% ../nbs/05_board.ipynb #6da91ad0
 # the ONNX messages on the way to a tensor: message -> {field number: message type of that field}
-_ONNX_PATHS = dict(model={7: 'graph', 20: 'training', 25: 'function'}, training={1: 'graph', 2: 'graph'},
-                   graph={1: 'node', 5: 'tensor', 15: 'sparse'}, function={7: 'node', 11: 'attribute'},
-                   node={5: 'attribute'}, attribute={5: 'tensor', 6: 'graph', 10: 'tensor', 11: 'graph', 22: 'sparse', 23: 'sparse'},
-                   sparse={1: 'tensor', 2: 'tensor'}, tensor={13: 'entry'})
+_ONNX_PATHS = dict(
+    model={7: 'graph', 20: 'training', 25: 'function'},
+    training={1: 'graph', 2: 'graph'},
+    graph={1: 'node', 5: 'tensor', 15: 'sparse'},
+    function={7: 'node', 11: 'attribute'},
+    node={5: 'attribute'},
+    attribute={5: 'tensor', 6: 'graph', 10: 'tensor', 11: 'graph', 22: 'sparse', 23: 'sparse'},
+    sparse={1: 'tensor', 2: 'tensor'},
+    tensor={13: 'entry'},
+)
 
 def _locations(buf, i, end, kind, out, depth=0):
     if depth > 64: raise ValueError('graphs nested too deep')
@@ -118,22 +146,31 @@ def onnx_external_files(onnx_path) -> list:
 
 # %% ../nbs/05_board.ipynb #11d6cc3e
 def _inside(folder:Path, name:str, what:str, where=None) -> Path:
-    "`folder/name` if it stays inside `folder` once symbolic links are followed; else a `PneumoniaKitError` naming `where`"
-    if not name or '\x00' in name: raise PneumoniaKitError(f'{where or folder}: {what} {name[:80]!r} is not a file name; refusing to read it')
+    """`folder/name` if it stays inside `folder` once symbolic links are followed; else a `PneumoniaKitError` naming
+    `where`"""
+    if not name or '\x00' in name:
+        raise PneumoniaKitError(f'{where or folder}: {what} {name[:80]!r} is not a file name; refusing to read it')
     p = folder/name
     if Path(name).is_absolute() or '..' in Path(name).parts or not p.resolve().is_relative_to(folder.resolve()):
-        raise PneumoniaKitError(f'{where or folder}: {what} {name!r} leads outside the model folder; refusing to read it')
+        raise PneumoniaKitError(
+            f'{where or folder}: {what} {name!r} leads outside the model folder; refusing to read it'
+        )
     return p
 
 def check_onnx_files(onnx_path) -> list:
-    "The external-data files of an ONNX model, each checked to lie inside the model's folder and to be a regular file (a FIFO would hang the runtime)"
+    """The external-data files of an ONNX model, each checked to lie inside the model's folder and to be a regular file
+    (a FIFO would hang the runtime)"""
     onnx_path = Path(onnx_path)
-    files = [_inside(onnx_path.parent, loc, 'external data', onnx_path) for loc in dict.fromkeys(onnx_external_files(onnx_path))]
+    files = [
+        _inside(onnx_path.parent, loc, 'external data', onnx_path)
+        for loc in dict.fromkeys(onnx_external_files(onnx_path))
+    ]
     for f in files: check_readable(f, 'external data')
     return files
 
 # %% ../nbs/05_board.ipynb #35ffd5bc
-MAX_CONST_ELEMENTS = 1 << 26   # elements a constant-shaped tensor may have (256 MB of float32): the real networks' largest is ~4 M
+# elements a constant-shaped tensor may have (256 MB of float32): the real networks' largest is ~4 M
+MAX_CONST_ELEMENTS = 1 << 26
 
 def _ints(buf, a, b, dt=None):
     "(name, data type, integer values) of the TensorProto in buf[a:b] (raw_data, int64_data or int32_data)"
@@ -154,11 +191,15 @@ def _ints(buf, a, b, dt=None):
                 while s < i: v, s = _varint(buf, s); vals.append(v)
         elif wt in (1, 5): i += 8 if wt == 1 else 4
         else: raise ValueError(f'wire type {wt}')
-    if raw is not None and dt in (6, 7): vals = np.frombuffer(raw[:len(raw) // 8 * 8] if dt == 7 else raw[:len(raw) // 4 * 4], '<i8' if dt == 7 else '<i4').tolist()
+    if raw is not None and dt in (6, 7):
+        vals = np.frombuffer(
+            raw[: len(raw) // 8 * 8] if dt == 7 else raw[: len(raw) // 4 * 4], '<i8' if dt == 7 else '<i4'
+        ).tolist()
     return name, dt, [v - (1 << 64) if v >= 1 << 63 else v for v in vals]
 
 def _shape_nodes(buf, a, b, consts, uses, depth=0):
-    "Walk a GraphProto: integer constants by name (initializers, Constant nodes) and (op, input name) of shape-taking nodes"
+    """Walk a GraphProto: integer constants by name (initializers, Constant nodes) and (op, input name) of shape-taking
+    nodes"""
     if depth > 64: raise ValueError('graphs nested too deep')
     for f, x, y in _fields(buf, a, b):
         if f == 5: name, dt, v = _ints(buf, x, y); consts[name] = v
@@ -173,11 +214,13 @@ def _shape_nodes(buf, a, b, consts, uses, depth=0):
                     if h == 5: tensors.append(_ints(buf, p, q)[2])
                     elif h in (6, 11): _shape_nodes(buf, p, q, consts, uses, depth + 1)   # subgraphs (If, Loop)
         if op == 'Constant' and outs and tensors: consts[outs[0]] = tensors[0]
-        if op in ('ConstantOfShape', 'Expand') and ins: uses.append((op, ins[0] if op == 'ConstantOfShape' else ins[-1]))
+        if op in ('ConstantOfShape', 'Expand') and ins:
+            uses.append((op, ins[0] if op == 'ConstantOfShape' else ins[-1]))
         if op == 'Tile' and len(ins) > 1: uses.append((op, ins[1]))
 
 def check_onnx_shapes(onnx_path, max_elements:int=MAX_CONST_ELEMENTS):
-    "Refuse a model whose ConstantOfShape / Expand / Tile ask for a constant shape of more than `max_elements`, before a runtime allocates it"
+    """Refuse a model whose ConstantOfShape / Expand / Tile ask for a constant shape of more than `max_elements`, before
+    a runtime allocates it"""
     with open(onnx_path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         consts, uses = {}, []
         try:
@@ -187,7 +230,10 @@ def check_onnx_shapes(onnx_path, max_elements:int=MAX_CONST_ELEMENTS):
     for op, name in uses:
         n = math.prod(abs(v) for v in consts.get(name, [])) if name in consts else 0
         if n > max_elements:
-            raise PneumoniaKitError(f'{onnx_path}: its {op} node asks for a constant shape of {n:,} elements, more than {max_elements:,}; refusing to load it')
+            raise PneumoniaKitError(
+                f'{onnx_path}: its {op} node asks for a constant shape of {n:,} elements, more than {max_elements:,};'
+                ' refusing to load it'
+            )
 
 # %% ../nbs/05_board.ipynb #23407936
 class Runtime:
@@ -198,7 +244,12 @@ class Runtime:
                  output_names=OUTPUT_NAMES, # names of the outputs to return
                  threads:int=2, # CPU threads
                 ):
-        self.onnx_path, self.input_name, self.output_names, self.threads = Path(onnx_path), input_name, tuple(output_names), int(threads)
+        self.onnx_path, self.input_name, self.output_names, self.threads = (
+            Path(onnx_path),
+            input_name,
+            tuple(output_names),
+            int(threads),
+        )
         if not self.onnx_path.is_file(): raise PneumoniaKitError(f'{self.onnx_path}: model file not found')
         self.external = check_onnx_files(self.onnx_path)   # before any runtime reads them
         check_onnx_shapes(self.onnx_path)
@@ -216,9 +267,11 @@ class OrtRuntime(Runtime):
                 ):
         super().__init__(onnx_path, input_name, output_names, threads)
         levels = dict(basic='ORT_ENABLE_BASIC', extended='ORT_ENABLE_EXTENDED', all='ORT_ENABLE_ALL')
-        if opt_level not in levels: raise PneumoniaKitError(f'unknown opt_level {opt_level!r}; choose one of {", ".join(levels)}')
+        if opt_level not in levels:
+            raise PneumoniaKitError(f'unknown opt_level {opt_level!r}; choose one of {", ".join(levels)}')
         try: import onnxruntime as ort
-        except ImportError: raise PneumoniaKitError('onnxruntime is not installed; on the board use --backend opencv') from None
+        except ImportError:
+            raise PneumoniaKitError('onnxruntime is not installed; on the board use --backend opencv') from None
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = self.threads, 1
         so.log_severity_level = 3
@@ -229,7 +282,10 @@ class OrtRuntime(Runtime):
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, levels[opt_level])
         so.enable_cpu_mem_arena = False
         try: self.session = ort.InferenceSession(str(self.onnx_path), so, providers=['CPUExecutionProvider'])
-        except Exception as e: raise PneumoniaKitError(f'{self.onnx_path}: ONNX Runtime cannot load the model ({_first_line(e)})') from None
+        except Exception as e:
+            raise PneumoniaKitError(
+                f'{self.onnx_path}: ONNX Runtime cannot load the model ({_first_line(e)})'
+            ) from None
     def run(self, image):
         "Outputs of the network for one [1,1,S,S] float32 image"
         outs = self.session.run(list(self.output_names), {self.input_name: np.ascontiguousarray(image, np.float32)})
@@ -243,10 +299,16 @@ class OpenCVRuntime(Runtime):
         super().__init__(onnx_path, input_name, output_names, threads)
         side = self.onnx_path.with_name(self.onnx_path.name + '.data')
         if side.exists() and int(cv2.__version__.split('.')[0]) < 5:   # OpenCV 4.x would crash (SIGFPE), not raise
-            raise PneumoniaKitError(f'{self.onnx_path}: its weights are in {side.name}, which OpenCV {cv2.__version__} cannot read; export with dynamo=False')
+            raise PneumoniaKitError(
+                f'{self.onnx_path}: its weights are in {side.name}, which OpenCV {cv2.__version__} cannot read; export'
+                ' with dynamo=False'
+            )
         cv2.setNumThreads(self.threads)
         try: self.net = cv2.dnn.readNetFromONNX(str(self.onnx_path))
-        except cv2.error as e: raise PneumoniaKitError(f'{self.onnx_path}: OpenCV {cv2.__version__} DNN cannot load the model ({_first_line(e)})') from None
+        except cv2.error as e:
+            raise PneumoniaKitError(
+                f'{self.onnx_path}: OpenCV {cv2.__version__} DNN cannot load the model ({_first_line(e)})'
+            ) from None
         # the default backend/target (OpenCV's own code on the CPU) is what we want; setting them only makes
         # OpenCV 5's new graph engine warn
     def run(self, image):
@@ -259,7 +321,8 @@ RUNTIMES = {'onnxruntime': OrtRuntime, 'opencv': OpenCVRuntime}
 
 def make_runtime(backend:str, onnx_path, **kwargs) -> Runtime:
     "The runtime registered as `backend` in `RUNTIMES`, with a clear error for an unknown name"
-    if backend not in RUNTIMES: raise PneumoniaKitError(f'unknown backend {backend!r}; choose one of {", ".join(RUNTIMES)}')
+    if backend not in RUNTIMES:
+        raise PneumoniaKitError(f'unknown backend {backend!r}; choose one of {", ".join(RUNTIMES)}')
     return RUNTIMES[backend](onnx_path, **kwargs)
 
 # %% ../nbs/05_board.ipynb #61f58963
@@ -269,18 +332,28 @@ def load_model_dir(model_dir, # folder written by `export.export_model`
     "Checked contents of a board model folder: dict(meta (board.json), anchors, onnx (path), post (`PostCfg`))"
     d = Path(model_dir)
     if not d.is_dir(): raise PneumoniaKitError(f'{d}: board model folder not found')
-    if not (d/'board.json').is_file(): raise PneumoniaKitError(f'{d}: not a board model folder, missing board.json (write one with `pneumonia-kit export`)')
+    if not (d/'board.json').is_file():
+        raise PneumoniaKitError(
+            f'{d}: not a board model folder, missing board.json (write one with `pneumonia-kit export`)'
+        )
     meta = check_board_meta(load_json(_inside(d, 'board.json', 'file')), f'{d}/board.json')
     names = (meta.get('model_file', FILE_KEYS['model_file']), meta.get('anchors_file', FILE_KEYS['anchors_file']))
     for f in names: _inside(d, f, 'file')
     missing = [f for f in names if not (d/f).is_file()]
-    if missing: raise PneumoniaKitError(f'{d}: not a board model folder, missing {", ".join(missing)} (write one with `pneumonia-kit export`)')
+    if missing:
+        raise PneumoniaKitError(
+            f'{d}: not a board model folder, missing {", ".join(missing)} (write one with `pneumonia-kit export`)'
+        )
     check_readable(d/names[1], 'anchors', 64 << 20)   # a FIFO would hang np.load; real anchors are a few MB
     try: anchors = np.load(d/names[1], allow_pickle=False)
     except Exception as e: raise PneumoniaKitError(f'{d/names[1]}: cannot be read ({_first_line(e)})') from None
     if not isinstance(anchors, np.ndarray) or anchors.dtype.kind not in 'fiu':
-        raise PneumoniaKitError(f'{d/names[1]}: holds {getattr(anchors, "dtype", type(anchors).__name__)}, expected numbers (float32 anchors)')
-    if anchors.ndim != 2 or anchors.shape[1] != 4: raise PneumoniaKitError(f'{d/names[1]}: shape {anchors.shape}, expected (A, 4)')
+        raise PneumoniaKitError(
+            f'{d/names[1]}: holds {getattr(anchors, "dtype", type(anchors).__name__)}, expected numbers (float32'
+            ' anchors)'
+        )
+    if anchors.ndim != 2 or anchors.shape[1] != 4:
+        raise PneumoniaKitError(f'{d/names[1]}: shape {anchors.shape}, expected (A, 4)')
     if not np.isfinite(anchors).all(): raise PneumoniaKitError(f'{d/names[1]}: NaN or infinite anchor coordinates')
     if meta.get('num_anchors', len(anchors)) != len(anchors):
         raise PneumoniaKitError(f'{d}: board.json says {meta["num_anchors"]} anchors, {names[1]} has {len(anchors)}')
@@ -368,7 +441,8 @@ def _predict_files(self, paths:list, # DICOM files; the patientId of each is its
     "Predict `paths`, write the submission (every image), its `.failed.csv` and optional PNG/JSON files; a summary dict"
     paths, seen, bad_ids = [Path(p) for p in paths], {}, {}
     for p in paths:
-        try: pid = patient_id_of(p)   # file names are checked like the CSVs' patientIds: they become rows and file names
+        try:
+            pid = patient_id_of(p)  # file names are checked like the CSVs' patientIds: they become rows and file names
         except PneumoniaKitError as e: bad_ids[p] = str(e); continue
         if pid in seen: raise PneumoniaKitError(f'two images have the patientId {pid}: {seen[pid]} and {p}')
         seen[pid] = p
@@ -385,22 +459,39 @@ def _predict_files(self, paths:list, # DICOM files; the patientId of each is its
     for p in _progress(paths, progress):
         if p in bad_ids: fail(p, bad_ids[p]); continue
         try: img = read_xray(p, self.max_pixels)
-        except Exception as e: fail(p, str(e) if isinstance(e, PneumoniaKitError) else f'{type(e).__name__}: {e}'); continue
+        except Exception as e:
+            fail(p, str(e) if isinstance(e, PneumoniaKitError) else f'{type(e).__name__}: {e}')
+            continue
         try: res = dict(patientId=ids[p], **self.predict_array(img))
         except NonFiniteOutput as e: fail(p, str(e)); continue   # that image, never the batch
         except Exception as e:
-            if n_done == 0: raise PneumoniaKitError(f'{self.model_dir}: the {self.runtime.name} runtime cannot run this model ({_first_line(e)}); nothing written') from None
+            if n_done == 0:
+                raise PneumoniaKitError(
+                    f'{self.model_dir}: the {self.runtime.name} runtime cannot run this model ({_first_line(e)});'
+                    ' nothing written'
+                ) from None
             fail(p, f'prediction failed: {_first_line(e)}'); continue
         try: _write_extras(self, res, img, png_dir, json_dir)
-        except Exception as e: fail(p, f'writing the PNG/JSON: {e}'); continue   # failed means an empty row, whatever the cause
+        except Exception as e:
+            fail(p, f'writing the PNG/JSON: {e}')
+            continue   # failed means an empty row, whatever the cause
         rows.append((ids[p], format_prediction_string(res['scores'], res['boxes_xywh'])))
         n_boxes += len(res['scores']); n_done += 1
     write_submission(out_csv, rows)   # Ctrl-C above leaves the previous file as it was
     write_failures(out_csv, failed)
     secs = time.perf_counter() - t0
-    return dict(csv=str(out_csv), n_images=len(rows), n_with_boxes=sum(bool(r[1]) for r in rows), n_boxes=n_boxes,
-                failed=failed, failed_csv=str(failed_csv_path(out_csv)) if failed else None, seconds=round(secs, 3),
-                ms_per_image=round(1000 * secs / max(1, len(rows)), 1), backend=self.runtime.name, threads=self.runtime.threads)
+    return dict(
+        csv=str(out_csv),
+        n_images=len(rows),
+        n_with_boxes=sum(bool(r[1]) for r in rows),
+        n_boxes=n_boxes,
+        failed=failed,
+        failed_csv=str(failed_csv_path(out_csv)) if failed else None,
+        seconds=round(secs, 3),
+        ms_per_image=round(1000 * secs / max(1, len(rows)), 1),
+        backend=self.runtime.name,
+        threads=self.runtime.threads,
+    )
 
 BoardPredictor._write_extras, BoardPredictor.predict_files = _write_extras, _predict_files
 
@@ -434,13 +525,27 @@ def add_board_args(p, # an argparse parser
     p.add_argument('model_dir', metavar='MODEL_DIR', help='board model folder written by `pneumonia-kit export`')
     p.add_argument('images', metavar='IMAGE', nargs='+', help='DICOM files or folders of them')
     p.add_argument('--out', metavar='CSV', default=out, help=f'submission CSV to write (default: {out})')
-    p.add_argument('--backend', default=backend, choices=sorted(RUNTIMES), help=f'runtime; opencv on the Loongson board (default: {backend})')
+    p.add_argument(
+        '--backend',
+        default=backend,
+        choices=sorted(RUNTIMES),
+        help=f'runtime; opencv on the Loongson board (default: {backend})',
+    )
     p.add_argument('--threads', metavar='N', type=int_range(1, 64), default=2, help='CPU threads, 1-64 (default: 2)')
     p.add_argument('--int8', action='store_true', help="run the folder's int8 model")
     p.add_argument('--png-dir', metavar='DIR', help='write one PNG per image with its boxes here')
-    p.add_argument('--json-dir', metavar='DIR', help='write one JSON per image (patientId, boxes, class probabilities) here')
-    p.add_argument('--max-pixels', metavar='N', type=positive_int, help='refuse DICOMs declaring more pixels (default: 67108864, or PNEUMONIA_KIT_MAX_PIXELS)')
-    p.add_argument('--verbose', action='store_true', help="show the libraries' warnings (otherwise counted in the one error line)")
+    p.add_argument(
+        '--json-dir', metavar='DIR', help='write one JSON per image (patientId, boxes, class probabilities) here'
+    )
+    p.add_argument(
+        '--max-pixels',
+        metavar='N',
+        type=positive_int,
+        help='refuse DICOMs declaring more pixels (default: 67108864, or PNEUMONIA_KIT_MAX_PIXELS)',
+    )
+    p.add_argument(
+        '--verbose', action='store_true', help="show the libraries' warnings (otherwise counted in the one error line)"
+    )
     return p
 
 def run_board(a) -> int:
@@ -449,7 +554,10 @@ def run_board(a) -> int:
     s = board_predict(a.model_dir, a.images, out=a.out, backend=a.backend, threads=a.threads, int8=a.int8,
                       png_dir=a.png_dir, json_dir=a.json_dir, max_pixels=a.max_pixels)
     failed = f" (listed in {s['failed_csv']}; their rows are empty)" if s['failed'] else ''
-    print(f"{a.out}: {s['n_images']} images, {len(s['failed'])} failed{failed}, {s['ms_per_image']:.0f} ms per image ({s['backend']}, {s['threads']} threads)")
+    print(
+        f"{a.out}: {s['n_images']} images, {len(s['failed'])} failed{failed}, {s['ms_per_image']:.0f} ms per image"
+        f" ({s['backend']}, {s['threads']} threads)"
+    )
     return EXIT_FAILED if s['failed'] else 0
 
 # %% ../nbs/05_board.ipynb #463ae336
@@ -457,7 +565,12 @@ def main(argv=None) -> int:
     "Command line of the torch-free predictor (`python3 -m pneumonia_kit.board --help`)"
     import argparse
     prog = 'python3 -m pneumonia_kit.board'
-    ap = ArgParser(prog=prog, description=board_predict.__doc__, epilog=BOARD_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgParser(
+        prog=prog,
+        description=board_predict.__doc__,
+        epilog=BOARD_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument('--version', action='version', version=f'pneumonia_kit {pneumonia_kit.__version__}')
     add_board_args(ap)
     try: a = ap.parse_args(argv)

@@ -79,7 +79,8 @@ def decode_boxes(deltas:np.ndarray, # (n,4) box regression dx, dy, dw, dh
     w, h = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
     cx, cy = a[:, 0] + 0.5 * w, a[:, 1] + 0.5 * h
     wx, wy, ww, wh = (float(v) for v in weights)
-    if not all(math.isfinite(v) and v > 0 for v in (wx, wy, ww, wh)): raise ValueError(f'box coder weights must be 4 positive numbers, got {tuple(weights)}')
+    if not all(math.isfinite(v) and v > 0 for v in (wx, wy, ww, wh)):
+        raise ValueError(f'box coder weights must be 4 positive numbers, got {tuple(weights)}')
     dw, dh = np.minimum(d[:, 2] / ww, clip), np.minimum(d[:, 3] / wh, clip)
     pcx, pcy = d[:, 0] / wx * w + cx, d[:, 1] / wy * h + cy
     pw, ph = np.exp(dw) * w, np.exp(dh) * h
@@ -117,9 +118,12 @@ def weighted_boxes_fusion(boxes_list:list, # per model: boxes `(n_i,4)` x1 y1 x2
                          ) -> tuple: # (boxes (k,4) float32, scores (k,) float32), by decreasing score
     "Fuse the boxes of several models: clusters of overlapping boxes become their score-weighted mean"
     w = np.ones(len(boxes_list)) if weights is None else np.asarray(weights, np.float64)
-    if len(w) != len(boxes_list) or len(scores_list) != len(boxes_list): raise ValueError('one boxes, scores and weight per model')
+    if len(w) != len(boxes_list) or len(scores_list) != len(boxes_list):
+        raise ValueError('one boxes, scores and weight per model')
     boxes = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in boxes_list] + [np.zeros((0, 4))])
-    scores = np.concatenate([np.asarray(s, np.float64).reshape(-1) * wi for s, wi in zip(scores_list, w)] + [np.zeros(0)])
+    scores = np.concatenate(
+        [np.asarray(s, np.float64).reshape(-1) * wi for s, wi in zip(scores_list, w)] + [np.zeros(0)]
+    )
     keep = scores > skip_box_thr
     boxes, scores = boxes[keep], scores[keep]
     members, fused = [], np.zeros((0, 4))
@@ -144,6 +148,8 @@ def match_detections(a:dict, # dict(scores, boxes_xywh) of one image
     sa, sb = np.asarray(a['scores'], np.float64).reshape(-1), np.asarray(b['scores'], np.float64).reshape(-1)
     if len(sa) != len(sb): return 0., math.inf
     if not len(sa): return 1., 0.
-    iou = box_iou_xyxy(xywh2xyxy(np.asarray(a['boxes_xywh'], np.float64)), xywh2xyxy(np.asarray(b['boxes_xywh'], np.float64)))
+    iou = box_iou_xyxy(
+        xywh2xyxy(np.asarray(a['boxes_xywh'], np.float64)), xywh2xyxy(np.asarray(b['boxes_xywh'], np.float64))
+    )
     j = iou.argmax(1)
     return float(iou.max(1).min()), float(np.abs(sa - sb[j]).max())

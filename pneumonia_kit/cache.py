@@ -43,10 +43,14 @@ def _cache_one(job) -> dict:
         stamp = _stamp(dcm)   # of the file about to be decoded
         img = read_xray(dcm)
         _save_npy(Path(out_dir)/f'{pid}.npy', resize_image(img, size))
-        return dict(patientId=pid, file=f'{pid}.npy', orig_height=img.shape[0], orig_width=img.shape[1], status='ok', **stamp)
+        return dict(
+            patientId=pid, file=f'{pid}.npy', orig_height=img.shape[0], orig_width=img.shape[1], status='ok', **stamp
+        )
     except Exception as e:
         msg = ' '.join(str(e).split()) or type(e).__name__
-        return dict(patientId=pid, file='', orig_height=None, orig_width=None, status=msg, dcm_size=None, dcm_mtime_ns=None)
+        return dict(
+            patientId=pid, file='', orig_height=None, orig_width=None, status=msg, dcm_size=None, dcm_mtime_ns=None
+        )
 
 # %% ../nbs/09_cache.ipynb #e7f4471c
 def _previous(out:Path, size:int, force:bool) -> dict:
@@ -70,12 +74,18 @@ def _reuse(dcm:Path, row, out:Path):
     try: stamp, npy_mtime = _stamp(dcm), (out/f'{dcm.stem}.npy').stat().st_mtime_ns
     except OSError: return None
     if row is not None and not pd.isna(row.get('dcm_size', pd.NA)):
-        return row if (int(row['dcm_size']), int(row['dcm_mtime_ns'])) == (stamp['dcm_size'], stamp['dcm_mtime_ns']) else None
+        return (
+            row
+            if (int(row['dcm_size']), int(row['dcm_mtime_ns'])) == (stamp['dcm_size'], stamp['dcm_mtime_ns'])
+            else None
+        )
     if stamp['dcm_mtime_ns'] > npy_mtime: return None   # no stamp (older manifest, killed run): changed after its .npy
     if row is None:   # .npy from a run killed before its manifest: the header gives the original size
         try: m = read_meta(dcm)
         except Exception: return None
-        row = dict(patientId=dcm.stem, file=f'{dcm.stem}.npy', orig_height=m['rows'], orig_width=m['columns'], status='ok')
+        row = dict(
+            patientId=dcm.stem, file=f'{dcm.stem}.npy', orig_height=m['rows'], orig_width=m['columns'], status='ok'
+        )
     return dict(row, **stamp)
 
 def _int_col(values) -> pd.api.extensions.ExtensionArray:
@@ -86,10 +96,23 @@ def _int_col(values) -> pd.api.extensions.ExtensionArray:
 def _cache_jobs(jobs:list, rows:dict, workers, threads:bool, bar):
     "Run `_cache_one` over `jobs` (in this process, threads or spawned processes), storing each manifest row in `rows`"
     n = min(os.cpu_count() if workers is None else workers, len(jobs))
-    pool = (None if n <= 1 else ThreadPoolExecutor(n) if threads else
-            ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('spawn'), initializer=_init_worker, initargs=(os.getpid(),)))
+    pool = (
+        None
+        if n <= 1
+        else (
+            ThreadPoolExecutor(n)
+            if threads
+            else ProcessPoolExecutor(
+                n, mp_context=multiprocessing.get_context('spawn'), initializer=_init_worker, initargs=(os.getpid(),)
+            )
+        )
+    )
     try:
-        results = map(_cache_one, jobs) if pool is None else pool.map(_cache_one, jobs, chunksize=max(1, min(32, len(jobs) // (4 * n))))
+        results = (
+            map(_cache_one, jobs)
+            if pool is None
+            else pool.map(_cache_one, jobs, chunksize=max(1, min(32, len(jobs) // (4 * n))))
+        )
         for r in results: rows[r['patientId']] = r; bar.update()
     finally:
         if pool is not None: pool.shutdown(cancel_futures=True)
@@ -103,7 +126,8 @@ def build_cache(root, # data folder in the Kaggle layout
                 progress:bool=True, # show a tqdm progress bar
                 threads:bool=False, # threads instead of processes: no start-up cost, less scaling
                ) -> Path:
-    "Decode every DICOM of `split` once into `{patientId}.npy` (uint8 size x size) plus manifest.csv; returns the cache folder"
+    """Decode every DICOM of `split` once into `{patientId}.npy` (uint8 size x size) plus manifest.csv; returns the
+    cache folder"""
     if not isinstance(size, int) or not 16 <= size <= MAX_CACHE_SIZE:   # 30000 px would write 900 MB per image
         raise PneumoniaKitError(f'cache size must be an integer from 16 to {MAX_CACHE_SIZE}, got {size!r}')
     paths = RsnaPaths(root)
@@ -116,27 +140,36 @@ def build_cache(root, # data folder in the Kaggle layout
         row = _reuse(d, prev[d.stem], out) if d.stem in prev else None
         if row is None: todo.append(d)
         else: rows[d.stem] = row
-    with tqdm(total=len(dcms), initial=len(rows), disable=not progress, desc=f'cache {split} {size}px', unit='img') as bar:
+    bar = tqdm(total=len(dcms), initial=len(rows), disable=not progress, desc=f'cache {split} {size}px', unit='img')
+    with bar:
         _cache_jobs([(d, out, size) for d in todo], rows, workers, threads, bar)
     man = pd.DataFrame([rows[d.stem] for d in dcms], columns=MANIFEST_COLS)
     for c in _INT_COLS: man[c] = _int_col(rows[d.stem][c] for d in dcms)
     with atomic_write(out/'manifest.csv') as f: man.to_csv(f, index=False)
     bad = man[man.status != 'ok']
     if len(bad):
-        warnings.warn(f'{len(bad)} of {len(man)} images could not be cached (status in {out/"manifest.csv"}); first: {bad.status.iloc[0]}')
+        warnings.warn(
+            f'{len(bad)} of {len(man)} images could not be cached (status in {out/"manifest.csv"}); first:'
+            f' {bad.status.iloc[0]}'
+        )
     return out
 
 # %% ../nbs/09_cache.ipynb #e3ee1c9b
 def load_manifest(cache_dir) -> pd.DataFrame:
-    "The cache's manifest: patientId, file, orig_height, orig_width (Int64; empty for failed images), status, dcm_size, dcm_mtime_ns"
+    """The cache's manifest: patientId, file, orig_height, orig_width (Int64; empty for failed images), status,
+    dcm_size, dcm_mtime_ns"""
     path = Path(cache_dir)/'manifest.csv'
     if not path.exists(): raise PneumoniaKitError(f'{path}: cache manifest not found; run `pneumonia-kit cache` first')
     man = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if list(man.columns) == MANIFEST_COLS[:5]: man = man.assign(dcm_size='', dcm_mtime_ns='')   # written before the stamps
+    if list(man.columns) == MANIFEST_COLS[:5]:
+        man = man.assign(dcm_size='', dcm_mtime_ns='')  # written before the stamps
     if list(man.columns) != MANIFEST_COLS: raise PneumoniaKitError(f'{path}: columns must be {",".join(MANIFEST_COLS)}')
     try:
         for c in _INT_COLS: man[c] = _int_col(man[c])
-    except ValueError as e: raise PneumoniaKitError(f'{path}: not a number where one is expected ({e}); delete it to rebuild the cache') from None
+    except ValueError as e:
+        raise PneumoniaKitError(
+            f'{path}: not a number where one is expected ({e}); delete it to rebuild the cache'
+        ) from None
     return man
 
 def load_cached(cache_dir, # cache folder from `build_cache`
@@ -151,5 +184,7 @@ def load_cached(cache_dir, # cache folder from `build_cache`
             st = load_manifest(cache_dir).set_index('patientId').status.get(patient_id)
             if st and st != 'ok': why = f' (it failed: {st})'
         except PneumoniaKitError: pass
-        raise PneumoniaKitError(f'{path}: not in the cache{why}; run `pneumonia-kit cache` for this data folder and size')
+        raise PneumoniaKitError(
+            f'{path}: not in the cache{why}; run `pneumonia-kit cache` for this data folder and size'
+        )
     return np.load(path, mmap_mode='r' if mmap else None)

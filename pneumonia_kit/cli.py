@@ -7,28 +7,61 @@ from __future__ import annotations
 import argparse, dataclasses, importlib, inspect, json, os, re, sys, warnings
 from pathlib import Path
 import pneumonia_kit
-from .core import (EXIT_FAILED, EXIT_USAGE, ArgParser, PneumoniaKitError, fraction, load_json, nonneg_float, nonneg_int, positive_float,
-                                check_writable, int_range, json_text, positive_int, run_command)
-from .metric import MODES, compare_submissions, format_comparison, format_score_report, score_submission
+from pneumonia_kit.core import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ArgParser,
+    PneumoniaKitError,
+    fraction,
+    load_json,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    check_writable,
+    int_range,
+    json_text,
+    positive_int,
+    run_command,
+)
+from .metric import (MODES, PairedDiff, Score, compare_submissions, format_comparison, format_score_report,
+                                  score_submission)
 from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
 from .board import RUNTIMES, add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo, run_runner
 
-_EXTRA = dict(torch='train', torchvision='train', albumentations='train', pretrainedmodels='train', pandas='train', PIL='train',
-              onnx='train', onnxruntime='train', onnxscript='train', papermill='notebooks', matplotlib='notebooks', seaborn='notebooks')
+_EXTRA = dict(
+    torch='train',
+    torchvision='train',
+    albumentations='train',
+    pretrainedmodels='train',
+    pandas='train',
+    PIL='train',
+    onnx='train',
+    onnxruntime='train',
+    onnxscript='train',
+    papermill='notebooks',
+    matplotlib='notebooks',
+    seaborn='notebooks',
+)
 
 def _api(module:str):
-    "The package module `module`, imported when a command needs it: the heavy ones (torch) load only for the commands using them"
+    """The package module `module`, imported when a command needs it: the heavy ones (torch) load only for the commands
+    using them"""
     try: return importlib.import_module(f'pneumonia_kit.{module}')
     except ModuleNotFoundError as e:   # the base install is the board predictor: name the extra that brings the rest
         top = (e.name or '').split('.')[0]
         if top not in _EXTRA: raise
-        raise PneumoniaKitError(f"this command needs {top}, which is not installed: pip install 'pneumonia_kit[{_EXTRA[top]}]'") from None
+        raise PneumoniaKitError(
+            f"this command needs {top}, which is not installed: pip install 'pneumonia_kit[{_EXTRA[top]}]'"
+        ) from None
 
 def _needs(*modules:str):
     "Refuse in one line, before any work, a command whose libraries (an extra of the install) are missing"
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing: raise PneumoniaKitError(f"this command needs {', '.join(missing)}, not installed: pip install 'pneumonia_kit[dev]'")
+    if missing:
+        raise PneumoniaKitError(
+            f"this command needs {', '.join(missing)}, not installed: pip install 'pneumonia_kit[dev]'"
+        )
 
 
 # %% auto #0
@@ -38,23 +71,48 @@ __all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'COMPILE_NAMES',
            'bench_board', 'board_pareto', 'demo', 'bundle', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4ddbdbdd
-TRAIN_PRESET_NAMES = ('original', 'original_fast', 'se_resnext50_p3p7', 'cpu_demo', 'tiny', 'board_resnet18', 'cpu_board', 'board_r18_p4p7', 'cpu_original_sx50', 'cpu_board_r18_p4p7', 'tiny_light')   # `train.TRAIN_PRESETS`
-BACKBONE_NAMES = ('efficientnet_b0', 'mobilenet_v3_large', 'regnet_x_400mf', 'regnet_y_400mf', 'resnet18', 'resnet34', 'resnet50',
-                  'resnet_tiny', 'se_resnext101_32x4d', 'se_resnext50_32x4d')  # `backbones.list_backbones()`
+TRAIN_PRESET_NAMES = (
+    'original',
+    'original_fast',
+    'se_resnext50_p3p7',
+    'cpu_demo',
+    'tiny',
+    'board_resnet18',
+    'cpu_board',
+    'board_r18_p4p7',
+    'cpu_original_sx50',
+    'cpu_board_r18_p4p7',
+    'tiny_light',
+)  # `train.TRAIN_PRESETS`
+BACKBONE_NAMES = (
+    'efficientnet_b0',
+    'mobilenet_v3_large',
+    'regnet_x_400mf',
+    'regnet_y_400mf',
+    'resnet18',
+    'resnet34',
+    'resnet50',
+    'resnet_tiny',
+    'se_resnext101_32x4d',
+    'se_resnext50_32x4d',
+)  # `backbones.list_backbones()`
 AMP_NAMES = ('auto', 'bf16', 'fp16', 'off')   # `runs.AMP_MODES`
 COMPILE_NAMES = ('off', 'default', 'reduce-overhead', 'max-autotune')   # `train.COMPILE_MODES`
 ENSEMBLE_NAMES = ('mean', 'wbf')              # `predict.ENSEMBLES`
 LEVEL_NAMES = ('P2-P7', 'P3-P7', 'board')     # `bench.NETWORKS`
 
+# %% ../nbs/21_cli.ipynb #c6fd15f6
 def device_name(s:str) -> str:
     "argparse type: 'auto', 'cpu', 'cuda' or 'cuda:N'"
     if re.fullmatch(r'auto|cpu|cuda(:\d+)?', s): return s
     raise argparse.ArgumentTypeError(f"{s!r} is not a device: use auto, cpu, cuda or cuda:N")
 
+# %% ../nbs/21_cli.ipynb #c40b3e02
 def batch_size(s:str):
     "argparse type: a positive integer, or 'auto' (the largest batch that fits the GPU)"
     return 'auto' if s == 'auto' else positive_int(s)
 
+# %% ../nbs/21_cli.ipynb #2ff2b4ba
 def name_list(choices:tuple):
     "argparse type: a comma-separated list of names from `choices`"
     def parse(s:str) -> list:
@@ -82,20 +140,39 @@ def _knob_help() -> dict:
     "Each `SynthCfg` field's comment in the synth module's source: the knobs' help"
     return dict(re.findall(r'^\s+(\w+):\w+=.*?#\s*(.+?)\s*$', inspect.getsource(SynthCfg), re.M))
 
+# %% ../nbs/21_cli.ipynb #1ea62d7e
 def _synth_args(p):
     p.add_argument('out', metavar='DIR', help='folder to write the twin into (the Kaggle layout)')
     p.add_argument('--n-images', metavar='N', type=positive_int, default=400, help='training images (default: 400)')
-    p.add_argument('--n-test', metavar='N', type=nonneg_int, default=100, help='test images, with labels (default: 100)')
+    p.add_argument(
+        '--n-test', metavar='N', type=nonneg_int, default=100, help='test images, with labels (default: 100)'
+    )
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=0, help='same seed, same bytes (default: 0)')
-    p.add_argument('--size', metavar='PX', type=int_range(16, 4096), default=1024, help='image side in pixels, 16-4096 (default: 1024)')
+    p.add_argument(
+        '--size',
+        metavar='PX',
+        type=int_range(16, 4096),
+        default=1024,
+        help='image side in pixels, 16-4096 (default: 1024)',
+    )
     p.add_argument('--workers', metavar='N', type=positive_int, help='processes (default: all cores)')
-    p.add_argument('--difficulty', choices=tuple(DIFFICULTIES), default='default',
-                   help='preset of the knobs below: easy (the first, bright twin: fast tests), default (calibrated to the '
-                        "real competition's score range), hard (default: %(default)s)")
-    g = p.add_argument_group('twin knobs', "override the difficulty's value of one knob (written to synthetic_twin.json)")
+    p.add_argument(
+        '--difficulty',
+        choices=tuple(DIFFICULTIES),
+        default='default',
+        help=(
+            'preset of the knobs below: easy (the first, bright twin: fast tests), default (calibrated to the '
+            'real competition\'s score range), hard (default: %(default)s)'
+        ),
+    )
+    g = p.add_argument_group(
+        'twin knobs', "override the difficulty's value of one knob (written to synthetic_twin.json)"
+    )
     doc, default = _knob_help(), DIFFICULTIES['default']
     for f in dataclasses.fields(SynthCfg):
-        meta = {'opacity_contrast': 'LO,HI', 'lookalikes': 'KINDS'}.get(f.name, 'N' if isinstance(f.default, int) else 'X')
+        meta = {'opacity_contrast': 'LO,HI', 'lookalikes': 'KINDS'}.get(
+            f.name, 'N' if isinstance(f.default, int) else 'X'
+        )
         v = getattr(default, f.name); shown = ','.join(map(str, v)) if isinstance(v, tuple) else v
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f'knob_{f.name}', metavar=meta, type=_knob_type(f),
                        help=f"{doc[f.name]} (default difficulty: {shown})".replace('%', '%%'))
@@ -109,9 +186,15 @@ def synth(a):
     print(f'synthetic twin ({a.difficulty}{" with " + ", ".join(knobs) if knobs else ""}) written to {a.out}; '
           f'settings in {paths.root / "synthetic_twin.json"}')
 
+# %% ../nbs/21_cli.ipynb #fedd6519
 def _download_args(p):
     p.add_argument('out', metavar='DIR', help='folder to unpack the competition into, e.g. data/rsna')
-    p.add_argument('--competition', metavar='SLUG', default='rsna-pneumonia-detection-challenge', help='Kaggle competition (default: %(default)s)')
+    p.add_argument(
+        '--competition',
+        metavar='SLUG',
+        default='rsna-pneumonia-detection-challenge',
+        help='Kaggle competition (default: %(default)s)',
+    )
 
 def download(a):
     "Fetch the RSNA competition data with the Kaggle API, unpack it and verify the file counts"
@@ -128,6 +211,7 @@ def _use_max_pixels(a):
     "`--max-pixels` in force for this process and the workers it starts (they read the limit from the environment)"
     if getattr(a, 'max_pixels', None) is not None: os.environ['PNEUMONIA_KIT_MAX_PIXELS'] = str(a.max_pixels)
 
+# %% ../nbs/21_cli.ipynb #5a71aead
 def _show_args(p):
     p.add_argument('image', metavar='DICOM', help='a DICOM file')
     p.add_argument('--out', metavar='PNG', help='PNG to write (default: outputs/show/<patientId>.png)')
@@ -141,36 +225,55 @@ def show(a):
     if a.out: check_writable(a.out, [a.image, *filter(None, [a.boxes])])   # --out naming the DICOM or the CSV: refused
     print(show_image(a.image, a.out or Path('outputs/show')/f'{Path(a.image).stem}.png', boxes_csv=a.boxes))
 
+# %% ../nbs/21_cli.ipynb #bdde2624
 def _cache_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder (Kaggle layout)')
-    p.add_argument('--size', metavar='PX', type=int_range(16, 4096), default=512, help='cached image side, 16-4096 (default: 512)')
+    p.add_argument(
+        '--size', metavar='PX', type=int_range(16, 4096), default=512, help='cached image side, 16-4096 (default: 512)'
+    )
     p.add_argument('--split', choices=('train', 'test', 'both'), default='train', help='which images (default: train)')
     p.add_argument('--workers', metavar='N', type=positive_int, help='processes (default: all cores)')
-    p.add_argument('--n-folds', metavar='N', type=int_range(2, 100), default=4, help='folds to make if folds.csv is missing, 2-100 (default: 4)')
+    p.add_argument(
+        '--n-folds',
+        metavar='N',
+        type=int_range(2, 100),
+        default=4,
+        help='folds to make if folds.csv is missing, 2-100 (default: 4)',
+    )
     p.add_argument('--seed', metavar='N', type=nonneg_int, default=42, help='fold seed (default: 42)')
     _max_pixels_arg(p)
 
 def cache(a):
-    "Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds; exit 3 if some images failed"
+    """Decode every DICOM once into a resized uint8 cache (resumable) and make the patient-level folds; exit 3 if some
+    images failed"""
     _use_max_pixels(a)
     cm, get_folds, n_bad = _api('cache'), _api('data').get_folds, 0
-    if a.split in ('train', 'both'): get_folds(a.data, n_folds=a.n_folds, seed=a.seed)   # a broken labels file fails before hours of decoding
+    if a.split in ('train', 'both'):
+        get_folds(a.data, n_folds=a.n_folds, seed=a.seed)  # a broken labels file fails before hours of decoding
     for s in (['train', 'test'] if a.split == 'both' else [a.split]):
         with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message=r'\d+ of \d+ images could not be cached')   # said below, on one line
+            # said below, on one line
+            warnings.filterwarnings('ignore', message=r'\d+ of \d+ images could not be cached')
             d = cm.build_cache(a.data, size=a.size, split=s, workers=a.workers)
         man = cm.load_manifest(d); bad = man[man.status != 'ok']; n_bad += len(bad)
         why = f' (their status is in {d/"manifest.csv"}; first: {bad.status.iloc[0]})' if len(bad) else ''
         print(f'{d}: {len(man)} images, {len(bad)} failed{why}')
     return EXIT_FAILED if n_bad else 0
 
+# %% ../nbs/21_cli.ipynb #6cb18c5e
 def _eda_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder, e.g. data/synthetic')
-    p.add_argument('--out', metavar='DIR', default='outputs/eda', help='folder for the executed notebook and the plots (default: %(default)s)')
+    p.add_argument(
+        '--out',
+        metavar='DIR',
+        default='outputs/eda',
+        help='folder for the executed notebook and the plots (default: %(default)s)',
+    )
 
 def eda(a):
     "Run the EDA notebook headless on a dataset; its plots go to OUT"
-    if not Path(a.data).is_dir(): raise PneumoniaKitError(f'{a.data}: dataset folder not found')   # before a 10 s kernel start
+    if not Path(a.data).is_dir():
+        raise PneumoniaKitError(f'{a.data}: dataset folder not found')  # before a 10 s kernel start
     _needs('papermill', 'matplotlib', 'pandas')
     print(run_runner('eda.ipynb', f'{a.out}/eda.ipynb', dict(data_dir=a.data, out_dir=a.out)))
 
@@ -179,64 +282,136 @@ def _train_args(p):
     p.add_argument('data', metavar='DATA', help='dataset folder (Kaggle layout)')
     _fit_args(p, out='outputs/runs/<backbone>_fold<K>', preset='cpu_demo')
 
+# %% ../nbs/21_cli.ipynb #cd300c25
 def _fit_args(p, out:str, preset:str):
     "The options `train` and `distill` share: fold, run folder, preset and its overrides, resume, device"
     p.add_argument('--fold', metavar='K', type=nonneg_int, default=0, help='validation fold (default: 0)')
     p.add_argument('--out', metavar='RUN_DIR', help=f'run folder (default: {out})')
-    p.add_argument('--preset', choices=TRAIN_PRESET_NAMES, default=preset, help='training preset (default: %(default)s)')
+    p.add_argument(
+        '--preset', choices=TRAIN_PRESET_NAMES, default=preset, help='training preset (default: %(default)s)'
+    )
     p.add_argument('--backbone', choices=BACKBONE_NAMES, help='backbone (overrides the preset)')
     p.add_argument('--epochs', metavar='N', type=positive_int, help='epochs (overrides the preset)')
     p.add_argument('--image-size', metavar='PX', type=positive_int, help='input size (overrides the preset)')
-    p.add_argument('--batch-size', metavar='N|auto', type=batch_size, help='images per step and process, or auto: the most that fit '
-                   'the GPU (overrides the preset)')
+    p.add_argument(
+        '--batch-size',
+        metavar='N|auto',
+        type=batch_size,
+        help='images per step and process, or auto: the most that fit the GPU (overrides the preset)',
+    )
     p.add_argument('--compile', choices=COMPILE_NAMES, help='torch.compile of forward + loss (overrides the preset)')
     p.add_argument('--lr', metavar='LR', type=positive_float, help='learning rate (overrides the preset)')
     p.add_argument('--resume', action='store_true', help='continue the run in RUN_DIR from its last complete epoch')
-    p.add_argument('--max-minutes', metavar='MIN', type=positive_float, help='no epoch starts that would end after this budget')
-    p.add_argument('--device', metavar='DEVICE', type=device_name, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    p.add_argument(
+        '--max-minutes', metavar='MIN', type=positive_float, help='no epoch starts that would end after this budget'
+    )
+    p.add_argument(
+        '--device', metavar='DEVICE', type=device_name, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)'
+    )
     p.add_argument('--weights-file', metavar='FILE', help='local ImageNet weights for the backbone')
     p.add_argument('--no-pretrained', action='store_true', help='train the backbone from scratch')
     p.add_argument('--amp', choices=AMP_NAMES, help='mixed precision (overrides the preset)')
     p.add_argument('--seed', metavar='N', type=nonneg_int, help='seed (overrides the preset)')
-    p.add_argument('--num-workers', metavar='N', type=nonneg_int, help='DataLoader workers per process (overrides the preset)')
-    p.add_argument('--tensorboard', action='store_true', help='also log each epoch to RUN_DIR/tensorboard (needs: pip install tensorboard)')
+    p.add_argument(
+        '--num-workers', metavar='N', type=nonneg_int, help='DataLoader workers per process (overrides the preset)'
+    )
+    p.add_argument(
+        '--tensorboard',
+        action='store_true',
+        help='also log each epoch to RUN_DIR/tensorboard (needs: pip install tensorboard)',
+    )
 
+# %% ../nbs/21_cli.ipynb #7af69626
 def train(a):
     "Train the detector on one fold (CPU, one GPU, or several with torchrun -m pneumonia_kit.train)"
     train_preset = _api('train').train_preset
-    _run_line(train_preset(a.data, a.fold, a.out, a.preset, resume=a.resume, device=a.device, pretrained=not a.no_pretrained, **_overrides(a)))
+    _run_line(
+        train_preset(
+            a.data,
+            a.fold,
+            a.out,
+            a.preset,
+            resume=a.resume,
+            device=a.device,
+            pretrained=not a.no_pretrained,
+            **_overrides(a),
+        )
+    )
 
-_OVERRIDES = ('backbone', 'epochs', 'image_size', 'batch_size', 'lr', 'max_minutes', 'weights_file', 'amp', 'seed', 'num_workers',
-              'compile')
+_OVERRIDES = (
+    'backbone',
+    'epochs',
+    'image_size',
+    'batch_size',
+    'lr',
+    'max_minutes',
+    'weights_file',
+    'amp',
+    'seed',
+    'num_workers',
+    'compile',
+)
 def _overrides(a) -> dict: return dict({k: getattr(a, k) for k in _OVERRIDES}, tensorboard=a.tensorboard or None)
 
 def _run_line(r:dict):
     "One line on a finished (or stopped) run, printed by rank 0"
     if int(os.environ.get('RANK', '0')) == 0:
         bm = 'n/a' if r['best_val_map'] is None else f"{r['best_val_map']:.4f}"
-        print(f"{r['run_dir']}: {r['epochs_done']}/{r['epochs']} epochs ({r['stopped']}), best val mAP {bm} at epoch {r['best_epoch']}, {r['minutes']:.1f} min on {r['device']}")
+        print(
+            f"{r['run_dir']}: {r['epochs_done']}/{r['epochs']} epochs ({r['stopped']}), best val mAP {bm} at epoch"
+            f" {r['best_epoch']}, {r['minutes']:.1f} min on {r['device']}"
+        )
 
+# %% ../nbs/21_cli.ipynb #888ef60a
 def _sweep_args(p):
     p.add_argument('run_dir', metavar='RUN_DIR', help='a training run folder (with oof/)')
     p.add_argument('--out', metavar='DIR', help='folder for the tables and plots (default: RUN_DIR)')
 
 def sweep(a):
-    "Tune the final score threshold, NMS and global-head weight on out-of-fold predictions; writes RUN_DIR/best_post.json"
+    """Tune the final score threshold, NMS and global-head weight on out-of-fold predictions; writes
+    RUN_DIR/best_post.json"""
     sweep_run = _api('sweep').sweep_run
     b = sweep_run(a.run_dir, out_dir=a.out)['best']
     print(f"best: epoch {b['epoch']}, final_thresh {b['final_thresh']}, nms_thresh {b['nms_thresh']}, global_weight "
-          f"{b['global_weight']}: out-of-fold mAP {b['map']:.4f} (95% interval {b['ci95'][0]:.4f} - {b['ci95'][1]:.4f})")
+          f"{b['global_weight']}: out-of-fold mAP {Score.from_dict(b)}")
 
 # %% ../nbs/21_cli.ipynb #f728acd3
 def _distill_args(p):
-    p.add_argument('teachers', metavar='TEACHER', nargs='+', help='teacher checkpoints or run folders (their best epoch); several are averaged per anchor')
+    p.add_argument(
+        'teachers',
+        metavar='TEACHER',
+        nargs='+',
+        help='teacher checkpoints or run folders (their best epoch); several are averaged per anchor',
+    )
     p.add_argument('--data', metavar='DATA', required=True, help='dataset folder (Kaggle layout)')
     _fit_args(p, out='outputs/runs/<backbone>_distill_fold<K>', preset='cpu_board')
-    p.add_argument('--kd-weight', metavar='W', type=fraction, default=0.5, help="weight of the teacher's terms; the labels' loss gets 1 - W (default: 0.5)")
-    p.add_argument('--box-thresh', metavar='P', type=fraction, default=0.05, help="teacher score above which an anchor's box is learnt (default: 0.05)")
-    p.add_argument('--box-top-k', metavar='N', type=positive_int, default=256, help='at most N such anchors per image (default: 256)')
-    p.add_argument('--teacher-tta', action='store_true', help="average each teacher with its pass on the mirrored image")
-    p.add_argument('--cache-dir', metavar='DIR', help="teacher outputs cache (default: DATA/cache/teacher_<size>_<key>)")
+    p.add_argument(
+        '--kd-weight',
+        metavar='W',
+        type=fraction,
+        default=0.5,
+        help="weight of the teacher's terms; the labels' loss gets 1 - W (default: 0.5)",
+    )
+    p.add_argument(
+        '--box-thresh',
+        metavar='P',
+        type=fraction,
+        default=0.05,
+        help="teacher score above which an anchor's box is learnt (default: 0.05)",
+    )
+    p.add_argument(
+        '--box-top-k',
+        metavar='N',
+        type=positive_int,
+        default=256,
+        help='at most N such anchors per image (default: 256)',
+    )
+    p.add_argument(
+        '--teacher-tta', action='store_true', help="average each teacher with its pass on the mirrored image"
+    )
+    p.add_argument(
+        '--cache-dir', metavar='DIR', help="teacher outputs cache (default: DATA/cache/teacher_<size>_<key>)"
+    )
 
 def _teacher_size(teachers) -> int|None:
     "The first teacher's input size, which the student must share; None when it cannot be read here (distill says why)"
@@ -245,22 +420,59 @@ def _teacher_size(teachers) -> int|None:
     except (PneumoniaKitError, KeyError, TypeError, IndexError): return None
 
 def distill(a):
-    "Train a board model (student) from teacher checkpoints' cached outputs and the labels, at the teachers' input size unless --image-size (CPU, one GPU, or torchrun -m pneumonia_kit.distill)"
+    """Train a board model (student) from teacher checkpoints' cached outputs and the labels, at the teachers' input
+    size unless --image-size (CPU, one GPU, or torchrun -m pneumonia_kit.distill)"""
     distill_preset, ov = _api('distill').distill_preset, _overrides(a)
     ov['image_size'] = ov.get('image_size') or _teacher_size(a.teachers)
-    _run_line(distill_preset(a.data, a.teachers, a.fold, a.out, a.preset, kd_weight=a.kd_weight, teacher_tta=a.teacher_tta,
-                             box_thresh=a.box_thresh, box_top_k=a.box_top_k, cache_dir=a.cache_dir, resume=a.resume,
-                             device=a.device, pretrained=not a.no_pretrained, **ov))
+    _run_line(
+        distill_preset(
+            a.data,
+            a.teachers,
+            a.fold,
+            a.out,
+            a.preset,
+            kd_weight=a.kd_weight,
+            teacher_tta=a.teacher_tta,
+            box_thresh=a.box_thresh,
+            box_top_k=a.box_top_k,
+            cache_dir=a.cache_dir,
+            resume=a.resume,
+            device=a.device,
+            pretrained=not a.no_pretrained,
+            **ov,
+        )
+    )
 
 # %% ../nbs/21_cli.ipynb #3f36622a
 def _predict_args(p):
-    p.add_argument('checkpoints', metavar='CKPT', nargs='+', help='checkpoint files or run folders (folds x epochs ensemble)')
-    p.add_argument('--images', metavar='DIR', default='data/synthetic/stage_2_test_images', help='folder (or file) of DICOMs (default: %(default)s)')
-    p.add_argument('--out', metavar='CSV', default='outputs/predict/submission.csv', help='submission to write (default: %(default)s)')
+    p.add_argument(
+        'checkpoints', metavar='CKPT', nargs='+', help='checkpoint files or run folders (folds x epochs ensemble)'
+    )
+    p.add_argument(
+        '--images',
+        metavar='DIR',
+        default='data/synthetic/stage_2_test_images',
+        help='folder (or file) of DICOMs (default: %(default)s)',
+    )
+    p.add_argument(
+        '--out',
+        metavar='CSV',
+        default='outputs/predict/submission.csv',
+        help='submission to write (default: %(default)s)',
+    )
     p.add_argument('--tta', action='store_true', help='add horizontal-flip test-time augmentation')
-    p.add_argument('--ensemble', choices=ENSEMBLE_NAMES, default='mean', help='mean of raw outputs or weighted box fusion (default: mean)')
-    p.add_argument('--batch-size', metavar='N', type=positive_int, help='images per batch (default: 64 on a GPU, 8 on the CPU)')
-    p.add_argument('--device', metavar='DEVICE', type=device_name, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    p.add_argument(
+        '--ensemble',
+        choices=ENSEMBLE_NAMES,
+        default='mean',
+        help='mean of raw outputs or weighted box fusion (default: mean)',
+    )
+    p.add_argument(
+        '--batch-size', metavar='N', type=positive_int, help='images per batch (default: 64 on a GPU, 8 on the CPU)'
+    )
+    p.add_argument(
+        '--device', metavar='DEVICE', type=device_name, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)'
+    )
     p.add_argument('--png-dir', metavar='DIR', help='also draw each image with its boxes here')
     _max_pixels_arg(p)
 
@@ -268,8 +480,18 @@ def predict(a):
     "Predict DICOMs with one or more checkpoints and write a Kaggle submission"
     _use_max_pixels(a)
     _predict = _api('predict').predict
-    check_writable(a.out, [*a.checkpoints, a.images])   # --out naming a checkpoint or the DICOM: refused before any work
-    r = _predict(a.checkpoints, a.images, out=a.out, tta=a.tta, ensemble=a.ensemble, batch_size=a.batch_size, device=a.device, png_dir=a.png_dir)
+    # --out naming a checkpoint or the DICOM: refused before any work
+    check_writable(a.out, [*a.checkpoints, a.images])
+    r = _predict(
+        a.checkpoints,
+        a.images,
+        out=a.out,
+        tta=a.tta,
+        ensemble=a.ensemble,
+        batch_size=a.batch_size,
+        device=a.device,
+        png_dir=a.png_dir,
+    )
     failed = f" (listed in {r['failed_csv']}; their rows are empty)" if r['failed'] else ''
     print(f"{a.out}: {r['n_images']} images, {len(r['failed'])} failed{failed}; {len(r['checkpoints'])} checkpoint(s) "
           f"({', '.join(Path(c).name for c in r['checkpoints'])}), post-processing from {r['post_source']}")
@@ -279,106 +501,289 @@ def predict(a):
 def _score_args(p):
     p.add_argument('submission', metavar='SUBMISSION', help='submission CSV (patientId,PredictionString)')
     p.add_argument('labels', metavar='LABELS', help='labels CSV in the train-labels format')
-    p.add_argument('--mode', choices=MODES, default='kaggle', help='kaggle (the evaluation text) or kernel (the public kernel) (default: kaggle)')
+    p.add_argument(
+        '--mode',
+        choices=MODES,
+        default='kaggle',
+        help='kaggle (the evaluation text) or kernel (the public kernel) (default: kaggle)',
+    )
     p.add_argument('--json', action='store_true', help='print a JSON object instead')
-    p.add_argument('--allow-missing', action='store_true', help='score labelled images missing from the submission as empty predictions')
+    p.add_argument(
+        '--allow-missing',
+        action='store_true',
+        help='score labelled images missing from the submission as empty predictions',
+    )
 
 def score(a):
     "Score a submission with the RSNA mAP: 95% interval, images counted; the last line is `mAP: 0.xxxx`"
     r = score_submission(a.submission, a.labels, mode=a.mode, allow_missing=a.allow_missing)
     print(json_text(r) if a.json else format_score_report(r))   # null, never NaN
 
+# %% ../nbs/21_cli.ipynb #259c8259
 def _compare_args(p):
     p.add_argument('sub_a', metavar='SUB_A', help='the reference submission')
     p.add_argument('sub_b', metavar='SUB_B', help='the submission compared with it')
     p.add_argument('labels', metavar='LABELS', help='labels CSV in the train-labels format')
     p.add_argument('--mode', choices=MODES, default='kaggle', help='metric variant (default: kaggle)')
-    p.add_argument('--n-boot', metavar='N', type=positive_int, default=2000, help='bootstrap draws and permutations (default: 2000)')
+    p.add_argument(
+        '--n-boot',
+        metavar='N',
+        type=positive_int,
+        default=2000,
+        help='bootstrap draws and permutations (default: 2000)',
+    )
     p.add_argument('--json', action='store_true', help='print a JSON object instead')
-    p.add_argument('--allow-missing', action='store_true', help='score labelled images missing from a submission as empty predictions')
+    p.add_argument(
+        '--allow-missing',
+        action='store_true',
+        help='score labelled images missing from a submission as empty predictions',
+    )
 
 def compare(a):
-    "Compare two submissions on the same labels: both mAPs, the paired difference B - A with its 95% interval and p-value"
-    r = compare_submissions(a.sub_a, a.sub_b, a.labels, mode=a.mode, allow_missing=a.allow_missing, n_boot=a.n_boot, n_perm=a.n_boot)
+    """Compare two submissions on the same labels: both mAPs, the paired difference B - A with its 95% interval and
+    p-value"""
+    r = compare_submissions(
+        a.sub_a, a.sub_b, a.labels, mode=a.mode, allow_missing=a.allow_missing, n_boot=a.n_boot, n_perm=a.n_boot
+    )
     print(json_text(r) if a.json else format_comparison(r))
 
 # %% ../nbs/21_cli.ipynb #fe030919
 def _export_args(p):
     p.add_argument('checkpoint', metavar='CKPT', help='checkpoint file or run folder (its best epoch)')
-    p.add_argument('--out', metavar='DIR', default='outputs/board_model', help='model folder to write (default: %(default)s)')
-    p.add_argument('--int8', action='store_true', help="also write a statically quantised int8 model, gated on the run's validation fold")
+    p.add_argument(
+        '--out', metavar='DIR', default='outputs/board_model', help='model folder to write (default: %(default)s)'
+    )
+    p.add_argument(
+        '--int8',
+        action='store_true',
+        help="also write a statically quantised int8 model, gated on the run's validation fold",
+    )
     p.add_argument('--calib', metavar='DIR', help="DICOMs for int8 calibration (default: the run's training folds)")
 
 def export(a):
-    "Export a checkpoint to the board's model folder (static ONNX, parity-checked; int8 gated on the run's validation fold)"
+    """Export a checkpoint to the board's model folder (static ONNX, parity-checked; int8 gated on the run's validation
+    fold)"""
     export_model = _api('export').export_model
     d = export_model(a.checkpoint, a.out, int8=a.int8, calib=a.calib)
     q = load_json(Path(d)/'board.json').get('int8') or {}
     if q.get('checked'):
-        print(f"int8: mAP {q['map_int8']:.4f} vs fp32 {q['map_fp32']:.4f} on {q['n_images']} validation images; int8 - fp32 "
-              f"95% interval {q['diff_ci95'][0]:+.4f} to {q['diff_ci95'][1]:+.4f} (>= -{q['max_loss']}): accepted")
+        d = PairedDiff(
+            -q['loss'], *q['diff_ci95'], q['n_images'], q['n_counted'], q['p_value'], q['map_fp32'], q['map_int8']
+        )
+        gate = f"accepted (interval above -{q['max_loss']})"
+        print(f'int8 - fp32 mAP on the validation fold: {d.format(gate, maps=True)}')
     elif q: print('int8: written but not checked (no validation fold known: export a checkpoint inside its run folder)')
     print(d)
 
+# %% ../nbs/21_cli.ipynb #0376c267
 def _board_predict_args(p): add_board_args(p, backend='opencv', out='outputs/board/submission.csv')
 
 def board_predict(a):
     "Predict DICOMs with an exported model, without PyTorch (what runs on the Loongson board)"
     return run_board(a)
 
+# %% ../nbs/21_cli.ipynb #e08f4c28
 def _bench_board_args(p):
-    p.add_argument('--out', metavar='DIR', default='outputs/bench', help='folder for bench.json and bench.md (default: %(default)s)')
-    p.add_argument('--backbone', choices=BACKBONE_NAMES, default='se_resnext50_32x4d', help='backbone of the P2-P7/P3-P7 networks (default: %(default)s)')
+    p.add_argument(
+        '--out',
+        metavar='DIR',
+        default='outputs/bench',
+        help='folder for bench.json and bench.md (default: %(default)s)',
+    )
+    p.add_argument(
+        '--backbone',
+        choices=BACKBONE_NAMES,
+        default='se_resnext50_32x4d',
+        help='backbone of the P2-P7/P3-P7 networks (default: %(default)s)',
+    )
     p.add_argument('--size', metavar='PX', type=positive_int, default=512, help='input size (default: 512)')
     p.add_argument('--threads', metavar='N', type=positive_int, default=2, help='CPU threads (default: 2)')
-    p.add_argument('--runs', metavar='N', type=positive_int, default=5, help='timed runs per configuration and round (default: 5)')
-    p.add_argument('--rounds', metavar='N', type=positive_int, default=2, help='fresh processes per configuration, interleaved (default: 2)')
-    p.add_argument('--levels', metavar='LEVELS', type=name_list(LEVEL_NAMES), default=list(LEVEL_NAMES), help='networks to time, comma-separated: P2-P7 and P3-P7 of --backbone, board (the recommended board configuration); the first is the original (default: all three)')
+    p.add_argument(
+        '--runs', metavar='N', type=positive_int, default=5, help='timed runs per configuration and round (default: 5)'
+    )
+    p.add_argument(
+        '--rounds',
+        metavar='N',
+        type=positive_int,
+        default=2,
+        help='fresh processes per configuration, interleaved (default: 2)',
+    )
+    p.add_argument(
+        '--levels',
+        metavar='LEVELS',
+        type=name_list(LEVEL_NAMES),
+        default=list(LEVEL_NAMES),
+        help=(
+            'networks to time, comma-separated: P2-P7 and P3-P7 of --backbone, board (the recommended board'
+            ' configuration); the first is the original (default: all three)'
+        ),
+    )
 
 def bench_board(a):
-    "Latency, peak memory and board estimate of PyTorch eager vs ONNX Runtime fp32/int8 vs OpenCV DNN: original P2-P7, P3-P7, board configuration"
+    """Latency, peak memory and board estimate of PyTorch eager vs ONNX Runtime fp32/int8 vs OpenCV DNN: original P2-P7,
+    P3-P7, board configuration"""
     _bb = _api('bench').bench_board
-    _bb(out=a.out, backbone=a.backbone, size=a.size, threads=a.threads, runs=a.runs, rounds=a.rounds, levels=tuple(a.levels))
+    _bb(
+        out=a.out,
+        backbone=a.backbone,
+        size=a.size,
+        threads=a.threads,
+        runs=a.runs,
+        rounds=a.rounds,
+        levels=tuple(a.levels),
+    )
 
+# %% ../nbs/21_cli.ipynb #0013f372
 def _board_pareto_args(p):
-    p.add_argument('candidates', metavar='CANDIDATE', nargs='+', help='run folders, checkpoints or board model folders, each PATH or NAME=PATH')
-    p.add_argument('--original', metavar='RUN', required=True, help="the original configuration's run (or checkpoint or board folder), trained the same way")
-    p.add_argument('--data', metavar='DATA', required=True, help='dataset with stage_2_test_images and test labels (the twin)')
-    p.add_argument('--out', metavar='DIR', default='outputs/board_pareto', help='folder for pareto.md, pareto.json, pareto.png and each candidate (default: %(default)s)')
-    p.add_argument('--n-test', metavar='N', type=positive_int, default=1000, help='the first N test images (default: 1000)')
+    p.add_argument(
+        'candidates',
+        metavar='CANDIDATE',
+        nargs='+',
+        help='run folders, checkpoints or board model folders, each PATH or NAME=PATH',
+    )
+    p.add_argument(
+        '--original',
+        metavar='RUN',
+        required=True,
+        help="the original configuration's run (or checkpoint or board folder), trained the same way",
+    )
+    p.add_argument(
+        '--data', metavar='DATA', required=True, help='dataset with stage_2_test_images and test labels (the twin)'
+    )
+    p.add_argument(
+        '--out',
+        metavar='DIR',
+        default='outputs/board_pareto',
+        help='folder for pareto.md, pareto.json, pareto.png and each candidate (default: %(default)s)',
+    )
+    p.add_argument(
+        '--n-test', metavar='N', type=positive_int, default=1000, help='the first N test images (default: 1000)'
+    )
     p.add_argument('--labels', metavar='CSV', help='test labels (default: DATA/synthetic_test_labels.csv)')
-    p.add_argument('--backend', choices=('opencv', 'onnxruntime'), default='opencv', help="runtime of the test predictions (default: opencv, the board's)")
-    p.add_argument('--threads', metavar='N', type=positive_int, default=2, help='runtime threads (default: 2, as the board)')
-    p.add_argument('--python', metavar='PY', help="Python running the board runtime (default: the meter's x86 OpenCV 4.10 venv when built, else this one)")
-    p.add_argument('--meter', action='store_true', help='count board instructions now for models not in the meter cache (needs scripts/loongarch_meter.sh build; slow)')
-    p.add_argument('--meter-dir', metavar='DIR', help='the board meter folder (default: $LOONGARCH_WORK or outputs/loongarch)')
-    p.add_argument('--meter-size', metavar='PX', type=positive_int, help='board instructions of the same layers at this input size from the meter cache (e.g. 512, the deployment size)')
-    p.add_argument('--min-ratio', metavar='X', type=positive_float, default=5., help='recommend only with X times fewer board instructions (default: 5)')
-    p.add_argument('--max-loss', metavar='D', type=fraction, default=0.01, help='... and a lower paired 95%% bound of at least -D (default: 0.01)')
-    p.add_argument('--n-boot', metavar='N', type=positive_int, default=1000, help='bootstrap draws of the intervals (default: 1000)')
+    p.add_argument(
+        '--backend',
+        choices=('opencv', 'onnxruntime'),
+        default='opencv',
+        help="runtime of the test predictions (default: opencv, the board's)",
+    )
+    p.add_argument(
+        '--threads', metavar='N', type=positive_int, default=2, help='runtime threads (default: 2, as the board)'
+    )
+    p.add_argument(
+        '--python',
+        metavar='PY',
+        help="Python running the board runtime (default: the meter's x86 OpenCV 4.10 venv when built, else this one)",
+    )
+    p.add_argument(
+        '--meter',
+        action='store_true',
+        help=(
+            'count board instructions now for models not in the meter cache (needs scripts/loongarch_meter.sh build;'
+            ' slow)'
+        ),
+    )
+    p.add_argument(
+        '--meter-dir', metavar='DIR', help='the board meter folder (default: $LOONGARCH_WORK or outputs/loongarch)'
+    )
+    p.add_argument(
+        '--meter-size',
+        metavar='PX',
+        type=positive_int,
+        help=(
+            'board instructions of the same layers at this input size from the meter cache (e.g. 512, the deployment'
+            ' size)'
+        ),
+    )
+    p.add_argument(
+        '--min-ratio',
+        metavar='X',
+        type=positive_float,
+        default=5.0,
+        help='recommend only with X times fewer board instructions (default: 5)',
+    )
+    p.add_argument(
+        '--max-loss',
+        metavar='D',
+        type=fraction,
+        default=0.01,
+        help='... and a lower paired 95%% bound of at least -D (default: 0.01)',
+    )
+    p.add_argument(
+        '--n-boot',
+        metavar='N',
+        type=positive_int,
+        default=1000,
+        help='bootstrap draws of the intervals (default: 1000)',
+    )
 
 def board_pareto(a):
-    "Speed vs accuracy of board model candidates: board-runtime test mAP, paired difference vs the original, board instructions, x86 OpenCV ms; table, JSON, plot"
+    """Speed vs accuracy of board model candidates: board-runtime test mAP, paired difference vs the original, board
+    instructions, x86 OpenCV ms; table, JSON, plot"""
     _bp = _api('bench').board_pareto
-    r = _bp(a.candidates, a.original, a.data, a.out, n_test=a.n_test, labels=a.labels, backend=a.backend, threads=a.threads, python=a.python,
-            meter=a.meter, work=a.meter_dir, meter_size=a.meter_size, min_ratio=a.min_ratio, max_loss=a.max_loss, n_boot=a.n_boot)
+    r = _bp(
+        a.candidates,
+        a.original,
+        a.data,
+        a.out,
+        n_test=a.n_test,
+        labels=a.labels,
+        backend=a.backend,
+        threads=a.threads,
+        python=a.python,
+        meter=a.meter,
+        work=a.meter_dir,
+        meter_size=a.meter_size,
+        min_ratio=a.min_ratio,
+        max_loss=a.max_loss,
+        n_boot=a.n_boot,
+    )
     print(f"{r['table']}, {r['json']}, {r['plot']}")
 
 # %% ../nbs/21_cli.ipynb #16b66de1
 def _demo_args(p):
-    p.add_argument('--out', metavar='DIR', default='outputs/demo', help='executed notebooks, runs and the report (default: %(default)s)')
-    p.add_argument('--data', metavar='DIR', default='data/synthetic', help='dataset folder; the twin is made there if missing (default: %(default)s)')
+    p.add_argument(
+        '--out',
+        metavar='DIR',
+        default='outputs/demo',
+        help='executed notebooks, runs and the report (default: %(default)s)',
+    )
+    p.add_argument(
+        '--data',
+        metavar='DIR',
+        default='data/synthetic',
+        help='dataset folder; the twin is made there if missing (default: %(default)s)',
+    )
     p.add_argument('--force', action='store_true', help='redo stages that are already complete')
     p.add_argument('--quick', action='store_true', help='a reduced size for tests (minutes, not a quarter hour)')
-    p.add_argument('--stages', metavar='STAGES', type=name_list(tuple(s.name for s in STAGES)), help=f"comma-separated subset of {','.join(s.name for s in STAGES)}")
-    p.add_argument('--train-minutes', metavar='MIN', type=positive_float, help='training time budget: no epoch starts that would '
-                   'end after it, and a cut is said loudly (default: none, every epoch: same seed, same figures)')
-    p.add_argument('--threads', metavar='N', type=int_range(1, 64), default=2, help='CPU threads of every stage, pinned (default: 2)')
+    p.add_argument(
+        '--stages',
+        metavar='STAGES',
+        type=name_list(tuple(s.name for s in STAGES)),
+        help=f"comma-separated subset of {','.join(s.name for s in STAGES)}",
+    )
+    p.add_argument(
+        '--train-minutes',
+        metavar='MIN',
+        type=positive_float,
+        help=(
+            'training time budget: no epoch starts that would '
+            'end after it, and a cut is said loudly (default: none, every epoch: same seed, same figures)'
+        ),
+    )
+    p.add_argument(
+        '--threads',
+        metavar='N',
+        type=int_range(1, 64),
+        default=2,
+        help='CPU threads of every stage, pinned (default: 2)',
+    )
 
 def demo(a):
     "Run the whole pipeline on the synthetic twin: data, EDA, train, sweep, predict, board, benchmark, report"
     _needs('papermill', 'torch', 'torchvision', 'onnxruntime', 'matplotlib', 'pandas')
-    kw = dict(QUICK if a.quick else {}, threads=a.threads, **({'train_minutes': a.train_minutes} if a.train_minutes else {}))
+    kw = dict(
+        QUICK if a.quick else {}, threads=a.threads, **({'train_minutes': a.train_minutes} if a.train_minutes else {})
+    )
     run_demo(DemoCfg(out=a.out, data=a.data, **kw), force=a.force, stages=a.stages)
 
 # %% ../nbs/21_cli.ipynb #2874232a
@@ -387,62 +792,122 @@ def demo(a):
 _TWIN, _DEMO = 'data/synthetic', 'outputs/demo'   # where the demo writes its twin and its outputs
 _ID = '5f82c2d9-cfeb-4fa3-a1d7-d982f8bd1045'     # the demo twin's first training image (seed 0)
 EXAMPLES = dict(
-    synth=['pneumonia-kit synth data/twin_hard --difficulty hard --n-images 40 --n-test 20',
-           'pneumonia-kit synth data/twin_faint --n-images 40 --n-test 20 --opacity-contrast 0.08,0.2 --fp-p 0.1'],
+    synth=[
+        'pneumonia-kit synth data/twin_hard --difficulty hard --n-images 40 --n-test 20',
+        'pneumonia-kit synth data/twin_faint --n-images 40 --n-test 20 --opacity-contrast 0.08,0.2 --fp-p 0.1',
+    ],
     show=[f'pneumonia-kit show {_TWIN}/stage_2_train_images/{_ID}.dcm --boxes {_TWIN}/stage_2_train_labels.csv'],
     cache=[f'pneumonia-kit cache {_TWIN} --size 256 --split both'],
     eda=[f'pneumonia-kit eda {_TWIN} --out outputs/eda'],
     train=[f'pneumonia-kit train {_TWIN} --preset cpu_demo --epochs 2 --out outputs/runs/demo2'],
-    distill=[f'pneumonia-kit distill {_DEMO}/run --data {_TWIN} --preset cpu_board --epochs 2 --out outputs/runs/demo_board'],
+    distill=[
+        f'pneumonia-kit distill {_DEMO}/run --data {_TWIN} --preset cpu_board --epochs 2 --out outputs/runs/demo_board'
+    ],
     sweep=[f'pneumonia-kit sweep {_DEMO}/run --out outputs/sweep'],
-    predict=[f'pneumonia-kit predict {_DEMO}/run --images {_TWIN}/stage_2_test_images --tta --out outputs/predict/submission.csv'],
+    predict=[
+        f'pneumonia-kit predict {_DEMO}/run --images {_TWIN}/stage_2_test_images --tta --out'
+        ' outputs/predict/submission.csv'
+    ],
     score=[f'pneumonia-kit score {_DEMO}/predict/submission.csv {_TWIN}/synthetic_test_labels.csv'],
-    compare=[f'pneumonia-kit compare {_DEMO}/predict/submission.csv {_DEMO}/board/submission_opencv.csv {_TWIN}/synthetic_test_labels.csv'],
+    compare=[
+        f'pneumonia-kit compare {_DEMO}/predict/submission.csv {_DEMO}/board/submission_opencv.csv'
+        f' {_TWIN}/synthetic_test_labels.csv'
+    ],
     export=[f'pneumonia-kit export {_DEMO}/run --out outputs/board_model --int8'],
-    **{'board-predict': [f'pneumonia-kit board-predict {_DEMO}/board/model {_TWIN}/stage_2_test_images --backend opencv --out outputs/board/submission.csv'],
-       'bench-board': ['pneumonia-kit bench-board --backbone resnet_tiny --size 128 --runs 2 --rounds 1 --out outputs/bench_tiny'],
-       'board-pareto': [f'pneumonia-kit board-pareto board={_DEMO}/board/model --original {_DEMO}/run --data {_TWIN} --n-test 50 --out outputs/pareto']},
-    bundle=[f'pneumonia-kit bundle {_DEMO}/board/model --out outputs/board.pyz    # on the board: python3 board.pyz IMAGE... --out submission.csv'],
+    **{
+        'board-predict': [
+            f'pneumonia-kit board-predict {_DEMO}/board/model {_TWIN}/stage_2_test_images --backend opencv --out'
+            ' outputs/board/submission.csv'
+        ],
+        'bench-board': [
+            'pneumonia-kit bench-board --backbone resnet_tiny --size 128 --runs 2 --rounds 1 --out outputs/bench_tiny'
+        ],
+        'board-pareto': [
+            f'pneumonia-kit board-pareto board={_DEMO}/board/model --original {_DEMO}/run --data {_TWIN} --n-test 50'
+            ' --out outputs/pareto'
+        ],
+    },
+    bundle=[
+        f'pneumonia-kit bundle {_DEMO}/board/model --out outputs/board.pyz    # on the board: python3 board.pyz'
+        ' IMAGE... --out submission.csv'
+    ],
     demo=['pneumonia-kit demo', 'pneumonia-kit demo --stages train,sweep --force'],
 )
 REAL_DATA_EXAMPLES = dict(
     download=['pneumonia-kit download data/rsna'],
     cache=['pneumonia-kit cache data/rsna --size 512 --split both'],
-    train=['torchrun --nproc_per_node 4 -m pneumonia_kit.train data/rsna --preset original --out outputs/runs/sx101_fold0'],
-    distill=['pneumonia-kit distill outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --data data/rsna --preset board_resnet18 --out outputs/runs/r18_distill_fold0'],
-    predict=['pneumonia-kit predict outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --images data/rsna/stage_2_test_images --tta'],
+    train=[
+        'torchrun --nproc_per_node 4 -m pneumonia_kit.train data/rsna --preset original --out outputs/runs/sx101_fold0'
+    ],
+    distill=[
+        'pneumonia-kit distill outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --data data/rsna --preset'
+        ' board_resnet18 --out outputs/runs/r18_distill_fold0'
+    ],
+    predict=[
+        'pneumonia-kit predict outputs/runs/sx101_fold*/checkpoints/epoch_01[0-2].pt --images'
+        ' data/rsna/stage_2_test_images --tta'
+    ],
 )
 
 def _bundle_args(p):
-    p.add_argument('model_dir', metavar='MODEL_DIR', help='board model folder written by `pneumonia-kit export` (checked first)')
+    p.add_argument(
+        'model_dir', metavar='MODEL_DIR', help='board model folder written by `pneumonia-kit export` (checked first)'
+    )
     p.add_argument('--out', metavar='PYZ', default='board.pyz', help='bundle to write (default: board.pyz)')
 
 def bundle(a):
     "One file for the board: a zipapp of the torch-free predictor and a model folder, run as python3 board.pyz IMAGE..."
     r = _api('bundle').make_bundle(a.model_dir, a.out)   # bundle (notebook 22) comes after cli: imported when used
-    print(f"{a.out}: {r['size'] / 1e6:.1f} MB, sha256 {r['sha256']}; on the board: python3 {Path(a.out).name} IMAGE... --out submission.csv")
+    print(
+        f"{a.out}: {r['size'] / 1e6:.1f} MB, sha256 {r['sha256']}; on the board: python3 {Path(a.out).name} IMAGE..."
+        " --out submission.csv"
+    )
 
-COMMANDS = {'synth': (synth, _synth_args), 'download': (download, _download_args), 'show': (show, _show_args),
-            'cache': (cache, _cache_args), 'eda': (eda, _eda_args), 'train': (train, _train_args),
-            'distill': (distill, _distill_args), 'sweep': (sweep, _sweep_args), 'predict': (predict, _predict_args), 'score': (score, _score_args),
-            'compare': (compare, _compare_args), 'export': (export, _export_args),
-            'board-predict': (board_predict, _board_predict_args), 'bench-board': (bench_board, _bench_board_args),
-            'board-pareto': (board_pareto, _board_pareto_args), 'bundle': (bundle, _bundle_args),
-            'demo': (demo, _demo_args)}
+COMMANDS = {
+    'synth': (synth, _synth_args),
+    'download': (download, _download_args),
+    'show': (show, _show_args),
+    'cache': (cache, _cache_args),
+    'eda': (eda, _eda_args),
+    'train': (train, _train_args),
+    'distill': (distill, _distill_args),
+    'sweep': (sweep, _sweep_args),
+    'predict': (predict, _predict_args),
+    'score': (score, _score_args),
+    'compare': (compare, _compare_args),
+    'export': (export, _export_args),
+    'board-predict': (board_predict, _board_predict_args),
+    'bench-board': (bench_board, _bench_board_args),
+    'board-pareto': (board_pareto, _board_pareto_args),
+    'bundle': (bundle, _bundle_args),
+    'demo': (demo, _demo_args),
+}
 
 # %% ../nbs/21_cli.ipynb #f0f02dfa
 def build_parser() -> ArgParser:
     "The `pneumonia-kit` parser: one subcommand per entry of `COMMANDS`, with its help, examples and checked options"
     fmt = argparse.RawDescriptionHelpFormatter
-    p = ArgParser(prog='pneumonia-kit', formatter_class=fmt, description='Find pneumonia (lung opacity) regions on chest X-rays.',
-                  epilog='pneumonia-kit COMMAND --help describes a command; README.md the workflow.\n'
-                         'exit status: 0 done, 2 bad usage or input (one line), 3 some images of a batch failed (<out>.failed.csv), 130 interrupted')
+    p = ArgParser(
+        prog='pneumonia-kit',
+        formatter_class=fmt,
+        description='Find pneumonia (lung opacity) regions on chest X-rays.',
+        epilog=(
+            'pneumonia-kit COMMAND --help describes a command; README.md the workflow.\nexit status: 0 done, 2 bad'
+            ' usage or input (one line), 3 some images of a batch failed (<out>.failed.csv), 130 interrupted'
+        ),
+    )
     p.add_argument('--version', action='version', version=f'pneumonia_kit {pneumonia_kit.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', title='commands')
     for name, (fn, add_args) in COMMANDS.items():
-        doc = fn.__doc__.strip()
-        sp = sub.add_parser(name, help=doc.replace('%', '%%'), description=doc, formatter_class=fmt,
-                            epilog='examples:\n' + '\n'.join(f'  {e}' for e in EXAMPLES.get(name, []) + REAL_DATA_EXAMPLES.get(name, [])))
+        doc = ' '.join(fn.__doc__.split())   # one paragraph, however the docstring is wrapped
+        sp = sub.add_parser(
+            name,
+            help=doc.replace('%', '%%'),
+            description=doc,
+            formatter_class=fmt,
+            epilog='examples:\n'
+            + '\n'.join(f'  {e}' for e in EXAMPLES.get(name, []) + REAL_DATA_EXAMPLES.get(name, [])),
+        )
         add_args(sp)
         sp.set_defaults(func=fn)
     return p

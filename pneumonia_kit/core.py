@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #33057384
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, json, math, os, random, re, socket, stat, sys, tempfile, time, warnings
+import argparse, contextlib, dataclasses, hashlib, json, math, os, random, re, socket, stat, sys, tempfile, time
+import warnings
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 import numpy as np
@@ -14,8 +15,8 @@ __all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'MAX_JSON_BYTES', 'EXIT_USAGE', 
            'nonneg_int', 'positive_float', 'nonneg_float', 'fraction', 'MAX_MESSAGE', 'PneumoniaKitError', 'RsnaPaths',
            'check_patient_id', 'patient_id_of', 'WriteError', 'remove_stale_temps', 'temp_path', 'replace_file',
            'atomic_write', 'check_writable', 'json_safe', 'json_text', 'save_json', 'check_readable', 'read_text',
-           'load_json', 'cfg2dict', 'dict2cfg', 'set_seed', 'file_sha256', 'ArgParser', 'int_range', 'one_line',
-           'verbose', 'run_command']
+           'load_json', 'cfg2dict', 'dict2cfg', 'ConfigError', 'is_number', 'is_whole', 'check_field', 'set_seed',
+           'file_sha256', 'ArgParser', 'int_range', 'one_line', 'verbose', 'run_command']
 
 # %% ../nbs/00_core.ipynb #97380400
 CLASSES = ('Normal', 'No Lung Opacity / Not Normal', 'Lung Opacity')  # spelled exactly as in the Kaggle CSV
@@ -59,7 +60,8 @@ class RsnaPaths:
 def check_patient_id(pid, # a patientId read from a file
                      where:str='', # for the message: 'labels.csv line 3'
                     ) -> str:
-    "`pid` if it can name a file inside a folder; else a `PneumoniaKitError` (path separators, a leading dot, control characters)"
+    """`pid` if it can name a file inside a folder; else a `PneumoniaKitError` (path separators, a leading dot, control
+    characters)"""
     pre = f'{where}{": " if where else ""}patientId'
     if not isinstance(pid, str) or not pid: raise PneumoniaKitError(f'{pre} is empty')
     if len(pid) > 200: raise PneumoniaKitError(f'{pre} {pid[:40]!r}... is {len(pid):,} characters long; at most 200')
@@ -93,7 +95,7 @@ def _pid_alive(pid:int) -> bool:
     return stat[stat.rfind(b')') + 2:][:1] not in (b'Z', b'X')   # state follows the ')' that ends the command name
 
 def remove_stale_temps(folder, # folder to clean
-                       min_age:float=86400., # seconds after which a temp file of another host (or an older pneumonia_kit) counts as stale
+                       min_age:float=86400., # seconds after which another host's (or old version's) temp file is stale
                       ) -> list:
     "Remove the temp files that killed `atomic_write`s left in `folder`: their writer's process is gone; returns them"
     removed = []
@@ -105,14 +107,17 @@ def remove_stale_temps(folder, # folder to clean
         try:
             if not e.is_file(follow_symlinks=False): continue
             mine = m['host'] == _HOST and m['pid'] is not None
-            if (not _pid_alive(int(m['pid']))) if mine else time.time() - e.stat(follow_symlinks=False).st_mtime > min_age:
+            age = time.time() - e.stat(follow_symlinks=False).st_mtime
+            stale = (not _pid_alive(int(m['pid']))) if mine else age > min_age
+            if stale:
                 os.unlink(e.path); removed.append(Path(e.path))
         except OSError: continue
     return removed
 
 # %% ../nbs/00_core.ipynb #bfc330f5
 def temp_path(path) -> Path:
-    "A new empty temp file beside `path` named `.NAME.RANDOM.HOST-PID.tmp` (mode 0600 until renamed); stale ones there are removed first"
+    """A new empty temp file beside `path` named `.NAME.RANDOM.HOST-PID.tmp` (mode 0600 until renamed); stale ones there
+    are removed first"""
     path = Path(path)
     if path.is_dir(): raise WriteError(f'{path}: is a folder; give a file name')
     up = next((a for a in path.parents if a.exists()), None)   # the nearest ancestor that exists must be a folder
@@ -121,14 +126,16 @@ def temp_path(path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         if (key := os.path.abspath(path.parent)) not in _SWEPT: remove_stale_temps(path.parent); _SWEPT.add(key)
         name = path.name
-        while len(os.fsencode(name)) > 200: name = name[:-1]   # with '.', 8 random letters, host and pid: within 255 bytes
+        while len(os.fsencode(name)) > 200:
+            name = name[:-1]  # with '.', 8 random letters, host and pid: within 255 bytes
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{name}.', suffix=f'.{_HOST}-{os.getpid()}.tmp')
     except OSError as e: raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
     os.close(fd)
     return Path(tmp)
 
 def _check_target(path):
-    "Only a regular file (or a link to one) or a path that does not exist may be replaced: never a device, FIFO or socket"
+    """Only a regular file (or a link to one) or a path that does not exist may be replaced: never a device, FIFO or
+    socket"""
     try: st = os.stat(path)   # follows links: a link to /dev/null is refused too
     except (FileNotFoundError, NotADirectoryError): return
     except OSError as e: raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
@@ -136,7 +143,8 @@ def _check_target(path):
         raise WriteError(f'{path}: is a device, FIFO or socket, not a regular file; refusing to replace it')
 
 def replace_file(tmp, path) -> Path:
-    "Put the finished temp file `tmp` (from `temp_path`) in place of `path`, with the usual permissions (mkstemp makes 0600)"
+    """Put the finished temp file `tmp` (from `temp_path`) in place of `path`, with the usual permissions (mkstemp makes
+    0600)"""
     _check_target(path)
     os.chmod(tmp, 0o666 & ~_UMASK); os.replace(tmp, path)
     return Path(path)
@@ -160,11 +168,13 @@ def atomic_write(path, mode:str='w', **kwargs):
         raise
 
 def check_writable(path, inputs=()) -> Path:
-    "`path`, after checking that it can be written (an empty temp file, removed), is no device and none of the `inputs` files"
+    """`path`, after checking that it can be written (an empty temp file, removed), is no device and none of the
+    `inputs` files"""
     _check_target(path)
     for f in inputs:
         with contextlib.suppress(OSError):
-            if os.path.samefile(path, f): raise WriteError(f'{path}: is one of the inputs ({f}); refusing to overwrite it')
+            if os.path.samefile(path, f):
+                raise WriteError(f'{path}: is one of the inputs ({f}); refusing to overwrite it')
     temp_path(path).unlink()
     return Path(path)
 
@@ -199,13 +209,15 @@ def check_readable(path, # a file the command reads
                    what:str='file', # what it is, for messages ('labels', 'checkpoint')
                    max_bytes:int|None=None, # refuse a larger file before reading it
                   ) -> int: # its size in bytes
-    "Refuse, in one line naming `path`, a missing file, a folder, a FIFO, device or socket (reading them blocks or never ends), a file too large"
+    """Refuse, in one line naming `path`, a missing file, a folder, a FIFO, device or socket (reading them blocks or
+    never ends), a file too large"""
     try: st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         raise PneumoniaKitError(f'{path}: {"" if what in ("file", "JSON") else what + " "}file not found') from None
     except OSError as e: raise PneumoniaKitError(f'{path}: cannot read it ({e.strerror or e})') from None
     if stat.S_ISDIR(st.st_mode): raise PneumoniaKitError(f'{path}: is a folder, not a {what} file')
-    if not stat.S_ISREG(st.st_mode): raise PneumoniaKitError(f'{path}: not a regular file (a FIFO, device or socket); refusing to read it')
+    if not stat.S_ISREG(st.st_mode):
+        raise PneumoniaKitError(f'{path}: not a regular file (a FIFO, device or socket); refusing to read it')
     if max_bytes is not None and st.st_size > max_bytes:
         raise PneumoniaKitError(f'{path}: {st.st_size:,} bytes; a {what} file here is at most {max_bytes:,}')
     return st.st_size
@@ -216,7 +228,8 @@ def read_text(path, what:str='text', max_bytes:int|None=None) -> str:
     try:
         with open(path, 'rb') as f: data = f.read()
         return data.decode('utf-8-sig')
-    except UnicodeDecodeError as e: raise PneumoniaKitError(f'{path}: not a UTF-8 text file (byte {e.start:,} cannot be read)') from None
+    except UnicodeDecodeError as e:
+        raise PneumoniaKitError(f'{path}: not a UTF-8 text file (byte {e.start:,} cannot be read)') from None
     except OSError as e: raise PneumoniaKitError(f'{path}: cannot read it ({e.strerror or e})') from None
 
 MAX_JSON_BYTES = 64 << 20   # settings files are kilobytes
@@ -238,8 +251,30 @@ def dict2cfg(cls, d:dict|None=None, **overrides):
     d = {**(d or {}), **overrides}
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
-    if unknown: raise PneumoniaKitError(f'{cls.__name__}: unknown setting(s) {", ".join(unknown)}; known: {", ".join(known)}')
+    if unknown:
+        raise PneumoniaKitError(f'{cls.__name__}: unknown setting(s) {", ".join(unknown)}; known: {", ".join(known)}')
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+# %% ../nbs/00_core.ipynb #76c2e3ae
+class ConfigError(PneumoniaKitError):
+    "A setting (a field of a `*Cfg`) with a value it cannot take"
+
+def is_number(v, lo:float=-math.inf, hi:float=math.inf) -> bool:
+    "`v` is a finite real number (not a bool) from `lo` to `hi`"
+    real = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+    return real and math.isfinite(v) and lo <= v <= hi
+
+def is_whole(v, lo:int=0, hi:float=math.inf) -> bool:
+    "`v` is an integer (not a bool) from `lo` to `hi`"
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and lo <= v <= hi
+
+def check_field(cfg, # a dataclass config, from its `__post_init__`
+                name:str, # the field checked
+                ok:bool, # whether its value is allowed
+                allowed:str, # what is allowed, after "must be"
+               ):
+    "Raise `ConfigError('Cls.name=value: must be ALLOWED')` unless `ok`"
+    if not ok: raise ConfigError(f'{type(cfg).__name__}.{name}={getattr(cfg, name)!r}: must be {allowed}')
 
 # %% ../nbs/00_core.ipynb #ef09e012
 def set_seed(seed:int):
@@ -296,13 +331,19 @@ def verbose() -> bool: return os.environ.get('PNEUMONIA_KIT_VERBOSE', '') not in
 def run_command(fn, *args, prog:str='pneumonia-kit', **kwargs) -> int:
     "Call `fn`: its int result (or 0) is the exit status; errors for people, failed writes and Ctrl-C become one line"
     def say(msg, ws=()):
-        hidden = f' ({len(ws)} library warning(s) hidden; PNEUMONIA_KIT_VERBOSE=1 shows them)' if ws and not verbose() else ''
+        hidden = (
+            f' ({len(ws)} library warning(s) hidden; PNEUMONIA_KIT_VERBOSE=1 shows them)'
+            if ws and not verbose()
+            else ''
+        )
         print(f'{prog}: error: {one_line(msg)}{hidden}', file=sys.stderr)
     with warnings.catch_warnings(record=True) as ws:   # libraries' warnings would come before the one line
         warnings.simplefilter('always')
         try: r = fn(*args, **kwargs)
         except PneumoniaKitError as e: say(e, ws); return EXIT_USAGE
-        except OSError as e: say(f"{f'{e.filename}: ' if getattr(e, 'filename', None) else ''}{e.strerror or e}", ws); return EXIT_USAGE
+        except OSError as e:
+            say(f"{f'{e.filename}: ' if getattr(e, 'filename', None) else ''}{e.strerror or e}", ws)
+            return EXIT_USAGE
         except KeyboardInterrupt: print(f'{prog}: interrupted', file=sys.stderr); return EXIT_INTERRUPTED
         finally:
             if verbose():

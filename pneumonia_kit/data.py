@@ -18,7 +18,8 @@ __all__ = ['EXPECTED_COUNTS', 'load_labels', 'make_folds', 'get_folds', 'verify_
 def load_labels(labels_csv, # train-labels CSV: patientId,x,y,width,height,Target (one row per box)
                 class_info_csv=None, # optional detailed-class-info CSV: patientId,class
                ) -> pd.DataFrame:
-    "One row per patient: patientId, Target, class, class_id, boxes (float32 (n,4) xywh); `LabelError` lists all bad rows"
+    """One row per patient: patientId, Target, class, class_id, boxes (float32 (n,4) xywh); `LabelError` lists all bad
+    rows"""
     pats = read_labels(labels_csv, class_info_csv)
     df = pd.DataFrame(dict(patientId=list(pats), Target=[p['target'] for p in pats.values()],
                            **{'class': [p['cls'] for p in pats.values()]}))
@@ -32,7 +33,8 @@ def make_folds(labels:pd.DataFrame, # `load_labels` table (needs patientId and c
                seed:int=42, # shuffling seed
               ) -> pd.DataFrame:
     "patientId, fold: patient-level folds stratified by class, in `labels`' row order"
-    if not isinstance(n_folds, int) or n_folds < 2: raise PneumoniaKitError(f'n_folds must be an integer of at least 2, got {n_folds!r}')
+    if not isinstance(n_folds, int) or n_folds < 2:
+        raise PneumoniaKitError(f'n_folds must be an integer of at least 2, got {n_folds!r}')
     pats = labels[['patientId', 'class']].drop_duplicates('patientId')
     if len(pats) < n_folds: raise PneumoniaKitError(f'{len(pats)} patients cannot make {n_folds} folds')
     rng, fold, start = np.random.default_rng(seed), {}, 0
@@ -57,7 +59,8 @@ def get_folds(root, # data folder in the Kaggle layout
     fix = f'delete {paths.folds} to make new folds'
     try: folds = pd.read_csv(paths.folds, dtype={'patientId': str})
     except Exception as e: raise PneumoniaKitError(f'{paths.folds}: cannot read it ({e}); {fix}') from None
-    if list(folds.columns) != ['patientId', 'fold']: raise PneumoniaKitError(f'{paths.folds}: columns must be patientId,fold; {fix}')
+    if list(folds.columns) != ['patientId', 'fold']:
+        raise PneumoniaKitError(f'{paths.folds}: columns must be patientId,fold; {fix}')
     if set(folds.fold) != set(range(n_folds)):
         raise PneumoniaKitError(f'{paths.folds}: has folds {sorted(set(folds.fold))}, not 0..{n_folds-1}; {fix}')
     if set(folds.patientId) != set(labels.patientId) or folds.patientId.duplicated().any():
@@ -77,8 +80,11 @@ def verify_rsna(root, # data folder in the Kaggle layout
     if missing: raise PneumoniaKitError(f'{p.root}: missing {", ".join(missing)}')
     counts = {s: sum(1 for _ in p.images(s).glob('*.dcm')) for s in ('train', 'test')}
     for s, n in (expected_counts or {}).items():
-        if counts[s] != n: raise PneumoniaKitError(
-            f'{p.images(s)}: found {counts[s]:,} .dcm files, expected {n:,}: the download or unpacking is incomplete; download again')
+        if counts[s] != n:
+            raise PneumoniaKitError(
+                f'{p.images(s)}: found {counts[s]:,} .dcm files, expected {n:,}: the download or unpacking is'
+                ' incomplete; download again'
+            )
     return counts
 
 # %% ../nbs/07_data.ipynb #ad7b2546
@@ -132,14 +138,17 @@ def kaggle_fetch(competition:str, # competition name in its Kaggle URL
     "Download a competition's files with the official kaggle API (needs a token; imported lazily)"
     with contextlib.redirect_stdout(io.StringIO()):   # importing kaggle authenticates, printing help without a token
         try: from kaggle.api.kaggle_api_extended import KaggleApi
-        except ImportError as e: raise PneumoniaKitError(f'the kaggle package is missing or broken ({e}): pip install kaggle six') from None
+        except ImportError as e:
+            raise PneumoniaKitError(f'the kaggle package is missing or broken ({e}): pip install kaggle six') from None
         api = KaggleApi()
         api.authenticate()   # prints help and exit(1)s without a token
     api.competition_download_files(competition, path=str(path), quiet=False)
 
 # %% ../nbs/07_data.ipynb #40d7c789
-_TOKEN_FIX = ('create an API token at https://www.kaggle.com/settings (API section) and save it as ~/.kaggle/kaggle.json '
-              '(chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY (newer tokens: KAGGLE_API_TOKEN or ~/.kaggle/access_token)')
+_TOKEN_FIX = (
+    'create an API token at https://www.kaggle.com/settings (API section) and save it as ~/.kaggle/kaggle.json '
+    '(chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY (newer tokens: KAGGLE_API_TOKEN or ~/.kaggle/access_token)'
+)
 
 def _status(e):
     for x in (getattr(getattr(e, 'response', None), 'status_code', None), getattr(e, 'status', None)):
@@ -158,19 +167,26 @@ def _is_network(e):
 def _kaggle_error(e:BaseException, competition:str) -> PneumoniaKitError:
     "A one-line PneumoniaKitError saying what to do about an exception from the kaggle download"
     if isinstance(e, PneumoniaKitError): return e
-    # without a token the kaggle package calls `exit()`: SystemExit in a script, NameError in a Jupyter kernel (no `exit` there)
+    # without a token the kaggle package calls `exit()`: SystemExit in a script, NameError in a Jupyter kernel
+    # (no `exit` there)
     no_exit = isinstance(e, NameError) and getattr(e, 'name', None) == 'exit'
     if isinstance(e, SystemExit) or no_exit or 'kaggle.json' in str(e) or 'Authentication required' in str(e):
         return PneumoniaKitError(f'no Kaggle API token found: {_TOKEN_FIX}')
     s, rules = _status(e), f'https://www.kaggle.com/competitions/{competition}/rules'
     if s == 401: return PneumoniaKitError(f'Kaggle rejected the API token (401 Unauthorized): {_TOKEN_FIX}')
-    if s == 403: return PneumoniaKitError(f'Kaggle refused the download (403 Forbidden): accept the competition rules at {rules} '
-                                          'with the account of your API token, then run again')
+    if s == 403:
+        return PneumoniaKitError(
+            f'Kaggle refused the download (403 Forbidden): accept the competition rules at {rules} '
+            'with the account of your API token, then run again'
+        )
     if s == 404: return PneumoniaKitError(f"Kaggle has no competition {competition!r} (404 Not Found): check the name")
     if s == 429: return PneumoniaKitError('Kaggle rate-limited the download (429): wait a while and run again')
     if s is not None and s >= 500: return PneumoniaKitError(f'Kaggle server error ({s}): try again later')
-    if _is_network(e): return PneumoniaKitError(f'cannot reach Kaggle ({type(e).__name__}): check the network or proxy; '
-                                                'or download the competition zip elsewhere and unpack it with unpack_rsna')
+    if _is_network(e):
+        return PneumoniaKitError(
+            f'cannot reach Kaggle ({type(e).__name__}): check the network or proxy; '
+            'or download the competition zip elsewhere and unpack it with unpack_rsna'
+        )
     msg = ' '.join(str(e).split())[:200]
     return PneumoniaKitError(f'the Kaggle download failed ({type(e).__name__}: {msg})')
 
@@ -181,7 +197,8 @@ def download_rsna(out, # data folder to create (Kaggle layout)
                   fetch=None, # fetch(competition, folder) downloads the zip(s); default `kaggle_fetch`
                   keep_zip:bool=False, # keep the downloaded zip(s) in `out/_download`
                  ) -> Path:
-    "Download (unless already complete), unpack and verify the competition data; failures are one-line PneumoniaKitErrors"
+    """Download (unless already complete), unpack and verify the competition data; failures are one-line
+    PneumoniaKitErrors"""
     out = Path(out)
     with contextlib.suppress(PneumoniaKitError):
         verify_rsna(out, expected_counts); return out           # already there: no network needed

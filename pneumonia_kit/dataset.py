@@ -43,17 +43,42 @@ class AugLevel:
 
 AUG_LEVELS = dict(
     none=AugLevel(),  # identity: validation, prediction
-    light=AugLevel(shift=32/1024, scale_sigma=0.1, rotate_sigma=5., shear_sigma=2.5, gamma_sigma=0.2), # original's level 10
-    default=AugLevel(shift=32/1024, scale_sigma=0.15, rotate_sigma=6., shear_sigma=4., hflip_p=0.5, gamma_sigma=0.25,
-                     blur_sigma=2., blur_p=0.5, noise=0.04, noise_p=0.5, dropout_p=0.1), # original's level 20 (its best)
-    heavy=AugLevel(shift=64/1024, scale_sigma=0.2, rotate_sigma=9., shear_sigma=6., hflip_p=0.5, gamma_sigma=0.35,
-                   blur_sigma=3., blur_p=0.5, noise=0.06, noise_p=0.5, dropout_p=0.2),
+    light=AugLevel(
+        shift=32 / 1024, scale_sigma=0.1, rotate_sigma=5.0, shear_sigma=2.5, gamma_sigma=0.2
+    ),  # original's level 10
+    default=AugLevel(
+        shift=32 / 1024,
+        scale_sigma=0.15,
+        rotate_sigma=6.0,
+        shear_sigma=4.0,
+        hflip_p=0.5,
+        gamma_sigma=0.25,
+        blur_sigma=2.0,
+        blur_p=0.5,
+        noise=0.04,
+        noise_p=0.5,
+        dropout_p=0.1,
+    ),  # original's level 20 (its best)
+    heavy=AugLevel(
+        shift=64 / 1024,
+        scale_sigma=0.2,
+        rotate_sigma=9.0,
+        shear_sigma=6.0,
+        hflip_p=0.5,
+        gamma_sigma=0.35,
+        blur_sigma=3.0,
+        blur_p=0.5,
+        noise=0.06,
+        noise_p=0.5,
+        dropout_p=0.2,
+    ),
 )
 
 # %% ../nbs/10_dataset.ipynb #c3103985
 def _level(level) -> AugLevel:
     if isinstance(level, AugLevel): return level
-    if level not in AUG_LEVELS: raise PneumoniaKitError(f'augmentation level {level!r} unknown; known: {", ".join(AUG_LEVELS)}')
+    if level not in AUG_LEVELS:
+        raise PneumoniaKitError(f'augmentation level {level!r} unknown; known: {", ".join(AUG_LEVELS)}')
     return AUG_LEVELS[level]
 
 def bbox_params(size:int=512, # input image size (pixels)
@@ -98,10 +123,11 @@ def _xywh2xyxy(b, sx:float, sy:float) -> np.ndarray:
 
 # %% ../nbs/10_dataset.ipynb #29ab4f5e
 class RsnaDataset(torch.utils.data.Dataset):
-    "Samples from the image cache: dict(image uint8 [1,S,S], boxes float32 [n,4] xyxy in S px, class_id, patientId, orig_size)"
+    """Samples from the image cache: dict(image uint8 [1,S,S], boxes float32 [n,4] xyxy in S px, class_id, patientId,
+    orig_size)"""
     def __init__(self, cache_dir, # cache folder with `{patientId}.npy` and `manifest.csv`
-                 labels:pd.DataFrame, # labels table (`data.load_labels`): patientId, class_id, boxes (n,4) xywh original px
-                 patient_ids=None, # patients to serve (repeats allowed); default: all labelled patients cached with status ok
+                 labels:pd.DataFrame, # `data.load_labels`' table: patientId, class_id, boxes (n,4) xywh original px
+                 patient_ids=None, # patients to serve (repeats allowed); default: all labelled ones cached ok
                  transforms=None, # albumentations pipeline (`make_transforms`) or None
                  mmap:bool=True, # open arrays with `np.load(mmap_mode='r')`
                 ):
@@ -112,11 +138,16 @@ class RsnaDataset(torch.utils.data.Dataset):
         if patient_ids is None:
             patient_ids = [p for p in lab.index if p in man.index]
             if len(patient_ids) < len(lab):
-                warnings.warn(f'{cache_dir}: {len(lab)-len(patient_ids)} labelled patients are not in the cache; left out')
+                warnings.warn(
+                    f'{cache_dir}: {len(lab)-len(patient_ids)} labelled patients are not in the cache; left out'
+                )
         patient_ids = [str(p) for p in patient_ids]
         missing = [p for p in dict.fromkeys(patient_ids) if p not in man.index or p not in lab.index]
         if missing:
-            raise PneumoniaKitError(f'{cache_dir}: {len(missing)} patient(s) not cached (status ok) or not labelled, e.g. {", ".join(missing[:3])}')
+            raise PneumoniaKitError(
+                f'{cache_dir}: {len(missing)} patient(s) not cached (status ok) or not labelled, e.g.'
+                f' {", ".join(missing[:3])}'
+            )
         self.patient_ids = patient_ids
         self.files = [str(self.cache_dir/man.at[p, 'file']) for p in patient_ids]
         self.size = int(np.load(self.files[0], mmap_mode='r').shape[0]) if patient_ids else 0

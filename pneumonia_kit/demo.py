@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Callable
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, cfg2dict, load_json, save_json
 from .bench import board_assumptions, machine_info, runtime_note
+from .metric import PairedDiff, Score
 
 # %% auto #0
-__all__ = ['QUICK', 'STAGES', 'THREAD_VARS', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS', 'DemoCfg', 'Stage', 'runners_dir',
-           'run_runner', 'pin_threads', 'pinned_env', 'stage_done', 'run_stage', 'score_text', 'diff_text',
-           'board_headline', 'training_note', 'demo_model', 'headline', 'key_figures', 'html_table', 'md_tables_html',
-           'run_info', 'write_report', 'demo_summary', 'run_demo']
+__all__ = ['QUICK', 'STAGES', 'THREAD_VARS', 'WAIT_VARS', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS', 'DemoCfg', 'Stage',
+           'runners_dir', 'run_runner', 'pin_threads', 'pinned_env', 'stage_done', 'run_stage', 'score_text',
+           'diff_text', 'board_headline', 'training_note', 'demo_model', 'headline', 'key_figures', 'html_table',
+           'md_tables_html', 'run_info', 'write_report', 'demo_summary', 'run_demo']
 
 # %% ../nbs/20_demo.ipynb #0cecc9df
 @dataclass
@@ -123,6 +124,7 @@ def run_runner(runner:str, out_nb, params:dict, echo:str|None=None) -> Path:
 
 # %% ../nbs/20_demo.ipynb #a1b2c3d5
 THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')   # read by the libraries when they load
+WAIT_VARS = dict(OMP_WAIT_POLICY='PASSIVE')   # an OpenMP thread waiting at a barrier sleeps instead of spinning
 
 def pin_threads(threads:int, deterministic:bool=True, torch:bool=True) -> dict:
     "Pin this process's CPU threads (OpenCV, and PyTorch with `torch`) and PyTorch's deterministic algorithms: same figures idle or busy"
@@ -131,13 +133,13 @@ def pin_threads(threads:int, deterministic:bool=True, torch:bool=True) -> dict:
     if torch:
         import torch as T   # only in a stage kernel that uses PyTorch anyway: this module stays torch-free
         T.set_num_threads(threads); T.use_deterministic_algorithms(deterministic, warn_only=True)
-    return dict(threads=threads, deterministic=deterministic, env={k: os.environ.get(k) for k in THREAD_VARS})
+    return dict(threads=threads, deterministic=deterministic, env={k: os.environ.get(k) for k in (*THREAD_VARS, *WAIT_VARS)})
 
 @contextlib.contextmanager
 def pinned_env(threads:int):
-    "Thread variables for the stage kernels started inside (they inherit this environment); the old values come back afterwards"
-    old = {k: os.environ.get(k) for k in THREAD_VARS}
-    os.environ.update({k: str(threads) for k in THREAD_VARS})
+    "Thread and wait-policy variables for the stage kernels started inside (they inherit them); the old values come back afterwards"
+    old = {k: os.environ.get(k) for k in (*THREAD_VARS, *WAIT_VARS)}
+    os.environ.update({k: str(threads) for k in THREAD_VARS}, **WAIT_VARS)
     try: yield
     finally:
         for k, v in old.items():
@@ -188,17 +190,12 @@ def _get(path, *keys):
 def _num(v, fmt='.4f'): return '—' if v is None or v != v else f'{v:{fmt}}'
 
 def score_text(s:dict|None) -> str|None:
-    "'0.7080 (95% interval 0.6500-0.7600; 78 of 100 images counted)' for a score dict (map, ci95, n_scored or n_counted, n_images)"
-    if not s or s.get('map') is None: return None
-    lo, hi = (s.get('ci95') or [None, None])[:2]
-    n = s.get('n_scored', s.get('n_counted'))
-    return f"{_num(s['map'])} (95% interval {_num(lo)}-{_num(hi)}; {_num(n, 'd')} of {_num(s.get('n_images'), 'd')} images counted)"
+    "`metric.Score`'s text of a score dict (map, ci95, n_counted, n_images), or None when there is no score"
+    return None if not s or s.get('map') is None else str(Score.from_dict(s))
 
-def diff_text(d:float|None, ci, verdict:str='') -> str|None:
-    "'-0.0060 (95% paired interval -0.0100 to +0.0000)' and an optional verdict"
-    if d is None: return None
-    lo, hi = (ci or [None, None])[:2]
-    return f"{_num(d, '+.4f')} (95% paired interval {_num(lo, '+.4f')} to {_num(hi, '+.4f')})" + (f': {verdict}' if verdict else '')
+def diff_text(d:dict|None, verdict:str='') -> str|None:
+    "`metric.PairedDiff`'s text of a paired-difference dict (diff, ci95, p_value, n_counted, n_images) and a verdict"
+    return None if not d or d.get('diff') is None else PairedDiff.from_dict(d).format(verdict)
 
 # %% ../nbs/20_demo.ipynb #4e34f342
 def _bench_row(b:dict, network:str, runtime:str) -> dict|None:
@@ -270,7 +267,7 @@ def headline(out) -> list:
     first = [training_note(out)] if training_note(out) else []
     if s: first.append(f"The {demo_model(out/'run')} scored test mAP {_num(s['map'], '.3f')} (95% interval "
                        f"{_num(s['ci95'][0], '.3f')}-{_num(s['ci95'][1], '.3f')}) with PyTorch fp32, no TTA; "
-                       f"{s['n_scored']} of {s['n_images']} test images counted.")
+                       f"{s['n_counted']} of {s['n_images']} test images counted.")
     return first + board_headline(out)
 
 # %% ../nbs/20_demo.ipynb #c0ffee02
@@ -293,13 +290,11 @@ def key_figures(out) -> dict:
         if name in sc: figs[f"test mAP, {sc[name]['label']}"] = score_text(sc[name])
     q = bs.get('int8_check') or {}
     if q.get('checked'):
-        verdict = (f"{'accepted' if q.get('accepted') else 'refused'}, "
-                   f"{q.get('n_counted')} of {q.get('n_images')} images counted")
+        gate = dict(q, diff=-q['loss'] if q.get('loss') is not None else None, ci95=q.get('diff_ci95'))
         figs[f"int8 - fp32 mAP, validation fold (the export's gate: interval above -{q.get('max_loss')})"] = diff_text(
-            -q['loss'] if q.get('loss') is not None else None, q.get('diff_ci95'), verdict)
+            gate, 'accepted' if q.get('accepted') else 'refused')
     for c in bs.get('comparisons') or []:
-        n = f"{max(c['n_counted_a'], c['n_counted_b'])} of {c['n_images']} images counted"
-        figs[f"{c['what']}: B - A"] = diff_text(c['diff'], c['ci95'], f"p = {c['p_value']:.3f}, {n}")
+        figs[f"{c['what']}: B - A"] = diff_text(dict(c, n_counted=max(c['n_counted_a'], c['n_counted_b'])))
     return figs | _latency_figures(out)
 
 # %% ../nbs/20_demo.ipynb #00882c1d
@@ -450,7 +445,7 @@ def _results_html(out:Path) -> str:
              'no score and does not count. Intervals are 95% bootstrap intervals over images; differences are paired (same images).</p>']
     if sc := bs.get('scores'):
         parts += [f'<h3>Test images: the {html.escape(demo_model(out/"run"))} under each predictor\'s conditions</h3>', html_table(
-            [[s['label'], s['map'], f"{_num(s['ci95'][0])} - {_num(s['ci95'][1])}", f"{s['n_scored']} of {s['n_images']}",
+            [[s['label'], s['map'], f"{_num(s['ci95'][0])} - {_num(s['ci95'][1])}", f"{s['n_counted']} of {s['n_images']}",
               _link(out, s.get('submission'), Path(s.get('submission') or '').name)] for s in sc.values()],
             ['predictor', 'mAP', '95% interval', 'images counted', 'submission'])]
     if cs := bs.get('comparisons'):
@@ -518,7 +513,7 @@ def write_report(out) -> Path:
     return out/'report.html'
 
 # %% ../nbs/20_demo.ipynb #2b4f0315
-def _scores(s:dict) -> dict: return {k: s.get(k) for k in ('label', 'map', 'ci95', 'n_scored', 'n_images')}
+def _scores(s:dict) -> dict: return {k: s.get(k) for k in ('label', 'map', 'ci95', 'n_counted', 'n_images')}
 
 def demo_summary(out) -> dict:
     "The demo's figures as data (`<out>/summary.json`): what README's measured results are regenerated from"

@@ -23,7 +23,8 @@ _DEFLATED = '1.2.840.10008.1.2.1.99'         # Deflated Explicit VR Little Endia
 
 # OpenCV's own warnings go straight to stderr, before the one error line of a refusal: only errors, unless asked
 with contextlib.suppress(AttributeError):
-    if os.environ.get('PNEUMONIA_KIT_VERBOSE', '') in ('', '0'): cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if os.environ.get('PNEUMONIA_KIT_VERBOSE', '') in ('', '0'):
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'DicomError', 'write_jpeg_dicom', 'pixel_limit', 'max_image_bytes', 'read_xray', 'read_meta',
@@ -35,7 +36,8 @@ class DicomError(PneumoniaKitError):
 
 # %% ../nbs/01_dicom.ipynb #ad350192
 def _kaggle_dataset(img:np.ndarray, patient_id:str, view:str, sex:str, age:int) -> Dataset:
-    "The header of a Kaggle-like chest X-ray (CR, CHEST, Secondary Capture, 8-bit MONOCHROME2, JPEG baseline), no pixels"
+    """The header of a Kaggle-like chest X-ray (CR, CHEST, Secondary Capture, 8-bit MONOCHROME2, JPEG baseline), no
+    pixels"""
     pd = _pydicom(); U = pd.uid
     uid = lambda kind: U.generate_uid(entropy_srcs=[str(patient_id), kind])
     meta = pd.dataset.FileMetaDataset()
@@ -96,16 +98,20 @@ def pixel_limit() -> int:
     return int(v)
 
 def max_image_bytes(limit:int) -> int:
-    "Bytes the decoded pixels of one image may take: 2 a pixel of the limit (a 16-bit image at the full limit, a 64-bit one at a quarter)"
+    """Bytes the decoded pixels of one image may take: 2 a pixel of the limit (a 16-bit image at the full limit, a
+    64-bit one at a quarter)"""
     return 2 * limit
 
-def _max_bytes(limit:int) -> int: return max_image_bytes(limit) + (16 << 20)   # an honest file within the limit, plus headers
+def _max_bytes(limit:int) -> int:
+    return max_image_bytes(limit) + (16 << 20)  # an honest file within the limit, plus headers
 
-def _limit_msg(limit:int) -> str: return f'the limit is {limit:,} pixels (raise it with --max-pixels or PNEUMONIA_KIT_MAX_PIXELS)'
+def _limit_msg(limit:int) -> str:
+    return f'the limit is {limit:,} pixels (raise it with --max-pixels or PNEUMONIA_KIT_MAX_PIXELS)'
 
 # %% ../nbs/01_dicom.ipynb #ce2abae4
 def _stream_dims(frame:bytes):
-    "(rows, columns) that a JPEG (SOFn, incl. lossless and JPEG-LS) or JPEG 2000 (SIZ) codestream declares; None if not found"
+    """(rows, columns) that a JPEG (SOFn, incl. lossless and JPEG-LS) or JPEG 2000 (SIZ) codestream declares; None if
+    not found"""
     if frame[:2] == b'\xff\xd8':
         i = 2
         while i + 4 <= len(frame) and frame[i] == 0xFF:
@@ -113,7 +119,11 @@ def _stream_dims(frame:bytes):
             if m == 0xFF: i += 1; continue                              # fill byte
             if m == 0x01 or 0xD0 <= m <= 0xD8: i += 2; continue        # markers without a length
             if (0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC)) or m == 0xF7:   # SOF0-15, SOF55 (JPEG-LS)
-                return (int.from_bytes(frame[i+5:i+7], 'big'), int.from_bytes(frame[i+7:i+9], 'big')) if i + 9 <= len(frame) else None
+                return (
+                    (int.from_bytes(frame[i + 5 : i + 7], 'big'), int.from_bytes(frame[i + 7 : i + 9], 'big'))
+                    if i + 9 <= len(frame)
+                    else None
+                )
             if m == 0xDA: return None                                   # a scan before any frame header
             i += 2 + int.from_bytes(frame[i+2:i+4], 'big')
         return None
@@ -124,7 +134,8 @@ def _stream_dims(frame:bytes):
     return y - yo, x - xo
 
 def _jp2_codestream(jp2:bytes):
-    "The contents of the first contiguous-codestream ('jp2c') box of a JP2 file, walking its boxes; None if there is none"
+    """The contents of the first contiguous-codestream ('jp2c') box of a JP2 file, walking its boxes; None if there is
+    none"""
     i = 0
     while i + 8 <= len(jp2):
         n, kind, head = int.from_bytes(jp2[i:i+4], 'big'), jp2[i+4:i+8], 8
@@ -138,10 +149,12 @@ def _jp2_codestream(jp2:bytes):
 # %% ../nbs/01_dicom.ipynb #4184c932
 def _fail(path, what): return DicomError(f'{path}: {what}')
 
-_LONG_VRS = {b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ', b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'}   # 4-byte lengths
+# 4-byte lengths
+_LONG_VRS = {b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ', b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'}
 
 def _meta_end(head:bytes):
-    "(end offset, transfer syntax) of the file meta group, walked element by element as pydicom does (not trusting its group length)"
+    """(end offset, transfer syntax) of the file meta group, walked element by element as pydicom does (not trusting its
+    group length)"""
     i, ts = 132, None
     while i + 8 <= len(head) and head[i:i+2] == b'\x02\x00':
         vr = head[i+4:i+6]
@@ -157,14 +170,16 @@ def _check_deflated(path:Path, limit:int):
         head = f.read(1 << 16)
         if head[128:132] != b'DICM': return                              # not a DICOM file: dcmread will say so
         end, ts = _meta_end(head)
-        if end is None and _DEFLATED.encode() in head: raise _fail(path, 'deflated, with file meta information that cannot be walked')
+        if end is None and _DEFLATED.encode() in head:
+            raise _fail(path, 'deflated, with file meta information that cannot be walked')
         if ts != _DEFLATED: return
         f.seek(end)
         d, total, cap = zlib.decompressobj(-zlib.MAX_WBITS), 0, _max_bytes(limit)
         while chunk := f.read(1 << 16):
             while chunk:
                 total += len(d.decompress(chunk, 1 << 20)); chunk = d.unconsumed_tail
-                if total > cap: raise _fail(path, f'its deflated dataset inflates to more than {cap:,} bytes; {_limit_msg(limit)}')
+                if total > cap:
+                    raise _fail(path, f'its deflated dataset inflates to more than {cap:,} bytes; {_limit_msg(limit)}')
             if d.eof: break
 
 # %% ../nbs/01_dicom.ipynb #77b701d8
@@ -176,7 +191,8 @@ def _ends_early(ds:Dataset, size:int) -> bool:
     return tell is not None and n is not None and n != 0xFFFFFFFF and tell + n < size
 
 def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
-    "dcmread with every failure turned into a DicomError; sizes checked first (`limit` pixels); truncation reported as such"
+    """dcmread with every failure turned into a DicomError; sizes checked first (`limit` pixels); truncation reported as
+    such"""
     path, limit = Path(path), pixel_limit() if limit is None else limit
     if path.is_dir(): raise _fail(path, 'is a folder, not a DICOM file')
     if not path.exists(): raise _fail(path, 'file not found')
@@ -195,9 +211,13 @@ def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
     except OSError as e: raise _fail(path, f'cannot read it ({e.strerror or e})') from None
     except Exception as e: raise _fail(path, f'broken DICOM header ({type(e).__name__}: {e})') from None
     if 'PixelData' not in ds and not kwargs.get('stop_before_pixels'):
-        if any('end of file' in str(w.message).lower() for w in ws): raise _fail(path, 'file is truncated (it ends inside the pixel data)')
+        if any('end of file' in str(w.message).lower() for w in ws):
+            raise _fail(path, 'file is truncated (it ends inside the pixel data)')
         if _ends_early(ds, size): raise _fail(path, 'file is truncated (it ends inside the header)')
-        if 'Rows' in ds: raise _fail(path, 'no Pixel Data element, though the header describes an image: the file is probably truncated')
+        if 'Rows' in ds:
+            raise _fail(
+                path, 'no Pixel Data element, though the header describes an image: the file is probably truncated'
+            )
     return ds
 
 def _frames(ds) -> int:
@@ -210,13 +230,18 @@ def _declared(ds:Dataset, path, limit:int) -> tuple:
     for k in ('Rows', 'Columns', 'BitsAllocated', 'PhotometricInterpretation'):
         if k not in ds: raise _fail(path, f'header lacks {k}')
     try: r, c, spp, bits = int(ds.Rows), int(ds.Columns), int(ds.get('SamplesPerPixel') or 1), int(ds.BitsAllocated)
-    except (TypeError, ValueError): raise _fail(path, 'header has a non-numeric Rows, Columns, SamplesPerPixel or BitsAllocated') from None
+    except (TypeError, ValueError):
+        raise _fail(path, 'header has a non-numeric Rows, Columns, SamplesPerPixel or BitsAllocated') from None
     if r < 1 or c < 1: raise _fail(path, f'header says the image is {r}x{c} pixels')
     if r * c > limit: raise _fail(path, f'header says the image is {r}x{c} pixels ({r * c:,}); {_limit_msg(limit)}')
-    if spp not in (1, 3) or bits not in (1, 8, 16, 32, 64): raise _fail(path, f'{spp} samples of {bits} bits per pixel is not an image format')
+    if spp not in (1, 3) or bits not in (1, 8, 16, 32, 64):
+        raise _fail(path, f'{spp} samples of {bits} bits per pixel is not an image format')
     if (need := r * c * spp * max(1, bits // 8)) > max_image_bytes(limit):
-        raise _fail(path, f'{r}x{c} pixels of {spp}x{bits} bits need {need:,} bytes, more than {max_image_bytes(limit):,} '
-                          f'(2 bytes a pixel of the limit); {_limit_msg(limit)}')
+        raise _fail(
+            path,
+            f'{r}x{c} pixels of {spp}x{bits} bits need {need:,} bytes, more than {max_image_bytes(limit):,} '
+            f'(2 bytes a pixel of the limit); {_limit_msg(limit)}',
+        )
     n = _frames(ds)
     if n != 1: raise _fail(path, f'{n} frames; expected a single X-ray image')
     return r, c
@@ -233,11 +258,15 @@ def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
     frame = None
     if ts is not None and ts.is_compressed:
         try: frame = next(_pydicom().encaps.generate_frames(ds.PixelData, number_of_frames=1))
-        except Exception as e: raise _fail(path, f'cannot find the compressed image in the Pixel Data ({type(e).__name__}: {e})') from None
+        except Exception as e:
+            raise _fail(path, f'cannot find the compressed image in the Pixel Data ({type(e).__name__}: {e})') from None
         dims = shape if ts == '1.2.840.10008.1.2.5' else _stream_dims(frame)   # RLE decodes to the header's size
         if dims is None: raise _fail(path, 'cannot find the image size in the compressed image; refusing to decode it')
         if dims != shape:
-            raise _fail(path, f'the compressed image says it is {dims[0]}x{dims[1]} pixels but the header says {shape[0]}x{shape[1]}')
+            raise _fail(
+                path,
+                f'the compressed image says it is {dims[0]}x{dims[1]} pixels but the header says {shape[0]}x{shape[1]}',
+            )
     if ts in _JPEG8 and ds.get('SamplesPerPixel', 1) == 1 and ds.BitsAllocated == 8:
         try:
             arr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -248,7 +277,10 @@ def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
         name = getattr(ts, 'name', ts) or 'unknown transfer syntax'
         msg = ' '.join(str(e).split())[:300] or type(e).__name__
         if 'missing dependencies' in msg or 'No plugins' in msg:
-            msg = 'no decoder for it is installed (pylibjpeg-openjpeg/-libjpeg or Pillow); or convert the file to uncompressed or JPEG baseline'
+            msg = (
+                'no decoder for it is installed (pylibjpeg-openjpeg/-libjpeg or Pillow); or convert the file to'
+                ' uncompressed or JPEG baseline'
+            )
         raise _fail(path, f'cannot decode the pixel data ({name}): {msg}') from None
     if arr.shape[:2] != shape: raise _fail(path, f'decoded image is {arr.shape[:2]} but the header says {shape}')
     return arr
@@ -268,10 +300,15 @@ def _check_luts(ds):
     for k in ('RescaleSlope', 'RescaleIntercept', 'WindowCenter', 'WindowWidth'):
         v = ds.get(k)
         if v is None or v == '': continue
-        try: ok = all(math.isfinite(float(x)) for x in ([v] if isinstance(v, (str, bytes)) or not hasattr(v, '__iter__') else v))
+        try:
+            ok = all(
+                math.isfinite(float(x))
+                for x in ([v] if isinstance(v, (str, bytes)) or not hasattr(v, '__iter__') else v)
+            )
         except (TypeError, ValueError): ok = False
         if not ok: raise ValueError(f'{k} is {v!r}, not a finite number')
-    if 'RescaleSlope' in ds and ds.RescaleSlope not in (None, '') and float(ds.RescaleSlope) == 0: raise ValueError('RescaleSlope is 0')
+    if 'RescaleSlope' in ds and ds.RescaleSlope not in (None, '') and float(ds.RescaleSlope) == 0:
+        raise ValueError('RescaleSlope is 0')
 
 def _percentiles(x): return np.percentile(x[::4, ::4], [0.5, 99.5])  # every 16th pixel is plenty
 
@@ -297,7 +334,11 @@ def _grey(arr:np.ndarray, ds:Dataset) -> np.ndarray:
         if lut is None:
             identity = bits == 8 and not signed and np.array_equal(vals, np.arange(vmin, vmax + 1))
             if identity and idx.dtype == np.uint8 and pi == 'MONOCHROME2': return idx   # the Kaggle images
-            lut = _to_uint8(vals, 0, 255) if identity else _to_uint8(vals, *np.percentile(vals[idx[::4, ::4]], [0.5, 99.5]))
+            lut = (
+                _to_uint8(vals, 0, 255)
+                if identity
+                else _to_uint8(vals, *np.percentile(vals[idx[::4, ::4]], [0.5, 99.5]))
+            )
     else:  # float data or >16 bits: work on the values directly, in float32 and in place (a quarter of the memory)
         if 'ModalityLUTSequence' in ds: x = apply_modality_lut(arr, ds).astype(np.float32)
         else:
@@ -315,7 +356,8 @@ def _grey(arr:np.ndarray, ds:Dataset) -> np.ndarray:
 def read_xray(path, # a DICOM file
               max_pixels:int|None=None, # refuse images declaring more pixels (rows x columns); None: `pixel_limit()`
              ) -> np.ndarray:
-    "Any chest X-ray DICOM as a HxW uint8 MONOCHROME2 array (windowed, inverted if MONOCHROME1); sizes checked before decoding"
+    """Any chest X-ray DICOM as a HxW uint8 MONOCHROME2 array (windowed, inverted if MONOCHROME1); sizes checked before
+    decoding"""
     limit = pixel_limit() if max_pixels is None else int(max_pixels)
     ds = _read_ds(path, limit)
     arr = _pixels(ds, path, limit)
@@ -334,8 +376,16 @@ def read_meta(path) -> dict:
     ds = _read_ds(path, stop_before_pixels=True)
     s = lambda k: (str(ds.get(k)).strip() or None) if ds.get(k) is not None else None
     i = lambda k: int(ds.get(k)) if ds.get(k) is not None else None
-    return dict(patientId=Path(path).stem, view_position=s('ViewPosition'), sex=s('PatientSex'), age=_age(ds.get('PatientAge')),
-                modality=s('Modality'), body_part=s('BodyPartExamined'), rows=i('Rows'), columns=i('Columns'))
+    return dict(
+        patientId=Path(path).stem,
+        view_position=s('ViewPosition'),
+        sex=s('PatientSex'),
+        age=_age(ds.get('PatientAge')),
+        modality=s('Modality'),
+        body_part=s('BodyPartExamined'),
+        rows=i('Rows'),
+        columns=i('Columns'),
+    )
 
 # %% ../nbs/01_dicom.ipynb #ed44f672
 def resize_image(img:np.ndarray, # HxW (or HxWxC) image
@@ -359,7 +409,8 @@ def draw_boxes(img_gray:np.ndarray, # HxW uint8 grey (or HxWx3 RGB) image
     boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
     t = thickness or max(1, round(min(out.shape[:2]) / 256))
     color = tuple(int(c) for c in color)
-    lim = 4 * max(out.shape[:2])   # far outside the image is drawn as the image's edge (1e30 would overflow OpenCV's ints)
+    # far outside the image is drawn as the image's edge (1e30 would overflow OpenCV's ints)
+    lim = 4 * max(out.shape[:2])
     for i, (x, y, w, h) in enumerate(boxes):
         if not np.isfinite([x, y, w, h]).all(): continue
         (x1, y1, x2, y2) = np.clip([x, y, x + w, y + h], -lim, lim)
@@ -385,7 +436,8 @@ def write_png(path, # PNG file to write (atomically)
 # %% ../nbs/01_dicom.ipynb #deb8c50c
 def find_dicoms(images:list, # DICOM files and/or folders of them (a single path is accepted too)
                ) -> list:
-    "DICOM paths from a list of files and folders (a folder gives its `*.dcm` entries, sorted); `*.dcm` names that are not files are kept, to fail when read"
+    """DICOM paths from a list of files and folders (a folder gives its `*.dcm` entries, sorted); `*.dcm` names that are
+    not files are kept, to fail when read"""
     out = []
     for p in map(Path, [images] if isinstance(images, (str, Path)) else images):
         if p.is_dir():

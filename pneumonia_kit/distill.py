@@ -12,12 +12,40 @@ import torch, torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.models.detection import _utils as det_utils
 from tqdm import tqdm
-from .core import PneumoniaKitError, RsnaPaths, atomic_write, cfg2dict, file_sha256, load_json, save_json
+from pneumonia_kit.core import (
+    PneumoniaKitError,
+    RsnaPaths,
+    atomic_write,
+    cfg2dict,
+    check_field,
+    file_sha256,
+    is_number,
+    is_whole,
+    load_json,
+    save_json,
+)
 from .boxes import hflip_boxes, mirror_index
 from .dataset import AUG_LEVELS, AugLevel, RsnaDataset, make_transforms
 from .model import ModelCfg, make_anchors, model_cfg
-from .runs import amp_dtype, autocast, load_checkpoint, read_checkpoint, resolve_checkpoints, resolve_device
-from .train import TrainCfg, fit, prepare_data, preset_cfgs, rank0_first, stack_teacher
+from pneumonia_kit.runs import (
+    AMP_MODES,
+    amp_dtype,
+    autocast,
+    load_checkpoint,
+    read_checkpoint,
+    resolve_checkpoints,
+    resolve_device,
+)
+from pneumonia_kit.train import (
+    TrainCfg,
+    fit,
+    prepare_data,
+    preset_cfgs,
+    preset_run,
+    rank0_first,
+    run_summary,
+    stack_teacher,
+)
 
 # %% auto #0
 __all__ = ['GEOMETRIC', 'DELTA_MAX', 'CACHE_FORMAT', 'KD_KEYS', 'DistillCfg', 'distill_aug', 'anchor_index', 'check_teachers',
@@ -33,10 +61,18 @@ class DistillCfg:
     box_top_k:int=256        # at most this many such anchors per image (the highest scores)
     kd_gamma:float=2.0       # focusing exponent of the soft focal classification term
     teacher_tta:bool=False   # average each teacher over the image and its mirror (as `predict --tta`)
-    teacher_amp:str='auto'   # mixed precision of the teachers' forward passes (`runs.AMP_MODES`; 'auto' = bf16/fp16 on CUDA, fp32 on the CPU)
+    teacher_amp:str='auto'   # the teachers' mixed precision (`runs.AMP_MODES`; 'auto': bf16/fp16 on CUDA, fp32 on CPU)
+
     def __post_init__(self):
-        if not 0 <= self.kd_weight <= 1: raise PneumoniaKitError(f'DistillCfg.kd_weight={self.kd_weight}: use a number between 0 and 1')
-        if not 0 <= self.box_thresh < 1 or self.box_top_k < 1: raise PneumoniaKitError('DistillCfg: need 0 <= box_thresh < 1 and box_top_k >= 1')
+        "The one validation rule (`core.check_field`): a `ConfigError` naming the field, its value and what is allowed"
+        check_field(self, 'kd_weight', is_number(self.kd_weight, 0, 1), 'a number from 0 to 1')
+        check_field(
+            self, 'box_thresh', is_number(self.box_thresh, 0, 1) and self.box_thresh < 1, 'a number from 0 to below 1'
+        )
+        check_field(self, 'box_top_k', is_whole(self.box_top_k, 1), 'a whole number >= 1')
+        check_field(self, 'kd_gamma', is_number(self.kd_gamma, 0), 'a number >= 0')
+        check_field(self, 'teacher_tta', isinstance(self.teacher_tta, bool), 'true or false')
+        check_field(self, 'teacher_amp', self.teacher_amp in AMP_MODES, f'one of {", ".join(AMP_MODES)}')
 
 # %% ../nbs/15_distill.ipynb #7fa3b09c
 GEOMETRIC = ('shift', 'scale_sigma', 'rotate_sigma', 'shear_sigma')   # `AugLevel` fields that move pixels
@@ -44,7 +80,8 @@ GEOMETRIC = ('shift', 'scale_sigma', 'rotate_sigma', 'shear_sigma')   # `AugLeve
 def distill_aug(level:str|AugLevel) -> tuple:
     "`(photometric AugLevel, hflip_p)`: `level` without its geometric transforms and flip, and its flip probability"
     if not isinstance(level, AugLevel):
-        if level not in AUG_LEVELS: raise PneumoniaKitError(f'augmentation level {level!r} unknown; known: {", ".join(AUG_LEVELS)}')
+        if level not in AUG_LEVELS:
+            raise PneumoniaKitError(f'augmentation level {level!r} unknown; known: {", ".join(AUG_LEVELS)}')
         level = AUG_LEVELS[level]
     return dataclasses.replace(level, hflip_p=0., **{k: 0. for k in GEOMETRIC}), level.hflip_p
 
@@ -62,13 +99,19 @@ _ANCHOR_KEYS = ('levels', 'anchor_scale', 'anchor_ratios', 'anchor_scales', 'anc
 def _teacher_error(f, tc:ModelCfg, student:ModelCfg, idx:np.ndarray) -> str|None:
     "Why the teacher of file `f` (config `tc`) cannot teach `student`, or None"
     if tc.image_size != student.image_size:
-        return (f'teacher {f}: input size {tc.image_size} px, the student\'s is {student.image_size} px; the student learns '
-                'the teacher\'s outputs per anchor, so both need the same image size')
+        return (
+            f'teacher {f}: input size {tc.image_size} px, the student\'s is {student.image_size} px; the student learns'
+            ' the teacher\'s outputs per anchor, so both need the same image size'
+        )
     if (idx >= 0).all(): return None
-    diff = [f'{k} {getattr(tc, k)} vs {getattr(student, k)}' for k in _ANCHOR_KEYS if getattr(tc, k) != getattr(student, k)]
-    return (f'teacher {f}: {(idx < 0).sum()} of the student\'s {len(idx)} anchors are not among its anchors '
-            f'({"teacher vs student: " + ", ".join(diff) if diff else "same settings"}); the student needs the teacher\'s anchors '
-            'or a subset: same ratios, scales and offset, levels within the teacher\'s')
+    diff = [
+        f'{k} {getattr(tc, k)} vs {getattr(student, k)}' for k in _ANCHOR_KEYS if getattr(tc, k) != getattr(student, k)
+    ]
+    return (
+        f'teacher {f}: {(idx < 0).sum()} of the student\'s {len(idx)} anchors are not among its anchors'
+        f' ({"teacher vs student: " + ", ".join(diff) if diff else "same settings"}); the student needs the teacher\'s'
+        ' anchors or a subset: same ratios, scales and offset, levels within the teacher\'s'
+    )
 
 # %% ../nbs/15_distill.ipynb #c92961e6
 def check_teachers(teachers, # teacher checkpoint files or run folders (their best epoch), or a comma-separated string
@@ -82,11 +125,24 @@ def check_teachers(teachers, # teacher checkpoint files or run folders (their be
         try:
             ck = read_checkpoint(f)
             tc = model_cfg(ck['config']['model'])
-        except PneumoniaKitError as e: raise PneumoniaKitError(f'teacher {e}' if str(f) in str(e) else f'teacher {f}: {e}') from None
-        idx = anchor_index(make_anchors(tc).numpy(), s_anchors) if tc.image_size == student.image_size else np.zeros(0, np.int64)
+        except PneumoniaKitError as e:
+            raise PneumoniaKitError(f'teacher {e}' if str(f) in str(e) else f'teacher {f}: {e}') from None
+        idx = (
+            anchor_index(make_anchors(tc).numpy(), s_anchors)
+            if tc.image_size == student.image_size
+            else np.zeros(0, np.int64)
+        )
         if (err := _teacher_error(f, tc, student, idx)): raise PneumoniaKitError(err)
-        info.append(dict(file=str(f), sha256=file_sha256(f), fold=(ck['config'].get('data') or {}).get('fold'), epoch=ck['epoch'],
-                         backbone=tc.backbone, levels=list(tc.levels)))
+        info.append(
+            dict(
+                file=str(f),
+                sha256=file_sha256(f),
+                fold=(ck['config'].get('data') or {}).get('fold'),
+                epoch=ck['epoch'],
+                backbone=tc.backbone,
+                levels=list(tc.levels),
+            )
+        )
         index.append(idx)
     return dict(teachers=info, index=index, n_anchors=len(s_anchors))
 
@@ -103,10 +159,11 @@ def teacher_outputs(models:list, # teacher `PneumoniaNet`s in eval mode, on the 
                     images:torch.Tensor, # uint8 `[B,1,S,S]`
                     anchors:torch.Tensor, # the student's anchors `[A,4]`
                     coder:det_utils.BoxCoder, # the student's box coder
-                    mirrors:list|None=None, # per teacher: `boxes.mirror_index` of its anchors (a LongTensor) to add its mirrored pass (TTA)
+                    mirrors:list|None=None, # per teacher: `boxes.mirror_index` of its anchors, for its mirrored pass
                     dtype:torch.dtype|None=None, # autocast dtype of the forward passes (None: fp32)
                    ) -> dict:
-    "The ensemble's outputs at the student's anchors: `scores [B,A]`, `deltas [B,A,4]` (student's encoding), `probs [B,3]`"
+    """The ensemble's outputs at the student's anchors: `scores [B,A]`, `deltas [B,A,4]` (student's encoding), `probs
+    [B,3]`"""
     S, sums, n = images.shape[-1], [0., 0., 0.], 0
     for m, idx, mirror in zip(models, index, mirrors or [None] * len(models)):
         for flip in ((False, True) if mirror is not None else (False,)):
@@ -114,12 +171,18 @@ def teacher_outputs(models:list, # teacher `PneumoniaNet`s in eval mode, on the 
             j = mirror[idx] if flip else idx    # the anchor of the mirrored image that sees student anchor i
             d = raw['bbox_regression'].float()[:, j]
             B, A = d.shape[:2]
-            boxes = m.box_coder.decode_single(d.reshape(-1, 4), m.anchors[j].repeat(B, 1)).reshape(B, A, 4).clamp(0, S)  # clipped as `predict`
-            out = (raw['cls_logits'].float()[:, j].sigmoid(), _hflip(boxes, S) if flip else boxes, raw['global_logits'].float().softmax(-1))
+            # clipped as `predict`
+            boxes = m.box_coder.decode_single(d.reshape(-1, 4), m.anchors[j].repeat(B, 1)).reshape(B, A, 4).clamp(0, S)
+            out = (
+                raw['cls_logits'].float()[:, j].sigmoid(),
+                _hflip(boxes, S) if flip else boxes,
+                raw['global_logits'].float().softmax(-1),
+            )
             sums, n = [s + o for s, o in zip(sums, out)], n + 1
     scores, boxes, probs = (s / n for s in sums)
     deltas = coder.encode_single(boxes.reshape(-1, 4), anchors.repeat(len(boxes), 1)).reshape(boxes.shape)
-    deltas = deltas.nan_to_num(0., DELTA_MAX, -DELTA_MAX).clamp(-DELTA_MAX, DELTA_MAX)   # a collapsed box would encode to -inf
+    # a collapsed box would encode to -inf
+    deltas = deltas.nan_to_num(0., DELTA_MAX, -DELTA_MAX).clamp(-DELTA_MAX, DELTA_MAX)
     return dict(scores=scores, deltas=deltas, probs=probs)
 
 # %% ../nbs/15_distill.ipynb #23ea0ffc
@@ -128,10 +191,17 @@ CACHE_FORMAT = 1
 def teacher_cache_spec(tinfo:dict, student:ModelCfg, dc:DistillCfg, device='auto') -> dict:
     "What a teacher cache depends on, and its `key` (16 hex digits of its SHA-256)"
     dtype = amp_dtype(dc.teacher_amp, resolve_device(device))
-    spec = dict(format=CACHE_FORMAT, teachers=sorted(t['sha256'] for t in tinfo['teachers']), image_size=student.image_size,
-                anchors_sha256=hashlib.sha256(make_anchors(student).numpy().tobytes()).hexdigest(),
-                box_coder_weights=list(student.box_coder_weights), box_thresh=dc.box_thresh, box_top_k=dc.box_top_k,
-                teacher_tta=dc.teacher_tta, teacher_dtype=str(dtype).removeprefix('torch.') if dtype else 'float32')
+    spec = dict(
+        format=CACHE_FORMAT,
+        teachers=sorted(t['sha256'] for t in tinfo['teachers']),
+        image_size=student.image_size,
+        anchors_sha256=hashlib.sha256(make_anchors(student).numpy().tobytes()).hexdigest(),
+        box_coder_weights=list(student.box_coder_weights),
+        box_thresh=dc.box_thresh,
+        box_top_k=dc.box_top_k,
+        teacher_tta=dc.teacher_tta,
+        teacher_dtype=str(dtype).removeprefix('torch.') if dtype else 'float32',
+    )
     return dict(spec, key=hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16])
 
 def teacher_cache_dir(data_root, spec:dict):
@@ -140,20 +210,30 @@ def teacher_cache_dir(data_root, spec:dict):
 
 # %% ../nbs/15_distill.ipynb #5cc7ae73
 def _save_outputs(path, out:dict, b:int, dc:DistillCfg):
-    "Image `b` of a `teacher_outputs` batch as `path` (.npz): all scores, the confident anchors' deltas, the probabilities"
+    """Image `b` of a `teacher_outputs` batch as `path` (.npz): all scores, the confident anchors' deltas, the
+    probabilities"""
     s = out['scores'][b]
     keep = torch.nonzero(s > dc.box_thresh).flatten()
     if len(keep) > dc.box_top_k: keep = keep[s[keep].topk(dc.box_top_k).indices].sort().values
     with atomic_write(path, 'wb') as f:
-        np.savez(f, scores=s.cpu().numpy().astype(np.float16), idx=keep.cpu().numpy().astype(np.int32),
-                 deltas=out['deltas'][b, keep].cpu().numpy().astype(np.float16), probs=out['probs'][b].cpu().numpy().astype(np.float32))
+        np.savez(
+            f,
+            scores=s.cpu().numpy().astype(np.float16),
+            idx=keep.cpu().numpy().astype(np.int32),
+            deltas=out['deltas'][b, keep].cpu().numpy().astype(np.float16),
+            probs=out['probs'][b].cpu().numpy().astype(np.float32),
+        )
 
 def _open_cache(cache_dir:Path, spec:dict, tinfo:dict):
     "Create the cache folder with its `meta.json`, or check that an existing one holds this spec"
     meta = cache_dir/'meta.json'
     if meta.exists():
         old = load_json(meta).get('key')
-        if old != spec['key']: raise PneumoniaKitError(f'{cache_dir}: holds the outputs of other teachers or settings (key {old}, these are {spec["key"]}); use another cache folder')
+        if old != spec['key']:
+            raise PneumoniaKitError(
+                f'{cache_dir}: holds the outputs of other teachers or settings (key {old}, these are {spec["key"]});'
+                ' use another cache folder'
+            )
     else: save_json(dict(spec, teacher_files=[t['file'] for t in tinfo['teachers']]), meta)
 
 # %% ../nbs/15_distill.ipynb #c1282d93
@@ -176,23 +256,36 @@ def cache_teacher(ds:RsnaDataset, # the images (their transforms are not used: o
         index = [torch.from_numpy(i).to(dev) for i in tinfo['index']]
         anchors, coder = make_anchors(student).to(dev), det_utils.BoxCoder(tuple(student.box_coder_weights))
         dtype = amp_dtype(dc.teacher_amp, dev)
-        mirrors = [torch.from_numpy(mirror_index(m.anchors.cpu().numpy())).to(dev) for m in models] if dc.teacher_tta else None
-        for s in tqdm(range(0, len(todo), batch_size), desc='teacher outputs', disable=not progress, dynamic_ncols=True):
+        mirrors = (
+            [torch.from_numpy(mirror_index(m.anchors.cpu().numpy())).to(dev) for m in models]
+            if dc.teacher_tta
+            else None
+        )
+        starts = range(0, len(todo), batch_size)
+        for s in tqdm(starts, desc='teacher outputs', disable=not progress, dynamic_ncols=True):
             ii = todo[s:s + batch_size]
             x = torch.stack([torch.from_numpy(np.load(ds.files[i]))[None] for i in ii]).to(dev)
             out = teacher_outputs(models, index, x, anchors, coder, mirrors, dtype)
             for b, i in enumerate(ii): _save_outputs(cache_dir/f'{ds.patient_ids[i]}.npz', out, b, dc)
     sizes = [(cache_dir/f'{p}.npz').stat().st_size for p in first]
-    return dict(dir=str(cache_dir), key=spec['key'], n_images=len(first), n_computed=len(todo), seconds=round(time.time() - t0, 2),
-                mb_per_image=round(float(np.mean(sizes)) / 2**20, 4) if sizes else 0.)
+    return dict(
+        dir=str(cache_dir),
+        key=spec['key'],
+        n_images=len(first),
+        n_computed=len(todo),
+        seconds=round(time.time() - t0, 2),
+        mb_per_image=round(float(np.mean(sizes)) / 2**20, 4) if sizes else 0.0,
+    )
 
 # %% ../nbs/15_distill.ipynb #b9dda2de
 def exact_mirror(anchors:np.ndarray, size:int) -> np.ndarray:
     "`boxes.mirror_index` of `anchors`, or an error when some anchor's mirror is not an anchor (no exact flip)"
     mi = mirror_index(anchors)
     if np.abs(hflip_boxes(anchors[mi], size) - anchors).max() > 1e-3:
-        raise PneumoniaKitError('the student\'s anchors are not symmetric (ModelCfg.anchor_offset other than 0.5?): the cached teacher '
-                                'outputs cannot be flipped exactly; use an augmentation level without flip (hflip_p=0)')
+        raise PneumoniaKitError(
+            'the student\'s anchors are not symmetric (ModelCfg.anchor_offset other than 0.5?): the cached teacher '
+            'outputs cannot be flipped exactly; use an augmentation level without flip (hflip_p=0)'
+        )
     return mi
 
 def flip_teacher(t:dict, mirror:np.ndarray) -> dict:
@@ -202,12 +295,14 @@ def flip_teacher(t:dict, mirror:np.ndarray) -> dict:
 
 # %% ../nbs/15_distill.ipynb #55510bcd
 class DistillDataset(Dataset):
-    "`RsnaDataset` samples plus the teacher's cached outputs (`item['teacher']`), flipped together with probability `hflip_p`"
+    """`RsnaDataset` samples plus the teacher's cached outputs (`item['teacher']`), flipped together with probability
+    `hflip_p`"""
     def __init__(self, base:RsnaDataset, # training images, with photometric augmentation only (`distill_aug`)
                  cache_dir, # their teacher cache (`cache_teacher`)
                  hflip_p:float=0., # probability of mirroring an image with its boxes and teacher outputs
                  mirror:np.ndarray|None=None): # `exact_mirror` of the student's anchors (needed when hflip_p > 0)
-        if hflip_p and mirror is None: raise PneumoniaKitError('DistillDataset: hflip_p > 0 needs the anchors\' mirror index')
+        if hflip_p and mirror is None:
+            raise PneumoniaKitError('DistillDataset: hflip_p > 0 needs the anchors\' mirror index')
         self.base, self.cache_dir, self.hflip_p, self.mirror = base, Path(cache_dir), hflip_p, mirror
     @property
     def transforms(self): return self.base.transforms   # `train.train_loader` re-seeds it each epoch
@@ -217,14 +312,19 @@ class DistillDataset(Dataset):
         p = self.cache_dir/f'{self.base.patient_ids[i]}.npz'
         try:
             with np.load(p) as z: return {k: z[k] for k in ('scores', 'idx', 'deltas', 'probs')}
-        except Exception as e: raise PneumoniaKitError(f'{p}: unreadable teacher outputs ({type(e).__name__}: {e}); delete it to compute it again') from None
+        except Exception as e:
+            raise PneumoniaKitError(
+                f'{p}: unreadable teacher outputs ({type(e).__name__}: {e}); delete it to compute it again'
+            ) from None
     def __getitem__(self, i:int) -> dict:
         item, t = self.base[i], self.teacher(i)
         if self.hflip_p and np.random.random() < self.hflip_p:
             item['image'] = item['image'].flip(-1)
             item['boxes'] = torch.from_numpy(hflip_boxes(item['boxes'].numpy(), self.base.size))
             t = flip_teacher(t, self.mirror)
-        item['teacher'] = {k: torch.from_numpy(v.astype(np.int64) if k == 'idx' else v.astype(np.float32)) for k, v in t.items()}
+        item['teacher'] = {
+            k: torch.from_numpy(v.astype(np.int64) if k == 'idx' else v.astype(np.float32)) for k, v in t.items()
+        }
         return item
 
 # %% ../nbs/15_distill.ipynb #e07e8a1b
@@ -232,14 +332,18 @@ KD_KEYS = ('label_loss', 'kd_loss', 'kd_classification', 'kd_bbox_regression', '
 
 def distill_loss(net, raw:dict, targets, # the student, its raw outputs, the batch's targets (`train.collate_padded`'s
                  dc:DistillCfg) -> dict:      # with `teacher`, or per-image dicts with `teacher`)
-    "`(1 - kd_weight) * labels' loss + kd_weight * teacher terms`, with every term (`LOSS_KEYS` then `KD_KEYS`); static shapes"
+    """`(1 - kd_weight) * labels' loss + kd_weight * teacher terms`, with every term (`LOSS_KEYS` then `KD_KEYS`);
+    static shapes"""
     lab, cfg, dev = net.compute_loss(raw, targets), net.cfg, raw['cls_logits'].device
     t = targets['teacher'] if isinstance(targets, dict) else stack_teacher([tg['teacher'] for tg in targets])
     t = {k: v.to(dev, non_blocking=True) for k, v in t.items()}
     logit, pt = raw['cls_logits'].float(), t['scores']
-    soft = F.binary_cross_entropy_with_logits(logit, pt, reduction='none') * (logit.sigmoid() - pt).abs().pow(dc.kd_gamma)
+    soft = F.binary_cross_entropy_with_logits(logit, pt, reduction='none') * (logit.sigmoid() - pt).abs().pow(
+        dc.kd_gamma
+    )
     kd_cls = (soft.sum(1) / pt.sum(1).clamp(min=1)).mean()
-    reg = raw['bbox_regression'].float().gather(1, t['idx'][..., None].expand(-1, -1, 4))   # [B,K,4]: the teacher's anchors
+    # [B,K,4]: the teacher's anchors
+    reg = raw['bbox_regression'].float().gather(1, t['idx'][..., None].expand(-1, -1, 4))
     w = pt.gather(1, t['idx']) * t['mask']
     box = (F.l1_loss(reg, t['deltas'], reduction='none') if cfg.box_loss == 'l1' else
            F.smooth_l1_loss(reg, t['deltas'], reduction='none', beta=cfg.box_loss_beta)).sum(-1)
@@ -252,17 +356,37 @@ def distill_loss(net, raw:dict, targets, # the student, its raw outputs, the bat
 # %% ../nbs/15_distill.ipynb #34dbb1c2
 def distill_data(data_root, image_size:int, tc:TrainCfg, rank:int=0, world:int=1, *, # `train.prepare_data`'s arguments
                  tinfo:dict, student:ModelCfg, dc:DistillCfg, # teachers (`check_teachers`), student, settings
-                 device='auto', cache_dir=None, batch_size:int=8) -> dict: # teachers' device, cache folder, teacher batch
-    "`train.prepare_data` whose training set also serves the teachers' cached outputs (photometric augmentation, exact flip)"
+                 device='auto', cache_dir=None, batch_size:int=8, # teachers' device, cache folder, teacher batch
+                ) -> dict:
+    """`train.prepare_data` whose training set also serves the teachers' cached outputs (photometric augmentation, exact
+    flip)"""
     data = prepare_data(data_root, image_size, tc, rank, world)
     photo, hflip_p = distill_aug(tc.aug_level)
     base = data['train']
     base.transforms = make_transforms(image_size, photo, seed=tc.seed)
     mirror = exact_mirror(make_anchors(student).numpy(), image_size) if hflip_p else None
-    c = rank0_first(lambda: cache_teacher(base, tinfo, student, dc, cache_dir, device, batch_size, progress=tc.progress and rank == 0 and sys.stderr.isatty()), rank, world)
+    c = rank0_first(
+        lambda: cache_teacher(
+            base,
+            tinfo,
+            student,
+            dc,
+            cache_dir,
+            device,
+            batch_size,
+            progress=tc.progress and rank == 0 and sys.stderr.isatty(),
+        ),
+        rank,
+        world,
+    )
     data['train'] = DistillDataset(base, c['dir'], hflip_p, mirror)
-    data['info'] = dict(data['info'], teacher_cache=c['dir'], teacher_cache_mb_per_image=c['mb_per_image'],
-                        teacher_files=[t['file'] for t in tinfo['teachers']], aug='photometric of ' + tc.aug_level + f', hflip_p {hflip_p}')
+    data['info'] = dict(
+        data['info'],
+        teacher_cache=c['dir'],
+        teacher_cache_mb_per_image=c['mb_per_image'],
+        teacher_files=[t['file'] for t in tinfo['teachers']],
+        aug='photometric of ' + tc.aug_level + f', hflip_p {hflip_p}',
+    )
     return data
 
 # %% ../nbs/15_distill.ipynb #a5a30458
@@ -284,10 +408,15 @@ def fit_distill(data_root, # dataset folder (Kaggle layout)
     dc = dataclasses.replace(distill_cfg or DistillCfg(), **({} if kd_weight is None else dict(kd_weight=kd_weight)))
     tinfo = check_teachers(teachers, mc)
     other = [t for t in tinfo['teachers'] if t['fold'] is not None and t['fold'] != fold]
-    if other: warnings.warn(f"{len(other)} teacher(s) were validated on another fold than {fold} (e.g. {other[0]['file']}: fold "
-                            f"{other[0]['fold']}), so they trained on fold {fold}'s images: the student's validation mAP is optimistic")
+    if other:
+        warnings.warn(
+            f"{len(other)} teacher(s) were validated on another fold than {fold} (e.g. {other[0]['file']}: fold "
+            f"{other[0]['fold']}), so they trained on fold {fold}'s images: the student's validation mAP is optimistic"
+        )
     extra = dict(distill=dict(cfg2dict(dc), teachers=sorted(t['sha256'] for t in tinfo['teachers'])))
-    data_fn = functools.partial(distill_data, tinfo=tinfo, student=mc, dc=dc, device=device, cache_dir=cache_dir, batch_size=teacher_batch)
+    data_fn = functools.partial(
+        distill_data, tinfo=tinfo, student=mc, dc=dc, device=device, cache_dir=cache_dir, batch_size=teacher_batch
+    )
     return fit(data_root, fold, out, mc, tc, resume=resume, device=device, data_fn=data_fn,
                loss_fn=functools.partial(distill_loss, dc=dc), extra_config=extra)
 
@@ -304,19 +433,22 @@ def distill_preset(data, # dataset folder (Kaggle layout)
                    resume:bool=False, # continue the run in `out`
                    device:str='auto', # cpu, cuda, cuda:N or auto
                    pretrained:bool=True, # False: the student's backbone starts from scratch whatever the preset says
-                   **overrides, # `ModelCfg` fields (backbone, image_size, weights_file) or `TrainCfg` fields; None keeps the preset's
+                   **overrides, # `ModelCfg` (backbone, image_size, weights_file), `TrainCfg` fields; None: the preset's
                   ) -> dict:
     "Distil one fold's student from a preset with overrides; the run summary (without the model and history)"
-    mc, tc = preset_cfgs(preset, **overrides)
-    if not pretrained: mc = dataclasses.replace(mc, pretrained=False)
-    out = out or f'outputs/runs/{mc.backbone}_distill_fold{fold}'
-    res = fit_distill(data, teachers, fold, out, mc, tc, distill_cfg=DistillCfg(kd_weight, box_thresh, box_top_k, teacher_tta=teacher_tta),
-                      cache_dir=cache_dir, resume=resume, device=device)
-    return dict({k: v for k, v in res.items() if k not in ('model', 'history')}, run_dir=str(out))
+    mc, tc, out = preset_run(preset, fold, out, pretrained, kind='distill', **overrides)
+    dc = DistillCfg(kd_weight, box_thresh, box_top_k, teacher_tta=teacher_tta)
+    return run_summary(
+        fit_distill(
+            data, teachers, fold, out, mc, tc, distill_cfg=dc, cache_dir=cache_dir, resume=resume, device=device
+        ),
+        out,
+    )
 
 def main(argv=None) -> int:
     "`python -m pneumonia_kit.distill ...` and `torchrun -m pneumonia_kit.distill ...`: `pneumonia-kit distill ...`"
-    from pneumonia_kit.cli import main as cli_main   # `cli` comes later in import order: imported only when run as a command
+    # `cli` comes later in import order: imported only when run as a command
+    from pneumonia_kit.cli import main as cli_main
     return cli_main(['distill', *(sys.argv[1:] if argv is None else argv)])
 
 # %% ../nbs/15_distill.ipynb #367bfa6c

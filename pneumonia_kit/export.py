@@ -9,11 +9,20 @@ from pathlib import Path
 import numpy as np, torch
 from torch import nn
 import pneumonia_kit
-from .core import (CLASSES, PneumoniaKitError, atomic_write, cfg2dict, file_sha256, load_json, replace_file, save_json,
-                                temp_path)
+from pneumonia_kit.core import (
+    CLASSES,
+    PneumoniaKitError,
+    atomic_write,
+    cfg2dict,
+    file_sha256,
+    load_json,
+    replace_file,
+    save_json,
+    temp_path,
+)
 from .dicom import find_dicoms, read_xray, resize_image
 from .boxes import match_detections
-from .metric import compare_submissions, read_submission
+from .metric import PairedDiff, Score, compare_submissions, read_submission, write_labels_subset
 from .post import PostCfg
 from .board import FORMAT_VERSION, OUTPUT_NAMES, board_predict, check_board_meta, make_runtime
 from .model import PneumoniaNet
@@ -55,7 +64,8 @@ class _OnnxWrapper(nn.Module):
 # %% ../nbs/18_export.ipynb #aa008d70
 def optimize_onnx(path, # ONNX file, rewritten in place (atomically)
                  ) -> str: # what was done, for board.json
-    "Apply ONNX Runtime's basic graph optimisations (constant folding, Conv+BatchNorm/Mul/Add fusion) to `path`, offline"
+    """Apply ONNX Runtime's basic graph optimisations (constant folding, Conv+BatchNorm/Mul/Add fusion) to `path`,
+    offline"""
     import onnx, onnxruntime as ort
     path = Path(path)
     tmp = str(temp_path(path))
@@ -65,7 +75,10 @@ def optimize_onnx(path, # ONNX file, rewritten in place (atomically)
         so.log_severity_level = 3
         ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
         odd = {n.domain for n in onnx.load(tmp, load_external_data=False).graph.node} - {'', 'ai.onnx'}
-        if odd: raise PneumoniaKitError(f'{path}: optimisation introduced non-standard operators ({", ".join(sorted(odd))})')
+        if odd:
+            raise PneumoniaKitError(
+                f'{path}: optimisation introduced non-standard operators ({", ".join(sorted(odd))})'
+            )
         replace_file(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
@@ -80,7 +93,8 @@ def compare_outputs(ref:dict, got:dict, atol:float=1e-3, rtol:float=1e-3) -> flo
         if r.size != g.size: raise PneumoniaKitError(f'{k}: shape {g.shape} != reference {r.shape}')
         d = np.abs(r - g.reshape(r.shape))
         worst = max(worst, float(d.max(initial=0)))
-        if not (d <= atol + rtol * np.abs(r)).all(): raise PneumoniaKitError(f'{k}: runtime output differs from PyTorch by up to {d.max():.2e}')
+        if not (d <= atol + rtol * np.abs(r)).all():
+            raise PneumoniaKitError(f'{k}: runtime output differs from PyTorch by up to {d.max():.2e}')
     return worst
 
 def check_parity(model, # the PyTorch model (put in eval mode here)
@@ -88,17 +102,20 @@ def check_parity(model, # the PyTorch model (put in eval mode here)
                  backends=('onnxruntime', 'opencv'), # board runtimes to check
                  atol:float=1e-3, rtol:float=1e-3, # tolerance
                  seed:int=0) -> dict: # seed of the random input image
-    "Run one random image through PyTorch and each runtime; {backend: max |difference|}, or a `PneumoniaKitError` naming the output"
+    """Run one random image through PyTorch and each runtime; {backend: max |difference|}, or a `PneumoniaKitError`
+    naming the output"""
     model = model.eval(); S = model.cfg.image_size
     x = torch.rand(1, 1, S, S, generator=torch.Generator().manual_seed(seed))
-    if model.anchors.device.type != 'cpu':   # the reference in fp32 on the CPU: CUDA's TF32 convolutions differ by more than atol
+    # the reference in fp32 on the CPU: CUDA's TF32 convolutions differ by more than atol
+    if model.anchors.device.type != 'cpu':
         model = copy.deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format)
     with torch.no_grad(): ref = {k: v.float().numpy() for k, v in model(x).items()}
     res = {}
     for be in backends:
         got = make_runtime(be, onnx_path, threads=1).run(x.numpy())
         try: res[be] = compare_outputs(ref, got, atol, rtol)
-        except PneumoniaKitError as e: raise PneumoniaKitError(f'{onnx_path}: {be} disagrees with PyTorch ({e})') from None
+        except PneumoniaKitError as e:
+            raise PneumoniaKitError(f'{onnx_path}: {be} disagrees with PyTorch ({e})') from None
     return res
 
 # %% ../nbs/18_export.ipynb #0a7a8f76
@@ -121,7 +138,7 @@ def export_onnx(model:PneumoniaNet, # the trained model (any device; it is copie
                 out_dir:str|Path, # folder for model.onnx, anchors.npy, board.json
                 meta:dict|None=None, # extra board.json entries (checkpoint_sha256, post-processing, ...)
                 opset:int=17, # ONNX opset
-                check=('onnxruntime', 'opencv'), # runtimes compared with PyTorch before the files are put in place (`check_parity`)
+                check=('onnxruntime', 'opencv'), # runtimes checked against PyTorch first (`check_parity`)
                 atol:float=1e-3, # tolerance of the check
                 optimize:bool=True, # fold constants and BatchNorm offline (`optimize_onnx`)
                ) -> Path:
@@ -129,11 +146,20 @@ def export_onnx(model:PneumoniaNet, # the trained model (any device; it is copie
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model).cpu().float().eval()
     S = net.cfg.image_size
-    tmp = str(temp_path(out_dir/'model.onnx'))   # a kill leaves it to the next write's clean-up (`core.remove_stale_temps`)
+    # a kill leaves it to the next write's clean-up (`core.remove_stale_temps`)
+    tmp = str(temp_path(out_dir/'model.onnx'))
     try:
         with torch.no_grad(), contextlib.redirect_stdout(open(os.devnull, 'w')):
-            torch.onnx.export(_OnnxWrapper(net).eval(), (torch.rand(1, 1, S, S),), tmp, input_names=['image'],
-                              output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False, do_constant_folding=True)
+            torch.onnx.export(
+                _OnnxWrapper(net).eval(),
+                (torch.rand(1, 1, S, S),),
+                tmp,
+                input_names=['image'],
+                output_names=list(OUTPUT_NAMES),
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
         meta = dict(meta or {})
         if optimize: meta['onnx_optimized'] = optimize_onnx(tmp)
         if check: meta['parity'] = dict(check_parity(net.eval(), tmp, tuple(check), atol), atol=atol)
@@ -151,11 +177,15 @@ def _read(path) -> dict:
     except PneumoniaKitError: return {}
 
 def _twin(root:Path) -> dict:
-    "The synthetic twin's settings beside the data (`synthetic_twin.json`), or a stub when only its test labels say it is one"
-    return _read(root/'synthetic_twin.json') or ({'difficulty': 'not recorded'} if (root/'synthetic_test_labels.csv').is_file() else {})
+    """The synthetic twin's settings beside the data (`synthetic_twin.json`), or a stub when only its test labels say it
+    is one"""
+    return _read(root / 'synthetic_twin.json') or (
+        {'difficulty': 'not recorded'} if (root / 'synthetic_test_labels.csv').is_file() else {}
+    )
 
 def _run_facts(run_dir) -> dict:
-    "What a training run folder says: data (config.json), training summary, the chosen post-processing's score, twin settings"
+    """What a training run folder says: data (config.json), training summary, the chosen post-processing's score, twin
+    settings"""
     run = Path(run_dir) if run_dir else None
     cfg = _read(run/'config.json') if run else {}
     data = cfg.get('data') or {}
@@ -163,24 +193,56 @@ def _run_facts(run_dir) -> dict:
                 best=_read(run/'best_post.json') if run else {},
                 twin=_twin(Path(data['root'])) if data.get('root') else {})
 
-def _f(v, fmt='.4f'): return 'not recorded' if v is None else f'{v:{fmt}}' if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+def _f(v, fmt='.4f'):
+    return (
+        'not recorded'
+        if v is None
+        else f'{v:{fmt}}' if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    )
 
 def _card_model(meta:dict, folder:str) -> list:
     "The card's Model section: network, input, files, checkpoint, post-processing, how to run it"
     p, lv, files = meta.get('post', {}), meta.get('levels') or [], [f"`{meta.get('model_file', 'model.onnx')}` (fp32)"]
     if 'int8' in meta: files.append(f"`{meta['int8'].get('file', 'model_int8.onnx')}` (int8)")
-    rows = [('task', 'lung-opacity (pneumonia) regions on frontal chest X-rays: boxes with scores, and a 3-class image label '
-                     f"({', '.join(meta.get('classes') or CLASSES)})"),
-            ('network', f"RetinaNet-style detector, backbone `{meta.get('backbone')}`, pyramid levels P{lv[0]}-P{lv[-1]}, "
-                        f"{meta.get('num_anchors')} anchors, a global 3-class head" if lv else f"backbone `{meta.get('backbone')}`"),
-            ('input', f"one grey image stretched to {meta['input_size']}x{meta['input_size']} and scaled to 0..1"),
-            ('files', ', '.join(files + ['`anchors.npy`', '`board.json`'])),
-            ('checkpoint', f"`{meta.get('checkpoint', 'not recorded')}` (SHA-256 `{str(meta.get('checkpoint_sha256'))[:16]}...`), "
-                           f"exported by pneumonia_kit {meta.get('pneumonia_kit_version')}"),
-            ('post-processing', f"final score threshold {_f(p.get('final_thresh'), 'g')}, NMS IoU {_f(p.get('nms_thresh'), 'g')}, "
-                                f"global-head weight {_f(p.get('global_weight'), 'g')} (from {meta.get('post_source', 'not recorded')})"),
-            ('run it', f'`python3 -m pneumonia_kit.board {folder} IMAGES... --backend opencv` (torch-free; OpenCV DNN is the runtime '
-                       'that runs on the Loongson 2K1000LA)')]
+    rows = [
+        (
+            'task',
+            'lung-opacity (pneumonia) regions on frontal chest X-rays: boxes with scores, and a 3-class image label '
+            f"({', '.join(meta.get('classes') or CLASSES)})",
+        ),
+        (
+            'network',
+            (
+                f"RetinaNet-style detector, backbone `{meta.get('backbone')}`, pyramid levels P{lv[0]}-P{lv[-1]}, "
+                f"{meta.get('num_anchors')} anchors, a global 3-class head"
+                if lv
+                else f"backbone `{meta.get('backbone')}`"
+            ),
+        ),
+        ('input', f"one grey image stretched to {meta['input_size']}x{meta['input_size']} and scaled to 0..1"),
+        ('files', ', '.join(files + ['`anchors.npy`', '`board.json`'])),
+        (
+            'checkpoint',
+            (
+                f"`{meta.get('checkpoint', 'not recorded')}` (SHA-256 `{str(meta.get('checkpoint_sha256'))[:16]}...`), "
+                f"exported by pneumonia_kit {meta.get('pneumonia_kit_version')}"
+            ),
+        ),
+        (
+            'post-processing',
+            (
+                f"final score threshold {_f(p.get('final_thresh'), 'g')}, NMS IoU {_f(p.get('nms_thresh'), 'g')}, "
+                f"global-head weight {_f(p.get('global_weight'), 'g')} (from {meta.get('post_source', 'not recorded')})"
+            ),
+        ),
+        (
+            'run it',
+            (
+                f'`python3 -m pneumonia_kit.board {folder} IMAGES... --backend opencv` (torch-free; OpenCV DNN is the'
+                ' runtime that runs on the Loongson 2K1000LA)'
+            ),
+        ),
+    ]
     return ['## Model', '', '| | |', '|---|---|'] + [f'| {k} | {v} |' for k, v in rows]
 
 # %% ../nbs/18_export.ipynb #348a90a8
@@ -188,14 +250,27 @@ def _card_data(run:dict) -> list:
     "The card's Data section"
     d, tw = run['data'], run['twin']
     if not d: return ['## Data', '', 'Not recorded: the checkpoint was exported outside its training run folder.']
-    out = ['## Data', '', f"- trained on `{d.get('root')}`: {_f(d.get('n_train'), 'd')} training images; validated on fold "
-           f"{d.get('fold')} of {d.get('n_folds')} ({_f(d.get('n_val'), 'd')} images, patient-level folds stratified by class), "
-           f"input {d.get('image_size')} px; {_f(run['summary'].get('epochs_done'), 'd')} of {_f(run['train'].get('epochs'), 'd')} epochs"]
-    if tw: out.append(f"- **the data are a synthetic twin** of the RSNA challenge's (`pneumonia_kit.synth`, difficulty "
-                      f"`{tw.get('difficulty', 'not recorded')}`): simulated images and labels. Scores on them test the pipeline and "
-                      'compare settings; they say nothing about accuracy on real radiographs.')
-    else: out.append('- the labels are the RSNA Pneumonia Detection Challenge\'s format: boxes around lung opacities drawn by '
-                     'radiologists, one reader per training image; they are not clinical diagnoses of pneumonia.')
+    out = [
+        '## Data',
+        '',
+        (
+            f"- trained on `{d.get('root')}`: {_f(d.get('n_train'), 'd')} training images; validated on fold"
+            f" {d.get('fold')} of {d.get('n_folds')} ({_f(d.get('n_val'), 'd')} images, patient-level folds stratified"
+            f" by class), input {d.get('image_size')} px; {_f(run['summary'].get('epochs_done'), 'd')} of"
+            f" {_f(run['train'].get('epochs'), 'd')} epochs"
+        ),
+    ]
+    if tw:
+        out.append(
+            "- **the data are a synthetic twin** of the RSNA challenge's (`pneumonia_kit.synth`, difficulty"
+            f" `{tw.get('difficulty', 'not recorded')}`): simulated images and labels. Scores on them test the pipeline"
+            " and compare settings; they say nothing about accuracy on real radiographs."
+        )
+    else:
+        out.append(
+            '- the labels are the RSNA Pneumonia Detection Challenge\'s format: boxes around lung opacities drawn by '
+            'radiologists, one reader per training image; they are not clinical diagnoses of pneumonia.'
+        )
     return out
 
 def _card_metrics(meta:dict, run:dict) -> list:
@@ -203,22 +278,34 @@ def _card_metrics(meta:dict, run:dict) -> list:
     b, q, par = run['best'], meta.get('int8') or {}, meta.get('parity') or {}
     rows = []
     if b.get('map') is not None and str(b.get('checkpoint') or '').endswith(str(meta.get('checkpoint') or '?')):
-        ci = b.get('ci95') or [None, None]
-        rows.append(('validation mAP, out-of-fold, these post-processing settings', f"{_f(b['map'])} (95% interval {_f(ci[0])} - {_f(ci[1])})",
-                     f"{_f(b.get('n_images'), 'd')} ({_f(b.get('n_counted'), 'd')} counted)"))
-    else: rows.append(('validation mAP of this checkpoint', 'not recorded (no sweep of its run chose this epoch)', ''))
+        rows.append(('validation mAP, out-of-fold, these post-processing settings', Score.from_dict(b)))
+    else: rows.append(('validation mAP of this checkpoint', 'not recorded (no sweep of its run chose this epoch)'))
     if q.get('checked'):
-        ci = q.get('diff_ci95') or [None, None]
-        rows.append((f"int8 - fp32 mAP, validation fold ({q.get('backend')}); gate: interval above -{q.get('max_loss')}",
-                     f"{_f(q.get('map_int8'))} - {_f(q.get('map_fp32'))} = {_f(-q['loss'] if q.get('loss') is not None else None, '+.4f')} "
-                     f"(95% paired interval {_f(ci[0], '+.4f')} to {_f(ci[1], '+.4f')}): {'accepted' if q.get('accepted') else '**refused**'}",
-                     f"{_f(q.get('n_images'), 'd')} ({_f(q.get('n_counted'), 'd')} counted)"))
-    elif q: rows.append(('int8 model', 'written but not checked on labelled images: do not use it without a check', ''))
+        gate = 'accepted' if q.get('accepted') else '**refused**'
+        d = PairedDiff(-q['loss'] if q.get('loss') is not None else None, *(q.get('diff_ci95') or [None, None])[:2],
+                       q.get('n_images'), q.get('n_counted'), q.get('p_value'), q.get('map_fp32'), q.get('map_int8'))
+        rows.append(
+            (
+                f"int8 - fp32 mAP, validation fold ({q.get('backend')}); gate: interval above -{q.get('max_loss')}",
+                d.format(gate, maps=True),
+            )
+        )
+    elif q: rows.append(('int8 model', 'written but not checked on labelled images: do not use it without a check'))
     for rt in ('onnxruntime', 'opencv'):
-        if rt in par: rows.append((f'parity with PyTorch, {rt}', f'largest output difference {par[rt]:.1e} (tolerance {par.get("atol", 1e-3):g})', '1 random image'))
-    return (['## Metrics', '', 'Scores are the RSNA challenge metric (per image, precision averaged over IoU thresholds 0.40-0.75; '
-             'mean over the images that count, i.e. with a true or a predicted box); intervals are 95% bootstrap intervals over images.',
-             '', '| what | value | images |', '|---|---|---|'] + [f'| {a} | {v} | {n} |' for a, v, n in rows])
+        if rt in par: rows.append((f'parity with PyTorch, {rt}', f'largest output difference {par[rt]:.1e} '
+                                   f'(tolerance {par.get("atol", 1e-3):g}; 1 random image)'))
+    return [
+        '## Metrics',
+        '',
+        (
+            'Scores are the RSNA challenge metric (per image, precision averaged over IoU thresholds '
+            '0.40-0.75; mean over the images that count, i.e. with a true or a predicted box); intervals are 95% '
+            'bootstrap intervals over images.'
+        ),
+        '',
+        '| what | value |',
+        '|---|---|',
+    ] + [f'| {a} | {v} |' for a, v in rows]
 
 # %% ../nbs/18_export.ipynb #cda969a1
 _CARD_USE = """## Intended use
@@ -226,15 +313,17 @@ _CARD_USE = """## Intended use
 - Research, teaching and engineering: training and comparing lung-opacity detectors and their post-processing on the
   RSNA Pneumonia Detection Challenge task, and running them on a CPU board without PyTorch.
 - Input: frontal (PA or AP) chest radiographs as DICOM, like the challenge's (adults; 1024x1024 there).
-- Out of scope: any clinical use (diagnosis, screening, triage, treatment decisions); lateral views, children, other body
-  parts or modalities; images unlike the training data."""
+- Out of scope: any clinical use (diagnosis, screening, triage, treatment decisions); lateral views, children,
+  other body parts or modalities; images unlike the training data."""
 
 _CARD_LIMITS = """## Limitations
 
-- Not validated on patients or against clinical outcomes; the challenge's labels mark lung opacities, not pneumonia itself.
+- Not validated on patients or against clinical outcomes; the challenge's labels mark lung opacities, not pneumonia
+  itself.
 - The RSNA metric on a few hundred images moves by about 0.01 per image: compare models with the paired intervals of
   `pneumonia-kit compare`, not point values.
-- Trained on one data source; scanners, populations and image processing unlike it can lower the accuracy without warning.
+- Trained on one data source; scanners, populations and image processing unlike it can lower the accuracy without
+  warning.
 - The int8 model is checked on the run's validation fold only; it may lose more elsewhere.
 - Runtimes differ slightly (OpenCV 4.10 differed from ONNX Runtime by ~2% on an SE-ResNeXt model): check a new runtime's
   outputs against PyTorch (`export.check_parity`) before trusting it."""
@@ -244,12 +333,31 @@ def write_model_card(model_dir, # a board model folder (with its board.json)
                     ) -> Path: # the card's path, `model_dir/MODEL_CARD.md`
     "Write `MODEL_CARD.md` into a board model folder from its board.json, its checks and its training run's files"
     model_dir = Path(model_dir); meta, run = load_json(model_dir/'board.json'), _run_facts(run_dir)
-    lines = [f"# Model card: {meta.get('backbone')} detector, {meta['input_size']} px, folder `{model_dir.name}`", '',
-             '> **Not for clinical diagnosis.** This model is a research and engineering artefact. It is not a medical device, has not been '
-             'validated on patients, and must not be used to diagnose, screen, triage or treat anyone.', '',
-             f"Written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `pneumonia_kit.export.write_model_card` from this "
-             f"folder's `board.json`{' and the training run `' + str(run_dir) + '`' if run['data'] else ''}.", '',
-             *_card_model(meta, model_dir.name), '', _CARD_USE, '', *_card_data(run), '', *_card_metrics(meta, run), '', _CARD_LIMITS]
+    lines = [
+        f"# Model card: {meta.get('backbone')} detector, {meta['input_size']} px, folder `{model_dir.name}`",
+        '',
+        (
+            '> **Not for clinical diagnosis.** This model is a research and engineering artefact. It is not a medical'
+            ' device, has not been validated on patients, and must not be used to diagnose, screen, triage or treat'
+            ' anyone.'
+        ),
+        '',
+        (
+            f"Written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by"
+            " `pneumonia_kit.export.write_model_card` from this folder's"
+            f" `board.json`{' and the training run `' + str(run_dir) + '`' if run['data'] else ''}."
+        ),
+        '',
+        *_card_model(meta, model_dir.name),
+        '',
+        _CARD_USE,
+        '',
+        *_card_data(run),
+        '',
+        *_card_metrics(meta, run),
+        '',
+        _CARD_LIMITS,
+    ]
     with atomic_write(model_dir/'MODEL_CARD.md') as f: f.write('\n'.join(lines) + '\n')
     return model_dir/'MODEL_CARD.md'
 
@@ -260,7 +368,7 @@ def export_model(checkpoint, # checkpoint file (or a run folder: its best epoch)
                  int8:bool=False, # also write `model_int8.onnx`
                  calib=None, # DICOMs (folder or list) for the int8 calibration; default: the run's training folds
                  n_calib:int=64, # calibration images used
-                 int8_max_loss:float=0.01, # the int8 model is refused if it may lose more mAP on the run's validation fold (`check_int8`)
+                 int8_max_loss:float=0.01, # int8 refused if it may lose more mAP on the validation fold (`check_int8`)
                  n_check:int|None=500, # validation images for that check (None: the whole fold)
                 ) -> Path: # the model folder
     "Export a checkpoint to the torch-free board predictor's model folder, with its post-processing settings"
@@ -269,8 +377,11 @@ def export_model(checkpoint, # checkpoint file (or a run folder: its best epoch)
     if int8:
         with contextlib.suppress(PneumoniaKitError): split = run_split(run_dir_of(ckpt))
         calib = calib or (split['train'] if split else None)
-        if not calib: raise PneumoniaKitError(f'{ckpt}: int8 export needs calibration images: pass calib (a folder of DICOMs) '
-                                              'or export a checkpoint inside its training run folder')
+        if not calib:
+            raise PneumoniaKitError(
+                f'{ckpt}: int8 export needs calibration images: pass calib (a folder of DICOMs) '
+                'or export a checkpoint inside its training run folder'
+            )
     post, source = resolve_post(post, ckpt)
     model = load_models([ckpt], 'cpu')[0]
     export_onnx(model, out_dir, meta=dict(post=cfg2dict(post), post_source=source, checkpoint=Path(ckpt).name,
@@ -286,11 +397,14 @@ def export_model(checkpoint, # checkpoint file (or a run folder: its best epoch)
 class _CalibReader:
     "Feeds calibration images to ONNX Runtime's quantiser, read and resized as the board predictor does"
     def __init__(self, images, size, input_name):
-        self.it = iter([{input_name: (resize_image(read_xray(p), size).astype(np.float32)/255)[None, None]} for p in images])
+        self.it = iter(
+            [{input_name: (resize_image(read_xray(p), size).astype(np.float32) / 255)[None, None]} for p in images]
+        )
     def get_next(self): return next(self.it, None)
 
 def int8_keep_fp32(onnx_path) -> list:
-    "Names of the nodes `quantize_int8` leaves in fp32 by default: the input stem (up to the first Conv) and the global head"
+    """Names of the nodes `quantize_int8` leaves in fp32 by default: the input stem (up to the first Conv) and the
+    global head"""
     import onnx
     nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
     first = next((i for i, n in enumerate(nodes) if n.op_type == 'Conv'), -1)
@@ -305,8 +419,13 @@ def quantize_int8(model_dir, # board model folder (`model.onnx`, `board.json`)
     "Write `model_int8.onnx` beside `model.onnx`: static QDQ int8, per-channel weights, calibrated on `calib_images`"
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    methods = {'percentile': CalibrationMethod.Percentile, 'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy}
-    if method not in methods: raise PneumoniaKitError(f'unknown calibration method {method!r}; choose one of {", ".join(methods)}')
+    methods = {
+        'percentile': CalibrationMethod.Percentile,
+        'minmax': CalibrationMethod.MinMax,
+        'entropy': CalibrationMethod.Entropy,
+    }
+    if method not in methods:
+        raise PneumoniaKitError(f'unknown calibration method {method!r}; choose one of {", ".join(methods)}')
     model_dir = Path(model_dir); meta = load_json(model_dir/'board.json')
     try: files = find_dicoms(calib_images)[:n_calib]
     except PneumoniaKitError as e: raise PneumoniaKitError(f'int8 calibration images: {e}') from None
@@ -321,37 +440,43 @@ def quantize_int8(model_dir, # board model folder (`model.onnx`, `board.json`)
                         extra_options={'CalibPercentile': 99.999} if method == 'percentile' else {})
         dst = temp_path(model_dir/'model_int8.onnx'); shutil.copyfile(tmp, dst)   # /tmp may be another file system
         replace_file(dst, model_dir/'model_int8.onnx')
-    update_board_json(model_dir, int8=dict(file='model_int8.onnx', n_calib=len(files), method=method, n_fp32_nodes=len(keep), checked=False))
+    update_board_json(
+        model_dir,
+        int8=dict(file='model_int8.onnx', n_calib=len(files), method=method, n_fp32_nodes=len(keep), checked=False),
+    )
     return model_dir/'model_int8.onnx'
 
 # %% ../nbs/18_export.ipynb #6231ba31
-def _labels_of(labels_csv, pids, dest) -> Path:
-    "The rows of `labels_csv` for the patientIds `pids`, written to `dest` (so only the checked images are scored)"
-    import csv
-    with open(labels_csv, newline='', encoding='utf-8-sig') as f: rows = list(csv.reader(f))
-    with open(dest, 'w', newline='', encoding='utf-8') as f: csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r and r[0] in pids])
-    return Path(dest)
-
 def check_int8(model_dir, # board model folder with an int8 model (`quantize_int8`)
                images, # labelled DICOM files and/or folders (the validation fold, not the calibration images)
                labels_csv, # their labels (train-labels format; rows of other images are ignored)
-               max_loss:float=0.01, # the int8 model may lose at most this much mAP, at the low end of the 95% paired interval
+               max_loss:float=0.01, # int8 may lose at most this much mAP (low end of the 95% paired interval)
                backend:str='onnxruntime', threads:int=2) -> dict:
-    "Score fp32 and int8 on `images`; refuse int8 when the 95% paired interval of (int8 - fp32) reaches below -`max_loss`"
+    """Score fp32 and int8 on `images`; refuse int8 when the 95% paired interval of (int8 - fp32) reaches below
+    -`max_loss`"""
     model_dir = Path(model_dir); meta = load_json(model_dir/'board.json')
-    if 'int8' not in meta: raise PneumoniaKitError(f'{model_dir}: no int8 model; run quantize_int8 (pneumonia-kit export --int8) first')
+    if 'int8' not in meta:
+        raise PneumoniaKitError(f'{model_dir}: no int8 model; run quantize_int8 (pneumonia-kit export --int8) first')
     files = find_dicoms(images)
     with tempfile.TemporaryDirectory() as d:
-        labels = _labels_of(labels_csv, {f.stem for f in files}, Path(d)/'labels.csv')
+        labels = write_labels_subset(labels_csv, {f.stem for f in files}, Path(d)/'labels.csv')
         for name, int8 in (('fp32', False), ('int8', True)):
-            board_predict(model_dir, files, out=str(Path(d)/f'{name}.csv'), backend=backend, threads=threads, int8=int8, progress=False)
+            board_predict(
+                model_dir,
+                files,
+                out=str(Path(d) / f'{name}.csv'),
+                backend=backend,
+                threads=threads,
+                int8=int8,
+                progress=False,
+            )
         c = compare_submissions(Path(d)/'fp32.csv', Path(d)/'int8.csv', labels, allow_missing=True)
-    res = dict(fp32=c['map_a'], int8=c['map_b'], loss=-c['diff'], diff_ci95=c['ci95'], p_value=c['p_value'], max_loss=max_loss,
-               n_images=c['n_images'], n_counted=max(c['n_counted_a'], c['n_counted_b']), backend=backend)
+    res = dict(fp32=c['map_a'], int8=c['map_b'], loss=-c['diff'], diff_ci95=c['ci95'], p_value=c['p_value'],
+               max_loss=max_loss, n_images=c['n_images'], n_counted=c['n_counted'], backend=backend)
     res['accepted'] = bool(c['ci95'][0] >= -max_loss)
-    update_board_json(model_dir, int8=dict(meta['int8'], checked=True, **{f'map_{k}' if k in ('fp32', 'int8') else k: v for k, v in res.items()}))
+    int8 = {f'map_{k}' if k in ('fp32', 'int8') else k: v for k, v in res.items()}
+    update_board_json(model_dir, int8=dict(meta['int8'], checked=True, **int8))
     if not res['accepted']:
-        raise PneumoniaKitError(f"{model_dir}: int8 model may lose more than {max_loss} mAP: int8 - fp32 = {c['diff']:+.4f}, 95% paired "
-                                f"interval {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f} on {c['n_images']} images (fp32 {res['fp32']:.4f}, "
-                                f"int8 {res['int8']:.4f}); calibrate on more images or keep fp32")
+        raise PneumoniaKitError(f"{model_dir}: int8 model may lose more than {max_loss} mAP: int8 - fp32 = "
+                                f"{PairedDiff.from_dict(c).format(maps=True)}; calibrate on more images or keep fp32")
     return res

@@ -5,6 +5,7 @@
 # %% ../nbs/03_metric.ipynb #6143dbb9
 from __future__ import annotations
 import contextlib, csv, math
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from .core import CLASSES, PneumoniaKitError, atomic_write, check_patient_id, check_readable
@@ -14,8 +15,9 @@ from .boxes import box_iou_xywh
 __all__ = ['IOU_THRESHOLDS', 'MODES', 'MAX_COORD', 'MAX_PAIRS', 'MAX_CSV_BYTES', 'MAX_CSV_ROWS', 'MAX_ERRORS', 'LABEL_COLUMNS',
            'FAILED_COLUMNS', 'MetricInputError', 'map_iou', 'image_precisions', 'rsna_map', 'format_prediction_string',
            'parse_prediction_string', 'read_submission', 'LabelError', 'read_labels', 'read_gt_labels',
-           'write_submission', 'failed_csv_path', 'write_failures', 'read_boxes', 'image_scores', 'bootstrap_ci',
-           'score_submission', 'format_score_report', 'compare_scores', 'compare_submissions', 'format_comparison']
+           'write_submission', 'failed_csv_path', 'write_failures', 'read_boxes', 'write_labels_subset', 'image_scores',
+           'bootstrap_ci', 'Score', 'PairedDiff', 'score_submission', 'format_score_report', 'compare_scores',
+           'compare_submissions', 'format_comparison']
 
 # %% ../nbs/03_metric.ipynb #69d8560d
 IOU_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)  # written out: np.arange would give 0.5000000000000001
@@ -30,7 +32,8 @@ def _check_mode(mode):
 
 # %% ../nbs/03_metric.ipynb #5f2beba8
 def _sort_order(scores, mode):
-    "Indices sorting `scores` (last axis) in descending order: stable (kaggle) or reversed stable (kernel's argsort[::-1])"
+    """Indices sorting `scores` (last axis) in descending order: stable (kaggle) or reversed stable (kernel's
+    argsort[::-1])"""
     if mode == 'kaggle': return np.argsort(-scores, axis=-1, kind='stable')
     return np.argsort(scores, axis=-1, kind='stable')[..., ::-1]
 
@@ -91,10 +94,12 @@ def _some(ids, k:int=10) -> str:
     return ', '.join(map(str, ids[:k])) + (f' ... ({len(ids) - k} more)' if len(ids) > k else '')
 
 _NO_PRED = (np.zeros(0), np.zeros((0, 4)))
-MAX_PAIRS = 1 << 22   # images x most predictions x most true boxes scored at once: a 32 MB IoU array (the real test set: ~0.1 M)
+# images x most predictions x most true boxes scored at once: a 32 MB IoU array (the real test set: ~0.1 M)
+MAX_PAIRS = 1 << 22
 
 def _pack(gt:dict, preds:dict, mode:str):
-    "Pad per-image boxes: GT `[N,G,4]` + mask `[N,G]`; predictions sorted by confidence `[N,P,4]`, scores `[N,P]` + mask"
+    """Pad per-image boxes: GT `[N,G,4]` + mask `[N,G]`; predictions sorted by confidence `[N,P,4]`, scores `[N,P]` +
+    mask"""
     pids = list(gt)
     extra = [p for p in preds if p not in gt]
     if extra: raise MetricInputError(f'{len(extra)} patientId(s) have predictions but no ground truth: {_some(extra)}')
@@ -103,8 +108,10 @@ def _pack(gt:dict, preds:dict, mode:str):
     N, G, P = len(pids), max(map(len, gts), default=0), max((len(s) for s, _ in prs), default=0)
     if N * G * P > MAX_PAIRS:   # the padded IoU array and its temporaries: refused before they are allocated
         ig, ip = max(range(N), key=lambda i: len(gts[i])), max(range(N), key=lambda i: len(prs[i][0]))
-        raise MetricInputError(f'too many boxes to score: {N:,} images x {P:,} predictions x {G:,} true boxes is {N * G * P:,} '
-                               f'pairs, more than {MAX_PAIRS:,} (most predictions: {_cut(pids[ip], 40)}; most true boxes: {_cut(pids[ig], 40)})')
+        raise MetricInputError(
+            f'too many boxes to score: {N:,} images x {P:,} predictions x {G:,} true boxes is {N * G * P:,} pairs, more'
+            f' than {MAX_PAIRS:,} (most predictions: {_cut(pids[ip], 40)}; most true boxes: {_cut(pids[ig], 40)})'
+        )
     gb, gv = np.zeros((N, G, 4)), np.zeros((N, G), bool)
     pb, ps = np.zeros((N, P, 4)), np.full((N, P), -np.inf)
     for i, (g, (s, b)) in enumerate(zip(gts, prs)):
@@ -120,7 +127,8 @@ def _pack(gt:dict, preds:dict, mode:str):
 
 # %% ../nbs/03_metric.ipynb #d2c8a84f
 def _cum_tp_kaggle(iou, gv, pv, thr):
-    "TP count after each prediction rank `[T,N,P+1]`: best-first predictions take the free GT box of highest IoU, hit if > t"
+    """TP count after each prediction rank `[T,N,P+1]`: best-first predictions take the free GT box of highest IoU, hit
+    if > t"""
     (N, P, G), T = iou.shape, len(thr)
     cum = np.zeros((T, N, P + 1), np.int32)
     if P == 0 or G == 0: return cum
@@ -134,7 +142,8 @@ def _cum_tp_kaggle(iou, gv, pv, thr):
     return cum
 
 def _gt_rank_kernel(iou, gv, pv, thr):
-    "Prediction rank each GT box took `[T,N,G]` (P if none): GT rows in order take the first free prediction with IoU >= t"
+    """Prediction rank each GT box took `[T,N,G]` (P if none): GT rows in order take the first free prediction with IoU
+    >= t"""
     (N, P, G), T = iou.shape, len(thr)
     rank = np.full((T, N, G), P)
     if P == 0 or G == 0: return rank
@@ -175,7 +184,8 @@ def rsna_map(gt:dict, # patientId -> GT boxes `(n, 4)` x y w h (empty for a nega
              mode:str='kaggle', # 'kaggle' (evaluation text) or 'kernel' (public map_iou kernel)
              detail:bool=False, # return a dict with per-IoU-threshold means and image counts
             ):
-    "RSNA mAP over the images of `gt` (NaN if none counts); an array per score threshold when `score_thresholds` is given"
+    """RSNA mAP over the images of `gt` (NaN if none counts); an array per score threshold when `score_thresholds` is
+    given"""
     pids, prec, counted = image_precisions(gt, preds, score_thresholds, iou_thresholds, mode)
     n = counted.sum(-1)
     with np.errstate(invalid='ignore', divide='ignore'): per_t = np.nansum(prec, -1) / n[:, None]  # [S,T]
@@ -183,7 +193,7 @@ def rsna_map(gt:dict, # patientId -> GT boxes `(n, 4)` x y w h (empty for a nega
     one = (lambda a: a[0].item()) if score_thresholds is None else (lambda a: a)  # float or array per score threshold
     if not detail: return one(maps)
     return dict(map=one(maps), per_threshold={f'{t:.2f}': one(per_t[:, i]) for i, t in enumerate(iou_thresholds)},
-                n_images=len(pids), n_scored=one(n))
+                n_images=len(pids), n_counted=one(n))
 
 # %% ../nbs/03_metric.ipynb #f58a57df
 def format_prediction_string(scores, # confidences `(m,)`
@@ -198,29 +208,37 @@ def format_prediction_string(scores, # confidences `(m,)`
 def parse_prediction_string(s:str|None, # 'conf x y w h ...'; '', None or NaN mean no boxes
                             where:str='', # where it comes from, for error messages ('sub.csv line 7 (patientId)')
                            ): # (scores `(m,)`, boxes `(m, 4)` x y w h), float64
-    "Scores and boxes of a PredictionString; odd counts, non-numbers, NaN/inf and negative sizes raise `MetricInputError`"
+    """Scores and boxes of a PredictionString; odd counts, non-numbers, NaN/inf and negative sizes raise
+    `MetricInputError`"""
     pre = f'{where}: ' if where else ''
     if s is None or (isinstance(s, float) and math.isnan(s)): return np.zeros(0), np.zeros((0, 4))
     toks = str(s).split()
-    if len(toks) % 5: raise MetricInputError(f'{pre}PredictionString has {len(toks)} values, not a multiple of 5 (conf x y w h per box)')
+    if len(toks) % 5:
+        raise MetricInputError(
+            f'{pre}PredictionString has {len(toks)} values, not a multiple of 5 (conf x y w h per box)'
+        )
     vals, bad = [], []
     for tok in toks:
         try: vals.append(float(tok))
         except ValueError: bad.append(tok)
     if bad: raise MetricInputError(f'{pre}PredictionString has non-numbers: {_some([repr(b) for b in bad], 3)}')
     a = np.array(vals, np.float64).reshape(-1, 5)
-    for what, bad_rows in (('NaN or infinite value', ~np.isfinite(a).all(1)), ('negative width or height', (a[:, 3:] < 0).any(1)),
+    for what, bad_rows in (('NaN or infinite value', ~np.isfinite(a).all(1)),
+                           ('negative width or height', (a[:, 3:] < 0).any(1)),
                            (f'coordinate beyond +-{MAX_COORD:g} pixels', (np.abs(a[:, 1:]) > MAX_COORD).any(1)),
                            ('confidence outside 0..1', (a[:, 0] < 0) | (a[:, 0] > 1))):
-        if bad_rows.any(): raise MetricInputError(f'{pre}PredictionString has a {what} in box {np.flatnonzero(bad_rows)[0] + 1}')
+        if bad_rows.any():
+            raise MetricInputError(f'{pre}PredictionString has a {what} in box {np.flatnonzero(bad_rows)[0] + 1}')
     return a[:, 0].copy(), a[:, 1:].copy()
 
 # %% ../nbs/03_metric.ipynb #04a82398
-MAX_CSV_BYTES, MAX_CSV_ROWS = 32 << 20, 1_000_000   # Kaggle's labels: 1.5 MB, 30,227 rows; a 3,000-row submission: < 1 MB
+# Kaggle's labels: 1.5 MB, 30,227 rows; a 3,000-row submission: < 1 MB
+MAX_CSV_BYTES, MAX_CSV_ROWS = 32 << 20, 1_000_000
 MAX_ERRORS = 10   # malformed rows listed in one error line; the rest are counted
 
 def _csv_rows(path, need:tuple, what:str):
-    "Header and `(line number, row)` pairs of a CSV file, after checking the file (size, kind) and the `need`ed columns exist"
+    """Header and `(line number, row)` pairs of a CSV file, after checking the file (size, kind) and the `need`ed
+    columns exist"""
     path = Path(path)
     if not path.exists(): raise MetricInputError(f'{path}: {what} file not found')
     try: check_readable(path, what, MAX_CSV_BYTES)
@@ -231,11 +249,18 @@ def _csv_rows(path, need:tuple, what:str):
             header = [h.strip() for h in next(r, [])]
             if not header: raise MetricInputError(f'{path}: empty {what} file; expected the header {",".join(need)}')
             missing = [c for c in need if c not in header]
-            if missing: raise MetricInputError(f'{path}: {what} header {",".join(header)!r} lacks column(s) {", ".join(missing)}; expected {",".join(need)}')
+            if missing:
+                raise MetricInputError(
+                    f'{path}: {what} header {",".join(header)!r} lacks column(s) {", ".join(missing)}; expected'
+                    f' {",".join(need)}'
+                )
             rows = []
             for row in r:
                 if row: rows.append((r.line_num, row))   # line_num: last line read, i.e. this row's
-                if len(rows) > MAX_CSV_ROWS: raise MetricInputError(f'{path}: more than {MAX_CSV_ROWS:,} rows; not a {what} file of this competition')
+                if len(rows) > MAX_CSV_ROWS:
+                    raise MetricInputError(
+                        f'{path}: more than {MAX_CSV_ROWS:,} rows; not a {what} file of this competition'
+                    )
             return header, rows
     except csv.Error as e: raise MetricInputError(f'{path} line {r.line_num}: not valid CSV ({e})') from None
     except UnicodeDecodeError: raise MetricInputError(f'{path}: not a UTF-8 text file') from None
@@ -253,7 +278,9 @@ def _raise_all(path, errs, what):
     "One error listing the first `MAX_ERRORS` problems (each cut to a readable length) and counting the rest"
     if not errs: return
     more = f'; ... and {len(errs) - MAX_ERRORS:,} more' if len(errs) > MAX_ERRORS else ''
-    raise MetricInputError(f'{path}: {len(errs):,} malformed {what} row(s): ' + '; '.join(map(_cut, errs[:MAX_ERRORS])) + more)
+    raise MetricInputError(
+        f'{path}: {len(errs):,} malformed {what} row(s): ' + '; '.join(map(_cut, errs[:MAX_ERRORS])) + more
+    )
 
 # %% ../nbs/03_metric.ipynb #23c618f9
 def read_submission(csv_path, # submission CSV: patientId,PredictionString
@@ -287,9 +314,13 @@ def _label_box(row, idx, at) -> tuple:
     if t == 0:
         if any(vals): raise ValueError(f'{at}: Target 0 but a box {",".join(vals)}')
         return 0, None
-    if not all(vals): raise ValueError(f'{at}: Target 1 with an incomplete box {",".join(vals)!r} (x,y,width,height must all be given)')
+    if not all(vals):
+        raise ValueError(
+            f'{at}: Target 1 with an incomplete box {",".join(vals)!r} (x,y,width,height must all be given)'
+        )
     try: b = [float(v) for v in vals]
-    except ValueError: raise ValueError(f'{at}: Target 1 needs numbers in x,y,width,height, got {",".join(vals)!r}') from None
+    except ValueError:
+        raise ValueError(f'{at}: Target 1 needs numbers in x,y,width,height, got {",".join(vals)!r}') from None
     if not all(map(math.isfinite, b)): raise ValueError(f'{at}: NaN or infinite box value')
     if max(map(abs, b)) > MAX_COORD: raise ValueError(f'{at}: box coordinate beyond +-{MAX_COORD:g} pixels')
     if b[2] <= 0 or b[3] <= 0: raise ValueError(f'{at}: width and height must be positive, got {b[2]:g},{b[3]:g}')
@@ -311,11 +342,18 @@ def _label_rows(labels_csv, errs:list, seen:set) -> dict:
         except ValueError as e: errs.append(str(e)); continue
         p = out.get(pid)
         if p is not None and (t == 0 or p['target'] == 0):
-            errs.append(f'line {n} ({pid}): Target {t} row for a patientId that already has a Target {p["target"]} row (line {p["line"]})'); continue
+            errs.append(
+                f'line {n} ({pid}): Target {t} row for a patientId that already has a Target {p["target"]} row (line'
+                f' {p["line"]})'
+            )
+            continue
         p = out.setdefault(pid, dict(target=t, boxes=[], line=n, lines={}))
         if b is None: continue
         if (k := tuple(b)) in p['lines']:   # a dict of boxes -> line: linear, not quadratic, in a patient's rows
-            errs.append(f'line {n} ({pid}): repeats the box of line {p["lines"][k]} (a duplicated row would count twice)'); continue
+            errs.append(
+                f'line {n} ({pid}): repeats the box of line {p["lines"][k]} (a duplicated row would count twice)'
+            )
+            continue
         p['boxes'].append(b); p['lines'][k] = n
     return out
 
@@ -328,8 +366,12 @@ def _class_rows(class_csv, errs:list) -> dict:
         pid, err = _row_pid(row, header, n, ip)
         if err: errs.append(f'{name} {err}'); continue
         c = row[ic]
-        if c not in CLASSES: errs.append(f"{name} line {n}: unknown class {c!r} (expected one of {', '.join(map(repr, CLASSES))})"); continue
-        if pid in out and out[pid][0] != c: errs.append(f'{name} line {n}: patient {pid} is {c!r} here but {out[pid][0]!r} on line {out[pid][1]}'); continue
+        if c not in CLASSES:
+            errs.append(f"{name} line {n}: unknown class {c!r} (expected one of {', '.join(map(repr, CLASSES))})")
+            continue
+        if pid in out and out[pid][0] != c:
+            errs.append(f'{name} line {n}: patient {pid} is {c!r} here but {out[pid][0]!r} on line {out[pid][1]}')
+            continue
         out.setdefault(pid, (c, n))
     return out
 
@@ -347,12 +389,22 @@ def read_labels(labels_csv, # train-labels CSV: patientId,x,y,width,height,Targe
         if pid not in cls: errs.append(f'{cname}: no class for patient {pid} (labels line {p["line"]})'); continue
         p['cls'] = cls[pid][0]
         if (p['cls'] == CLASSES[2]) != (p['target'] == 1):
-            errs.append(f"patient {pid}: Target {p['target']} (labels line {p['line']}) contradicts class {p['cls']!r} ({cname} line {cls[pid][1]})")
-    errs += [f'{cname} line {n}: patient {pid} is not in {Path(labels_csv).name}' for pid, (c, n) in (cls or {}).items() if pid not in seen]
+            errs.append(
+                f"patient {pid}: Target {p['target']} (labels line {p['line']}) contradicts class {p['cls']!r} ({cname}"
+                f" line {cls[pid][1]})"
+            )
+    errs += [
+        f'{cname} line {n}: patient {pid} is not in {Path(labels_csv).name}'
+        for pid, (c, n) in (cls or {}).items()
+        if pid not in seen
+    ]
     if errs:
         shown = [_cut(e) for e in errs[:20]] + ([f'... ({len(errs) - 20:,} more)'] if len(errs) > 20 else [])
         raise LabelError(f'{labels_csv}: {len(errs)} label problem(s): ' + '; '.join(shown), errs)
-    return {p: dict(boxes=np.array(v['boxes'], np.float64).reshape(-1, 4), target=v['target'], cls=v['cls']) for p, v in pats.items()}
+    return {
+        p: dict(boxes=np.array(v['boxes'], np.float64).reshape(-1, 4), target=v['target'], cls=v['cls'])
+        for p, v in pats.items()
+    }
 
 def read_gt_labels(labels_csv, # train-labels CSV: patientId,x,y,width,height,Target (one row per box)
                   ) -> dict: # patientId -> boxes `(n, 4)` x y w h float64, `(0, 4)` for a negative image
@@ -361,7 +413,7 @@ def read_gt_labels(labels_csv, # train-labels CSV: patientId,x,y,width,height,Ta
 
 # %% ../nbs/03_metric.ipynb #befc1d10
 def write_submission(path, # CSV to write (atomically)
-                     rows, # patientId -> PredictionString or (scores, boxes x y w h); a dict or (patientId, value) pairs
+                     rows, # patientId -> PredictionString or (scores, boxes x y w h); a dict or pairs
                     ) -> Path:
     "Write a Kaggle submission `patientId,PredictionString` in the given order"
     items = rows.items() if isinstance(rows, dict) else rows
@@ -398,7 +450,20 @@ def read_boxes(csv_path) -> tuple: # ('submission' or 'labels', patientId -> (sc
     header, _ = _csv_rows(csv_path, ('patientId',), 'boxes')
     if 'PredictionString' in header: return 'submission', read_submission(csv_path)
     if set(LABEL_COLUMNS) <= set(header): return 'labels', {p: (None, b) for p, b in read_gt_labels(csv_path).items()}
-    raise MetricInputError(f'{csv_path}: neither a submission (patientId,PredictionString) nor a labels CSV ({",".join(LABEL_COLUMNS)})')
+    raise MetricInputError(
+        f'{csv_path}: neither a submission (patientId,PredictionString) nor a labels CSV ({",".join(LABEL_COLUMNS)})'
+    )
+
+# %% ../nbs/03_metric.ipynb #81f44a32
+def write_labels_subset(labels_csv, # labels in the train-labels format (read as text: rows are copied, not parsed)
+                        pids, # the patientIds to keep
+                        dest, # the CSV to write
+                       ) -> Path: # `dest`
+    "The rows of `labels_csv` for the patientIds `pids`, written to `dest` (so only the images checked are scored)"
+    with open(labels_csv, newline='', encoding='utf-8-sig') as f: rows = list(csv.reader(f))
+    with open(dest, 'w', newline='', encoding='utf-8') as f:
+        csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r and r[0] in pids])
+    return Path(dest)
 
 # %% ../nbs/03_metric.ipynb #9edee293
 def image_scores(gt:dict, # patientId -> GT boxes `(n, 4)` x y w h
@@ -423,9 +488,74 @@ def bootstrap_ci(scores, # per-image scores, NaN for images that do not count (`
     s = np.asarray(scores, np.float64).reshape(-1)
     if not len(s) or np.isnan(s).all(): return (math.nan, math.nan)
     rng, means = np.random.default_rng(seed), []
-    for k in range(0, n_boot, 500): means.append(_boot_means(s, rng.integers(0, len(s), (min(500, n_boot - k), len(s)))))
+    for k in range(0, n_boot, 500):
+        means.append(_boot_means(s, rng.integers(0, len(s), (min(500, n_boot - k), len(s)))))
     q = np.nanpercentile(np.concatenate(means), [50 * (1 - level), 50 * (1 + level)])
     return float(q[0]), float(q[1])
+
+# %% ../nbs/03_metric.ipynb #8d4cb369
+def _num(v, fmt:str) -> str: return '—' if v is None or v != v else f'{v:{fmt}}'   # missing or NaN: a dash
+
+@dataclass(frozen=True)
+class Score:
+    "An mAP with its 95% interval (bootstrap over images) and the images behind it"
+    map: float|None # the mAP (NaN or None: no image counts)
+    lo: float|None = None # the 95% interval's low end
+    hi: float|None = None # its high end
+    n_images: int|None = None # images in the set
+    n_counted: int|None = None # images that count (a true or a predicted box); the others have no score
+
+    def format(self, digits:int=4) -> str:
+        "'0.7080 (95% interval 0.6500-0.7600; 78 of 100 images counted)': the one way a score is written"
+        f, n = f'.{digits}f', ''
+        if self.n_counted is not None: n = f"; {self.n_counted} of {_num(self.n_images, 'd')} images counted"
+        return f"{_num(self.map, f)} (95% interval {_num(self.lo, f)}-{_num(self.hi, f)}{n})"
+    __str__ = format
+
+    def to_dict(self) -> dict:
+        "The JSON form: map, ci95 [lo, hi], n_images, n_counted"
+        return dict(map=self.map, ci95=[self.lo, self.hi], n_images=self.n_images, n_counted=self.n_counted)
+
+    @classmethod
+    def from_dict(cls, d:dict):
+        "From the JSON form (or `score_submission`'s result, `sweep`'s `best_post.json`)"
+        lo, hi = (d.get('ci95') or [None, None])[:2]
+        return cls(d.get('map'), lo, hi, d.get('n_images'), d.get('n_counted'))
+
+# %% ../nbs/03_metric.ipynb #db5ee915
+@dataclass(frozen=True)
+class PairedDiff:
+    "A paired difference B - A of two mAPs on the same images, with its 95% paired bootstrap interval"
+    diff: float|None # mAP of B - mAP of A
+    lo: float|None = None # the 95% paired interval's low end
+    hi: float|None = None # its high end
+    n_images: int|None = None # images in the set
+    n_counted: int|None = None # images that count (the larger of A's and B's counts)
+    p: float|None = None # permutation p-value, where one was computed
+    map_a: float|None = None # A's mAP
+    map_b: float|None = None # B's mAP
+
+    def format(self, verdict:str='', digits:int=4, maps:bool=False) -> str:
+        "'+0.0100 (95% paired interval -0.0060 to +0.0260): VERDICT, p = 0.123, 78 of 100 images counted'"
+        f, tail = f'+.{digits}f', [verdict] if verdict else []
+        if self.p is not None: tail.append(f'p = {_num(self.p, ".3f")}')
+        if self.n_counted is not None: tail.append(f"{self.n_counted} of {_num(self.n_images, 'd')} images counted")
+        head = f"{_num(self.map_b, f[1:])} - {_num(self.map_a, f[1:])} = " if maps else ''
+        return (f"{head}{_num(self.diff, f)} (95% paired interval {_num(self.lo, f)} to {_num(self.hi, f)})"
+                + (': ' + ', '.join(tail) if tail else ''))
+    __str__ = format
+
+    def to_dict(self) -> dict:
+        "The JSON form: diff, ci95 [lo, hi], p_value, n_images, n_counted, map_a, map_b"
+        return dict(diff=self.diff, ci95=[self.lo, self.hi], p_value=self.p, n_images=self.n_images,
+                    n_counted=self.n_counted, map_a=self.map_a, map_b=self.map_b)
+
+    @classmethod
+    def from_dict(cls, d:dict):
+        "From the JSON form or what `compare_scores`/`compare_submissions` return"
+        lo, hi = (d.get('ci95') or [None, None])[:2]
+        return cls(d.get('diff'), lo, hi, d.get('n_images'), d.get('n_counted'), d.get('p_value'), d.get('map_a'),
+                   d.get('map_b'))
 
 # %% ../nbs/03_metric.ipynb #31688c21
 def score_submission(submission_csv, # patientId,PredictionString
@@ -433,22 +563,34 @@ def score_submission(submission_csv, # patientId,PredictionString
                      mode:str='kaggle', # 'kaggle' (evaluation text) or 'kernel' (public map_iou kernel)
                      allow_missing:bool=False, # score even if the files' patientIds differ (see above)
                      n_boot:int=2000, # bootstrap draws of the 95% interval
-                    ) -> dict: # map, ci95, per_threshold, n_images, n_scored, n_left_out, missing_in_submission, ...
-    "Score a submission CSV against labels: the mAP with its 95% interval, its value at each IoU threshold, image counts, id mismatches"
+                    ) -> dict: # map, ci95, per_threshold, n_images, n_counted, n_left_out, missing_in_submission, ...
+    """Score a submission CSV against labels: the mAP, its 95% interval, its value per IoU threshold, counts, id
+    mismatches"""
     _check_mode(mode)
     gt, sub = read_gt_labels(labels_csv), read_submission(submission_csv)
     miss_sub, miss_lab = [p for p in gt if p not in sub], [p for p in sub if p not in gt]
     if (miss_sub or miss_lab) and not allow_missing:
-        parts = ([f'{len(miss_sub)} labelled patientId(s) missing from the submission: {_some(miss_sub)}'] if miss_sub else []) + \
-                ([f'{len(miss_lab)} submission patientId(s) not in {Path(labels_csv).name}: {_some(miss_lab)}'] if miss_lab else [])
-        raise MetricInputError(f'{submission_csv}: ' + '; '.join(parts) +
-                               '. Use allow_missing=True (--allow-missing) to score missing rows as empty and ignore unknown ids')
+        parts = (
+            [f'{len(miss_sub)} labelled patientId(s) missing from the submission: {_some(miss_sub)}']
+            if miss_sub
+            else []
+        ) + (
+            [f'{len(miss_lab)} submission patientId(s) not in {Path(labels_csv).name}: {_some(miss_lab)}']
+            if miss_lab
+            else []
+        )
+        raise MetricInputError(
+            f'{submission_csv}: '
+            + '; '.join(parts)
+            + '. Use allow_missing=True (--allow-missing) to score missing rows as empty and ignore unknown ids'
+        )
     preds = {p: v for p, v in sub.items() if p in gt}
     res = rsna_map(gt, preds, mode=mode, detail=True)
     _, s = image_scores(gt, preds, mode)
     lo, hi = bootstrap_ci(s, n_boot)
-    return dict(res, ci95=[lo, hi], n_left_out=res['n_images'] - res['n_scored'], mode=mode, submission=str(submission_csv),
-                labels=str(labels_csv), missing_in_submission=miss_sub, missing_in_labels=miss_lab)
+    return dict(res, ci95=[lo, hi], n_left_out=res['n_images'] - res['n_counted'], mode=mode,
+                submission=str(submission_csv), labels=str(labels_csv), missing_in_submission=miss_sub,
+                missing_in_labels=miss_lab)
 
 # %% ../nbs/03_metric.ipynb #9b5873ba
 def format_score_report(result:dict, # what `score_submission` returns
@@ -456,16 +598,17 @@ def format_score_report(result:dict, # what `score_submission` returns
     "A short text report of a scored submission"
     r, lines = result, []
     if 'submission' in r: lines += [f'submission: {r["submission"]}', f'labels:     {r["labels"]}']
-    if 'mode' in r: lines.append(f'mode: {r["mode"]}' + (' (public kernel: GT rows first, IoU >= t)' if r['mode'] == 'kernel' else ''))
-    lines.append(f'images: {r["n_images"]} labelled, {r["n_scored"]} counted; {r["n_images"] - r["n_scored"]} left out '
+    kernel = ' (public kernel: GT rows first, IoU >= t)' if r.get('mode') == 'kernel' else ''
+    if 'mode' in r: lines.append(f'mode: {r["mode"]}{kernel}')
+    lines.append(f'images left out: {r["n_images"] - r["n_counted"]} of {r["n_images"]} '
                  '(no true box and no predicted box: such an image has no score)')
     lines += [f'  IoU > {t}: {v:.4f}' for t, v in r.get('per_threshold', {}).items()]
-    if r.get('missing_in_submission'):
-        lines.append(f'warning: {len(r["missing_in_submission"])} labelled image(s) had no submission row and counted as empty predictions: {_some(r["missing_in_submission"])}')
-    if r.get('missing_in_labels'):
-        lines.append(f'warning: {len(r["missing_in_labels"])} submission row(s) not in the labels were ignored: {_some(r["missing_in_labels"])}')
-    ci = r.get('ci95')
-    if ci: lines.append(f'95% interval (bootstrap over images): {ci[0]:.4f} - {ci[1]:.4f}')
+    if miss := r.get('missing_in_submission'):
+        lines.append(f'warning: {len(miss)} labelled image(s) had no submission row and counted as empty predictions: '
+                     + _some(miss))
+    if extra := r.get('missing_in_labels'):
+        lines.append(f'warning: {len(extra)} submission row(s) not in the labels were ignored: {_some(extra)}')
+    lines.append(f'mAP with its 95% interval (bootstrap over images): {Score.from_dict(r)}')
     lines.append(f'mAP: {r["map"]:.4f}')
     return '\n'.join(lines)
 
@@ -476,7 +619,8 @@ def compare_scores(gt:dict, # patientId -> GT boxes
                    n_boot:int=2000, n_perm:int=2000, # bootstrap draws and permutations
                    seed:int=0, top:int=10, # seed; how many most-changed images to list
                   ) -> dict:
-    "mAP of A and B, the paired difference B - A with its 95% bootstrap interval and permutation p-value, and the images that changed most"
+    """mAP of A and B, the paired difference B - A (95% bootstrap interval, permutation p-value), the images that
+    changed most"""
     pids, sa = image_scores(gt, preds_a, mode); _, sb = image_scores(gt, preds_b, mode)
     ma, mb = _boot_means(sa, np.arange(len(sa))[None])[0], _boot_means(sb, np.arange(len(sb))[None])[0]
     rng, N = np.random.default_rng(seed), len(pids)
@@ -492,11 +636,16 @@ def compare_scores(gt:dict, # patientId -> GT boxes
     p = float((1 + np.sum(np.abs(dp) >= abs(obs) - 1e-12)) / (1 + n_perm)) if N and math.isfinite(obs) else math.nan
     ch_ = np.nan_to_num(sb, nan=-1) - np.nan_to_num(sa, nan=-1)
     order = np.argsort(-np.abs(ch_), kind='stable')[:top]
-    changed = [dict(patientId=pids[i], a=None if np.isnan(sa[i]) else float(sa[i]), b=None if np.isnan(sb[i]) else float(sb[i]))
-               for i in order if ch_[i] != 0]
+    changed = [
+        dict(
+            patientId=pids[i], a=None if np.isnan(sa[i]) else float(sa[i]), b=None if np.isnan(sb[i]) else float(sb[i])
+        )
+        for i in order
+        if ch_[i] != 0
+    ]
+    na, nb = int((~np.isnan(sa)).sum()), int((~np.isnan(sb)).sum())
     return dict(map_a=float(ma), map_b=float(mb), diff=float(obs), ci95=[float(lo), float(hi)], p_value=p, n_images=N,
-                n_counted_a=int((~np.isnan(sa)).sum()), n_counted_b=int((~np.isnan(sb)).sum()), n_boot=n_boot, n_perm=n_perm,
-                changed=changed)
+                n_counted=max(na, nb), n_counted_a=na, n_counted_b=nb, n_boot=n_boot, n_perm=n_perm, changed=changed)
 
 # %% ../nbs/03_metric.ipynb #78e38ee8
 def compare_submissions(sub_a, sub_b, # the two submission CSVs (A is the reference)
@@ -512,17 +661,21 @@ def compare_submissions(sub_a, sub_b, # the two submission CSVs (A is the refere
         sub = read_submission(s)
         miss = [p for p in gt if p not in sub]
         if miss and not allow_missing:
-            raise MetricInputError(f'{s}: {len(miss)} labelled patientId(s) missing from the submission: {_some(miss)}; use --allow-missing to score them as empty')
+            raise MetricInputError(
+                f'{s}: {len(miss)} labelled patientId(s) missing from the submission: {_some(miss)}; '
+                'use --allow-missing to score them as empty'
+            )
         subs.append({p: v for p, v in sub.items() if p in gt})
-    return dict(compare_scores(gt, *subs, mode=mode, **kwargs), a=str(sub_a), b=str(sub_b), labels=str(labels_csv), mode=mode)
+    return dict(
+        compare_scores(gt, *subs, mode=mode, **kwargs), a=str(sub_a), b=str(sub_b), labels=str(labels_csv), mode=mode
+    )
 
 def format_comparison(r:dict) -> str:
     "Lines for people: both mAPs, the paired difference with its interval and p-value, the images that changed most"
     lines = [f'A: {r.get("a", "A")}', f'B: {r.get("b", "B")}',
              f'images: {r["n_images"]} labelled; counted: A {r["n_counted_a"]}, B {r["n_counted_b"]}',
              f'mAP A: {r["map_a"]:.4f}', f'mAP B: {r["map_b"]:.4f}',
-             f'B - A: {r["diff"]:+.4f}, 95% paired bootstrap interval {r["ci95"][0]:+.4f} to {r["ci95"][1]:+.4f}, '
-             f'p = {r["p_value"]:.4f} (paired permutation, {r["n_perm"]} draws)']
+             f'B - A: {PairedDiff.from_dict(r)} (p: paired permutation, {r["n_perm"]} draws)']
     if r['changed']:
         lines.append('images that changed most (score A -> B; - = not counted):')
         f = lambda v: '-' if v is None else f'{v:.3f}'

@@ -40,7 +40,10 @@ def show_image(dcm_path, # the DICOM to show
     pid = Path(dcm_path).stem
     if boxes_csv is not None:   # the CSV first: a wrong file fails before the image is decoded
         kind, boxes = read_boxes(boxes_csv)
-        if pid not in boxes: raise PneumoniaKitError(f'{boxes_csv}: no row for patientId {pid} (the name of {dcm_path}) among its {len(boxes)} patientIds')
+        if pid not in boxes:
+            raise PneumoniaKitError(
+                f'{boxes_csv}: no row for patientId {pid} (the name of {dcm_path}) among its {len(boxes)} patientIds'
+            )
     img = read_xray(dcm_path)
     if boxes_csv is not None:
         scores, b = boxes[pid]
@@ -52,9 +55,14 @@ def box_legend(fig, loc:str='outside lower center', truth:bool=True, preds:bool=
     "A figure legend for X-rays drawn with boxes: true boxes green, predicted boxes red with their scores"
     from matplotlib.patches import Patch
     hex_ = lambda rgb: '#' + ''.join(f'{v:02x}' for v in rgb)
-    return fig.legend(handles=[Patch(fill=False, edgecolor=hex_(TRUTH_RGB), lw=2, label='true box (ground truth)')] * truth +
-                              [Patch(fill=False, edgecolor=hex_(PRED_RGB), lw=2, label='predicted box (score above it)')] * preds,
-                      loc=loc, ncols=2, fontsize=8, frameon=False)
+    return fig.legend(
+        handles=[Patch(fill=False, edgecolor=hex_(TRUTH_RGB), lw=2, label='true box (ground truth)')] * truth
+        + [Patch(fill=False, edgecolor=hex_(PRED_RGB), lw=2, label='predicted box (score above it)')] * preds,
+        loc=loc,
+        ncols=2,
+        fontsize=8,
+        frameon=False,
+    )
 
 # %% ../nbs/06_plots.ipynb #3cc8f618
 def plot_predictions(images:list, # HxW uint8 arrays or DICOM paths
@@ -65,7 +73,8 @@ def plot_predictions(images:list, # HxW uint8 arrays or DICOM paths
                      ncols:int=4): # panels per row
     "Images side by side with ground-truth (green) and predicted (red, with scores) boxes"
     n = len(images)
-    if len(preds) != n or (gt is not None and len(gt) != n): raise PneumoniaKitError(f'{n} images but {len(preds)} predictions and {len(gt or [])} ground truths')
+    if len(preds) != n or (gt is not None and len(gt) != n):
+        raise PneumoniaKitError(f'{n} images but {len(preds)} predictions and {len(gt or [])} ground truths')
     nc = max(1, min(ncols, n)); nr = max(1, math.ceil(n / nc))
     fig = _figure(3.2 * nc, 3.4 * nr)
     axs = np.atleast_1d(fig.subplots(nr, nc)).ravel()
@@ -77,7 +86,9 @@ def plot_predictions(images:list, # HxW uint8 arrays or DICOM paths
         if gt is not None and gt[i] is not None and len(gt[i]): img = draw_boxes(img, gt[i], color=TRUTH_RGB)
         if preds[i] is not None and len(preds[i][0]): img = draw_boxes(img, preds[i][1], preds[i][0], color=PRED_RGB)
         ax.imshow(img if img.ndim == 3 else np.stack([img] * 3, -1))
-        ax.set_title(titles[i] if titles else (Path(im).stem[:13] if isinstance(im, (str, Path)) else str(i)), fontsize=8)
+        ax.set_title(
+            titles[i] if titles else (Path(im).stem[:13] if isinstance(im, (str, Path)) else str(i)), fontsize=8
+        )
     box_legend(fig)
     if out_png is not None: save_figure(fig, out_png)
     return fig
@@ -93,7 +104,9 @@ def plot_submission(submission_csv, # patientId,PredictionString
     paths = {p.stem: p for p in find_dicoms([images] if isinstance(images, (str, Path)) else list(images))}
     pids = sorted((p for p in sub if p in paths), key=lambda p: -(len(sub[p][0]) > 0) - (len(gt.get(p, ())) > 0))[:n]
     if not pids: raise PneumoniaKitError(f'{submission_csv}: none of its patientIds has an image in {images}')
-    return plot_predictions([paths[p] for p in pids], [sub[p] for p in pids], [gt.get(p) for p in pids] if gt else None, out_png)
+    return plot_predictions(
+        [paths[p] for p in pids], [sub[p] for p in pids], [gt.get(p) for p in pids] if gt else None, out_png
+    )
 
 # %% ../nbs/06_plots.ipynb #aa730863
 def plot_curves(history:list, path=None): # where to save the PNG (None: just return the figure)
@@ -107,7 +120,8 @@ def plot_curves(history:list, path=None): # where to save the PNG (None: just re
     for split, ls in (('train', '-'), ('val', '--')):
         if f'{split}_loss' in df: ax[0].plot(df.epoch, df[f'{split}_loss'], ls, marker='o', label=split)
         for k, c in zip(parts, ('C0', 'C1', 'C2', 'C3')):
-            if f'{split}_{k}' in df: ax[1].plot(df.epoch, df[f'{split}_{k}'], ls, color=c, marker='.', label=f'{split} {k}')
+            if f'{split}_{k}' in df:
+                ax[1].plot(df.epoch, df[f'{split}_{k}'], ls, color=c, marker='.', label=f'{split} {k}')
     ax[0].set(title='loss', xlabel='epoch'); ax[0].legend()
     ax[1].set(title='loss by component', xlabel='epoch', yscale='log'); ax[1].legend(fontsize=7, loc='upper right')
     if 'val_map' in df: ax[2].plot(df.epoch, df.val_map, 'o-', color='C3', label='val mAP')
@@ -128,7 +142,8 @@ def plot_runs(run_dirs:list, # training run folders (each with log.csv)
     for i, rd in enumerate(map(Path, run_dirs)):
         if not (rd/'log.csv').is_file(): raise PneumoniaKitError(f'{rd}: no log.csv (not a training run folder?)')
         log = pd.read_csv(rd/'log.csv')
-        if metric not in log: raise PneumoniaKitError(f'{rd}/log.csv has no column {metric!r}; it has {", ".join(log.columns)}')
+        if metric not in log:
+            raise PneumoniaKitError(f'{rd}/log.csv has no column {metric!r}; it has {", ".join(log.columns)}')
         name = labels[i] if labels else rd.name
         if labels is None and (rd/'config.json').is_file():
             bb = load_json(rd/'config.json').get('model', {}).get('backbone')
@@ -145,7 +160,8 @@ def plot_heatmap(table, # DataFrame: epochs (index) x thresholds (columns) of mA
                  out_png=None, # PNG to write
                  best=None, # (epoch, threshold) cell to outline; default the table's maximum
                  title:str='out-of-fold mAP by epoch and final score threshold'):
-    "Heat map of mAP over epochs x final score thresholds with the chosen (default: best) cell outlined; `fig.outlined` says which"
+    """Heat map of mAP over epochs x final score thresholds with the chosen (default: best) cell outlined;
+    `fig.outlined` says which"""
     import seaborn as sns
     from matplotlib.patches import Rectangle
     fig = _figure(max(6, 0.45 * table.shape[1] + 2), max(2.5, 0.4 * table.shape[0] + 1.5))
@@ -252,16 +268,31 @@ def plot_pr_curve(prs:dict, # legend name -> `pr_table` result
                   out_png=None, # PNG to write
                   chosen:float|None=None, # the chosen final score threshold, marked on each curve
                   title:str='precision-recall of the predicted boxes'):
-    "Precision-recall curves of one or more sets of predictions, the chosen threshold marked; AP and counts in the legend"
+    """Precision-recall curves of one or more sets of predictions, the chosen threshold marked; AP and counts in the
+    legend"""
     fig = _figure(6, 4.4); ax = fig.subplots()
     for i, (name, pr) in enumerate(prs.items()):
-        ax.plot(pr['recall'], pr['precision'], '-', color=f'C{i}', lw=2,
-                label=f"{name}: AP@{pr['iou']:g} {pr['ap']:.3f} ({pr['n_pred']} boxes, {pr['n_gt']} true, {pr['n_images']} images)")
+        ax.plot(
+            pr['recall'],
+            pr['precision'],
+            '-',
+            color=f'C{i}',
+            lw=2,
+            label=(
+                f"{name}: AP@{pr['iou']:g} {pr['ap']:.3f} ({pr['n_pred']} boxes, {pr['n_gt']} true, {pr['n_images']}"
+                " images)"
+            ),
+        )
         if chosen is not None and pr['n_pred']:
             c = threshold_curves(pr, [chosen])
             ax.plot(c['recall'], c['precision'], 'o', color=f'C{i}', ms=9, mfc='none', mew=2,
                     label=f"final threshold {chosen:g}: precision {c['precision'][0]:.2f}, recall {c['recall'][0]:.2f}")
-    ax.set(xlabel='recall (share of true boxes found)', ylabel='precision (share of predicted boxes that are true)', xlim=(0, 1.02), ylim=(0, 1.05))
+    ax.set(
+        xlabel='recall (share of true boxes found)',
+        ylabel='precision (share of predicted boxes that are true)',
+        xlim=(0, 1.02),
+        ylim=(0, 1.05),
+    )
     _title(ax, f"{title}, IoU > {next(iter(prs.values()))['iou']:g}" if prs else title)
     ax.grid(alpha=0.3); ax.legend(fontsize=7, loc='lower left')
     if out_png is not None: save_figure(fig, out_png)
@@ -275,7 +306,8 @@ def plot_threshold_curves(pr:dict, # `pr_table` result
     "Precision, recall and F1 of the predicted boxes against the score threshold (IoU above `pr['iou']` is a hit)"
     c = threshold_curves(pr)
     fig = _figure(6, 4); ax = fig.subplots()
-    for k, col, ls in (('precision', 'C0', '-'), ('recall', 'C1', '--'), ('f1', 'C2', ':')): ax.plot(c['threshold'], c[k], color=col, ls=ls, lw=2, label=k)
+    for k, col, ls in (('precision', 'C0', '-'), ('recall', 'C1', '--'), ('f1', 'C2', ':')):
+        ax.plot(c['threshold'], c[k], color=col, ls=ls, lw=2, label=k)
     if chosen is not None: ax.axvline(chosen, color='k', ls='--', lw=1, label=f'chosen final threshold {chosen:g}')
     ax.set(xlabel='score threshold (boxes with a higher score are kept)', ylabel='share', ylim=(0, 1.05))
     _title(ax, f"{title} ({pr['n_pred']} boxes, {pr['n_gt']} true boxes, {pr['n_images']} images, IoU > {pr['iou']:g})")
@@ -303,9 +335,22 @@ def plot_confusion(y_true, # true class indices `(n,)`
     fig = _figure(5.6, 4.6); ax = fig.subplots()
     im = ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
     for i, j in np.ndindex(m.shape):
-        ax.text(j, i, f'{m[i, j]}\n{share[i, j]:.0%}', ha='center', va='center', fontsize=9, color='white' if share[i, j] > 0.6 else 'black')
+        ax.text(
+            j,
+            i,
+            f'{m[i, j]}\n{share[i, j]:.0%}',
+            ha='center',
+            va='center',
+            fontsize=9,
+            color='white' if share[i, j] > 0.6 else 'black',
+        )
     names = [n.replace(' / ', '/\n') for n in class_names]
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel='predicted class (most probable)', ylabel='true class')
+    ax.set(
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xlabel='predicted class (most probable)',
+        ylabel='true class',
+    )
     _title(ax, f'{title}: {int(m.sum())} images, accuracy {np.trace(m) / max(m.sum(), 1):.1%}', 48)
     ax.set_xticklabels(names, fontsize=8); ax.set_yticklabels(names, fontsize=8)
     fig.colorbar(im, ax=ax, label='share of the true class (row)')
@@ -329,13 +374,18 @@ def plot_roc(y_true, # true class indices `(n,)`
              probs, # class probabilities `(n, k)`
              out_png=None, class_names=CLASSES, title:str='global head, one class against the others'):
     "One-vs-rest ROC curve of each class with its area (AUC) and counts in the legend"
-    y, probs = np.asarray(y_true).reshape(-1), np.asarray(probs, np.float64).reshape(len(np.asarray(y_true).reshape(-1)), -1)
+    y, probs = np.asarray(y_true).reshape(-1), np.asarray(probs, np.float64).reshape(
+        len(np.asarray(y_true).reshape(-1)), -1
+    )
     fig = _figure(5.6, 4.6); ax = fig.subplots()
     for c, name in enumerate(class_names):
         fpr, tpr, auc = roc_points(y == c, probs[:, c])
-        ax.plot(fpr, tpr, lw=2, color=f'C{c}', label=f'{name}: AUC {auc:.3f} ({int((y == c).sum())} of {len(y)} images)')
+        ax.plot(
+            fpr, tpr, lw=2, color=f'C{c}', label=f'{name}: AUC {auc:.3f} ({int((y == c).sum())} of {len(y)} images)'
+        )
     ax.plot([0, 1], [0, 1], ':', color='gray', label='chance')
-    ax.set(xlabel='false-positive rate', ylabel='true-positive rate', xlim=(0, 1), ylim=(0, 1.02), aspect='equal'); _title(ax, title, 52)
+    ax.set(xlabel='false-positive rate', ylabel='true-positive rate', xlim=(0, 1), ylim=(0, 1.02), aspect='equal')
+    _title(ax, title, 52)
     ax.grid(alpha=0.3); ax.legend(fontsize=7, loc='lower right')
     if out_png is not None: save_figure(fig, out_png)
     return fig
@@ -350,7 +400,10 @@ def gallery_picks(gt:dict, # patientId -> true boxes `(n, 4)` x y w h
     for pid, g in gt.items():
         s, _, hit, missed = match_image(g, *preds.get(pid, (np.zeros(0), np.zeros((0, 4)))), iou=iou)
         if (~hit).any(): fp.append((-s[~hit].max(), pid, f'false positive, score {s[~hit].max():.2f}'))
-        if missed.any(): fn.append((-int(missed.sum()), -len(missed), pid, f'{int(missed.sum())} of {len(missed)} true box(es) missed'))
+        if missed.any():
+            fn.append(
+                (-int(missed.sum()), -len(missed), pid, f'{int(missed.sum())} of {len(missed)} true box(es) missed')
+            )
         if hit.any(): tp.append((-s[hit].max(), pid, f'hit, score {s[hit].max():.2f}'))
     pick = lambda xs: [(x[-2], x[-1]) for x in sorted(xs)[:n]]
     return {'false positives': pick(fp), 'false negatives': pick(fn), 'true positives': pick(tp)}
@@ -404,19 +457,27 @@ def plot_stage_times(rows:list, # per configuration: dict(label, read_ms, prepar
     for i, t in enumerate(left): ax.text(t, i, f' {t:.1f} ms', va='center', fontsize=8)
     ax.set_yticks(y); ax.set_yticklabels([r['label'] for r in rows], fontsize=8); ax.invert_yaxis()
     ax.set(xlabel='milliseconds per image', xlim=(0, max(left.max(initial=0), 1e-9) * 1.25)); _title(ax, title, 100)
-    ax.legend(fontsize=7, ncols=4, loc='upper center', bbox_to_anchor=(0.5, -0.35 if len(rows) < 3 else -0.2), frameon=False)
+    ax.legend(
+        fontsize=7, ncols=4, loc='upper center', bbox_to_anchor=(0.5, -0.35 if len(rows) < 3 else -0.2), frameon=False
+    )
     if out_png is not None: save_figure(fig, out_png)
     return fig
 
 # %% ../nbs/06_plots.ipynb #53a2e91e
-def plot_pareto(rows:list, # per candidate: dict(name, map, ci95, cost, original (bool), recommended (bool)); cost None = not measured
-                out_png=None, xlabel:str='board instructions per image (G)', title:str='board model candidates: cost vs test mAP'):
-    "Test mAP (95% interval) against cost per image, one point per candidate; the original a square, the recommended a star"
+def plot_pareto(rows:list, # per candidate: dict(name, map, ci95, cost (None: not measured), original, recommended)
+                out_png=None, xlabel:str='board instructions per image (G)',
+                title:str='board model candidates: cost vs test mAP'):
+    """Test mAP (95% interval) against cost per image, one point per candidate; the original a square, the recommended a
+    star"""
     fig = _figure(7, 4.5); ax = fig.subplots()
     pts = [r for r in rows if r.get('cost') is not None and r.get('map') is not None]
     for r in pts:
         lo, hi = r.get('ci95') or (r['map'], r['map'])
-        style = dict(marker='*', ms=16, color='C3') if r.get('recommended') else dict(marker='s', ms=9, color='k') if r.get('original') else dict(marker='o', ms=7, color='C0')
+        style = (
+            dict(marker='*', ms=16, color='C3')
+            if r.get('recommended')
+            else dict(marker='s', ms=9, color='k') if r.get('original') else dict(marker='o', ms=7, color='C0')
+        )
         ax.errorbar([r['cost']], [r['map']], yerr=[[r['map'] - lo], [hi - r['map']]], capsize=3, ls='none', **style)
         ax.annotate(r['name'], (r['cost'], r['map']), textcoords='offset points', xytext=(6, 4), fontsize=8)
     left = [r['name'] for r in rows if r not in pts]

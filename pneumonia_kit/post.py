@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 import numpy as np
-from .core import OPACITY, PneumoniaKitError, dict2cfg
+from .core import OPACITY, PneumoniaKitError, check_field, dict2cfg, is_number, is_whole
 from .boxes import decode_boxes, nms
 
 # %% auto #0
@@ -19,28 +19,28 @@ __all__ = ['SATURATED', 'PostCfg', 'as_post', 'sigmoid', 'softmax', 'select_cand
 class PostCfg:
     "Post-processing after the network: thresholds, NMS and how the global head enters the final score"
     score_thresh:float=0.025  # box scores (sigmoid) kept before NMS must be above this (original: 0.025)
-    nms_thresh:float=0.05     # NMS IoU: a box overlapping a better one by more is dropped (original: 0.05, opacities barely overlap)
+    nms_thresh:float=0.05     # NMS IoU: a box overlapping a better one by more is dropped (original: 0.05)
     top_ratio:float=0.5       # boxes below top_ratio x the image's best box score are dropped (original: 0.5)
     global_weight:float=0.5   # w in final = (1-w)*box_score + w*p_opacity (p_opacity = softmax(global_logits)[2])
     final_thresh:float=0.3    # boxes are reported when their final score is above this
     detections_per_img:int=4  # at most this many boxes per image (the training labels have at most 4)
     topk_candidates:int=1000  # only the best this-many anchors above score_thresh are decoded and go to NMS
 
-def _check_post(c:PostCfg) -> PostCfg:
-    "`c` if every field has a usable value (numbers, not strings, NaN or null: settings often come from JSON files)"
-    for k, v in vars(c).items():
-        ints = k in ('detections_per_img', 'topk_candidates')
-        ok = isinstance(v, int) and v >= 1 if ints else isinstance(v, (int, float)) and math.isfinite(v)
-        if ok and k in ('nms_thresh', 'top_ratio', 'global_weight'): ok = 0 <= v <= 1
-        if isinstance(v, bool) or not ok:
-            what = 'an integer >= 1' if ints else 'a number between 0 and 1' if k in ('nms_thresh', 'top_ratio', 'global_weight') else 'a finite number'
-            raise PneumoniaKitError(f'PostCfg: {k} must be {what}, got {v!r}')
-    return c
+    def __post_init__(self):
+        "Numbers, not strings, NaN or null (settings often come from JSON files): a `ConfigError` naming the field"
+        for k in ('score_thresh', 'final_thresh'):   # -inf keeps every box (`runs.oof_map` sweeps thresholds after it)
+            v = getattr(self, k)
+            check_field(self, k, is_number(v) or v == -math.inf, 'a finite number (or -inf: keep every box)')
+        for k in ('nms_thresh', 'top_ratio', 'global_weight'):
+            check_field(self, k, is_number(getattr(self, k), 0, 1), 'a number from 0 to 1')
+        for k in ('detections_per_img', 'topk_candidates'):
+            check_field(self, k, is_whole(getattr(self, k), 1), 'a whole number >= 1')
 
+# %% ../nbs/04_post.ipynb #383f5cdd
 def as_post(post=None) -> PostCfg:
     "A `PostCfg` from None (defaults), a `PostCfg` or a dict of its fields (board.json's `post`), checked"
     if post is None: return PostCfg()
-    return post if isinstance(post, PostCfg) else _check_post(dict2cfg(PostCfg, post))
+    return post if isinstance(post, PostCfg) else dict2cfg(PostCfg, post)
 
 # %% ../nbs/04_post.ipynb #906ebfc3
 def sigmoid(x) -> np.ndarray:
@@ -73,7 +73,12 @@ def decode_candidates(deltas:np.ndarray, # (A,4) box deltas of one image (all an
                      ) -> np.ndarray: # (k,4) float32 x1 y1 x2 y2 clipped to the input image
     "Boxes of the candidate anchors, decoded like torchvision's `BoxCoder` and clipped like `clip_boxes_to_image`"
     h, w = (image_size, image_size) if np.isscalar(image_size) else image_size
-    boxes = decode_boxes(np.asarray(deltas, np.float32).reshape(-1, 4)[keep], np.asarray(anchors, np.float32).reshape(-1, 4)[keep], weights, clip)
+    boxes = decode_boxes(
+        np.asarray(deltas, np.float32).reshape(-1, 4)[keep],
+        np.asarray(anchors, np.float32).reshape(-1, 4)[keep],
+        weights,
+        clip,
+    )
     return np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
 
 # %% ../nbs/04_post.ipynb #81f184e4
@@ -118,7 +123,9 @@ def check_finite(**outputs):
         if a.dtype.kind != 'f': continue
         with np.errstate(invalid='ignore'): bad = ~(np.abs(a) < SATURATED)   # NaN compares False: counted too
         if bad.any():
-            raise NonFiniteOutput(f'the network output {name} has {int(bad.sum()):,} NaN, infinite or saturated (|x| >= 1e30) value(s)')
+            raise NonFiniteOutput(
+                f'the network output {name} has {int(bad.sum()):,} NaN, infinite or saturated (|x| >= 1e30) value(s)'
+            )
 
 # %% ../nbs/04_post.ipynb #56b966dd
 def postprocess_raw(cls_logits:np.ndarray, # (1,A) or (A,) class logits, one per anchor
@@ -133,7 +140,9 @@ def postprocess_raw(cls_logits:np.ndarray, # (1,A) or (A,) class logits, one per
                    ) -> dict:
     "dict(scores, boxes_xywh (original px), global_probs) of one image from the network's raw outputs"
     post = as_post(post)
-    logits, deltas = np.asarray(cls_logits, np.float32).reshape(-1), np.asarray(bbox_regression, np.float32).reshape(-1, 4)
+    logits, deltas = np.asarray(cls_logits, np.float32).reshape(-1), np.asarray(bbox_regression, np.float32).reshape(
+        -1, 4
+    )
     check_finite(cls_logits=logits, bbox_regression=deltas, global_logits=global_logits)
     n_anc = len(np.asarray(anchors).reshape(-1, 4))
     if not len(logits) == len(deltas) == n_anc:

@@ -13,7 +13,15 @@ from .core import PneumoniaKitError, cfg2dict, check_writable
 from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion
 from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
-from .post import NonFiniteOutput, PostCfg, check_finite, decode_candidates, finalize, select_candidates, sigmoid
+from pneumonia_kit.post import (
+    NonFiniteOutput,
+    PostCfg,
+    check_finite,
+    decode_candidates,
+    finalize,
+    select_candidates,
+    sigmoid,
+)
 from .runs import amp_dtype, autocast, load_models, resolve_checkpoints, resolve_device, resolve_post
 
 # %% auto #0
@@ -36,7 +44,10 @@ class XrayFiles(Dataset):
 
 def collate_files(items:list) -> dict:
     "Batch of `XrayFiles` items: images stacked `[B,1,S,S]`, the rest as lists"
-    return dict(image=torch.stack([it['image'] for it in items]), **{k: [it[k] for it in items] for k in ('patientId', 'orig_size', 'error')})
+    return dict(
+        image=torch.stack([it['image'] for it in items]),
+        **{k: [it[k] for it in items] for k in ('patientId', 'orig_size', 'error')},
+    )
 
 # %% ../nbs/16_predict.ipynb #09f6b581
 @torch.no_grad()
@@ -46,7 +57,8 @@ def raw_passes(model, # a `PneumoniaNet` in eval mode
                amp=False, # mixed precision: a `runs.AMP_MODES` name, or True ('auto' on CUDA, bf16 on the CPU)
                mirror=None, # `mirror_index(model.anchors)`, if already computed
               ) -> list:
-    "One dict per pass: scores [B,A] (model's anchor order), deltas [B,A,4] (the pass's own order), global_probs [B,3], decoding info"
+    """One dict per pass: scores [B,A] (model's anchor order), deltas [B,A,4] (the pass's own order), global_probs
+    [B,3], decoding info"""
     anchors = model.anchors.float().cpu().numpy()
     info = dict(anchors=anchors, size=model.cfg.image_size, weights=tuple(model.cfg.box_coder_weights),
                 clip=float(model.box_coder.bbox_xform_clip))
@@ -73,11 +85,14 @@ def _decode_pass(p, b, keep):
 # %% ../nbs/16_predict.ipynb #8ff95e28
 def merge_passes(passes:list, # dicts from `raw_passes` (one or more models with the same anchors)
                  post:PostCfg) -> list:
-    "Per image: dict(boxes [k,4] xyxy input px, scores [k], global_probs [3]): passes averaged per anchor, candidates only"
+    """Per image: dict(boxes [k,4] xyxy input px, scores [k], global_probs [3]): passes averaged per anchor, candidates
+    only"""
     a0 = passes[0]['anchors']
     for p in passes[1:]:
         if p['anchors'].shape != a0.shape or not np.allclose(p['anchors'], a0):
-            raise PneumoniaKitError("the checkpoints' anchors differ (other image size or levels): average them with ensemble='wbf'")
+            raise PneumoniaKitError(
+                "the checkpoints' anchors differ (other image size or levels): average them with ensemble='wbf'"
+            )
     scores = np.mean([p['scores'] for p in passes], 0)
     probs = np.mean([p['global_probs'] for p in passes], 0)
     res = []
@@ -96,7 +111,8 @@ def combine(per_model:list, # per model: the `raw_passes` list of one batch
             wbf_iou:float=0.55, # WBF cluster IoU
            ) -> list:
     "Per image of the batch: dict(boxes, scores, global_probs) of candidates for `post.finalize`"
-    if ensemble not in ENSEMBLES: raise PneumoniaKitError(f'unknown ensemble {ensemble!r}; use one of {", ".join(ENSEMBLES)}')
+    if ensemble not in ENSEMBLES:
+        raise PneumoniaKitError(f'unknown ensemble {ensemble!r}; use one of {", ".join(ENSEMBLES)}')
     if ensemble == 'mean': return merge_passes([p for ps in per_model for p in ps], post)
     dets = [merge_passes(ps, post) for ps in per_model]
     res = []
@@ -124,16 +140,21 @@ def _unique_ids(paths:list) -> dict:
     return seen
 
 def _not_finite(per_model:list) -> dict:
-    "Index in the batch -> why, for the images whose raw outputs (any model, any pass) hold NaN, infinite or saturated values"
+    """Index in the batch -> why, for the images whose raw outputs (any model, any pass) hold NaN, infinite or saturated
+    values"""
     bad = {}
     for p in (p for ps in per_model for p in ps):
         for b in range(len(p['scores'])):
-            try: check_finite(cls_scores=p['scores'][b], bbox_regression=p['deltas'][b], global_probs=p['global_probs'][b])
+            try:
+                check_finite(
+                    cls_scores=p['scores'][b], bbox_regression=p['deltas'][b], global_probs=p['global_probs'][b]
+                )
             except NonFiniteOutput as e: bad.setdefault(b, str(e))
     return bad
 
 def _predict_batch(batch:dict, run, post:PostCfg, S:int, dev, seen:dict, rows:dict, failed:list, png_dir=None):
-    "One `collate_files` batch: failures reported, the rest run (`run(images)` -> (candidates, not finite)), finalized, drawn"
+    """One `collate_files` batch: failures reported, the rest run (`run(images)` -> (candidates, not finite)),
+    finalized, drawn"""
     ok = [i for i, e in enumerate(batch['error']) if not e]
     for i, e in enumerate(batch['error']):
         if e:
@@ -153,7 +174,10 @@ def _predict_batch(batch:dict, run, post:PostCfg, S:int, dev, seen:dict, rows:di
         rows[pid] = (format_prediction_string(s, b), len(s))
         if png_dir is not None:
             h, w = batch['orig_size'][i]
-            write_png(Path(png_dir)/f'{pid}.png', draw_boxes(batch['image'][i, 0].numpy(), b / [w / S, h / S, w / S, h / S], s))
+            write_png(
+                Path(png_dir) / f'{pid}.png',
+                draw_boxes(batch['image'][i, 0].numpy(), b / [w / S, h / S, w / S, h / S], s),
+            )
 
 
 # %% ../nbs/16_predict.ipynb #c84e6517
@@ -166,15 +190,19 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
             ensemble:str='mean', # 'mean': average raw outputs per anchor; 'wbf': fuse each checkpoint's detections
             post=None, # `PostCfg` or dict; default: best_post.json of the first checkpoint's run, else defaults
             png_dir=None, # if given, one PNG per image (model input size) with the boxes drawn
-            amp=False, # mixed precision: a `runs.AMP_MODES` name, or True; fp32 by default (on the H200 AMP changed the boxes)
+            amp=False, # a `runs.AMP_MODES` name, or True; fp32 by default (on the H200 AMP changed the boxes)
             num_workers:int=0, # DataLoader worker processes reading the DICOMs
             wbf_iou:float=0.55, # cluster IoU of `ensemble='wbf'`
             progress:bool=True, # tqdm progress bar
            ) -> dict:
-    "Predict DICOMs with checkpoints; write the submission (every image) and its `.failed.csv`; returns a summary (failures listed)"
+    """Predict DICOMs with checkpoints; write the submission (every image) and its `.failed.csv`; returns a summary
+    (failures listed)"""
     t_load = time.perf_counter()
-    if ensemble not in ENSEMBLES: raise PneumoniaKitError(f'unknown ensemble {ensemble!r}; use one of {", ".join(ENSEMBLES)}')
-    check_writable(out); check_writable(failed_csv_path(out)); pixel_limit()   # before minutes of work, not after (a bad PNEUMONIA_KIT_MAX_PIXELS too)
+    if ensemble not in ENSEMBLES:
+        raise PneumoniaKitError(f'unknown ensemble {ensemble!r}; use one of {", ".join(ENSEMBLES)}')
+    check_writable(out)
+    check_writable(failed_csv_path(out))
+    pixel_limit()   # before minutes of work, not after (a bad PNEUMONIA_KIT_MAX_PIXELS too)
     if png_dir is not None: check_writable(Path(png_dir)/'x.png')
     ckpts = resolve_checkpoints(checkpoints)
     post, post_source = resolve_post(post, ckpts[0])
@@ -198,7 +226,21 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
     write_failures(out, failed)
     n_boxes = sum(n for _, n in rows.values())
     secs = time.perf_counter() - t0
-    return dict(csv=str(out), n_images=len(paths), n_with_boxes=sum(bool(v) for v, _ in rows.values()), n_boxes=n_boxes,
-                failed=failed, failed_csv=str(failed_csv_path(out)) if failed else None, seconds=round(secs, 3), ms_per_image=round(1000 * secs / max(1, len(paths)), 1),
-                load_seconds=round(t0 - t_load, 3), device=str(dev), checkpoints=[str(c) for c in ckpts], tta=tta,
-                ensemble=ensemble, amp=amp, post=cfg2dict(post), post_source=post_source)
+    return dict(
+        csv=str(out),
+        n_images=len(paths),
+        n_with_boxes=sum(bool(v) for v, _ in rows.values()),
+        n_boxes=n_boxes,
+        failed=failed,
+        failed_csv=str(failed_csv_path(out)) if failed else None,
+        seconds=round(secs, 3),
+        ms_per_image=round(1000 * secs / max(1, len(paths)), 1),
+        load_seconds=round(t0 - t_load, 3),
+        device=str(dev),
+        checkpoints=[str(c) for c in ckpts],
+        tta=tta,
+        ensemble=ensemble,
+        amp=amp,
+        post=cfg2dict(post),
+        post_source=post_source,
+    )

@@ -29,7 +29,8 @@ def resolve_device(device='auto') -> torch.device:
     try: dev = torch.device(device)
     except RuntimeError as e: raise PneumoniaKitError(f'device {device!r}: {e}') from None
     if dev.type == 'cuda':
-        if not torch.cuda.is_available(): raise PneumoniaKitError(f'device {device!r}: no CUDA GPU is available (use device="cpu")')
+        if not torch.cuda.is_available():
+            raise PneumoniaKitError(f'device {device!r}: no CUDA GPU is available (use device="cpu")')
         if dev.index is None: dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     elif dev.type != 'cpu': raise PneumoniaKitError(f'device {device!r}: only cpu and cuda are supported')
     return dev
@@ -57,14 +58,23 @@ CKPT_FORMAT = 1
 def rng_state() -> dict:
     "The python, numpy, torch (and CUDA) generator states as weights-only-loadable values"
     np_state = np.random.get_state()
-    return dict(python=random.getstate(), numpy=dict(keys=torch.from_numpy(np_state[1].astype(np.int64)), pos=int(np_state[2]),
-                                                   has_gauss=int(np_state[3]), gauss=float(np_state[4])),
-                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+    return dict(
+        python=random.getstate(),
+        numpy=dict(
+            keys=torch.from_numpy(np_state[1].astype(np.int64)),
+            pos=int(np_state[2]),
+            has_gauss=int(np_state[3]),
+            gauss=float(np_state[4]),
+        ),
+        torch=torch.get_rng_state(),
+        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    )
 
 def set_rng_state(s:dict):
     "Restore the generator states saved by `rng_state`"
     v, st, g = s['python']; random.setstate((v, tuple(st), g))
-    n = s['numpy']; np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    n = s['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     torch.set_rng_state(s['torch'].cpu())
     if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in s['cuda']])
 
@@ -75,25 +85,39 @@ def save_checkpoint(path, # `RUN_DIR/checkpoints/epoch_NNN.pt`
     "Write a weights-only-loadable checkpoint atomically"
     sd = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     import pneumonia_kit
-    obj = dict(format_version=CKPT_FORMAT, model=sd, config=config, epoch=epoch, metrics=metrics, history=history,
-               optimizer=optimizer.state_dict() if optimizer else None, scheduler=scheduler.state_dict() if scheduler else None,
-               scaler=scaler.state_dict() if scaler else None, rng=rng_state(),
-               versions=dict(pneumonia_kit=str(getattr(pneumonia_kit, '__version__', 'unknown')), torch=str(torch.__version__)))
+    obj = dict(
+        format_version=CKPT_FORMAT,
+        model=sd,
+        config=config,
+        epoch=epoch,
+        metrics=metrics,
+        history=history,
+        optimizer=optimizer.state_dict() if optimizer else None,
+        scheduler=scheduler.state_dict() if scheduler else None,
+        scaler=scaler.state_dict() if scaler else None,
+        rng=rng_state(),
+        versions=dict(
+            pneumonia_kit=str(getattr(pneumonia_kit, '__version__', 'unknown')), torch=str(torch.__version__)
+        ),
+    )
     with atomic_write(path, 'wb') as f: torch.save(obj, f)
     return Path(path)
 
 # %% ../nbs/13_runs.ipynb #d083b300
 def read_checkpoint(path, device='cpu',
-                    mmap:bool=False, # map the tensors from the file instead of reading them (cheap when only the entries matter)
+                    mmap:bool=False, # map the tensors from the file, not read them (cheap when only the entries matter)
                    ) -> dict:
     "`torch.load(path, weights_only=True)` with clear errors for missing, broken or foreign files"
     path = Path(path)
     if path.is_dir(): raise PneumoniaKitError(f'{path}: a folder; give a checkpoint file (checkpoints/epoch_NNN.pt)')
     if not path.exists(): raise PneumoniaKitError(f'{path}: checkpoint not found')
-    if check_readable(path, 'checkpoint') == 0: raise PneumoniaKitError(f'{path}: empty checkpoint file (0 bytes: an interrupted copy?)')
+    if check_readable(path, 'checkpoint') == 0:
+        raise PneumoniaKitError(f'{path}: empty checkpoint file (0 bytes: an interrupted copy?)')
     try: ck = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as e:
-        raise PneumoniaKitError(f'{path}: not a readable checkpoint ({type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]})') from None
+        raise PneumoniaKitError(
+            f'{path}: not a readable checkpoint ({type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]})'
+        ) from None
     if not isinstance(ck, dict) or not {'model', 'config', 'epoch'} <= set(ck):
         raise PneumoniaKitError(f'{path}: not a pneumonia_kit checkpoint (needs model, config and epoch entries)')
     if not isinstance(ck['config'], dict) or not isinstance(ck['config'].get('model'), dict):
@@ -106,17 +130,27 @@ def load_checkpoint(path, # checkpoint file written by `fit`
                     device='cpu') -> tuple: # where the model goes
     "`(model in eval mode, cfgs)`: the network rebuilt from the checkpoint's config; cfgs = config + epoch + metrics"
     ck = read_checkpoint(path, device)
-    try: model = create_model(ck['config']['model'], pretrained=False, weights_file=None)   # weights come from the checkpoint
+    try:
+        model = create_model(
+            ck['config']['model'], pretrained=False, weights_file=None
+        )  # weights come from the checkpoint
     except PneumoniaKitError as e: raise PneumoniaKitError(f'{path}: {e}') from None
-    except (TypeError, ValueError, KeyError, AttributeError) as e:   # a config of wrong types: name the file, not a traceback
-        raise PneumoniaKitError(f'{path}: its model config cannot build a network ({type(e).__name__}: {str(e)[:200]})') from None
+    except (TypeError, ValueError, KeyError, AttributeError) as e:   # a config of wrong types: name the file
+        raise PneumoniaKitError(
+            f'{path}: its model config cannot build a network ({type(e).__name__}: {str(e)[:200]})'
+        ) from None
     try: model.load_state_dict(ck['model'])
-    except RuntimeError as e: raise PneumoniaKitError(f'{path}: weights do not fit the model of its config ({str(e).splitlines()[0]})') from None
+    except RuntimeError as e:
+        raise PneumoniaKitError(
+            f'{path}: weights do not fit the model of its config ({str(e).splitlines()[0]})'
+        ) from None
     return model.to(device).eval(), dict(ck['config'], epoch=ck['epoch'], metrics=ck.get('metrics', {}))
 
 def drop_optimizer_state(path):
-    "Rewrite an older checkpoint without its optimizer and scaler states (resume needs them from the newest only); cheap if it has none"
-    ck = read_checkpoint(path, mmap=True)   # rewritten through a temp file: the mapped old file stays valid until replaced
+    """Rewrite an older checkpoint without its optimizer and scaler states (resume needs them from the newest only);
+    cheap if it has none"""
+    # rewritten through a temp file: the mapped old file stays valid until replaced
+    ck = read_checkpoint(path, mmap=True)
     if ck.get('optimizer') is None and ck.get('scaler') is None: return
     with atomic_write(path, 'wb') as f: torch.save(dict(ck, optimizer=None, scaler=None), f)
 
@@ -134,7 +168,8 @@ def run_dir_of(checkpoint) -> Path:
 def _epoch_of(p): m = re.search(r'(\d+)', Path(p).stem); return int(m.group(1)) if m else -1
 
 def best_epoch(run_dir, metric:str='val_loss', mode:str='min') -> int|None:
-    "Best epoch of a run: `best_post.json`'s, else `summary.json`'s, else the best `metric` in `log.csv`; None if none says"
+    """Best epoch of a run: `best_post.json`'s, else `summary.json`'s, else the best `metric` in `log.csv`; None if none
+    says"""
     run_dir = Path(run_dir)
     for name, key in (('best_post.json', 'epoch'), ('summary.json', 'best_epoch')):
         f = run_dir/name
@@ -143,12 +178,14 @@ def best_epoch(run_dir, metric:str='val_loss', mode:str='min') -> int|None:
         if not isinstance(d, dict): raise PneumoniaKitError(f'{f}: not a JSON object')
         v = d.get(key)
         if v is None: continue
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0: raise PneumoniaKitError(f'{f}: {key} must be an epoch number, got {str(v)[:40]!r}')
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise PneumoniaKitError(f'{f}: {key} must be an epoch number, got {str(v)[:40]!r}')
         return v
     if (f := run_dir/'log.csv').is_file():
         check_readable(f, 'log', 64 << 20)
         try: log = pd.read_csv(f, encoding='utf-8')
-        except Exception as e: raise PneumoniaKitError(f'{f}: not a readable log ({type(e).__name__}: {str(e)[:200]})') from None
+        except Exception as e:
+            raise PneumoniaKitError(f'{f}: not a readable log ({type(e).__name__}: {str(e)[:200]})') from None
         if metric in log and 'epoch' in log:
             m, ep = pd.to_numeric(log[metric], errors='coerce'), pd.to_numeric(log['epoch'], errors='coerce')
             ok = m.notna() & ep.notna()
@@ -162,7 +199,9 @@ def resolve_checkpoints(items) -> list:
     for it in map(Path, items):
         if it.is_file(): out.append(it); continue
         if not it.is_dir(): raise PneumoniaKitError(f'{it}: no such checkpoint file or run folder')
-        cks = sorted((it/'checkpoints').glob('epoch_*.pt'), key=_epoch_of) or sorted(it.glob('epoch_*.pt'), key=_epoch_of)
+        cks = sorted((it / 'checkpoints').glob('epoch_*.pt'), key=_epoch_of) or sorted(
+            it.glob('epoch_*.pt'), key=_epoch_of
+        )
         if not cks: raise PneumoniaKitError(f'{it}: no checkpoints (expected {it}/checkpoints/epoch_NNN.pt)')
         e = best_epoch(it)
         out.append(next((c for c in cks if _epoch_of(c) == e), cks[-1]))
@@ -176,7 +215,8 @@ def load_models(checkpoints:list, # checkpoint files
     "Models of the checkpoint files, in eval mode on `device`; they must share one input size"
     models = [load_checkpoint(c, device)[0].eval() for c in checkpoints]
     sizes = {m.cfg.image_size for m in models}
-    if len(sizes) > 1: raise PneumoniaKitError(f'the checkpoints have different input sizes {sorted(sizes)}; predict them separately')
+    if len(sizes) > 1:
+        raise PneumoniaKitError(f'the checkpoints have different input sizes {sorted(sizes)}; predict them separately')
     return models
 
 # %% ../nbs/13_runs.ipynb #0654848a
@@ -196,10 +236,12 @@ def resolve_post(post=None, # `PostCfg`, a dict of its fields, or None
     return PostCfg(), 'defaults'
 
 # %% ../nbs/13_runs.ipynb #f589ca52
-def pack_oof(recs:list, # per image: patientId, boxes (n,4), scores (n,), global_probs (3,), orig_size, class_id, gt (k,4) xywh
+def pack_oof(recs:list, # per image: patientId, boxes (n,4), scores (n,), global_probs (3,), orig_size, class_id, gt
              image_size:int) -> dict:
     "Flat arrays of per-image out-of-fold candidates (the `oof/epoch_NNN.npz` layout)"
-    cat = lambda xs, w: np.concatenate([np.asarray(x, np.float32).reshape(-1, w) for x in xs]) if xs else np.zeros((0, w), np.float32)
+    cat = lambda xs, w: (
+        np.concatenate([np.asarray(x, np.float32).reshape(-1, w) for x in xs]) if xs else np.zeros((0, w), np.float32)
+    )
     off = lambda xs: np.concatenate([[0], np.cumsum([len(x) for x in xs])]).astype(np.int64)
     return dict(patientId=np.array([r['patientId'] for r in recs], dtype=str),
                 offsets=off([r['scores'] for r in recs]), boxes=cat([r['boxes'] for r in recs], 4),
@@ -221,19 +263,47 @@ def load_oof(path) -> dict:
     if not path.exists(): raise PneumoniaKitError(f'{path}: out-of-fold file not found')
     size = check_readable(path, 'out-of-fold')
     try:
-        with zipfile.ZipFile(path) as zf: inflated = sum(i.file_size for i in zf.infolist())   # read from the directory, nothing inflated
+        with zipfile.ZipFile(path) as zf:
+            inflated = sum(i.file_size for i in zf.infolist())  # read from the directory, nothing inflated
         if inflated > max(64 << 20, 50 * size):   # real candidates compress ~2-5x; a bomb 1000x
-            raise PneumoniaKitError(f'{path}: its arrays inflate to {inflated:,} bytes from {size:,}; refusing to read them')
+            raise PneumoniaKitError(
+                f'{path}: its arrays inflate to {inflated:,} bytes from {size:,}; refusing to read them'
+            )
         with np.load(path, allow_pickle=False) as z: oof = {k: z[k] for k in z.files}
     except PneumoniaKitError: raise
-    except Exception as e: raise PneumoniaKitError(f'{path}: not a readable out-of-fold file ({type(e).__name__}: {str(e)[:200]})') from None
-    need = ('patientId', 'offsets', 'boxes', 'scores', 'global_probs', 'orig_size', 'class_id', 'gt_offsets', 'gt_boxes', 'image_size')
-    if missing := [k for k in need if k not in oof]: raise PneumoniaKitError(f'{path}: lacks array(s) {", ".join(missing)}')
+    except Exception as e:
+        raise PneumoniaKitError(
+            f'{path}: not a readable out-of-fold file ({type(e).__name__}: {str(e)[:200]})'
+        ) from None
+    need = (
+        'patientId',
+        'offsets',
+        'boxes',
+        'scores',
+        'global_probs',
+        'orig_size',
+        'class_id',
+        'gt_offsets',
+        'gt_boxes',
+        'image_size',
+    )
+    if missing := [k for k in need if k not in oof]:
+        raise PneumoniaKitError(f'{path}: lacks array(s) {", ".join(missing)}')
     n, o, g = len(oof['patientId']), oof['offsets'], oof['gt_offsets']
-    ok = (o.ndim == g.ndim == 1 and len(o) == len(g) == n + 1 and o.dtype.kind in 'iu' and g.dtype.kind in 'iu'
-          and (np.diff(o) >= 0).all() and (np.diff(g) >= 0).all() and o[-1] == len(oof['scores']) == len(oof['boxes'])
-          and g[-1] == len(oof['gt_boxes']) and oof['global_probs'].shape == (n, 3) and oof['orig_size'].shape == (n, 2))
-    if not ok: raise PneumoniaKitError(f'{path}: arrays of inconsistent shapes; not an out-of-fold file of this version')
+    ok = (
+        o.ndim == g.ndim == 1
+        and len(o) == len(g) == n + 1
+        and o.dtype.kind in 'iu'
+        and g.dtype.kind in 'iu'
+        and (np.diff(o) >= 0).all()
+        and (np.diff(g) >= 0).all()
+        and o[-1] == len(oof['scores']) == len(oof['boxes'])
+        and g[-1] == len(oof['gt_boxes'])
+        and oof['global_probs'].shape == (n, 3)
+        and oof['orig_size'].shape == (n, 2)
+    )
+    if not ok:
+        raise PneumoniaKitError(f'{path}: arrays of inconsistent shapes; not an out-of-fold file of this version')
     return oof
 
 # %% ../nbs/13_runs.ipynb #14c0c40a
@@ -269,7 +339,10 @@ def oof_map(oof, # packed out-of-fold arrays (`pack_oof`/`load_oof`), or the per
 def oof_files(run_dir) -> dict:
     "Out-of-fold files of a run by epoch: {epoch: RUN_DIR/oof/epoch_NNN.npz}"
     fs = {_epoch_of(p): p for p in sorted(Path(run_dir, 'oof').glob('epoch_*.npz'))}
-    if not fs: raise PneumoniaKitError(f'{run_dir}: no out-of-fold predictions (oof/epoch_NNN.npz); train with validation first')
+    if not fs:
+        raise PneumoniaKitError(
+            f'{run_dir}: no out-of-fold predictions (oof/epoch_NNN.npz); train with validation first'
+        )
     return dict(sorted(fs.items()))
 
 # %% ../nbs/13_runs.ipynb #7f2f3dac
@@ -290,4 +363,9 @@ def run_split(run_dir) -> dict:
     folds = get_folds(paths.root, data.get('n_folds', 4))
     files = lambda ids: [f for f in (paths.train_images/f'{p}.dcm' for p in ids) if f.exists()]
     val = folds.fold == data['fold']
-    return dict(train=files(folds.patientId[~val]), val=files(folds.patientId[val]), labels=paths.train_labels, fold=data['fold'])
+    return dict(
+        train=files(folds.patientId[~val]),
+        val=files(folds.patientId[val]),
+        labels=paths.train_labels,
+        fold=data['fold'],
+    )

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import PneumoniaKitError, atomic_write, cfg2dict, save_json
-from .metric import bootstrap_ci, image_scores
+from .metric import Score, bootstrap_ci, image_scores
 from .post import PostCfg, as_post, finalize
 from .plots import plot_heatmap, plot_nms_sweep
 from .runs import load_oof, oof_files, oof_images, oof_map
@@ -33,8 +33,11 @@ def sweep_thresholds(oofs:dict, # {epoch: packed out-of-fold arrays (`runs.load_
                      thresholds=THRESHOLDS, # final score thresholds
                      mode:str='kaggle'): # metric variant
     "DataFrame of mAP: epochs (index) x final score thresholds (columns)"
-    return pd.DataFrame([oof_map(oofs[e], post, thresholds, mode) for e in oofs], index=pd.Index(list(oofs), name='epoch'),
-                        columns=pd.Index([float(t) for t in thresholds], name='final_thresh'))
+    return pd.DataFrame(
+        [oof_map(oofs[e], post, thresholds, mode) for e in oofs],
+        index=pd.Index(list(oofs), name='epoch'),
+        columns=pd.Index([float(t) for t in thresholds], name='final_thresh'),
+    )
 
 def sweep_nms(oof:dict, # one epoch's packed out-of-fold arrays
               post:PostCfg, # settings; `nms_thresh`, `global_weight` and `final_thresh` are swept
@@ -63,7 +66,9 @@ def chosen_interval(oof:dict, # packed out-of-fold arrays of the chosen epoch
         gt[r['patientId']] = r['gt']
     _, s = image_scores(gt, preds, mode)
     n = int((~np.isnan(s)).sum())
-    return dict(map=float(np.nanmean(s)) if n else float('nan'), ci95=list(bootstrap_ci(s)), n_images=len(s), n_counted=n)
+    return dict(
+        map=float(np.nanmean(s)) if n else float('nan'), ci95=list(bootstrap_ci(s)), n_images=len(s), n_counted=n
+    )
 
 # %% ../nbs/17_sweep.ipynb #8584de27
 def _fmt_table(rows:list) -> str:
@@ -72,19 +77,43 @@ def _fmt_table(rows:list) -> str:
 def _write_sweep(run_dir:Path, out:Path, res:dict, heat_cell:tuple, ci:dict, info:dict) -> dict:
     "Write best_post.json into the run, and the sweep's tables, pictures and `sweep.md` into `out`; the paths"
     best, at_start = res['best'], res['map_at_start']
-    save_json(dict(post=cfg2dict(res['best_post']), **info, map=best['map'], ci95=[round(v, 6) for v in ci['ci95']],
-                   n_counted=ci['n_counted'], map_at_start=round(at_start, 6), n_images=ci['n_images']), run_dir/'best_post.json')
-    written = dict(best_post=run_dir/'best_post.json', heatmap_csv=out/'threshold_sweep.csv', heatmap_png=out/'threshold_heatmap.png',
-                   nms_csv=out/'nms_sweep.csv', nms_png=out/'nms_sweep.png', table=out/'sweep.md')
+    save_json(
+        dict(
+            post=cfg2dict(res['best_post']),
+            **info,
+            map=best['map'],
+            ci95=[round(v, 6) for v in ci['ci95']],
+            n_counted=ci['n_counted'],
+            map_at_start=round(at_start, 6),
+            n_images=ci['n_images'],
+        ),
+        run_dir / 'best_post.json',
+    )
+    written = dict(
+        best_post=run_dir / 'best_post.json',
+        heatmap_csv=out / 'threshold_sweep.csv',
+        heatmap_png=out / 'threshold_heatmap.png',
+        nms_csv=out / 'nms_sweep.csv',
+        nms_png=out / 'nms_sweep.png',
+        table=out / 'sweep.md',
+    )
     with atomic_write(written['heatmap_csv']) as f: res['heatmap'].to_csv(f)
     with atomic_write(written['nms_csv']) as f: res['nms'].to_csv(f, index=False)
     plot_heatmap(res['heatmap'], written['heatmap_png'], best=heat_cell)
     plot_nms_sweep(res['nms'], written['nms_png'])
     with atomic_write(written['table']) as f:
-        f.write(_fmt_table([*((k, best[k]) for k in ('epoch', 'final_thresh', 'nms_thresh', 'global_weight')),
-                            ('out-of-fold mAP', f"{best['map']:.4f}"), ('its 95% interval (bootstrap over images)', f"{ci['ci95'][0]:.4f} - {ci['ci95'][1]:.4f}"),
-                            ('mAP with the starting settings', f'{at_start:.4f}'),
-                            ('validation images (counted)', f"{ci['n_images']} ({ci['n_counted']})")]))
+        f.write(
+            _fmt_table(
+                [
+                    *((k, best[k]) for k in ('epoch', 'final_thresh', 'nms_thresh', 'global_weight')),
+                    (
+                        'out-of-fold mAP (95% interval: bootstrap over images)',
+                        Score.from_dict(dict(ci, map=best['map'])),
+                    ),
+                    ('mAP with the starting settings', f'{at_start:.4f}'),
+                ]
+            )
+        )
     return written
 
 # %% ../nbs/17_sweep.ipynb #dc62b69b
@@ -108,19 +137,31 @@ def sweep_run(run_dir, # training run folder with oof/epoch_NNN.npz
     thresholds = [float(t) for t in thresholds]
     heat = sweep_thresholds(oofs, base, thresholds, mode)
     v = np.nan_to_num(heat.values, nan=-np.inf)
-    if not np.isfinite(v).any(): raise PneumoniaKitError(f'{run_dir}: no validation image can be scored (no boxes and no predictions)')
+    if not np.isfinite(v).any():
+        raise PneumoniaKitError(f'{run_dir}: no validation image can be scored (no boxes and no predictions)')
     i = int(np.flatnonzero(v.max(1) >= v.max())[-1])                       # ties: the later epoch
     j = _best(v[i], thresholds.index(base.final_thresh) if base.final_thresh in thresholds else None)
     epoch = int(heat.index[i]); oof = oofs[epoch]
-    nms_df = sweep_nms(oof, base, thresholds, set(nms_thresholds) | {base.nms_thresh}, set(global_weights) | {base.global_weight}, mode)
+    nms_df = sweep_nms(
+        oof, base, thresholds, set(nms_thresholds) | {base.nms_thresh}, set(global_weights) | {base.global_weight}, mode
+    )
     start = nms_df.index[(nms_df.nms_thresh == base.nms_thresh) & (nms_df.global_weight == base.global_weight)][0]
     b = nms_df.loc[_best(nms_df['map'].to_numpy(), start)]
-    best_post = replace(base, nms_thresh=float(b.nms_thresh), global_weight=float(b.global_weight), final_thresh=float(b.final_thresh))
+    best_post = replace(
+        base, nms_thresh=float(b.nms_thresh), global_weight=float(b.global_weight), final_thresh=float(b.final_thresh)
+    )
     best = dict(epoch=epoch, final_thresh=best_post.final_thresh, nms_thresh=best_post.nms_thresh,
                 global_weight=best_post.global_weight, map=round(float(b['map']), 6))
     res = dict(best=best, best_post=best_post, heatmap=heat, nms=nms_df, map_at_start=oof_map(oof, base, mode=mode))
     ci, ck = chosen_interval(oof, best_post, mode), run_dir/'checkpoints'/f'epoch_{epoch:03d}.pt'
-    info = dict(epoch=epoch, checkpoint=str(ck.relative_to(run_dir)) if ck.exists() else None, start=cfg2dict(base), metric_mode=mode,
-                thresholds=thresholds, nms_thresholds=sorted(set(nms_df.nms_thresh)), global_weights=sorted(set(nms_df.global_weight)))
+    info = dict(
+        epoch=epoch,
+        checkpoint=str(ck.relative_to(run_dir)) if ck.exists() else None,
+        start=cfg2dict(base),
+        metric_mode=mode,
+        thresholds=thresholds,
+        nms_thresholds=sorted(set(nms_df.nms_thresh)),
+        global_weights=sorted(set(nms_df.global_weight)),
+    )
     files = _write_sweep(run_dir, out, res, (heat.index[i], heat.columns[j]), ci, info)
-    return dict(res, best=dict(best, ci95=ci['ci95']), files=files)
+    return dict(res, best=dict(best, ci95=ci['ci95'], n_images=ci['n_images'], n_counted=ci['n_counted']), files=files)

@@ -10,20 +10,58 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, cv2
 from tqdm import tqdm
-from .core import CLASSES, PneumoniaKitError, RsnaPaths, atomic_write, save_json
+from pneumonia_kit.core import (
+    CLASSES,
+    PneumoniaKitError,
+    RsnaPaths,
+    atomic_write,
+    check_field,
+    is_number,
+    is_whole,
+    save_json,
+)
 from .dicom import write_jpeg_dicom
 
 # %% auto #0
 __all__ = ['LOOKALIKES', 'LOOKALIKE_P', 'BENIGN', 'BOXABLE', 'DIFFICULTIES', 'CLASS_P', 'AP_P', 'NBOX_P', 'LABEL_HEADER',
-           'SynthCfg', 'synth_cfg', 'read_boxes', 'consensus', 'sample_case', 'lung_mask', 'render_case',
+           'SynthCfg', 'synth_cfg', 'simulate_reader', 'consensus', 'sample_case', 'lung_mask', 'render_case',
            'synth_dataset']
 
 # %% ../nbs/08_synth.ipynb #58406719
 LOOKALIKES = ('effusion', 'atelectasis', 'nodules', 'mass', 'cardiomegaly', 'devices', 'edema')  # 'Not Normal' findings
 LOOKALIKE_P = dict(effusion=0.17, atelectasis=0.17, nodules=0.1, mass=0.08, cardiomegaly=0.14, devices=0.24, edema=0.1)
 BENIGN = ('vessels', 'soft_tissue', 'nipples')  # look-alikes any image may have, 'Normal' ones included
-BOXABLE = ('effusion', 'atelectasis', 'mass', 'edema')  # findings a reader may box as opacity (benign ones a third as often)
+# findings a reader may box as opacity (benign ones a third as often)
+BOXABLE = ('effusion', 'atelectasis', 'mass', 'edema')
 
+def _check_synth(cfg) -> None:
+    "`SynthCfg.__post_init__`: a `ConfigError` naming the first knob with a value the twin cannot use"
+    ok = lambda k, good, allowed: check_field(cfg, k, good, allowed)
+    for f in dataclasses.fields(cfg):
+        if f.name in ('opacity_contrast', 'lookalikes', 'test_readers', 'test_quorum'): continue
+        if f.name.endswith('_p') or f.name == 'opacity_edge':
+            ok(f.name, is_number(getattr(cfg, f.name), 0, 1), 'a number from 0 to 1')
+        else: ok(f.name, is_number(getattr(cfg, f.name), 0), 'a number >= 0')
+    lo_hi = cfg.opacity_contrast
+    ok(
+        'opacity_contrast',
+        len(lo_hi) == 2 and all(map(is_number, lo_hi)) and 0 < lo_hi[0] <= lo_hi[1],
+        'two numbers 0 < LO <= HI',
+    )
+    ok('ground_glass_p', cfg.patchy_p + cfg.ground_glass_p <= 1, f'at most 1 - patchy_p ({1 - cfg.patchy_p:g})')
+    ok(
+        'lookalikes',
+        bool(cfg.lookalikes) and not set(cfg.lookalikes) - set(LOOKALIKES),
+        f'one or more of {", ".join(LOOKALIKES)}',
+    )
+    ok('test_readers', is_whole(cfg.test_readers, 1), 'a whole number >= 1')
+    ok(
+        'test_quorum',
+        is_whole(cfg.test_quorum, 1, cfg.test_readers),
+        f'a whole number from 1 to test_readers ({cfg.test_readers})',
+    )
+
+# %% ../nbs/08_synth.ipynb #9f4832bf
 @dataclass(frozen=True)
 class SynthCfg:
     "How hard the twin is: its findings, look-alikes, readers and acquisition (named presets: `DIFFICULTIES`)"
@@ -54,35 +92,57 @@ class SynthCfg:
     noise:float=1.0               # scale of film grain and pixel noise
     vessels:float=1.0             # prominence of the vascular markings
 
+    def __post_init__(self): _check_synth(self)   # the one validation rule (core.check_field)
+
 # %% ../nbs/08_synth.ipynb #773e6dfe
 DIFFICULTIES = dict(
-    easy=SynthCfg(opacity_contrast=(0.3, 0.45), opacity_edge=0.15, patchy_p=0., ground_glass_p=0.,
-                  lookalikes=('effusion', 'nodules', 'cardiomegaly', 'devices'), n_lookalikes=1.45, normal_lookalike_p=0.,
-                  comorbid_p=0., reader_c50=0., reader_jitter=0., merge_p=0., split_p=0., fp_p=0., hidden_p=0.,
-                  rotation_deg=0., axial_rot=0., inspiration=0.02, habitus=0.05, exposure=0.05),  # the first twin: fast tests
+    easy=SynthCfg(
+        opacity_contrast=(0.3, 0.45),
+        opacity_edge=0.15,
+        patchy_p=0.0,
+        ground_glass_p=0.0,
+        lookalikes=('effusion', 'nodules', 'cardiomegaly', 'devices'),
+        n_lookalikes=1.45,
+        normal_lookalike_p=0.0,
+        comorbid_p=0.0,
+        reader_c50=0.0,
+        reader_jitter=0.0,
+        merge_p=0.0,
+        split_p=0.0,
+        fp_p=0.0,
+        hidden_p=0.0,
+        rotation_deg=0.0,
+        axial_rot=0.0,
+        inspiration=0.02,
+        habitus=0.05,
+        exposure=0.05,
+    ),  # the first twin: fast tests
     default=SynthCfg(),  # calibrated: the CPU demo model scores like the real competition (bench/bench_twin.py)
-    hard=SynthCfg(opacity_contrast=(0.06, 0.22), opacity_edge=0.6, irregularity=1.0, patchy_p=0.4, ground_glass_p=0.35,
-                  n_lookalikes=1.8, lookalike_contrast=1.3, normal_lookalike_p=0.5, comorbid_p=0.3, reader_c50=0.1,
-                  reader_jitter=0.12, merge_p=0.5, split_p=0.12, fp_p=0.1, hidden_p=0.25, rotation_deg=4.,
-                  axial_rot=0.02, inspiration=0.08, habitus=0.3, exposure=0.2, noise=1.3, vessels=1.3),
+    hard=SynthCfg(
+        opacity_contrast=(0.06, 0.22),
+        opacity_edge=0.6,
+        irregularity=1.0,
+        patchy_p=0.4,
+        ground_glass_p=0.35,
+        n_lookalikes=1.8,
+        lookalike_contrast=1.3,
+        normal_lookalike_p=0.5,
+        comorbid_p=0.3,
+        reader_c50=0.1,
+        reader_jitter=0.12,
+        merge_p=0.5,
+        split_p=0.12,
+        fp_p=0.1,
+        hidden_p=0.25,
+        rotation_deg=4.0,
+        axial_rot=0.02,
+        inspiration=0.08,
+        habitus=0.3,
+        exposure=0.2,
+        noise=1.3,
+        vessels=1.3,
+    ),
 )
-
-def _check(cfg:SynthCfg) -> SynthCfg:
-    "`cfg` if its values make sense, else a `PneumoniaKitError` naming the knob"
-    def bad(k, why): raise PneumoniaKitError(f'twin knob {k}={getattr(cfg, k)!r}: {why}')
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.name in ('opacity_contrast', 'lookalikes'): continue
-        if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0: bad(f.name, 'must be a number >= 0')
-        if (f.name.endswith('_p') or f.name == 'opacity_edge') and v > 1: bad(f.name, 'must be between 0 and 1')
-    lo_hi = cfg.opacity_contrast
-    if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]: bad('opacity_contrast', 'must be two numbers 0 < LO <= HI')
-    if cfg.patchy_p + cfg.ground_glass_p > 1: bad('ground_glass_p', f'patchy_p + ground_glass_p must be <= 1')
-    if not cfg.lookalikes or set(cfg.lookalikes) - set(LOOKALIKES): bad('lookalikes', f'choose one or more of {", ".join(LOOKALIKES)}')
-    if int(cfg.test_readers) != cfg.test_readers or cfg.test_readers < 1: bad('test_readers', 'must be a whole number >= 1')
-    if int(cfg.test_quorum) != cfg.test_quorum or not 1 <= cfg.test_quorum <= cfg.test_readers:
-        bad('test_quorum', f'must be a whole number from 1 to test_readers ({cfg.test_readers})')
-    return cfg
 
 def synth_cfg(difficulty:str|SynthCfg='default', # a name in `DIFFICULTIES`, or a `SynthCfg`
               **knobs) -> SynthCfg: # `SynthCfg` fields to change
@@ -91,9 +151,10 @@ def synth_cfg(difficulty:str|SynthCfg='default', # a name in `DIFFICULTIES`, or 
     elif difficulty in DIFFICULTIES: base = DIFFICULTIES[difficulty]
     else: raise PneumoniaKitError(f'unknown difficulty {difficulty!r}; known: {", ".join(DIFFICULTIES)}')
     names = {f.name for f in dataclasses.fields(SynthCfg)}
-    if bad := sorted(set(knobs) - names): raise PneumoniaKitError(f'unknown twin knob(s) {", ".join(bad)}; known: {", ".join(sorted(names))}')
+    if bad := sorted(set(knobs) - names):
+        raise PneumoniaKitError(f'unknown twin knob(s) {", ".join(bad)}; known: {", ".join(sorted(names))}')
     knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()}  # from JSON
-    return _check(dataclasses.replace(base, **knobs))
+    return dataclasses.replace(base, **knobs)   # checked by SynthCfg.__post_init__
 
 
 # %% ../nbs/08_synth.ipynb #61b365a5
@@ -128,10 +189,23 @@ def _anatomy(rng, view, cfg, cardiomegaly=False):
     for side in (-1, 1):  # -1: image left (patient's right lung), +1: image right
         y_top = rng.normal(0.175, 0.012) + (0.01 if ap else 0)
         y_cp = y_top + (rng.normal(0.625, 0.015) + (0.01 if side > 0 else 0)) * insp
-        lungs.append(dict(side=side, d_med=rng.normal(0.062, 0.006) + side * med, d_lat=rng.normal(0.375, 0.015),
-                          y_top=y_top, y_cp=y_cp, y_dome=y_cp - rng.normal(0.09, 0.012) * insp + (0.02 if side > 0 else 0)))
+        lungs.append(
+            dict(
+                side=side,
+                d_med=rng.normal(0.062, 0.006) + side * med,
+                d_lat=rng.normal(0.375, 0.015),
+                y_top=y_top,
+                y_cp=y_cp,
+                y_dome=y_cp - rng.normal(0.09, 0.012) * insp + (0.02 if side > 0 else 0),
+            )
+        )
     hw = rng.normal(0.135, 0.01) * (1.12 if ap else 1.0) * (rng.uniform(1.3, 1.45) if cardiomegaly else 1.0)
-    heart = (0.5 + med + rng.normal(0.035, 0.008), lungs[1]['y_dome'] - 0.03, hw, rng.normal(0.12, 0.008) * (1.08 if ap else 1.0))
+    heart = (
+        0.5 + med + rng.normal(0.035, 0.008),
+        lungs[1]['y_dome'] - 0.03,
+        hw,
+        rng.normal(0.12, 0.008) * (1.08 if ap else 1.0),
+    )
     return dict(du=rng.normal(0, 0.02), dv=rng.normal(0, 0.045), s=rng.uniform(0.86, 1.08) * (0.96 if ap else 1.0),
                 rot=np.deg2rad(rng.normal(0, cfg.rotation_deg)), med=med, lungs=lungs, heart=heart)
 
@@ -190,7 +264,8 @@ def _place(rng, masks, k, G):
                 cy = np.clip(rng.normal(muy, 0.14), by0 + h / 2, by1 - h / 2)
                 bx = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
                 i0, j0 = int(bx[1] * G), int(bx[0] * G)
-                if m[max(i0, 0):max(int(bx[3] * G), i0 + 1), max(j0, 0):max(int(bx[2] * G), j0 + 1)].mean() >= 0.65: break
+                if m[max(i0, 0):max(int(bx[3] * G), i0 + 1), max(j0, 0):max(int(bx[2] * G), j0 + 1)].mean() >= 0.65:
+                    break
                 if attempt % 10 == 9: w, h = w * 0.88, h * 0.88
             boxes.append(np.clip(bx, 0, 1)); out_sides.append(s)
     return boxes, out_sides
@@ -199,7 +274,11 @@ def _regions(rng, masks, k, cfg):
     "`k` true opacity regions: box, lung, peak density and texture"
     boxes, sides = _place(rng, masks, k, masks[0].shape[0])
     lo, hi = cfg.opacity_contrast
-    kinds = rng.choice(['patchy', 'ground_glass', 'consolidation'], k, p=[cfg.patchy_p, cfg.ground_glass_p, 1 - cfg.patchy_p - cfg.ground_glass_p])
+    kinds = rng.choice(
+        ['patchy', 'ground_glass', 'consolidation'],
+        k,
+        p=[cfg.patchy_p, cfg.ground_glass_p, 1 - cfg.patchy_p - cfg.ground_glass_p],
+    )
     return [dict(box=b, side=s, contrast=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))), kind=str(kd))
             for b, s, kd in zip(boxes, sides, kinds)]
 
@@ -234,12 +313,22 @@ def _la_atelectasis(rng, s, masks, lc):
     "A plate-like band at a base (60%), else a collapsed lower lobe: a wedge against the mediastinum"
     x0, y0, x1, y1 = _bbox(masks[s])
     if rng.random() < 0.6:
-        c, L, th, ang = _in_lung(rng, masks[s], 0.55, 0.9), rng.uniform(0.08, 0.18), rng.uniform(0.008, 0.02), rng.normal(0, 0.15)
+        c, L, th, ang = (
+            _in_lung(rng, masks[s], 0.55, 0.9),
+            rng.uniform(0.08, 0.18),
+            rng.uniform(0.008, 0.02),
+            rng.normal(0, 0.15),
+        )
         pts = c + np.outer([-0.5, 0.5], [L * np.cos(ang), L * np.sin(ang)])
     else:
         mx, out, th = (x1, -1, 0.) if s == 0 else (x0, 1, 0.)  # medial edge; lateral direction
         pts = np.array([(mx, y0 + 0.45 * (y1 - y0)), (mx, y1 - 0.04), (mx + out * rng.uniform(0.08, 0.13), y1 - 0.04)])
-    return dict(pts=pts, thick=th, density=rng.uniform(0.15, 0.3) * lc, boxes=[np.r_[pts.min(0) - 2 * th - 0.01, pts.max(0) + 2 * th + 0.01]])
+    return dict(
+        pts=pts,
+        thick=th,
+        density=rng.uniform(0.15, 0.3) * lc,
+        boxes=[np.r_[pts.min(0) - 2 * th - 0.01, pts.max(0) + 2 * th + 0.01]],
+    )
 
 def _la_mass(rng, s, masks, lc):
     "A round, fairly well-defined mass of 2.5-5.5% of the image in radius"
@@ -258,9 +347,19 @@ def _la_ellipses(kind):
         for q in (0, 1):
             x0, y0, x1, y1 = _bbox(masks[q]); med, sg = (x1, 1) if q == 0 else (x0, -1)
             if kind == 'soft_tissue': els.append((x0 + 0.55 * (x1 - x0), y0 + 0.8 * (y1 - y0), 0.16, 0.1))
-            else: els.append((med - sg * rng.uniform(0.07, 0.1), y0 + rng.uniform(0.38, 0.48) * (y1 - y0), rng.uniform(0.08, 0.12), rng.uniform(0.11, 0.16)))
+            else:
+                els.append(
+                    (
+                        med - sg * rng.uniform(0.07, 0.1),
+                        y0 + rng.uniform(0.38, 0.48) * (y1 - y0),
+                        rng.uniform(0.08, 0.12),
+                        rng.uniform(0.11, 0.16),
+                    )
+                )
         d = rng.uniform(0.08, 0.15) * lc if kind == 'edema' else rng.uniform(0.05, 0.1)
-        return dict(ellipses=els, density=d, boxes=[np.r_[cx - rx, cy - ry, cx + rx, cy + ry] for cx, cy, rx, ry in els])
+        return dict(
+            ellipses=els, density=d, boxes=[np.r_[cx - rx, cy - ry, cx + rx, cy + ry] for cx, cy, rx, ry in els]
+        )
     return f
 
 _GEOMETRY = dict(effusion=_la_effusion, atelectasis=_la_atelectasis, mass=_la_mass, nipples=_la_nipples,
@@ -269,7 +368,8 @@ _GEOMETRY = dict(effusion=_la_effusion, atelectasis=_la_atelectasis, mass=_la_ma
 def _lookalike(rng, kind, masks, lc):
     "Geometry (image coordinates) of one finding and the boxes a reader could draw on it; `lc` scales densities"
     s = int(rng.integers(2))
-    if kind not in _GEOMETRY: return dict(kind=kind, boxes=[])  # nodules, cardiomegaly, devices: drawn when rendering, never boxed
+    if kind not in _GEOMETRY:
+        return dict(kind=kind, boxes=[])  # nodules, cardiomegaly, devices: drawn when rendering, never boxed
     g = _GEOMETRY[kind](rng, s, masks, lc)
     return dict(g, kind=kind, boxes=[np.clip(b, 0, 1) for b in g['boxes']])
 
@@ -287,7 +387,7 @@ def _jitter(rng, box, sd):
     b = np.clip(box + rng.normal(0, sd, 4) * [w, h, w, h], 0, 1)
     return b if (b[2:] - b[:2] > 0.02).all() else np.array(box, float)
 
-def read_boxes(rng:np.random.Generator, # the reader's randomness
+def simulate_reader(rng:np.random.Generator, # the reader's randomness
                regions:list, # true opacities (`_regions`)
                lookalikes:list, # findings with the boxes a reader could draw on them (`_lookalike`)
                cfg:SynthCfg, # reader knobs
@@ -322,7 +422,10 @@ def consensus(reads:list, # per reader, its boxes (x0 y0 x1 y1)
     clusters = []
     for i, boxes in enumerate(reads):
         for b in boxes:
-            best = max(((_iou(b, np.mean(c['boxes'], 0)), k) for k, c in enumerate(clusters) if i not in c['readers']), default=(0, None))
+            best = max(
+                ((_iou(b, np.mean(c['boxes'], 0)), k) for k, c in enumerate(clusters) if i not in c['readers']),
+                default=(0, None),
+            )
             if best[0] > iou: clusters[best[1]]['boxes'].append(b); clusters[best[1]]['readers'].add(i)
             else: clusters.append(dict(boxes=[b], readers={i}))
     return [np.mean(c['boxes'], 0) for c in clusters if len(c['readers']) >= quorum]
@@ -338,8 +441,11 @@ def _label(rng, masks, looks, n, split, cfg, tries=300):
     "True regions and labels (one reader; test images: the consensus), redrawn until the labels have `n` boxes"
     for _ in range(tries):
         regions = _regions(rng, masks, _propose_k(rng, n, cfg), cfg)
-        if split == 'test': lab = consensus([read_boxes(rng, regions, looks, cfg) for _ in range(cfg.test_readers)], cfg.test_quorum)
-        else: lab = read_boxes(rng, regions, looks, cfg)
+        if split == 'test':
+            lab = consensus(
+                [simulate_reader(rng, regions, looks, cfg) for _ in range(cfg.test_readers)], cfg.test_quorum
+            )
+        else: lab = simulate_reader(rng, regions, looks, cfg)
         if len(lab) == n: return regions, lab
     regions = _regions(rng, masks, n, cfg)  # (not seen in practice) a perfect read
     return regions, [r['box'] for r in regions]
@@ -386,7 +492,9 @@ def lung_mask(case:dict, # a `sample_case` result
 def _smooth_noise(rng, shape, cells):
     "Smooth noise in [0,1] of `shape` (or R x R): uniform noise on a `cells` x `cells` grid, upsampled bicubically"
     h, w = (shape, shape) if np.isscalar(shape) else shape
-    return np.clip(cv2.resize(rng.random((cells, cells), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC), 0, 1)
+    return np.clip(
+        cv2.resize(rng.random((cells, cells), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC), 0, 1
+    )
 
 def _blur(a, sigma):
     "Gaussian blur with `sigma` in pixels (none when tiny)"
@@ -449,7 +557,13 @@ def _bones(rng, anat, R, ap):
             va = 0.16 + k * 0.075 + rng.normal(0, 0.004)
             _draw(c, anat, np.stack([0.5 + side * da, va + 0.13 * (0.43 - da) / 0.29], 1), 0.45, 0.022)
         cy = 0.175 - (0.03 if ap else 0) + rng.normal(0, 0.006)  # AP: clavicles project higher
-        _draw(c, anat, [(0.5 + side * 0.035, cy + 0.01), (0.5 + side * 0.15, cy - 0.005), (0.5 + side * 0.3, cy - 0.045)], 1.4, 0.026)
+        _draw(
+            c,
+            anat,
+            [(0.5 + side * 0.035, cy + 0.01), (0.5 + side * 0.15, cy - 0.005), (0.5 + side * 0.3, cy - 0.045)],
+            1.4,
+            0.026,
+        )
     return _blur(c, 0.003 * R)
 
 def _vessels(rng, anat, R, n=36):
@@ -459,8 +573,11 @@ def _vessels(rng, anat, R, n=36):
         for _ in range(n):
             ang = rng.uniform(-1.9, 1.2) if side > 0 else np.pi - rng.uniform(-1.9, 1.2)
             t = np.linspace(0, 1, 6)[:, None]
-            p = np.array([0.5 + anat['med'] + side * 0.1, 0.43]) + t * rng.uniform(0.08, 0.26) * np.array([np.cos(ang), np.sin(ang)]) \
+            p = (
+                np.array([0.5 + anat['med'] + side * 0.1, 0.43])
+                + t * rng.uniform(0.08, 0.26) * np.array([np.cos(ang), np.sin(ang)])
                 + np.cumsum(rng.normal(0, 0.012, (6, 2)), 0)
+            )
             val = rng.uniform(0.5, 1.0)
             _draw(c, anat, p[:3], val, 0.01); _draw(c, anat, p[2:], val * 0.7, 0.005)
     return _blur(c, 0.004 * R)
@@ -480,7 +597,12 @@ def _opacity(rng, reg, u, v, lung_soft, cfg):
     "Density (R x R) of one true opacity: a lobulated, soft-edged patch filling its box, with its texture"
     R = u.shape[0]; out = np.zeros((R, R), np.float32)
     x0, y0, x1, y1 = reg['box']
-    i0, i1, j0, j1 = max(int(y0 * R), 0), min(int(np.ceil(y1 * R)), R), max(int(x0 * R), 0), min(int(np.ceil(x1 * R)), R)
+    i0, i1, j0, j1 = (
+        max(int(y0 * R), 0),
+        min(int(np.ceil(y1 * R)), R),
+        max(int(x0 * R), 0),
+        min(int(np.ceil(x1 * R)), R),
+    )
     if i1 - i0 < 2 or j1 - j0 < 2: return out
     uu, vv = u[i0:i1, j0:j1], v[i0:i1, j0:j1]; sh = uu.shape
     r = np.sqrt(((uu - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 + ((vv - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2)
@@ -500,7 +622,9 @@ def _disc(u, v, centres, r, edge):
 
 def _haze(u, v, ellipses):
     "Sum of very soft elliptical patches (0..1)"
-    return sum(_smoothstep((1 - np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)) / 0.8) for cx, cy, rx, ry in ellipses)
+    return sum(
+        _smoothstep((1 - np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)) / 0.8) for cx, cy, rx, ry in ellipses
+    )
 
 def _lookalike_density(rng, la, u, v, lung_soft):
     "Density (R x R) of one look-alike, from its geometry"
@@ -549,7 +673,13 @@ def _devices(rng, anat, S, canvas):
         _draw(canvas, anat, p, 0.2, 0.008); _draw(canvas, anat, p, 0.8, 0.0025)
     if 'line' in kinds:  # subclavian central venous line
         s = rng.choice([-1, 1])
-        _draw(canvas, anat, _curve([(0.5 + s * 0.3, 0.13 + j()), (0.5 + s * 0.08, 0.2 + j()), (0.47 + j(0.005), 0.35 + j(0.02))]), 0.7, 0.004)
+        _draw(
+            canvas,
+            anat,
+            _curve([(0.5 + s * 0.3, 0.13 + j()), (0.5 + s * 0.08, 0.2 + j()), (0.47 + j(0.005), 0.35 + j(0.02))]),
+            0.7,
+            0.004,
+        )
     if 'ecg' in kinds:
         for _ in range(int(rng.integers(2, 6))):
             c = np.array([rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85)])
@@ -561,12 +691,16 @@ def _devices(rng, anat, S, canvas):
     if 'pacer' in kinds:
         c = np.array([0.5 + rng.choice([-1, 1]) * rng.uniform(0.22, 0.3), rng.uniform(0.14, 0.22)])
         q = _pts(anat, S, [c])[0] / 4; w = S * 0.035
-        cv2.ellipse(canvas, (tuple(float(x) for x in q), (2 * w, 1.4 * w), float(rng.uniform(0, 40))), 1.5, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            canvas, (tuple(float(x) for x in q), (2 * w, 1.4 * w), float(rng.uniform(0, 40))), 1.5, -1, cv2.LINE_AA
+        )
         _draw(canvas, anat, _curve([c, (0.5, 0.3), (0.53 + j(), 0.66 + j())]), 1.0, 0.003)
     if 'sternal' in kinds:
         for k in range(5):
             q = tuple(int(x) for x in _pts(anat, S, [(0.5 + j(0.004), 0.3 + 0.07 * k)])[0])
-            cv2.ellipse(canvas, q, (int(S * 4 * 0.012), int(S * 4 * 0.006)), 0, 0, 360, 1.5, max(1, S // 250), cv2.LINE_AA, 2)
+            cv2.ellipse(
+                canvas, q, (int(S * 4 * 0.012), int(S * 4 * 0.006)), 0, 0, 360, 1.5, max(1, S // 250), cv2.LINE_AA, 2
+            )
     return kinds
 
 # %% ../nbs/08_synth.ipynb #0647a560
@@ -586,13 +720,19 @@ def _density(case, rng, u, v, cfg):
     D = (0.56 + 0.12 * (hb - 1)) * t + 0.25 * arms + 0.06 * br - rng.uniform(0.38, 0.46) * depth
     D += 0.03 * _blur(_ellipse(a, b, hx, hy, hax, hay), 0.006 * R) * (1 - _smoothstep((b - hy) / 0.06))
     D += 0.06 * _blur(med.astype(np.float32), 0.008 * R)
-    D -= 0.08 * np.sqrt(np.clip(1 - ((a - 0.5 - 0.7 * anat['med']) / 0.014) ** 2, 0, 1)) * (1 - _smoothstep((b - 0.3) / 0.05))  # trachea
+    D -= (
+        0.08
+        * np.sqrt(np.clip(1 - ((a - 0.5 - 0.7 * anat['med']) / 0.014) ** 2, 0, 1))
+        * (1 - _smoothstep((b - 0.3) / 0.05))
+    )  # trachea
     D += 0.06 * _spine(a, b) * t
     D += (0.06 if ap else 0.075) * _bones(rng, anat, R, ap) * t * (0.4 + 0.6 * lung_soft)
     vs = cfg.vessels * (1.6 if 'vessels' in case['benign'] else 1)
     D += 0.05 * vs * _vessels(rng, anat, R) * lung_soft + 0.03 * (_smooth_noise(rng, R, 20) - 0.5) * lung_soft
-    for s in (-1, 1): D += 0.07 * _blur(_ellipse(a, b, 0.5 + anat['med'] + s * 0.1, 0.43, 0.045, 0.06), 0.01 * R) * lung_soft  # hila
-    if rng.random() < 0.6: D -= 0.12 * _ellipse(a, b, 0.67, anat['lungs'][1]['y_dome'] + 0.07, 0.06, 0.035)  # gastric bubble
+    for s in (-1, 1):
+        D += 0.07 * _blur(_ellipse(a, b, 0.5 + anat['med'] + s * 0.1, 0.43, 0.045, 0.06), 0.01 * R) * lung_soft  # hila
+    if rng.random() < 0.6:
+        D -= 0.12 * _ellipse(a, b, 0.67, anat['lungs'][1]['y_dome'] + 0.07, 0.06, 0.035)  # gastric bubble
     for la in case['lookalikes']: D += _lookalike_density(rng, la, u, v, lung_soft)
     return D, lung, lung_soft
 
@@ -618,7 +758,9 @@ def render_case(case:dict, # a `sample_case` result
         if 'devices' in case['findings']: _devices(rng, case['anat'], S, sharp)
         if 'nodules' in case['findings']: _nodules(rng, S, lung, sharp)
         img += _blur(sharp, 0.0008 * S) * (g * 255)
-    img += cfg.noise * rng.uniform(1.5, 3.5) * cv2.resize(rng.standard_normal((S // 2, S // 2), dtype=np.float32), (S, S))
+    img += (
+        cfg.noise * rng.uniform(1.5, 3.5) * cv2.resize(rng.standard_normal((S // 2, S // 2), dtype=np.float32), (S, S))
+    )
     img += cfg.noise * rng.uniform(1.0, 2.5) * rng.standard_normal((S, S), dtype=np.float32)
     img = np.clip(img, 0, 255, out=img).astype(np.uint8)
     if rng.random() < (0.8 if ap else 0.3):
@@ -626,8 +768,16 @@ def render_case(case:dict, # a `sample_case` result
         cv2.putText(img, txt, (int(S * rng.uniform(0.03, 0.1)), int(S * rng.uniform(0.05, 0.09))),
                     cv2.FONT_HERSHEY_SIMPLEX, S / 900, 235, max(1, int(2 * S / 900)), cv2.LINE_AA)
     if rng.random() < 0.5:
-        cv2.putText(img, str(rng.choice(['L', 'R'])), (int(S * rng.uniform(0.82, 0.92)), int(S * rng.uniform(0.08, 0.14))),
-                    cv2.FONT_HERSHEY_SIMPLEX, S / 600, 250, max(1, int(3 * S / 600)), cv2.LINE_AA)
+        cv2.putText(
+            img,
+            str(rng.choice(['L', 'R'])),
+            (int(S * rng.uniform(0.82, 0.92)), int(S * rng.uniform(0.08, 0.14))),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            S / 600,
+            250,
+            max(1, int(3 * S / 600)),
+            cv2.LINE_AA,
+        )
     return img
 
 # %% ../nbs/08_synth.ipynb #b6f9be0b
@@ -635,7 +785,9 @@ def _make_one(job):
     "Render and write one DICOM; return its label row (patientId, class, label boxes, true boxes)"
     seed, split, index, size, folder, cfg = job
     c = sample_case(seed, index, size, split, cfg)
-    write_jpeg_dicom(Path(folder) / f"{c['patientId']}.dcm", render_case(c), c['patientId'], c['view'], c['sex'], c['age'])
+    write_jpeg_dicom(
+        Path(folder) / f"{c['patientId']}.dcm", render_case(c), c['patientId'], c['view'], c['sex'], c['age']
+    )
     return c['patientId'], c['class'], c['boxes'], c['truth']
 
 def _init_worker(): cv2.setNumThreads(1)
@@ -652,7 +804,8 @@ def _label_rows(rows):
     lab, cls = [], []
     for pid, c, boxes in rows:
         for b in (boxes if len(boxes) else [None]):
-            lab.append([pid, *(['', '', '', ''] if b is None else map(_num, b)), 0 if b is None else 1]); cls.append([pid, c])
+            lab.append([pid, *(['', '', '', ''] if b is None else map(_num, b)), 0 if b is None else 1])
+            cls.append([pid, c])
     return lab, cls
 
 # %% ../nbs/08_synth.ipynb #624bd0ef
@@ -665,8 +818,12 @@ def _write_split(paths, split, rows):
     _write_csv(paths.train_labels if split == 'train' else paths.test_labels, LABEL_HEADER, lab)
     _write_csv(paths.class_info if split == 'train' else name('class_info'), ['patientId', 'class'], cls)
     _write_csv(name('truth'), LABEL_HEADER, _label_rows([(p, c, t) for p, c, _, t in rows])[0])
-    return dict(images=len(rows), label_boxes=sum(len(b) for _, _, b, _ in rows), true_boxes=sum(len(t) for *_, t in rows),
-                **{c: sum(r[1] == c for r in rows) for c in CLASSES})
+    return dict(
+        images=len(rows),
+        label_boxes=sum(len(b) for _, _, b, _ in rows),
+        true_boxes=sum(len(t) for *_, t in rows),
+        **{c: sum(r[1] == c for r in rows) for c in CLASSES},
+    )
 
 def synth_dataset(out, # folder to write (the Kaggle layout; existing files of the same names are replaced)
                   n_images:int=200, # train images
@@ -695,7 +852,9 @@ def synth_dataset(out, # folder to write (the Kaggle layout; existing files of t
                 rows = []
                 for r in ex.map(_make_one, jobs, chunksize=4): rows.append(r); bar.update()
     counts = {s: _write_split(paths, s, r) for s, r in (('train', rows[:n_images]), ('test', rows[n_images:]))}
-    _write_csv(paths.sample_submission, ['patientId', 'PredictionString'], [(r[0], '0.5 0 0 100 100') for r in rows[n_images:]])
+    _write_csv(
+        paths.sample_submission, ['patientId', 'PredictionString'], [(r[0], '0.5 0 0 100 100') for r in rows[n_images:]]
+    )
     save_json(dict(format=1, seed=seed, n_images=n_images, n_test=n_test, size=size,
                    difficulty=difficulty if isinstance(difficulty, str) else 'custom', overrides=knobs,
                    knobs=dataclasses.asdict(cfg), counts=counts), paths.root / 'synthetic_twin.json')

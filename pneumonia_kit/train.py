@@ -14,21 +14,51 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import PneumoniaKitError, RsnaPaths, cfg2dict, check_writable, dict2cfg, save_json, set_seed
+from .core import (PneumoniaKitError, RsnaPaths, cfg2dict, check_field, check_writable, dict2cfg, is_number, is_whole,
+                                save_json, set_seed)
 from .post import PostCfg, decode_candidates, select_candidates, sigmoid, softmax
 from .plots import plot_curves
 from .data import get_folds, load_labels
 from .cache import build_cache, load_manifest
-from .dataset import RsnaDataset, collate_fn, make_transforms
+from .dataset import AUG_LEVELS, RsnaDataset, collate_fn, make_transforms
 from .model import LOSS_KEYS, MODEL_PRESETS, ModelCfg, create_model, pad_targets
 from .runs import (AMP_MODES, amp_dtype, autocast, drop_optimizer_state, list_checkpoints, oof_map, pack_oof,
                                 read_checkpoint, resolve_device, save_checkpoint, save_oof, set_rng_state, unwrap, write_log)
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'COMPILE_MODES', 'LR_RULES', 'TrainCfg', 'preset_cfgs', 'distributed', 'unwrap', 'rank0_first',
-           'stack_teacher', 'collate_padded', 'to_device', 'epoch_seed', 'train_loader', 'prepare_data',
-           'NonFiniteLossError', 'make_step', 'make_optimizer', 'train_one_epoch', 'evaluate', 'auto_batch_size',
-           'probe_step_memory', 'lr_schedule', 'log_tensorboard', 'fit', 'train_preset', 'main']
+__all__ = ['COMPILE_MODES', 'LR_RULES', 'TRAIN_PRESETS', 'TrainCfg', 'preset_cfgs', 'distributed', 'rank0_first', 'stack_teacher',
+           'collate_padded', 'to_device', 'epoch_seed', 'train_loader', 'prepare_data', 'NonFiniteLossError',
+           'make_step', 'make_optimizer', 'train_one_epoch', 'evaluate', 'auto_batch_size', 'probe_step_memory',
+           'lr_schedule', 'log_tensorboard', 'fit', 'preset_run', 'run_summary', 'train_preset', 'main']
+
+# %% ../nbs/14_train.ipynb #1c4931bc
+COMPILE_MODES = ('off', 'default', 'reduce-overhead', 'max-autotune')   # `TrainCfg.compile`
+LR_RULES = dict(sqrt=0.5, linear=1.)                                   # `TrainCfg.lr_scaling`: the exponent
+
+def _check_train(tc) -> None:
+    "`TrainCfg.__post_init__`: a `ConfigError` naming the first field with a value `fit` cannot use"
+    ok = lambda k, good, allowed: check_field(tc, k, good, allowed)
+    for k in ('epochs', 'val_every', 'max_batch', 'check_every', 'oof_top_k'): ok(k, is_whole(getattr(tc, k), 1), 'a whole number >= 1')
+    for k in ('num_workers', 'plateau_patience'): ok(k, is_whole(getattr(tc, k), 0), 'a whole number >= 0')
+    for k in ('weight_decay', 'grad_clip'): ok(k, is_number(getattr(tc, k), 0), 'a number >= 0')
+    for k in ('channels_last', 'deterministic', 'progress', 'tensorboard'): ok(k, isinstance(getattr(tc, k), bool), 'true or false')
+    ok('batch_size', tc.batch_size == 'auto' or is_whole(tc.batch_size, 1), "a whole number >= 1 or 'auto'")
+    ok('lr', is_number(tc.lr) and tc.lr > 0, 'a number > 0')
+    ok('lr_base_batch', tc.lr_base_batch is None or is_whole(tc.lr_base_batch, 1), 'a whole number >= 1 or null')
+    ok('lr_scaling', tc.lr_scaling in LR_RULES, f'one of {", ".join(LR_RULES)}')
+    ok('warmup_steps', tc.warmup_steps is None or is_whole(tc.warmup_steps, 0), 'a whole number >= 0 or null')
+    ok('mem_share', is_number(tc.mem_share, 0, 1) and tc.mem_share > 0, 'a number above 0, at most 1')
+    ok('compile', tc.compile in COMPILE_MODES, f'one of {", ".join(COMPILE_MODES)}')
+    ok('plateau_factor', is_number(tc.plateau_factor, 0, 1) and 0 < tc.plateau_factor < 1, 'a number between 0 and 1')
+    metrics = [f'{s}_{k}' for s in ('train', 'val') for k in LOSS_KEYS] + ['val_map']
+    ok('plateau_metric', tc.plateau_metric in metrics, f'one of {", ".join(metrics)}')
+    ok('aug_level', tc.aug_level in AUG_LEVELS, f'one of {", ".join(AUG_LEVELS)}')
+    ok('amp', tc.amp in AMP_MODES, f'one of {", ".join(AMP_MODES)}')
+    ok('max_minutes', tc.max_minutes is None or is_number(tc.max_minutes, 0), 'a number >= 0 or null')
+    ok('n_folds', is_whole(tc.n_folds, 2), 'a whole number >= 2')
+    ok('fold', is_whole(tc.fold, 0), 'a whole number >= 0')   # below n_folds: `prepare_data` checks it against folds.csv
+    for k in ('seed', 'fold_seed'): ok(k, is_whole(getattr(tc, k), -2**63), 'a whole number')
+    ok('oof_score_thresh', is_number(tc.oof_score_thresh, 0, 1), 'a number from 0 to 1')
 
 # %% ../nbs/14_train.ipynb #58953c13
 @dataclass
@@ -64,6 +94,8 @@ class TrainCfg:
     oof_top_k:int=100           # ... and at most this many per image
     progress:bool=True          # one line per epoch, and tqdm bars on a terminal (rank 0 only)
     tensorboard:bool=False      # also log each epoch's numbers to RUN_DIR/tensorboard (needs the tensorboard package)
+
+    def __post_init__(self): _check_train(self)   # the one validation rule (core.check_field)
 
 # %% ../nbs/14_train.ipynb #e2422c78
 def _cpu_scale(m:ModelCfg) -> ModelCfg:
@@ -135,8 +167,6 @@ def _from_rank0(obj, world):
     if world <= 1: return obj
     box = [obj]; dist.broadcast_object_list(box, src=0)
     return box[0]
-
-def unwrap(model): return model.module if hasattr(model, 'module') else model
 
 def rank0_first(fn, rank:int=0, world:int=1):
     "Run `fn` on rank 0, then on the other ranks (downloads, cache builds); an error on rank 0 stops every rank"
@@ -245,8 +275,6 @@ def prepare_data(data_root, # dataset folder in the Kaggle layout (real or synth
 # %% ../nbs/14_train.ipynb #15b58be6
 class NonFiniteLossError(PneumoniaKitError):
     "A loss became NaN or infinite; nothing of that epoch was written"
-
-COMPILE_MODES = ('off', 'default', 'reduce-overhead', 'max-autotune')
 
 def make_step(model, # the model, possibly wrapped in DDP
               device:torch.device, dtype:torch.dtype|None, # autocast dtype (None: fp32)
@@ -408,8 +436,6 @@ def probe_step_memory(model, step, device:torch.device, size:int) -> callable:
             torch.cuda.empty_cache()
     return peak
 
-LR_RULES = dict(sqrt=0.5, linear=1.)
-
 def lr_schedule(tc:TrainCfg, batch:int, world:int=1, steps_per_epoch:int=1) -> dict:
     "The run's `schedule`: batch, lr = `tc.lr` x (batch x world / `lr_base_batch`) ** (1/2 or 1), warm-up steps"
     if tc.lr_scaling not in LR_RULES: raise PneumoniaKitError(f'TrainCfg.lr_scaling={tc.lr_scaling!r}: use sqrt or linear')
@@ -546,17 +572,7 @@ def log_tensorboard(run_dir, # the run folder; events go to RUN_DIR/tensorboard
 
 # %% ../nbs/14_train.ipynb #da656640
 def _checked(tc:TrainCfg) -> TrainCfg:
-    "`tc`, or an error for settings `fit` cannot run with"
-    if tc.plateau_metric not in {f'{s}_{k}' for s in ('train', 'val') for k in LOSS_KEYS} | {'val_map'}:
-        raise PneumoniaKitError(f'TrainCfg.plateau_metric={tc.plateau_metric!r}: use val_loss, val_bbox_regression, ...')
-    if tc.val_every < 1 or tc.epochs < 1: raise PneumoniaKitError('TrainCfg: epochs and val_every must be at least 1')
-    if tc.batch_size != 'auto' and not (isinstance(tc.batch_size, int) and tc.batch_size >= 1):
-        raise PneumoniaKitError(f"TrainCfg.batch_size={tc.batch_size!r}: use a whole number >= 1 or 'auto'")
-    if tc.compile not in COMPILE_MODES:
-        raise PneumoniaKitError(f'TrainCfg.compile={tc.compile!r}: use one of {", ".join(COMPILE_MODES)}')
-    if tc.lr_scaling not in LR_RULES: raise PneumoniaKitError(f'TrainCfg.lr_scaling={tc.lr_scaling!r}: use sqrt or linear')
-    if tc.check_every < 1 or not 0 < tc.mem_share <= 1:
-        raise PneumoniaKitError('TrainCfg: need check_every >= 1 and 0 < mem_share <= 1')
+    "`tc`, or an error for what its values cannot say (they are checked by `TrainCfg.__post_init__`)"
     if tc.tensorboard and importlib.util.find_spec('tensorboard') is None:
         raise PneumoniaKitError('TrainCfg.tensorboard needs the tensorboard package: pip install tensorboard')
     return tc
@@ -630,6 +646,25 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
         if main: save_json(summary, out/'summary.json')
         return dict(summary, run_dir=str(out), history=history, model=model.eval())
 
+# %% ../nbs/14_train.ipynb #8bef3e6b
+def preset_run(preset:str, # a name in `TRAIN_PRESETS`
+               fold:int, # validation fold
+               out=None, # run folder (default: outputs/runs/<backbone>[_<kind>]_fold<k>)
+               pretrained:bool=True, # False: the backbone starts from scratch whatever the preset says
+               kind:str='', # a word in the default folder's name ('distill')
+               **overrides, # `preset_cfgs` overrides; None keeps the preset's
+              ) -> tuple: # (ModelCfg, TrainCfg, run folder)
+    "What `train_preset` and `distill.distill_preset` share: the configs and the run folder, checked writable"
+    mc, tc = preset_cfgs(preset, **overrides)
+    if not pretrained: mc = dataclasses.replace(mc, pretrained=False)
+    out = Path(out or f"outputs/runs/{mc.backbone}{'_' + kind if kind else ''}_fold{fold}")
+    check_writable(out/'config.json')   # a run folder that cannot be written fails now, not after the cache is built
+    return mc, tc, out
+
+def run_summary(res:dict, out) -> dict:
+    "`fit`'s result without the model and history, with the run folder"
+    return dict({k: v for k, v in res.items() if k not in ('model', 'history')}, run_dir=str(out))
+
 # %% ../nbs/14_train.ipynb #325d35bc
 def train_preset(data, # dataset folder (Kaggle layout)
                  fold:int=0, # validation fold
@@ -641,12 +676,8 @@ def train_preset(data, # dataset folder (Kaggle layout)
                  **overrides, # `ModelCfg` fields (backbone, image_size, weights_file) or `TrainCfg` fields; None keeps the preset's
                 ) -> dict:
     "Train one fold from a preset with overrides; the run summary (without the model and history)"
-    mc, tc = preset_cfgs(preset, **overrides)
-    if not pretrained: mc = dataclasses.replace(mc, pretrained=False)
-    out = out or f'outputs/runs/{mc.backbone}_fold{fold}'
-    check_writable(Path(out)/'config.json')   # a run folder that cannot be written fails now, not after the cache is built
-    res = fit(data, fold, out, mc, tc, resume=resume, device=device)
-    return dict({k: v for k, v in res.items() if k not in ('model', 'history')}, run_dir=str(out))
+    mc, tc, out = preset_run(preset, fold, out, pretrained, **overrides)
+    return run_summary(fit(data, fold, out, mc, tc, resume=resume, device=device), out)
 
 def main(argv=None) -> int:
     "`python -m pneumonia_kit.train ...` and `torchrun -m pneumonia_kit.train ...`: `pneumonia-kit train ...`"

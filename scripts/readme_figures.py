@@ -28,7 +28,7 @@ def _f(v, fmt='.3f') -> str: return '—' if v is None else f'{v:{fmt}}'
 def score(s: dict) -> str:
     "'0.224 (0.139-0.306; 24 of 100 images counted)'"
     lo, hi = s.get('ci95') or [None, None]
-    n = s.get('n_scored', s.get('n_counted'))
+    n = s.get('n_counted')
     return f"{_f(s.get('map'))} ({_f(lo)}-{_f(hi)}; {n} of {s.get('n_images')} images counted)"
 
 
@@ -62,6 +62,11 @@ def timing_lines(s: dict) -> list:
     sec = s.get('stage_seconds') or {}
     each = ', '.join(f'{k} {_f(sec[k], ".0f")} s' for k in STAGES if k in sec)
     rows = [('wall time of the stages', f"{_f(s.get('total_seconds'), '.0f')} s ({each})")]
+    cpu = {k: v for k, v in (s.get('stage_cpu_seconds') or {}).items() if v is not None}
+    if cpu: rows.append(('CPU seconds of the stages (load-independent)', f"{sum(cpu.values()):.0f} s ("
+                         + ', '.join(f'{k} {cpu[k]:.0f} s' for k in STAGES if k in cpu) + ')'))
+    loads = [x for v in (s.get('stage_load') or {}).values() for x in v or []]
+    if loads: rows.append(("the machine's 1-minute load average at stage starts and ends", f'{min(loads):.1f}-{max(loads):.1f}'))
     if b := s.get('board_latency'):
         ms = {k: _f(b.get(f'{k}_ms'), '.1f') for k in ('total', 'read', 'prepare', 'network', 'post')}
         rows.append((f"board predictor per image, demo model, {b.get('label')}",

@@ -500,7 +500,7 @@ def cases() -> list:
                                   ('abs_model', "model_file must be a file name inside the model folder, got '/etc/passwd'", None),
                                   ('up_anchors', "anchors_file must be a file name inside", None), ('zero_weights', 'box_coder_weights must be 4 positive numbers', None),
                                   ('bad_types', "input_size must be an integer 16..4096, got '64'", None), ('bad_json', 'not valid JSON', None),
-                                  ('bad_post', "board.json: PostCfg: nms_thresh must be a number between 0 and 1, got '0.5'", None),
+                                  ('bad_post', "board.json: PostCfg.nms_thresh='0.5': must be a number from 0 to 1", None),
                                   ('bad_classes', 'classes must be 3 class names, got 5', None),
                                   ('no_anchors', 'missing anchors.npy', None), ('link_model', "file 'model.onnx' leads outside the model folder", None),
                                   ('ext_up', "external data '../secret.bin' leads outside", 'onnxruntime'), ('ext_up', "external data '../secret.bin' leads outside", 'opencv'),

@@ -59,3 +59,34 @@ def test_torch_free_modules(mod):
         for n in names: assert n.split('.')[0] not in HEAVY, f'{mod} imports {n}'
     for line, other, _ in package_imports(ROOT/'pneumonia_kit'/f'{mod}.py'):
         assert other in TORCH_FREE or other == '__version__', f'{mod} imports {other}, which is not torch-free'
+
+
+MAX_LINE = 120
+# Issue 23 (readability), a temporary exception: these modules still have lines over 120 characters. demo and model
+# belong to other work in progress; train waits for the training-speed work. Remove a module from here once it complies.
+LONG_LINES_ALLOWED = {'demo', 'model', 'train'}
+
+
+def long_lines(path: Path) -> list:
+    "(line number, length) of the lines over MAX_LINE, leaving out what nbdev writes itself: the module docstring (the "
+    "notebook's one-line summary) on line 1 and the `__all__` list"
+    out, in_all = [], False
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        in_all = in_all or line.startswith('__all__')
+        if in_all:
+            in_all = not line.rstrip().endswith(']')
+            continue
+        if i > 1 and len(line) > MAX_LINE: out.append((i, len(line)))
+    return out
+
+
+@pytest.mark.parametrize('mod', sorted(notebook_numbers()))
+def test_line_length(mod):
+    if mod in LONG_LINES_ALLOWED: pytest.skip(f'{mod}: lines over {MAX_LINE} characters allowed for now (issue 23)')
+    bad = long_lines(ROOT/'pneumonia_kit'/f'{mod}.py')
+    assert not bad, f'{mod}.py: {len(bad)} line(s) over {MAX_LINE} characters (line, length): {bad[:10]}'
+
+
+def test_long_line_exceptions_still_needed():
+    for mod in sorted(LONG_LINES_ALLOWED):
+        assert long_lines(ROOT/'pneumonia_kit'/f'{mod}.py'), f'{mod}.py complies now: remove it from LONG_LINES_ALLOWED'

@@ -13,14 +13,15 @@ SUMMARY = dict(
     training=dict(epochs_done=20, epochs=20, stopped='completed'),
     validation=dict(epoch=20, post=dict(final_thresh=0.35, nms_thresh=0.05, global_weight=0.5), map=0.2261, ci95=[0.1321, 0.3372],
                     n_counted=24, n_images=100),
-    scores=dict(pytorch=dict(label='PyTorch fp32, no TTA', map=0.22449, ci95=[0.1391, 0.3064], n_scored=24, n_images=100)),
+    scores=dict(pytorch=dict(label='PyTorch fp32, no TTA', map=0.22449, ci95=[0.1391, 0.3064], n_counted=24, n_images=100)),
     comparisons=[dict(what='flip TTA (PyTorch)', diff=-0.0071, ci95=[-0.099, 0.0902], p_value=0.891)],
     int8_gate=dict(accepted=False, loss=0.0012, diff_ci95=[-0.026, 0.02], max_loss=0.01),
     board_latency=dict(label='OpenCV DNN 5.1.0 fp32, 2 threads', total_ms=21.7, read_ms=7.5, prepare_ms=0.9, network_ms=12.2,
                        post_ms=1.1),
     bench=[dict(network='original (se_resnext50_32x4d P2-P7 fpn256)', runtime='opencv', runtime_label='OpenCV 5.1.0 DNN', median_ms=3295,
                 peak_mb=700)],
-    stage_seconds=dict(data=39, train=302), total_seconds=341)
+    stage_seconds=dict(data=39, train=302), total_seconds=341, stage_cpu_seconds=dict(data=20.4, train=250.2),
+    stage_load=dict(data=[0.5, 1.2], train=[1.2, 2.04]))
 
 
 def run(*args):
@@ -43,6 +44,8 @@ def test_write_then_check(files):
     assert '| test mAP, PyTorch fp32, no TTA | 0.224 (0.139-0.306; 24 of 100 images counted) |' in text
     assert '| flip TTA (PyTorch): B - A | -0.007 (95% paired interval -0.099 to +0.090), p = 0.89 |' in text
     assert "Timings are this machine's (x86_64, a CPU, 2 cores" in text and '| wall time of the stages | 341 s (data 39 s, train 302 s) |' in text
+    assert '| CPU seconds of the stages (load-independent) | 271 s (data 20 s, train 250 s) |' in text
+    assert "| the machine's 1-minute load average at stage starts and ends | 0.5-2.0 |" in text
     assert 'OLD-CONTENT' not in text
     r = run(s, '--readme', readme, '--check'); assert r.returncode == 0 and 'accuracy figures match' in r.stdout, r
 
@@ -52,6 +55,7 @@ def test_check_fails_on_a_different_figure(files):
     assert run(s, '--readme', readme).returncode == 0
     fresh = copy.deepcopy(SUMMARY)
     fresh['total_seconds'], fresh['board_latency']['total_ms'] = 600, 30.   # timings move: still a match
+    fresh['stage_cpu_seconds']['train'], fresh['stage_load']['train'] = 900., [4.0, 6.5]
     s.write_text(json.dumps(fresh))
     assert run(s, '--readme', readme, '--check').returncode == 0
     fresh['scores']['pytorch']['ci95'][1] = 0.3075                         # one interval end, third digit: a mismatch

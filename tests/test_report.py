@@ -123,7 +123,7 @@ def small_report(tmp_path_factory):
     st = [dict(label='opencv fp32, 2 threads', backend='opencv', int8=False, read_ms=4., prepare_ms=1., network_ms=10., post_ms=1., total_ms=16.,
                n_images=3, machine='x86_64, test CPU, 2 cores', threads=2, input_size=128)]
     plot_stage_times(st, out/'board'/'stage_times.png')
-    save_json(dict(scores=dict(opencv=dict(label='board predictor, OpenCV DNN fp32', map=0.3, ci95=[0.2, 0.4], n_scored=5, n_images=8,
+    save_json(dict(scores=dict(opencv=dict(label='board predictor, OpenCV DNN fp32', map=0.3, ci95=[0.2, 0.4], n_counted=5, n_images=8,
                                            submission=str(out/'board'/'submission_opencv.csv'))), stage_times=st), out/'board'/'summary.json')
     (out/'eda.ipynb').write_text('{}')
     save_json(dict(epoch=3, post=dict(final_thresh=0.35, nms_thresh=0.05, global_weight=0.5), map=0.2, ci95=[0.1, 0.3], n_counted=5,
