@@ -4,7 +4,10 @@
 
 # %% ../nbs/11_backbones.ipynb #7970a56e
 from __future__ import annotations
+from dataclasses import dataclass, fields
+from fnmatch import fnmatch
 from pathlib import Path
+from typing import Callable
 import torch
 from torch import nn
 from torchvision.models import (
@@ -17,49 +20,75 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from .core import PneumoniaKitError
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'ModelError', 'register_backbone', 'list_backbones', 'backbone_entry',
-           'se_resnext50_32x4d', 'se_resnext101_32x4d', 'resnet34', 'resnet50', 'TinyResNet', 'resnet_tiny', 'resnet18',
-           'HardsigmoidRelu6', 'mobilenet_v3_large', 'efficientnet_b0', 'regnet_x_400mf', 'regnet_y_400mf', 'Backbone',
-           'backbone_url', 'clean_state_dict', 'fetch_weights', 'load_backbone_weights', 'create_backbone',
-           'freeze_batchnorm']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONE_TAGS', 'ModelError', 'BackboneEntry', 'register_backbone', 'list_backbones',
+           'backbone_entry', 'se_resnext50_32x4d', 'se_resnext101_32x4d', 'resnet34', 'resnet50', 'TinyResNet',
+           'resnet_tiny', 'resnet18', 'HardsigmoidRelu6', 'mobilenet_v3_large', 'efficientnet_b0', 'regnet_x_400mf',
+           'regnet_y_400mf', 'Backbone', 'backbone_url', 'clean_state_dict', 'fetch_weights', 'load_backbone_weights',
+           'create_backbone', 'freeze_batchnorm']
 
-# %% ../nbs/11_backbones.ipynb #a67802ca
+# %% ../nbs/11_backbones.ipynb #1d1fcf62
 class ModelError(PneumoniaKitError):
     "A model setting, backbone name or weights file that cannot be used"
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-_BACKBONES: dict[str, dict] = {}
+BACKBONE_TAGS = dict(
+    light='cheap enough for CPU tests and the board (at most ~2 GFLOP at 224 px)',
+    imagenet='ImageNet weights are published (set from `url`: any but the empty string)',
+)
 
-def register_backbone(url:str|None=None, # ImageNet weights URL; None: `pretrainedmodels.pretrained_settings`
-                      stages:tuple=('layer1','layer2','layer3','layer4'), # children (or dotted paths) giving C2..C5
-                      mirror:str='', # where else the same weights are published (shown when the download fails)
-                      mean:tuple=IMAGENET_MEAN, std:tuple=IMAGENET_STD, # the weights' input normalisation
-                      classifier:tuple=('fc.', 'last_linear.', 'classifier.'), # ImageNet classifier keys (not loaded)
-                     ):
-    "Decorator registering a function that returns an (untrained) classification network under the function's name"
+@dataclass(frozen=True)
+class BackboneEntry:
+    "A registered backbone: the function building it and how to use its ImageNet weights (like timm's `PretrainedCfg`)"
+    fn:Callable # returns the (untrained) classification network; its name is the backbone's
+    url:str|None=None # ImageNet weights URL; None: `pretrainedmodels.pretrained_settings`; '': none published
+    stages:tuple=('layer1','layer2','layer3','layer4') # children (or dotted paths) giving C2..C5
+    mirror:str='' # where else the same weights are published (shown when the download fails)
+    mean:tuple=IMAGENET_MEAN # the weights' input normalisation: mean ...
+    std:tuple=IMAGENET_STD # ... and standard deviation
+    classifier:tuple=('fc.', 'last_linear.', 'classifier.') # ImageNet classifier keys (not loaded)
+    tags:frozenset=frozenset() # names in `BACKBONE_TAGS`; 'imagenet' is added from `url`
+    def __post_init__(self):
+        tags = {self.tags} if isinstance(self.tags, str) else set(self.tags)
+        if unknown := tags - set(BACKBONE_TAGS):
+            raise ModelError(f'backbone {self.name}: unknown tag(s) {", ".join(sorted(unknown))}; '
+                             f'known: {", ".join(BACKBONE_TAGS)}')
+        for k in ('stages', 'mean', 'std', 'classifier'): object.__setattr__(self, k, tuple(getattr(self, k)))
+        object.__setattr__(self, 'tags', frozenset(tags | ({'imagenet'} if self.url != '' else set())))
+    @property
+    def name(self) -> str: return self.fn.__name__
+    def __getitem__(self, key:str):
+        "`entry['mean']`, as when entries were dicts (kept for callers written then)"
+        if key not in {f.name for f in fields(self)}: raise KeyError(key)
+        return getattr(self, key)
+
+
+# %% ../nbs/11_backbones.ipynb #aac81473
+_BACKBONES: dict[str, BackboneEntry] = {}
+
+def register_backbone(**kw):
+    """Decorator registering a function that returns an (untrained) classification network under the function's name;
+    `kw`: the other `BackboneEntry` fields (url, stages, mirror, mean, std, classifier, tags)"""
     def _reg(fn):
-        _BACKBONES[fn.__name__] = dict(
-            fn=fn,
-            url=url,
-            stages=tuple(stages),
-            mirror=mirror,
-            mean=tuple(mean),
-            std=tuple(std),
-            classifier=tuple(classifier),
-        )
+        _BACKBONES[fn.__name__] = BackboneEntry(fn, **kw)
         return fn
     return _reg
 
-def list_backbones() -> list[str]:
-    "Names of the registered backbones"
-    return sorted(_BACKBONES)
 
-def backbone_entry(name:str) -> dict:
-    "The registry entry of backbone `name`: fn, url, stages, mirror, mean, std, classifier"
+# %% ../nbs/11_backbones.ipynb #9dbae6b6
+def list_backbones(filter:str|list|None=None, # fnmatch pattern(s) on the name, e.g. 'resnet*' (timm's `list_models`)
+                   tags:str|list|None=None, # tag(s) in `BACKBONE_TAGS` a backbone must all have, e.g. 'light'
+                  ) -> list[str]:
+    "Sorted names of the registered backbones matching `filter` (any of its patterns) with all of `tags`"
+    pats = [filter] if isinstance(filter, str) else list(filter or [])
+    tags = {tags} if isinstance(tags, str) else set(tags or [])
+    if unknown := tags - set(BACKBONE_TAGS):
+        raise ModelError(f'unknown backbone tag(s) {", ".join(sorted(unknown))}; known: {", ".join(BACKBONE_TAGS)}')
+    return sorted(n for n, e in _BACKBONES.items() if tags <= e.tags and (not pats or any(fnmatch(n, p) for p in pats)))
+
+def backbone_entry(name:str) -> BackboneEntry:
+    "The registry entry of backbone `name`"
     if name not in _BACKBONES: raise ModelError(f'unknown backbone {name!r}; known: {", ".join(list_backbones())}')
     return _BACKBONES[name]
-
-
 
 
 # %% ../nbs/11_backbones.ipynb #a99a8255
@@ -104,13 +133,13 @@ class TinyResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
 
-@register_backbone(url='')
+@register_backbone(url='', tags='light')
 def resnet_tiny(): return TinyResNet()
 
 # %% ../nbs/11_backbones.ipynb #cbd326e7
 _V1 = 'IMAGENET1K_V1'  # torchvision's original ImageNet weights of each network
 
-@register_backbone(url=tv_resnet.ResNet18_Weights[_V1].url)
+@register_backbone(url=tv_resnet.ResNet18_Weights[_V1].url, tags='light')
 def resnet18(): return tv_resnet.resnet18(weights=None)
 
 class HardsigmoidRelu6(nn.Module):
@@ -126,20 +155,20 @@ def _se_relu6(net:nn.Module) -> nn.Module:
 
 @register_backbone(url=tv_mnv3.MobileNet_V3_Large_Weights[_V1].url,
                    stages=('features.3', 'features.6', 'features.12', 'features.15'),
-                   classifier=('classifier.', 'features.16.'))
+                   classifier=('classifier.', 'features.16.'), tags='light')
 def mobilenet_v3_large(): return _se_relu6(tv_mnv3.mobilenet_v3_large(weights=None))
 
 @register_backbone(url=tv_effnet.EfficientNet_B0_Weights[_V1].url,
                    stages=('features.2', 'features.3', 'features.5', 'features.7'),
-                   classifier=('classifier.', 'features.8.'))
+                   classifier=('classifier.', 'features.8.'), tags='light')
 def efficientnet_b0(): return tv_effnet.efficientnet_b0(weights=None)
 
 _REGNET_STAGES = tuple(f'trunk_output.block{i}' for i in range(1, 5))
 
-@register_backbone(url=tv_regnet.RegNet_X_400MF_Weights[_V1].url, stages=_REGNET_STAGES)
+@register_backbone(url=tv_regnet.RegNet_X_400MF_Weights[_V1].url, stages=_REGNET_STAGES, tags='light')
 def regnet_x_400mf(): return tv_regnet.regnet_x_400mf(weights=None)
 
-@register_backbone(url=tv_regnet.RegNet_Y_400MF_Weights[_V1].url, stages=_REGNET_STAGES)
+@register_backbone(url=tv_regnet.RegNet_Y_400MF_Weights[_V1].url, stages=_REGNET_STAGES, tags='light')
 def regnet_y_400mf(): return tv_regnet.regnet_y_400mf(weights=None)
 
 # %% ../nbs/11_backbones.ipynb #aa289bcc
@@ -186,7 +215,7 @@ class Backbone(nn.Module):
 def backbone_url(name:str) -> str:
     "The URL of backbone `name`'s ImageNet weights ('' when none is published)"
     e = backbone_entry(name)
-    if e['url'] is not None: return e['url']
+    if e.url is not None: return e.url
     ps = _pm().pretrained_settings.get(name, {})
     return ps.get('imagenet', {}).get('url', '')
 
@@ -216,7 +245,7 @@ def _read_weights(path):
 
 def _download(name, url, download=None):
     download = download or torch.hub.load_state_dict_from_url  # looked up at call time, so tests can patch it
-    mirror = _BACKBONES[name]['mirror']
+    mirror = _BACKBONES[name].mirror
     try: return download(url, map_location='cpu', progress=False, check_hash=True, weights_only=True)
     except Exception as e:
         raise ModelError(
@@ -244,7 +273,7 @@ def load_backbone_weights(backbone:nn.Module, # `Backbone` (or the bare network)
                           name:str, # registered backbone name (for messages)
                           weights:dict): # `fetch_weights` result
     "Load ImageNet (or any compatible) weights into `backbone`; missing or unexpected keys raise `ModelError`"
-    sd, src = clean_state_dict(weights['state_dict'], backbone_entry(name)['classifier']), weights['source']
+    sd, src = clean_state_dict(weights['state_dict'], backbone_entry(name).classifier), weights['source']
     try: missing, unexpected = backbone.load_state_dict(sd, strict=False)
     except RuntimeError as e:
         raise ModelError(f'{src}: weights do not fit backbone {name}: {str(e).splitlines()[-1].strip()}') from None
@@ -263,7 +292,7 @@ def create_backbone(name:str, # registered name, see `list_backbones()`
     e = backbone_entry(name)
     sd = None
     if weights_file or pretrained: sd = fetch_weights(name, weights_file, download)  # fail fast, before building
-    bb = Backbone(e['fn'](), e['stages'])
+    bb = Backbone(e.fn(), e.stages)
     if sd is not None: bb.load_info = load_backbone_weights(bb, name, sd)
     return bb
 

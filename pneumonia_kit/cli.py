@@ -4,22 +4,26 @@
 
 # %% ../nbs/21_cli.ipynb #cd264e55
 from __future__ import annotations
-import argparse, dataclasses, importlib, inspect, json, os, re, sys, warnings
+import argparse, dataclasses, importlib, json, os, re, sys, warnings
 from pathlib import Path
 import pneumonia_kit
 from pneumonia_kit.core import (
     EXIT_FAILED,
     EXIT_USAGE,
     ArgParser,
+    ConfigError,
     PneumoniaKitError,
     fraction,
     load_json,
     nonneg_float,
     nonneg_int,
     positive_float,
+    cfg2dict,
     check_writable,
+    dict2cfg,
     int_range,
     json_text,
+    one_line,
     positive_int,
     run_command,
 )
@@ -65,10 +69,11 @@ def _needs(*modules:str):
 
 
 # %% auto #0
-__all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'COMPILE_NAMES', 'ENSEMBLE_NAMES', 'LEVEL_NAMES', 'EXAMPLES',
-           'REAL_DATA_EXAMPLES', 'COMMANDS', 'device_name', 'batch_size', 'name_list', 'synth', 'download', 'show',
-           'cache', 'eda', 'train', 'sweep', 'distill', 'predict', 'score', 'compare', 'export', 'board_predict',
-           'bench_board', 'board_pareto', 'demo', 'bundle', 'build_parser', 'main']
+__all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'COMPILE_NAMES', 'ENSEMBLE_NAMES', 'LEVEL_NAMES', 'SET_SECTIONS',
+           'EXAMPLES', 'REAL_DATA_EXAMPLES', 'COMMANDS', 'device_name', 'batch_size', 'name_list', 'synth', 'download',
+           'show', 'cache', 'eda', 'set_value', 'setting', 'apply_settings', 'train', 'sweep', 'distill', 'predict',
+           'score', 'compare', 'export', 'board_predict', 'bench_board', 'board_pareto', 'demo', 'bundle',
+           'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4ddbdbdd
 TRAIN_PRESET_NAMES = (
@@ -137,8 +142,11 @@ def _knob_type(f):
     return fraction if f.name.endswith('_p') or f.name == 'opacity_edge' else nonneg_float
 
 def _knob_help() -> dict:
-    "Each `SynthCfg` field's comment in the synth module's source: the knobs' help"
-    return dict(re.findall(r'^\s+(\w+):\w+=.*?#\s*(.+?)\s*$', inspect.getsource(SynthCfg), re.M))
+    """Each `SynthCfg` field's comment (fastcore's `docments`): the knobs' help; none without fastcore (the base install
+    has no fastcore: its commands still run)"""
+    try: from fastcore.docments import docments
+    except ImportError: return {f.name: '' for f in dataclasses.fields(SynthCfg)}
+    return {k: v or '' for k, v in docments(SynthCfg).items()}
 
 # %% ../nbs/21_cli.ipynb #1ea62d7e
 def _synth_args(p):
@@ -320,23 +328,69 @@ def _fit_args(p, out:str, preset:str):
         action='store_true',
         help='also log each epoch to RUN_DIR/tensorboard (needs: pip install tensorboard)',
     )
+    _set_arg(p)
+
+# %% ../nbs/21_cli.ipynb #2f9b189e
+SET_SECTIONS = ('model', 'train')   # `--set` sections: config.json's `ModelCfg` and `TrainCfg`
+
+def set_value(s:str):
+    "A `--set` value: JSON (Python's True/False/None and numbers too), a comma list of such values, else the text"
+    s = s.strip()
+    if ',' in s and s[:1] not in ('[', '{', '"'): return [set_value(x) for x in s.split(',')]
+    if s in ('True', 'False', 'None'): return {'True': True, 'False': False, 'None': None}[s]
+    try: return json.loads(s)
+    except ValueError: pass
+    try: return float(s)   # 2. or .5 (not JSON)
+    except ValueError: return s
+
+
+# %% ../nbs/21_cli.ipynb #956dd519
+def setting(s:str) -> tuple:
+    "argparse type of `--set`: 'SECTION.FIELD=VALUE' -> (SECTION, FIELD, value), SECTION one of `SET_SECTIONS`"
+    key, eq, v = s.partition('=')
+    sec, _, name = key.strip().partition('.')
+    if not eq or sec not in SET_SECTIONS or not name.isidentifier():
+        keys = ' or '.join(f'{x}.FIELD' for x in SET_SECTIONS)
+        hint = '' if eq else ' (put DATA and other arguments before --set)'
+        raise argparse.ArgumentTypeError(f"{s!r} is not KEY=VALUE with KEY {keys}{hint}")
+    return sec, name, set_value(v)
+
+def _set_arg(p):
+    "`--set KEY=VALUE ...` (repeatable) on `train` and `distill`"
+    p.add_argument('--set', metavar='KEY=VALUE', nargs='+', action='extend', type=setting, default=[], help=(
+        "any field of the run's config.json, after the preset and the options above: model.FIELD (ModelCfg) or "
+        'train.FIELD (TrainCfg), e.g. --set model.levels=3,6 train.lr=5e-4 train.warmup_steps=null; values are '
+        'JSON (numbers, true/false/null, "text") or comma lists, and are checked before anything is written'))
+
+
+# %% ../nbs/21_cli.ipynb #d5f52658
+def apply_settings(cfgs:dict, # section -> its dataclass config, e.g. dict(model=ModelCfg(...), train=TrainCfg(...))
+                   settings:list, # `setting` results, (section, field, value); the last of a repeated key wins
+                  ) -> dict:
+    "`cfgs` with `settings` applied through `core.dict2cfg` (each config checks itself); an error names the key"
+    out = dict(cfgs)
+    for sec, cfg in cfgs.items():
+        new = {name: v for s, name, v in settings if s == sec}
+        if not new: continue
+        known = [f.name for f in dataclasses.fields(cfg)]
+        if bad := [name for name in new if name not in known]:
+            raise ConfigError(
+                f'--set {sec}.{bad[0]}: {type(cfg).__name__} has no field {bad[0]}; known: {", ".join(known)}'
+            )
+        new = {k: [v] if isinstance(getattr(cfg, k), tuple) and not isinstance(v, list) else v for k, v in new.items()}
+        try: out[sec] = dict2cfg(type(cfg), cfg2dict(cfg), **new)
+        except (PneumoniaKitError, TypeError, ValueError) as e:   # a wrong type may fail before the config's own checks
+            named = [k for k in new if re.search(rf'\b{k}\b', str(e))] or list(new)
+            raise ConfigError(f"--set {', '.join(f'{sec}.{k}' for k in named)}: {one_line(e)}") from None
+    return out
+
 
 # %% ../nbs/21_cli.ipynb #7af69626
 def train(a):
     "Train the detector on one fold (CPU, one GPU, or several with torchrun -m pneumonia_kit.train)"
-    train_preset = _api('train').train_preset
-    _run_line(
-        train_preset(
-            a.data,
-            a.fold,
-            a.out,
-            a.preset,
-            resume=a.resume,
-            device=a.device,
-            pretrained=not a.no_pretrained,
-            **_overrides(a),
-        )
-    )
+    T = _api('train')
+    mc, tc, fold, out = _run_cfgs(a)
+    _run_line(T.run_summary(T.fit(a.data, fold, out, mc, tc, resume=a.resume, device=a.device), out))
 
 _OVERRIDES = (
     'backbone',
@@ -352,6 +406,15 @@ _OVERRIDES = (
     'compile',
 )
 def _overrides(a) -> dict: return dict({k: getattr(a, k) for k in _OVERRIDES}, tensorboard=a.tensorboard or None)
+
+def _run_cfgs(a, kind:str='', **overrides) -> tuple:
+    """(ModelCfg, TrainCfg, fold, run folder) of `train` or `distill`: the preset with the options, then `--set`,
+    checked before `train.preset_run` names the run folder and checks it can be written"""
+    T, ov = _api('train'), dict(_overrides(a), pretrained=False if a.no_pretrained else None, **overrides)
+    c = apply_settings(dict(zip(('model', 'train'), T.preset_cfgs(a.preset, **ov))), a.set)
+    fold = c['train'].fold if any(s[:2] == ('train', 'fold') for s in a.set) else a.fold   # --set train.fold: --fold
+    out = T.preset_run(a.preset, fold, a.out, kind=kind, backbone=c['model'].backbone)[2]
+    return c['model'], c['train'], fold, out
 
 def _run_line(r:dict):
     "One line on a finished (or stopped) run, printed by rank 0"
@@ -422,26 +485,12 @@ def _teacher_size(teachers) -> int|None:
 def distill(a):
     """Train a board model (student) from teacher checkpoints' cached outputs and the labels, at the teachers' input
     size unless --image-size (CPU, one GPU, or torchrun -m pneumonia_kit.distill)"""
-    distill_preset, ov = _api('distill').distill_preset, _overrides(a)
-    ov['image_size'] = ov.get('image_size') or _teacher_size(a.teachers)
-    _run_line(
-        distill_preset(
-            a.data,
-            a.teachers,
-            a.fold,
-            a.out,
-            a.preset,
-            kd_weight=a.kd_weight,
-            teacher_tta=a.teacher_tta,
-            box_thresh=a.box_thresh,
-            box_top_k=a.box_top_k,
-            cache_dir=a.cache_dir,
-            resume=a.resume,
-            device=a.device,
-            pretrained=not a.no_pretrained,
-            **ov,
-        )
-    )
+    D = _api('distill')
+    mc, tc, fold, out = _run_cfgs(a, 'distill', image_size=a.image_size or _teacher_size(a.teachers))
+    dc = D.DistillCfg(a.kd_weight, a.box_thresh, a.box_top_k, teacher_tta=a.teacher_tta)
+    r = D.fit_distill(a.data, a.teachers, fold, out, mc, tc, distill_cfg=dc, cache_dir=a.cache_dir, resume=a.resume,
+                      device=a.device)
+    _run_line(_api('train').run_summary(r, out))
 
 # %% ../nbs/21_cli.ipynb #3f36622a
 def _predict_args(p):

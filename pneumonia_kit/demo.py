@@ -33,13 +33,15 @@ class DemoCfg:
     preset:str='cpu_demo'           # training preset (see `train.TRAIN_PRESETS`)
     epochs:int|None=None            # override the preset's epochs
     train_minutes:float|None=None   # optional training time budget: None trains every epoch (same seed, same figures)
-    threads:int=2                   # CPU threads of every stage (pinned: the figures do not depend on the machine's load)
+    # CPU threads of every stage (pinned: the figures do not depend on the machine's load)
+    threads:int=2
     deterministic:bool=True         # deterministic algorithms in training and prediction
     bench_runs:int=2                # timed runs per configuration in the benchmark
     bench_rounds:int=1              # processes per configuration (the standalone `bench-board` uses 2)
     bench_backbone:str='se_resnext50_32x4d'  # backbone of the original configuration the benchmark times
     bench_size:int=512              # input size the benchmark times
-    bench_networks:str='P2-P7,board' # what it times: the original (P2-P7 of `bench_backbone`) and the recommended board configuration
+    # what it times: the original (P2-P7 of `bench_backbone`) and the recommended board configuration
+    bench_networks:str='P2-P7,board'
     bench_runtimes:str='torch,opencv' # runtimes it times: PyTorch eager (the original's) and OpenCV DNN (the board's)
 
 QUICK = dict(n_images=64, n_test=24, difficulty='easy', image_size=512, cache_size=128, epochs=6, bench_runs=1,
@@ -56,25 +58,36 @@ class Stage:
     folder:str=''                     # the stage's output folder under `out`, emptied before a forced re-run
     echo:bool=False                   # show the lines the notebook prints on the console (training: one per epoch)
 
+# %% ../nbs/20_demo.ipynb #08ae9686
 def _o(c, *p): return str(Path(c.out, *p))
 def _test_dir(c): return str(RsnaPaths(c.data).test_images)
 def _test_labels(c): return str(RsnaPaths(c.data).test_labels)
 def _pin(c): return dict(threads=c.threads, deterministic=c.deterministic)
 
 STAGES = [
-    Stage('data', 'data.ipynb', lambda c: dict(data_dir=c.data, n_images=c.n_images, n_test=c.n_test, seed=c.seed, difficulty=c.difficulty,
-          image_size=c.image_size, cache_size=c.cache_size, out_dir=_o(c, 'data')), 'synthetic twin, folds, cache', 'data'),
+    Stage('data', 'data.ipynb',
+          lambda c: dict(data_dir=c.data, n_images=c.n_images, n_test=c.n_test, seed=c.seed, difficulty=c.difficulty,
+                         image_size=c.image_size, cache_size=c.cache_size, out_dir=_o(c, 'data')),
+          'synthetic twin, folds, cache', 'data'),
     Stage('eda', 'eda.ipynb', lambda c: dict(data_dir=c.data, out_dir=_o(c, 'eda')), 'exploratory plots', 'eda'),
-    Stage('train', 'train.ipynb', lambda c: dict(data_dir=c.data, fold=0, out_dir=_o(c, 'run'), preset=c.preset, epochs=c.epochs,
-          image_size=c.cache_size, max_minutes=c.train_minutes, seed=c.seed, **_pin(c)), 'train fold 0', 'run', echo=True),
-    Stage('sweep', 'sweep.ipynb', lambda c: dict(run_dir=_o(c, 'run'), out_dir=_o(c, 'sweep')), 'threshold sweeps', 'sweep'),
-    Stage('predict', 'predict.ipynb', lambda c: dict(checkpoints=_o(c, 'run'), images_dir=_test_dir(c), out=_o(c, 'predict', 'submission.csv'),
-          labels=_test_labels(c), tta=True, **_pin(c)), 'PyTorch prediction + score', 'predict'),
-    Stage('board', 'board.ipynb', lambda c: dict(run_dir=_o(c, 'run'), images_dir=_test_dir(c), labels=_test_labels(c),
-          torch_submission=_o(c, 'predict', 'submission.csv'), out_dir=_o(c, 'board'), **_pin(c)),
+    Stage('train', 'train.ipynb',
+          lambda c: dict(data_dir=c.data, fold=0, out_dir=_o(c, 'run'), preset=c.preset, epochs=c.epochs,
+                         image_size=c.cache_size, max_minutes=c.train_minutes, seed=c.seed, **_pin(c)),
+          'train fold 0', 'run', echo=True),
+    Stage('sweep', 'sweep.ipynb', lambda c: dict(run_dir=_o(c, 'run'), out_dir=_o(c, 'sweep')),
+          'threshold sweeps', 'sweep'),
+    Stage('predict', 'predict.ipynb',
+          lambda c: dict(checkpoints=_o(c, 'run'), images_dir=_test_dir(c), out=_o(c, 'predict', 'submission.csv'),
+                         labels=_test_labels(c), tta=True, **_pin(c)),
+          'PyTorch prediction + score', 'predict'),
+    Stage('board', 'board.ipynb',
+          lambda c: dict(run_dir=_o(c, 'run'), images_dir=_test_dir(c), labels=_test_labels(c),
+                         torch_submission=_o(c, 'predict', 'submission.csv'), out_dir=_o(c, 'board'), **_pin(c)),
           'ONNX export + torch-free prediction + score', 'board'),
-    Stage('bench', 'bench.ipynb', lambda c: dict(backbone=c.bench_backbone, size=c.bench_size, out_dir=_o(c, 'bench'), runs=c.bench_runs,
-          rounds=c.bench_rounds, networks=c.bench_networks, runtimes=c.bench_runtimes, threads=c.threads),
+    Stage('bench', 'bench.ipynb',
+          lambda c: dict(backbone=c.bench_backbone, size=c.bench_size, out_dir=_o(c, 'bench'), runs=c.bench_runs,
+                         rounds=c.bench_rounds, networks=c.bench_networks, runtimes=c.bench_runtimes,
+                         threads=c.threads),
           'original vs board configuration: latency, memory, board estimate', 'bench'),
 ]
 
@@ -83,7 +96,9 @@ def runners_dir() -> Path:
     "Folder of the runner notebooks; the demo needs the repository checkout (an editable install)"
     import pneumonia_kit
     d = Path(pneumonia_kit.__file__).resolve().parent.parent/'nbs'/'_runners'
-    if not d.is_dir(): raise PneumoniaKitError(f'{d}: runner notebooks not found; run the demo from a clone of the repository (pip install -e .)')
+    if not d.is_dir():
+        raise PneumoniaKitError(f'{d}: runner notebooks not found; run the demo from a clone of the repository '
+                                '(pip install -e .)')
     return d
 
 # %% ../nbs/20_demo.ipynb #aa4f52e9
@@ -103,7 +118,8 @@ def _kernel_to_log():
         stderr_file = Unicode('', help="file for the kernel process's stderr ('': the console)").tag(config=True)
         async def start_kernel(self, **kw):
             if not self.stderr_file: return await super().start_kernel(**kw)
-            with open(self.stderr_file, 'ab') as f: return await super().start_kernel(**kw, stderr=f)   # Popen keeps its copy
+            with open(self.stderr_file, 'ab') as f:   # Popen keeps its copy
+                return await super().start_kernel(**kw, stderr=f)
     return KernelToLog
 
 # %% ../nbs/20_demo.ipynb #98fe73d8
@@ -113,13 +129,15 @@ def run_runner(runner:str, out_nb, params:dict, echo:str|None=None) -> Path:
     from traitlets.config import Config
     out_nb = Path(out_nb); log = out_nb.with_suffix('.kernel.log')
     out_nb.parent.mkdir(parents=True, exist_ok=True); log.unlink(missing_ok=True)
-    # IPC sockets instead of TCP (no unencrypted-TCP warning); the kernel's own stderr to <stage>.kernel.log, not the console
+    # IPC sockets instead of TCP (no unencrypted-TCP warning); the kernel's own stderr to <stage>.kernel.log, not the
+    # console
     kernel = Config({'KernelManager': {'transport': 'ipc'}, 'KernelToLog': {'stderr_file': str(log)}})
-    try: pm.execute_notebook(str(runners_dir()/runner), str(out_nb), parameters=params, kernel_name='python3', progress_bar=False,
-                             cwd=str(Path.cwd()), config=kernel, kernel_manager_class=_kernel_to_log(),
-                             stdout_file=_Echo(f'[{echo}] ') if echo else None)
+    try: pm.execute_notebook(str(runners_dir()/runner), str(out_nb), parameters=params, kernel_name='python3',
+                             progress_bar=False, cwd=str(Path.cwd()), config=kernel,
+                             kernel_manager_class=_kernel_to_log(), stdout_file=_Echo(f'[{echo}] ') if echo else None)
     except pm.PapermillExecutionError as e:
-        raise PneumoniaKitError(f'{runner} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); see {out_nb} and {log.name}') from None
+        raise PneumoniaKitError(f'{runner} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); '
+                                f'see {out_nb} and {log.name}') from None
     return out_nb
 
 # %% ../nbs/20_demo.ipynb #a1b2c3d5
@@ -127,17 +145,20 @@ THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')   #
 WAIT_VARS = dict(OMP_WAIT_POLICY='PASSIVE')   # an OpenMP thread waiting at a barrier sleeps instead of spinning
 
 def pin_threads(threads:int, deterministic:bool=True, torch:bool=True) -> dict:
-    "Pin this process's CPU threads (OpenCV, and PyTorch with `torch`) and PyTorch's deterministic algorithms: same figures idle or busy"
+    ("Pin this process's CPU threads (OpenCV, and PyTorch with `torch`) and PyTorch's deterministic algorithms: "
+     "same figures idle or busy")
     import cv2   # OpenCV only in the stage kernel that calls this
     cv2.setNumThreads(threads)
     if torch:
         import torch as T   # only in a stage kernel that uses PyTorch anyway: this module stays torch-free
         T.set_num_threads(threads); T.use_deterministic_algorithms(deterministic, warn_only=True)
-    return dict(threads=threads, deterministic=deterministic, env={k: os.environ.get(k) for k in (*THREAD_VARS, *WAIT_VARS)})
+    return dict(threads=threads, deterministic=deterministic,
+                env={k: os.environ.get(k) for k in (*THREAD_VARS, *WAIT_VARS)})
 
 @contextlib.contextmanager
 def pinned_env(threads:int):
-    "Thread and wait-policy variables for the stage kernels started inside (they inherit them); the old values come back afterwards"
+    ("Thread and wait-policy variables for the stage kernels started inside (they inherit them); "
+     "the old values come back afterwards")
     old = {k: os.environ.get(k) for k in (*THREAD_VARS, *WAIT_VARS)}
     os.environ.update({k: str(threads) for k in THREAD_VARS}, **WAIT_VARS)
     try: yield
@@ -167,13 +188,14 @@ def run_stage(cfg:DemoCfg, stage:Stage, force:bool=False, log=print) -> dict:
         log(f'[{stage.name}] done before, skipped (use --force to redo)'); return load_json(_done_file(cfg, stage))
     out_nb = Path(cfg.out)/f'{stage.name}.ipynb'
     _done_file(cfg, stage).unlink(missing_ok=True)
-    if stage.folder: shutil.rmtree(Path(cfg.out)/stage.folder, ignore_errors=True)  # a re-run starts clean (training refuses a used run folder)
+    # a re-run starts clean (training refuses a used run folder)
+    if stage.folder: shutil.rmtree(Path(cfg.out)/stage.folder, ignore_errors=True)
     log(f'[{stage.name}] {stage.doc} -> {out_nb}')
     t0, cpu0, load0 = time.time(), _cpu_seconds(), os.getloadavg()[0]
     run_runner(stage.runner, out_nb, stage.params(cfg), echo=stage.name if stage.echo else None)
+    # cpu_seconds: load-independent, what the stage cost; load: the machine's 1-min load average at start and end
     res = dict(stage=stage.name, params=stage.params(cfg), seconds=round(time.time()-t0, 1),
-               cpu_seconds=round(_cpu_seconds() - cpu0, 1),                  # load-independent: what the stage cost
-               load=[round(load0, 2), round(os.getloadavg()[0], 2)])        # the machine's 1-min load average at start and end
+               cpu_seconds=round(_cpu_seconds() - cpu0, 1), load=[round(load0, 2), round(os.getloadavg()[0], 2)])
     save_json(res, _done_file(cfg, stage))
     log(f'[{stage.name}] finished in {res["seconds"]:.0f} s')
     return res
@@ -298,8 +320,9 @@ def key_figures(out) -> dict:
     return figs | _latency_figures(out)
 
 # %% ../nbs/20_demo.ipynb #00882c1d
-NOT_CLINICAL = ('Not for clinical use. pneumonia_kit and the models it trains are research and engineering tools: they are not '
-                'medical devices, have not been validated on patients, and must not be used to diagnose, screen, triage or treat anyone.')
+NOT_CLINICAL = ('Not for clinical use. pneumonia_kit and the models it trains are research and engineering tools: '
+                'they are not medical devices, have not been validated on patients, and must not be used to diagnose, '
+                'screen, triage or treat anyone.')
 
 class _Raw(str): "Text that is already HTML (a link), written into a table as it is"
 
@@ -311,7 +334,8 @@ def _cell(v) -> str:
 def html_table(rows:list, header:list|None=None) -> str:
     "An HTML table of rows of cells: text is escaped, `_Raw` cells (links) are not, numbers get 4 decimals"
     head = '<thead><tr>' + ''.join(f'<th>{_cell(h)}</th>' for h in header) + '</tr></thead>' if header else ''
-    return f'<table>{head}<tbody>' + ''.join('<tr>' + ''.join(f'<td>{_cell(v)}</td>' for v in r) + '</tr>' for r in rows) + '</tbody></table>'
+    return (f'<table>{head}<tbody>'
+            + ''.join('<tr>' + ''.join(f'<td>{_cell(v)}</td>' for v in r) + '</tr>' for r in rows) + '</tbody></table>')
 
 def md_tables_html(text:str) -> str:
     "Markdown text with tables (`bench.md`, `sweep.md`) as HTML: each table an HTML table, other lines paragraphs"
@@ -327,35 +351,46 @@ def md_tables_html(text:str) -> str:
 
 # %% ../nbs/20_demo.ipynb #fa69bed8
 # the report's sections: (title, folder, stage notebook, what the section shows)
-SECTIONS = [('Data', 'data', 'data', 'The dataset the demo made or found: the synthetic twin, its patient-level folds and the image cache.'),
+SECTIONS = [('Data', 'data', 'data',
+             'The dataset the demo made or found: the synthetic twin, its patient-level folds and the image cache.'),
             ('Exploratory analysis', 'eda', 'eda', 'Labels, boxes and DICOM headers of the training images.'),
-            ('Training', 'run', 'train', 'The demo model trained on all folds but the validation fold; one line per epoch in log.csv.'),
-            ('Threshold sweeps and validation', 'sweep', 'sweep', 'Post-processing chosen on the validation fold\'s out-of-fold '
-             'predictions (the table: the chosen settings, also in run/best_post.json); the detections\' precision and recall and '
-             'the global head, on the same images.'),
-            ('PyTorch predictions on the test images', 'predict', 'predict', 'The demo model in PyTorch with flip TTA on the held-out test images.'),
-            ('Board predictor', 'board', 'board', 'The demo model exported and run without PyTorch, as on the Loongson board, but on this '
-             'machine with its own OpenCV (the board has Debian\'s OpenCV 4.10); scores, paired comparisons, per-stage timing and a '
+            ('Training', 'run', 'train',
+             'The demo model trained on all folds but the validation fold; one line per epoch in log.csv.'),
+            ('Threshold sweeps and validation', 'sweep', 'sweep',
+             'Post-processing chosen on the validation fold\'s out-of-fold predictions (the table: the chosen '
+             'settings, also in run/best_post.json); the detections\' precision and recall and the global head, on '
+             'the same images.'),
+            ('PyTorch predictions on the test images', 'predict', 'predict',
+             'The demo model in PyTorch with flip TTA on the held-out test images.'),
+            ('Board predictor', 'board', 'board',
+             'The demo model exported and run without PyTorch, as on the Loongson board, but on this machine with its '
+             'own OpenCV (the board has Debian\'s OpenCV 4.10); scores, paired comparisons, per-stage timing and a '
              'gallery of its errors.'),
-            ('Benchmark', 'bench', 'bench', 'The original configuration against the recommended board model board_r18_p4p7 (both with random '
-             'weights), each runtime in its own process on this machine. OpenCV DNN is the runtime that runs on the board; its rows name '
-             'the OpenCV version that ran them here. PyTorch rows are for comparison on x86 only. "board G instr." is the board meter\'s '
-             'count of LoongArch instructions per image after the first, with the first image in brackets (scripts/board_meter.py, or '
-             'its counts committed in bench/meter_counts.json); "board est. s" divides the per-image count by '
+            ('Benchmark', 'bench', 'bench',
+             'The original configuration against the recommended board model board_r18_p4p7 (both with random '
+             'weights), each runtime in its own process on this machine. OpenCV DNN is the runtime that runs on the '
+             'board; its rows name the OpenCV version that ran them here. PyTorch rows are for comparison on x86 '
+             'only. "board G instr." is the board meter\'s count of LoongArch instructions per image after the first, '
+             'with the first image in brackets (scripts/board_meter.py, or its counts committed in '
+             'bench/meter_counts.json); "board est. s" divides the per-image count by '
              f'{board_assumptions()}: an estimate, not a measurement on the board.')]
 
+# %% ../nbs/20_demo.ipynb #83ed5636
 def _post(out) -> dict: return _get(Path(out)/'run'/'best_post.json', 'post') or {}
 
 def _heatmap_caption(out) -> str:
     c = _get(Path(out)/'sweep'/'summary.json', 'heatmap_outlined') or {}
     return (f"Validation (out-of-fold) mAP by epoch (rows) and final score threshold (columns), at the chosen NMS IoU "
-            f"{c.get('nms_thresh')} and global-head weight {c.get('global_weight')}; the chosen cell (epoch {c.get('epoch')}, final "
-            f"threshold {c.get('final_thresh')}, as in run/best_post.json) outlined in red.")
+            f"{c.get('nms_thresh')} and global-head weight {c.get('global_weight')}; the chosen cell "
+            f"(epoch {c.get('epoch')}, final threshold {c.get('final_thresh')}, as in run/best_post.json) "
+            f"outlined in red.")
 
 def _model(out) -> str: return demo_model(Path(out)/'run')
-def _cv(out) -> str: return next((f"OpenCV {r.get('version')} DNN" for r in _get(Path(out)/'board'/'summary.json', 'stage_times') or []
-                                  if r.get('backend') == 'opencv'), 'OpenCV DNN')
+def _cv(out) -> str:
+    return next((f"OpenCV {r.get('version')} DNN" for r in _get(Path(out)/'board'/'summary.json', 'stage_times') or []
+                 if r.get('backend') == 'opencv'), 'OpenCV DNN')
 
+# %% ../nbs/20_demo.ipynb #8d9d698f
 # captions of the known figures (others get their file name): what is drawn, on which images, what the colours mean;
 # a function of the demo folder where the caption names a chosen value or the model
 CAPTIONS = {
@@ -365,28 +400,34 @@ CAPTIONS = {
     'eda/box_sizes.png': 'True box widths and heights (pixels of the original image), and height against width.',
     'eda/box_positions.png': 'Where the true box centres lie: a 2-D histogram over the image, and the x and y centres.',
     'eda/meta_by_class.png': 'DICOM headers by class: view position and sex (share within class), age (box plot).',
-    'run/curves.png': 'Training curves. Left: total loss, training (solid) and validation (dashed). Middle: loss by component '
-                      '(log scale). Right: validation mAP (red, left axis) and learning rate (grey dotted, right axis).',
+    'run/curves.png': 'Training curves. Left: total loss, training (solid) and validation (dashed). Middle: loss by '
+                      'component (log scale). Right: validation mAP (red, left axis) and learning rate (grey dotted, '
+                      'right axis).',
     'sweep/threshold_heatmap.png': _heatmap_caption,
-    'sweep/nms_sweep.png': 'Validation mAP at the chosen epoch by NMS IoU threshold, one line per global-head weight (legend), '
-                           'each at its best final threshold; lines on top of each other mean equal mAP.',
-    'sweep/val_loss.png': 'Validation loss by epoch.', 'sweep/val_map.png': 'Validation mAP (RSNA metric, default post-processing) by epoch.',
-    'sweep/pr_curve.png': lambda out: ('Precision against recall of every predicted box of the validation fold (chosen epoch and '
-                          'post-processing, no final threshold), a hit being IoU > 0.5 with a true box; the circle is the chosen final '
-                          f"threshold, {_post(out).get('final_thresh')}. AP in the legend."),
-    'sweep/threshold_curves.png': lambda out: ('Precision, recall and F1 of the validation fold\'s predicted boxes against the score '
-                                  f"threshold; the dashed line is the chosen final threshold, {_post(out).get('final_thresh')}."),
-    'sweep/confusion.png': 'The global head on the validation fold: true class (rows) against its most probable class (columns); '
-                           'counts and the share of each row.',
-    'sweep/roc.png': 'The global head on the validation fold: one-vs-rest ROC curve of each class, with its AUC and image count.',
-    'predict/predictions.png': lambda out: (f"Test images with the {_model(out)}'s PyTorch boxes (flip TTA): true boxes green, "
-                                            'predicted boxes red with their scores (legend).'),
-    'board/gallery.png': lambda out: (f'The {_model(out)} on the board predictor ({_cv(out)} fp32 on this machine) on the test images: '
-                                      'false positives, false negatives and true positives (rows; IoU > 0.5); true boxes green, '
-                                      'predicted boxes red with their scores (legend).'),
-    'board/stage_times.png': lambda out: (f'The board predictor with the {_model(out)} per image on this machine, by stage (median over '
-                                          'the test images): reading the DICOM, resizing and scaling, the network, decoding + NMS + '
-                                          'scores; one bar per runtime and version.')}
+    'sweep/nms_sweep.png': 'Validation mAP at the chosen epoch by NMS IoU threshold, one line per global-head weight '
+                           '(legend), each at its best final threshold; lines on top of each other mean equal mAP.',
+    'sweep/val_loss.png': 'Validation loss by epoch.',
+    'sweep/val_map.png': 'Validation mAP (RSNA metric, default post-processing) by epoch.',
+    'sweep/pr_curve.png': lambda out: ('Precision against recall of every predicted box of the validation fold (chosen '
+                                       'epoch and post-processing, no final threshold), a hit being IoU > 0.5 with a '
+                                       'true box; the circle is the chosen final threshold, '
+                                       f"{_post(out).get('final_thresh')}. AP in the legend."),
+    'sweep/threshold_curves.png': lambda out: ('Precision, recall and F1 of the validation fold\'s predicted boxes '
+                                               'against the score threshold; the dashed line is the chosen final '
+                                               f"threshold, {_post(out).get('final_thresh')}."),
+    'sweep/confusion.png': 'The global head on the validation fold: true class (rows) against its most probable class '
+                           '(columns); counts and the share of each row.',
+    'sweep/roc.png': 'The global head on the validation fold: one-vs-rest ROC curve of each class, with its AUC and '
+                     'image count.',
+    'predict/predictions.png': lambda out: (f"Test images with the {_model(out)}'s PyTorch boxes (flip TTA): true "
+                                            'boxes green, predicted boxes red with their scores (legend).'),
+    'board/gallery.png': lambda out: (f'The {_model(out)} on the board predictor ({_cv(out)} fp32 on this machine) on '
+                                      'the test images: false positives, false negatives and true positives (rows; '
+                                      'IoU > 0.5); true boxes green, predicted boxes red with their scores (legend).'),
+    'board/stage_times.png': lambda out: (f'The board predictor with the {_model(out)} per image on this machine, by '
+                                          'stage (median over the test images): reading the DICOM, resizing and '
+                                          'scaling, the network, decoding + NMS + scores; one bar per runtime and '
+                                          'version.')}
 
 # %% ../nbs/20_demo.ipynb #0ebcc869
 def _rel(out:Path, path) -> str|None:
@@ -402,6 +443,7 @@ def _link(out:Path, path, text:str|None=None):
     r = _rel(out, path)
     return _Raw(f'<a href="{html.escape(r)}">{html.escape(text or r)}</a>') if r else (text or str(path))
 
+# %% ../nbs/20_demo.ipynb #aa0cacf8
 def run_info(out) -> list:
     "Rows (what, value) saying what ran: date, machine, versions, data and its difficulty, model, input size, epochs"
     out, mi = Path(out), machine_info()
@@ -419,17 +461,21 @@ def run_info(out) -> list:
     return [('written', f"{mi['date']} (stages took {sum(d.get('seconds', 0) for d in done):.0f} s: "
                         + ', '.join(f"{d['stage']} {d.get('seconds', 0):.0f} s" for d in done) + ')'
                         + (f"; {sum(cpu):.0f} CPU seconds" if cpu and None not in cpu else '')
-                        + (f"; the machine's load average {min(loads):.1f}-{max(loads):.1f} at stage starts and ends" if loads else '')),
+                        + (f"; the machine's load average {min(loads):.1f}-{max(loads):.1f} at stage starts and ends"
+                           if loads else '')),
             ('machine', f"{mi['machine']}; {mi['os']}"),
             ('software', f"Python {mi['python']}; " + ', '.join(f'{k} {v}' for k, v in mi['packages'].items())),
-            ('data', f"{cfg.get('data')} ({kind}): {data.get('n_train')} training images, {data.get('n_test')} test images; "
+            ('data', f"{cfg.get('data')} ({kind}): {data.get('n_train')} training images, "
+                     f"{data.get('n_test')} test images; "
                      'classes: ' + ', '.join(f'{k} {v}' for k, v in (data.get('classes') or {}).items())),
-            ('validation', f"fold {dd.get('fold')} of {dd.get('n_folds')}: {dd.get('n_train')} training, {dd.get('n_val')} validation images"),
-            ('model', f"{demo_model(out/'run')}: a {m.get('backbone')} RetinaNet, pyramid P{lv[0]}-P{lv[-1]}, {m.get('image_size')} px "
-                      f"input, pretrained: {m.get('pretrained')}"),
+            ('validation', f"fold {dd.get('fold')} of {dd.get('n_folds')}: {dd.get('n_train')} training, "
+                           f"{dd.get('n_val')} validation images"),
+            ('model', f"{demo_model(out/'run')}: a {m.get('backbone')} RetinaNet, pyramid P{lv[0]}-P{lv[-1]}, "
+                      f"{m.get('image_size')} px input, pretrained: {m.get('pretrained')}"),
             ('training', f"{run.get('epochs_done')} of {t.get('epochs')} epochs ({run.get('stopped')}; time budget: "
-                         f"{t.get('max_minutes') or 'none'}{' min' if t.get('max_minutes') else ''}), {_num(run.get('minutes'), '.1f')} min "
-                         f"on {run.get('device')}; preset {cfg.get('preset')}, batch {t.get('batch_size')}, lr {t.get('lr')}"),
+                         f"{t.get('max_minutes') or 'none'}{' min' if t.get('max_minutes') else ''}), "
+                         f"{_num(run.get('minutes'), '.1f')} min on {run.get('device')}; preset {cfg.get('preset')}, "
+                         f"batch {t.get('batch_size')}, lr {t.get('lr')}"),
             ('demo settings', ', '.join(f'{k}={v}' for k, v in cfg.items() if k not in ('out', 'data')))]
 
 # %% ../nbs/20_demo.ipynb #a39b1263
@@ -437,50 +483,70 @@ def _results_html(out:Path) -> str:
     "Key figures, the test-set scores, the paired comparisons and the latencies, as HTML tables"
     bs = _get(out/'board'/'summary.json') or {}
     hl = headline(out)
-    parts = ['<h2 id="key-figures">Key figures</h2>', '<ul class="headline">' + ''.join(
-                 f'<li{" class=warn" if s.startswith("TRAINING CUT SHORT") else ""}>{html.escape(s)}</li>' for s in hl) + '</ul>' if hl else '',
+    parts = ['<h2 id="key-figures">Key figures</h2>',
+             '<ul class="headline">' + ''.join(
+                 f'<li{" class=warn" if s.startswith("TRAINING CUT SHORT") else ""}>{html.escape(s)}</li>' for s in hl)
+             + '</ul>' if hl else '',
              html_table([[k, v] for k, v in key_figures(out).items()], ['figure', 'value']),
-             '<p class="note">mAP is the RSNA challenge metric: per image, precision TP/(TP+FP+FN) averaged over IoU thresholds '
-             '0.40-0.75, then the mean over the images that count. An image with neither a true box nor a predicted box has '
-             'no score and does not count. Intervals are 95% bootstrap intervals over images; differences are paired (same images).</p>']
+             '<p class="note">mAP is the RSNA challenge metric: per image, precision TP/(TP+FP+FN) averaged over IoU '
+             'thresholds 0.40-0.75, then the mean over the images that count. An image with neither a true box nor a '
+             'predicted box has no score and does not count. Intervals are 95% bootstrap intervals over images; '
+             'differences are paired (same images).</p>']
     if sc := bs.get('scores'):
-        parts += [f'<h3>Test images: the {html.escape(demo_model(out/"run"))} under each predictor\'s conditions</h3>', html_table(
-            [[s['label'], s['map'], f"{_num(s['ci95'][0])} - {_num(s['ci95'][1])}", f"{s['n_counted']} of {s['n_images']}",
-              _link(out, s.get('submission'), Path(s.get('submission') or '').name)] for s in sc.values()],
-            ['predictor', 'mAP', '95% interval', 'images counted', 'submission'])]
+        parts += [f'<h3>Test images: the {html.escape(demo_model(out/"run"))} under each predictor\'s conditions</h3>',
+                  html_table([[s['label'], s['map'], f"{_num(s['ci95'][0])} - {_num(s['ci95'][1])}",
+                               f"{s['n_counted']} of {s['n_images']}",
+                               _link(out, s.get('submission'), Path(s.get('submission') or '').name)]
+                              for s in sc.values()],
+                             ['predictor', 'mAP', '95% interval', 'images counted', 'submission'])]
     if cs := bs.get('comparisons'):
-        parts += ['<h3>Paired comparisons on the test images (B - A)</h3>', html_table(
-            [[c['what'], c['a'], c['b'], c['map_a'], c['map_b'], f"{c['diff']:+.4f}", f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}",
-              f"{c['p_value']:.3f}", f"{max(c['n_counted_a'], c['n_counted_b'])} of {c['n_images']}"] for c in cs],
-            ['what changes', 'A', 'B', 'mAP A', 'mAP B', 'B - A', '95% paired interval', 'p', 'images counted'])]
+        parts += ['<h3>Paired comparisons on the test images (B - A)</h3>',
+                  html_table([[c['what'], c['a'], c['b'], c['map_a'], c['map_b'], f"{c['diff']:+.4f}",
+                               f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}", f"{c['p_value']:.3f}",
+                               f"{max(c['n_counted_a'], c['n_counted_b'])} of {c['n_images']}"] for c in cs],
+                             ['what changes', 'A', 'B', 'mAP A', 'mAP B', 'B - A', '95% paired interval', 'p',
+                              'images counted'])]
     if st := bs.get('stage_times'):
-        parts += [f"<h3>Board predictor per image on this machine ({html.escape(st[0]['machine'])})</h3>", html_table(
-            [[r['label'], *(f"{r[k]:.1f}" for k in ('read_ms', 'prepare_ms', 'network_ms', 'post_ms', 'total_ms')), r['n_images']] for r in st],
-            ['runtime', 'read ms', 'prepare ms', 'network ms', 'post ms', 'total ms', 'images (median)']),
-            f'<p class="note">The {html.escape(demo_model(out/"run"))}; medians of each stage, on this machine with the runtime versions '
-            'named in each row. OpenCV DNN is the runtime that runs on the Loongson board (there Debian\'s OpenCV 4.10); ONNX Runtime '
-            'is shown for comparison only (Debian\'s build dies with SIGILL on the board\'s LSX-only CPU).</p>']
+        parts += [f"<h3>Board predictor per image on this machine ({html.escape(st[0]['machine'])})</h3>",
+                  html_table([[r['label'],
+                               *(f"{r[k]:.1f}" for k in ('read_ms', 'prepare_ms', 'network_ms', 'post_ms', 'total_ms')),
+                               r['n_images']] for r in st],
+                             ['runtime', 'read ms', 'prepare ms', 'network ms', 'post ms', 'total ms',
+                              'images (median)']),
+                  f'<p class="note">The {html.escape(demo_model(out/"run"))}; medians of each stage, on this machine '
+                  'with the runtime versions named in each row. OpenCV DNN is the runtime that runs on the Loongson '
+                  'board (there Debian\'s OpenCV 4.10); ONNX Runtime is shown for comparison only (Debian\'s build '
+                  'dies with SIGILL on the board\'s LSX-only CPU).</p>']
     return '\n'.join(parts)
 
+# %% ../nbs/20_demo.ipynb #1972789a
 def _files_html(out:Path) -> str:
     "Links to what the demo wrote: submissions, the model folder and its card, per-image pictures, notebooks"
     rows = [('PyTorch submission (flip TTA)', _link(out, out/'predict'/'submission.csv')),
-            ('board submissions', _Raw(', '.join(_link(out, p) for p in sorted((out/'board').glob('submission_*.csv'))) or '—')),
-            ('board model folder and its model card', _Raw(f"{_link(out, out/'board'/'model')} ({_link(out, out/'board'/'model'/'MODEL_CARD.md', 'MODEL_CARD.md')}, "
-                                                           f"{_link(out, out/'board'/'model'/'board.json', 'board.json')})")),
+            ('board submissions',
+             _Raw(', '.join(_link(out, p) for p in sorted((out/'board').glob('submission_*.csv'))) or '—')),
+            ('board model folder and its model card',
+             _Raw(f"{_link(out, out/'board'/'model')} "
+                  f"({_link(out, out/'board'/'model'/'MODEL_CARD.md', 'MODEL_CARD.md')}, "
+                  f"{_link(out, out/'board'/'model'/'board.json', 'board.json')})")),
             ('per-image pictures (OpenCV DNN boxes)', _link(out, out/'board'/'examples')),
             ('training run (checkpoints, log.csv, out-of-fold files)', _link(out, out/'run')),
             ('executed notebooks', _Raw(', '.join(_link(out, p) for p in sorted(out.glob('*.ipynb'))) or '—'))]
-    return '<h2 id="files">Files</h2>' + html_table([[k, v] for k, v in rows], ['what', 'where (relative to this report)'])
+    return ('<h2 id="files">Files</h2>'
+            + html_table([[k, v] for k, v in rows], ['what', 'where (relative to this report)']))
 
 # %% ../nbs/20_demo.ipynb #1e2b4e94
 _CSS = ('body{font-family:system-ui,sans-serif;max-width:1150px;margin:auto;padding:0 16px;color:#222}'
-        'img{max-width:100%;border:1px solid #ddd}figure{margin:18px 0}figcaption{font-size:0.9em;color:#444;margin-top:4px}'
-        'table{border-collapse:collapse;margin:8px 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}'
-        'th{background:#f3f3f3}.warn{background:#fff3cd;border:1px solid #e0c36c;padding:8px 12px}.note{font-size:0.85em;color:#555}')
+        'img{max-width:100%;border:1px solid #ddd}figure{margin:18px 0}'
+        'figcaption{font-size:0.9em;color:#444;margin-top:4px}'
+        'table{border-collapse:collapse;margin:8px 0;font-size:0.9em}'
+        'td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}'
+        'th{background:#f3f3f3}.warn{background:#fff3cd;border:1px solid #e0c36c;padding:8px 12px}'
+        '.note{font-size:0.85em;color:#555}')
 
 def _png_uri(path) -> str: return 'data:image/png;base64,' + base64.b64encode(Path(path).read_bytes()).decode()
 
+# %% ../nbs/20_demo.ipynb #41b13faa
 def _section_html(out:Path, title:str, sub:str, nb:str, intro:str, first:int) -> tuple:
     "One stage's section: its tables and its figures (embedded, captioned, numbered from `first`); (html, figures used)"
     d = out/sub
@@ -498,17 +564,22 @@ def _section_html(out:Path, title:str, sub:str, nb:str, intro:str, first:int) ->
                      f'{html.escape(cap)} ({_link(out, p, p.name)})</figcaption></figure>')
     return '\n'.join(parts), len(pngs)
 
+# %% ../nbs/20_demo.ipynb #034e632a
 def write_report(out) -> Path:
-    "Write `<out>/report.html`: one offline file with what ran, the key figures, tables, links and every stage's figures"
+    ("Write `<out>/report.html`: one offline file with what ran, the key figures, tables, links and every stage's "
+     "figures")
     out = Path(out)
-    parts = ['<!doctype html><html lang="en"><meta charset="utf-8"><title>pneumonia_kit demo report</title>', f'<style>{_CSS}</style>',
+    parts = ['<!doctype html><html lang="en"><meta charset="utf-8"><title>pneumonia_kit demo report</title>',
+             f'<style>{_CSS}</style>',
              '<h1>pneumonia_kit demo report</h1>', f'<p class="warn"><b>{html.escape(NOT_CLINICAL)}</b></p>',
-             *([f'<p class="warn" id="training-cut"><b>{html.escape(note)}</b></p>'] if (note := training_note(out)) else []),
+             *([f'<p class="warn" id="training-cut"><b>{html.escape(note)}</b></p>']
+               if (note := training_note(out)) else []),
              '<h2 id="what-ran">What ran</h2>', html_table(run_info(out)), _results_html(out), _files_html(out)]
     n = 1
     for sec in SECTIONS:
         h, k = _section_html(out, *sec, first=n); parts.append(h); n += k
-    parts.append('<p class="note">Written by <code>pneumonia_kit.demo.write_report</code>; pictures are embedded, links are relative to this file.</p></html>')
+    parts.append('<p class="note">Written by <code>pneumonia_kit.demo.write_report</code>; pictures are embedded, '
+                 'links are relative to this file.</p></html>')
     with atomic_write(out/'report.html') as f: f.write('\n'.join(p for p in parts if p))
     return out/'report.html'
 
@@ -518,7 +589,8 @@ def _scores(s:dict) -> dict: return {k: s.get(k) for k in ('label', 'map', 'ci95
 def demo_summary(out) -> dict:
     "The demo's figures as data (`<out>/summary.json`): what README's measured results are regenerated from"
     out, bs = Path(out), _get(Path(out)/'board'/'summary.json') or {}
-    run, t, bp = _get(out/'run'/'summary.json') or {}, _get(out/'run'/'config.json', 'train') or {}, _get(out/'run'/'best_post.json') or {}
+    run, t, bp = (_get(out/'run'/'summary.json') or {}, _get(out/'run'/'config.json', 'train') or {},
+                  _get(out/'run'/'best_post.json') or {})
     dd = [d for d in (_get(f) for f in sorted(out.glob('*.done.json'))) if d]
     done = {d['stage']: d.get('seconds') for d in dd}
     st = next((r for r in bs.get('stage_times') or [] if r.get('backend') == 'opencv' and not r.get('int8')), None)
@@ -528,16 +600,22 @@ def demo_summary(out) -> dict:
                               budget_minutes=t.get('max_minutes'), minutes=run.get('minutes')),
                 validation={k: bp.get(k) for k in ('epoch', 'post', 'map', 'ci95', 'n_counted', 'n_images')},
                 scores={k: _scores(v) for k, v in (bs.get('scores') or {}).items()},
-                comparisons=[{k: c.get(k) for k in ('what', 'a', 'b', 'map_a', 'map_b', 'diff', 'ci95', 'p_value', 'n_images',
-                                                    'n_counted_a', 'n_counted_b')} for c in bs.get('comparisons') or []],
-                int8_gate={k: (bs.get('int8_check') or {}).get(k) for k in ('accepted', 'loss', 'diff_ci95', 'max_loss', 'n_counted', 'n_images')},
-                board_latency=st and {k: st.get(k) for k in ('label', 'total_ms', 'read_ms', 'prepare_ms', 'network_ms', 'post_ms', 'n_images', 'threads')},
-                bench=[dict({k: r.get(k) for k in ('network', 'runtime', 'median_ms', 'peak_mb', 'insns_first_G', 'insns_steady_G',
-                                                   'board_s_meter')}, runtime_label=runtime_note(r.get('runtime', '')))
+                comparisons=[{k: c.get(k) for k in ('what', 'a', 'b', 'map_a', 'map_b', 'diff', 'ci95', 'p_value',
+                                                    'n_images', 'n_counted_a', 'n_counted_b')}
+                             for c in bs.get('comparisons') or []],
+                int8_gate={k: (bs.get('int8_check') or {}).get(k)
+                           for k in ('accepted', 'loss', 'diff_ci95', 'max_loss', 'n_counted', 'n_images')},
+                board_latency=st and {k: st.get(k) for k in ('label', 'total_ms', 'read_ms', 'prepare_ms', 'network_ms',
+                                                             'post_ms', 'n_images', 'threads')},
+                bench=[dict({k: r.get(k) for k in ('network', 'runtime', 'median_ms', 'peak_mb', 'insns_first_G',
+                                                   'insns_steady_G', 'board_s_meter')},
+                            runtime_label=runtime_note(r.get('runtime', '')))
                        for r in (_get(out/'bench'/'bench.json', 'rows') or [])],
                 stage_seconds=done, total_seconds=round(sum(v or 0 for v in done.values()), 1),
-                stage_cpu_seconds={d['stage']: d.get('cpu_seconds') for d in dd}, stage_load={d['stage']: d.get('load') for d in dd})
+                stage_cpu_seconds={d['stage']: d.get('cpu_seconds') for d in dd},
+                stage_load={d['stage']: d.get('load') for d in dd})
 
+# %% ../nbs/20_demo.ipynb #62638e29
 def run_demo(cfg:DemoCfg|None=None, force:bool=False, stages:list|None=None, log=print) -> dict:
     "Run the pipeline's stages in order (all, or the named ones), write the report and the summary; the key figures"
     cfg = cfg or DemoCfg()

@@ -36,7 +36,8 @@ class ModelCfg:
     image_size:int=512 # square input size in pixels; a multiple of 2**levels[1]
     levels:tuple=(2, 7) # (first, last) pyramid level: (2,7) = P2-P7 (strides 4-128), (3,7) = P3-P7, (3,6) = P3-P6
     fpn_channels:int=256 # channels of the pyramid (and of the RetinaNet subnets unless `head_channels` is set)
-    head_convs:int=4 # 3x3 conv+ReLU layers in each RetinaNet subnet before its output conv (torchvision and the original: 4)
+    # 3x3 conv+ReLU layers in each RetinaNet subnet before its output conv (torchvision and the original: 4)
+    head_convs:int=4
     head_channels:int|None=None # width of those convs; None = `fpn_channels` (the original)
     anchor_scale:float=4.0 # anchor base size = anchor_scale * stride (16-512 px on P2-P7)
     anchor_ratios:tuple=(0.5, 1.0, 2.0) # anchor height/width ratios
@@ -58,19 +59,27 @@ class ModelCfg:
     channels_last:bool=False # run convolutions in channels-last memory format (faster on recent GPUs)
     def __post_init__(self):
         lo, hi = self.levels
-        if not (2 <= lo <= 5 and hi in (5, 6, 7)): raise ModelError(f'ModelCfg.levels={self.levels}: first level must be 2..5 and the last 5, 6 or 7')
-        if self.head_convs < 0 or (self.head_channels is not None and self.head_channels < 1) or min(self.fpn_channels, self.global_channels) < 1:
+        if not (2 <= lo <= 5 and hi in (5, 6, 7)):
+            raise ModelError(f'ModelCfg.levels={self.levels}: first level must be 2..5 and the last 5, 6 or 7')
+        if (self.head_convs < 0 or (self.head_channels is not None and self.head_channels < 1)
+                or min(self.fpn_channels, self.global_channels) < 1):
             raise ModelError(f'ModelCfg: need head_convs >= 0 and fpn_channels, head_channels, global_channels >= 1 '
-                             f'(got {self.head_convs}, {self.fpn_channels}, {self.head_channels}, {self.global_channels})')
-        if self.image_size % 2**hi: raise ModelError(f'ModelCfg.image_size={self.image_size} must be a multiple of {2**hi} for levels {self.levels}')
-        if self.box_loss not in ('smooth_l1', 'l1'): raise ModelError(f"ModelCfg.box_loss={self.box_loss!r}: use 'smooth_l1' or 'l1'")
-        if not 0 <= self.bg_iou_thresh <= self.fg_iou_thresh <= 1: raise ModelError('ModelCfg: need 0 <= bg_iou_thresh <= fg_iou_thresh <= 1')
+                             f'(got {self.head_convs}, {self.fpn_channels}, {self.head_channels}, '
+                             f'{self.global_channels})')
+        if self.image_size % 2**hi:
+            raise ModelError(f'ModelCfg.image_size={self.image_size} must be a multiple of {2**hi} '
+                             f'for levels {self.levels}')
+        if self.box_loss not in ('smooth_l1', 'l1'):
+            raise ModelError(f"ModelCfg.box_loss={self.box_loss!r}: use 'smooth_l1' or 'l1'")
+        if not 0 <= self.bg_iou_thresh <= self.fg_iou_thresh <= 1:
+            raise ModelError('ModelCfg: need 0 <= bg_iou_thresh <= fg_iou_thresh <= 1')
     @property
     def num_levels(self): return self.levels[1] - self.levels[0] + 1
     @property
     def anchors_per_location(self): return len(self.anchor_ratios) * len(self.anchor_scales)
     @property
-    def head_width(self): return self.fpn_channels if self.head_channels is None or self.head_convs == 0 else self.head_channels
+    def head_width(self):
+        return self.fpn_channels if self.head_channels is None or self.head_convs == 0 else self.head_channels
 
 # %% ../nbs/12_model.ipynb #5271a1f0
 MODEL_PRESETS: dict[str, ModelCfg] = dict(
@@ -82,25 +91,33 @@ MODEL_PRESETS: dict[str, ModelCfg] = dict(
     tiny=ModelCfg(backbone='resnet_tiny', pretrained=False, image_size=128, levels=(3, 7), fpn_channels=32,
                   global_channels=32, cls_dropout=0., global_dropout=0., freeze_bn=False), # tests and CPU demos
     # the board family: light backbones, P3-P7, 128-channel pyramid, two 128-channel convs per subnet
-    **{f'{b}_p3p7_light': ModelCfg(backbone=b, levels=(3, 7), fpn_channels=128, head_convs=2, head_channels=128, global_channels=128)
+    **{f'{b}_p3p7_light': ModelCfg(backbone=b, levels=(3, 7), fpn_channels=128, head_convs=2, head_channels=128,
+                                   global_channels=128)
        for b in ('resnet18', 'resnet34', 'mobilenet_v3_large', 'efficientnet_b0', 'regnet_x_400mf', 'regnet_y_400mf')},
-    # the recommended board configuration (issue 12): ResNet18, P4-P7, 128-channel pyramid, global head and subnets, 4 convs per
-    # subnet; `bench/board_candidates.py`'s `r18_p4p7_128x4` (3.65 G board instructions at 512 px vs 27.1 G for the original)
-    board_r18_p4p7=ModelCfg(backbone='resnet18', levels=(4, 7), fpn_channels=128, head_convs=4, head_channels=128, global_channels=128),
-    tiny_light=ModelCfg(backbone='resnet_tiny', pretrained=False, image_size=128, levels=(3, 7), fpn_channels=32, head_convs=1,
-                        head_channels=16, global_channels=16, cls_dropout=0., global_dropout=0., freeze_bn=False), # tests: a tiny student
+    # the recommended board configuration (issue 12): ResNet18, P4-P7, 128-channel pyramid, global head and subnets,
+    # 4 convs per subnet; `bench/board_candidates.py`'s `r18_p4p7_128x4` (3.65 G board instructions at 512 px vs 27.1 G
+    # for the original)
+    board_r18_p4p7=ModelCfg(backbone='resnet18', levels=(4, 7), fpn_channels=128, head_convs=4, head_channels=128,
+                            global_channels=128),
+    tiny_light=ModelCfg(backbone='resnet_tiny', pretrained=False, image_size=128, levels=(3, 7), fpn_channels=32,
+                        head_convs=1, head_channels=16, global_channels=16, cls_dropout=0., global_dropout=0.,
+                        freeze_bn=False), # tests: a tiny student
 )
 
 
-LEGACY_KEYS = ('score_thresh', 'nms_thresh', 'topk_candidates', 'detections_per_img')  # post-processing, now `post.PostCfg`
+# post-processing, now `post.PostCfg`
+LEGACY_KEYS = ('score_thresh', 'nms_thresh', 'topk_candidates', 'detections_per_img')
 
-def model_cfg(cfg_or_name:str|ModelCfg|dict, # preset name in `MODEL_PRESETS`, a `ModelCfg` or its dict (e.g. a checkpoint's)
-              **overrides) -> ModelCfg: # `ModelCfg` fields to change
+def model_cfg(
+    cfg_or_name:str|ModelCfg|dict, # preset name in `MODEL_PRESETS`, a `ModelCfg` or its dict (e.g. a checkpoint's)
+    **overrides) -> ModelCfg: # `ModelCfg` fields to change
     "A `ModelCfg` from a preset name, a config or a config dict (older checkpoints' post-processing keys are dropped)"
     if isinstance(cfg_or_name, str):
-        if cfg_or_name not in MODEL_PRESETS: raise ModelError(f'unknown model preset {cfg_or_name!r}; known: {", ".join(MODEL_PRESETS)}')
+        if cfg_or_name not in MODEL_PRESETS:
+            raise ModelError(f'unknown model preset {cfg_or_name!r}; known: {", ".join(MODEL_PRESETS)}')
         cfg_or_name = MODEL_PRESETS[cfg_or_name]
-    d = cfg2dict(cfg_or_name) if isinstance(cfg_or_name, ModelCfg) else {k: v for k, v in dict(cfg_or_name).items() if k not in LEGACY_KEYS}
+    d = (cfg2dict(cfg_or_name) if isinstance(cfg_or_name, ModelCfg)
+         else {k: v for k, v in dict(cfg_or_name).items() if k not in LEGACY_KEYS})
     return dict2cfg(ModelCfg, d, **overrides)
 
 # %% ../nbs/12_model.ipynb #775b5bbb
@@ -151,16 +168,19 @@ def subnet_convs(in_channels:int, channels:int, n:int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 def make_head(cfg:ModelCfg) -> RetinaNetHead:
-    "torchvision's `RetinaNetHead` (1 class) with `cfg.head_convs` convs of `cfg.head_width` channels per subnet, and `cls_dropout`"
+    ("torchvision's `RetinaNetHead` (1 class) with `cfg.head_convs` convs of `cfg.head_width` channels per subnet, "
+     "and `cls_dropout`")
     head = RetinaNetHead(cfg.head_width, cfg.anchors_per_location, num_classes=1)
     if (cfg.head_convs, cfg.head_width) != (4, cfg.fpn_channels):
-        for sub in (head.classification_head, head.regression_head): sub.conv = subnet_convs(cfg.fpn_channels, cfg.head_width, cfg.head_convs)
+        for sub in (head.classification_head, head.regression_head):
+            sub.conv = subnet_convs(cfg.fpn_channels, cfg.head_width, cfg.head_convs)
     if cfg.cls_dropout: head.classification_head.conv.append(nn.Dropout(cfg.cls_dropout))
     return head
 
 # %% ../nbs/12_model.ipynb #c70d408d
 class PneumoniaNet(nn.Module):
-    "RetinaNet (backbone, FPN, focal-loss subnets) plus an image-level 3-class head; raw outputs in train and eval alike"
+    ("RetinaNet (backbone, FPN, focal-loss subnets) plus an image-level 3-class head; "
+     "raw outputs in train and eval alike")
     def __init__(self, cfg:ModelCfg, # the settings
                  download=None): # weights download function (tests inject one)
         super().__init__()
@@ -212,7 +232,8 @@ def create_model(cfg_or_name:str|ModelCfg|dict, # preset name in `MODEL_PRESETS`
     return model.to(memory_format=torch.channels_last) if model.cfg.channels_last else model
 
 # %% ../nbs/12_model.ipynb #6d6efab6
-MAX_BOXES = 8  # targets are padded to this many boxes per image (the real data: at most 4); more -> the next multiple of it
+# targets are padded to this many boxes per image (the real data: at most 4); more -> the next multiple of it
+MAX_BOXES = 8
 
 def pad_targets(targets:list, # per image: `boxes` [n,4] xyxy input px (tensor, array or list), `class_id` int
                 max_boxes:int=MAX_BOXES) -> dict: # boxes per image after padding (fewer shapes -> fewer recompilations)
@@ -223,7 +244,8 @@ def pad_targets(targets:list, # per image: `boxes` [n,4] xyxy input px (tensor, 
     out, mask = torch.zeros(len(boxes), M, 4), torch.zeros(len(boxes), M, dtype=torch.bool)
     for i, b in enumerate(boxes): out[i, :len(b)], mask[i, :len(b)] = b, True
     if ((out[..., 2:] <= out[..., :2]).any(-1) & mask).any(): raise ModelError('target boxes need x2 > x1 and y2 > y1')
-    return dict(boxes=out, mask=mask, class_id=torch.as_tensor([int(t['class_id']) for t in targets], dtype=torch.int64))
+    return dict(boxes=out, mask=mask,
+                class_id=torch.as_tensor([int(t['class_id']) for t in targets], dtype=torch.int64))
 
 def _as_padded(targets, device) -> dict:
     "Padded targets (`pad_targets`) on `device`, from per-image dicts or an already padded dict"
@@ -245,7 +267,8 @@ def _batch_iou(boxes, anchors):
 @torch.no_grad()
 def match(self:PneumoniaNet, boxes, # padded boxes [B,M,4] (with `mask`) or a list of [n,4] per image
           mask=None) -> torch.Tensor: # [B,M] bool: which boxes are real
-    "Matched box index per anchor `[B,A]`: >=0 a box, -1 background, -2 ignored (torchvision's `Matcher`, static shapes)"
+    ("Matched box index per anchor `[B,A]`: >=0 a box, -1 background, -2 ignored "
+     "(torchvision's `Matcher`, static shapes)")
     if mask is None:
         t = _as_padded([dict(boxes=b, class_id=0) for b in boxes], self.anchors.device)
         boxes, mask = t['boxes'], t['mask']
@@ -260,7 +283,8 @@ def encode_deltas(boxes:torch.Tensor, # target boxes [...,4] xyxy
                   anchors:torch.Tensor, # their anchors [...,4] xyxy (broadcast against `boxes`)
                   weights:tuple) -> torch.Tensor: # `ModelCfg.box_coder_weights` (wx, wy, ww, wh) as Python floats
     "Regression targets `[...,4]`: torchvision's `BoxCoder.encode_single` arithmetic with the weights as Python numbers"
-    wx, wy, ww, wh = (float(w) for w in weights)   # no tensor made from Python data: on CUDA that copy waits for the host
+    # no tensor made from Python data: on CUDA that copy waits for the host
+    wx, wy, ww, wh = (float(w) for w in weights)
     aw, ah = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
     ax, ay = anchors[..., 0] + 0.5 * aw, anchors[..., 1] + 0.5 * ah
     bw, bh = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
@@ -272,9 +296,11 @@ def encode_deltas(boxes:torch.Tensor, # target boxes [...,4] xyxy
 LOSS_KEYS = ('loss', 'classification', 'bbox_regression', 'global_cls')  # `compute_loss` outputs, in log order
 
 @patch
-def compute_loss(self:PneumoniaNet, raw:dict, # outputs of `forward`
-                 targets) -> dict: # `pad_targets` dict (any device), or per image: `boxes` [n,4] xyxy input px, `class_id`
-    "Focal classification, box regression and image-level losses (batch means) and their weighted sum `loss`; no host sync"
+def compute_loss(
+    self:PneumoniaNet, raw:dict, # outputs of `forward`
+    targets) -> dict: # `pad_targets` dict (any device), or per image: `boxes` [n,4] xyxy input px, `class_id`
+    ("Focal classification, box regression and image-level losses (batch means) and their weighted sum `loss`; "
+     "no host sync")
     cfg, dev = self.cfg, raw['cls_logits'].device
     cls, reg = raw['cls_logits'].float(), raw['bbox_regression'].float()
     t = _as_padded(targets, dev)

@@ -14,16 +14,17 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import (PneumoniaKitError, RsnaPaths, cfg2dict, check_field, check_writable, dict2cfg, is_number, is_whole,
-                                save_json, set_seed)
+from .core import (PneumoniaKitError, RsnaPaths, cfg2dict, check_field, check_writable, dict2cfg,
+                                is_number, is_whole, save_json, set_seed)
 from .post import PostCfg, decode_candidates, select_candidates, sigmoid, softmax
 from .plots import plot_curves
 from .data import get_folds, load_labels
 from .cache import build_cache, load_manifest
 from .dataset import AUG_LEVELS, RsnaDataset, collate_fn, make_transforms
 from .model import LOSS_KEYS, MODEL_PRESETS, ModelCfg, create_model, pad_targets
-from .runs import (AMP_MODES, amp_dtype, autocast, drop_optimizer_state, list_checkpoints, oof_map, pack_oof,
-                                read_checkpoint, resolve_device, save_checkpoint, save_oof, set_rng_state, unwrap, write_log)
+from .runs import (AMP_MODES, amp_dtype, autocast, drop_optimizer_state, list_checkpoints, oof_map,
+                                pack_oof, read_checkpoint, resolve_device, save_checkpoint, save_oof, set_rng_state,
+                                unwrap, write_log)
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'LR_RULES', 'TRAIN_PRESETS', 'TrainCfg', 'preset_cfgs', 'distributed', 'rank0_first', 'stack_teacher',
@@ -38,10 +39,12 @@ LR_RULES = dict(sqrt=0.5, linear=1.)                                   # `TrainC
 def _check_train(tc) -> None:
     "`TrainCfg.__post_init__`: a `ConfigError` naming the first field with a value `fit` cannot use"
     ok = lambda k, good, allowed: check_field(tc, k, good, allowed)
-    for k in ('epochs', 'val_every', 'max_batch', 'check_every', 'oof_top_k'): ok(k, is_whole(getattr(tc, k), 1), 'a whole number >= 1')
+    for k in ('epochs', 'val_every', 'max_batch', 'check_every', 'oof_top_k'):
+        ok(k, is_whole(getattr(tc, k), 1), 'a whole number >= 1')
     for k in ('num_workers', 'plateau_patience'): ok(k, is_whole(getattr(tc, k), 0), 'a whole number >= 0')
     for k in ('weight_decay', 'grad_clip'): ok(k, is_number(getattr(tc, k), 0), 'a number >= 0')
-    for k in ('channels_last', 'deterministic', 'progress', 'tensorboard'): ok(k, isinstance(getattr(tc, k), bool), 'true or false')
+    for k in ('channels_last', 'deterministic', 'progress', 'tensorboard'):
+        ok(k, isinstance(getattr(tc, k), bool), 'true or false')
     ok('batch_size', tc.batch_size == 'auto' or is_whole(tc.batch_size, 1), "a whole number >= 1 or 'auto'")
     ok('lr', is_number(tc.lr) and tc.lr > 0, 'a number > 0')
     ok('lr_base_batch', tc.lr_base_batch is None or is_whole(tc.lr_base_batch, 1), 'a whole number >= 1 or null')
@@ -56,7 +59,7 @@ def _check_train(tc) -> None:
     ok('amp', tc.amp in AMP_MODES, f'one of {", ".join(AMP_MODES)}')
     ok('max_minutes', tc.max_minutes is None or is_number(tc.max_minutes, 0), 'a number >= 0 or null')
     ok('n_folds', is_whole(tc.n_folds, 2), 'a whole number >= 2')
-    ok('fold', is_whole(tc.fold, 0), 'a whole number >= 0')   # below n_folds: `prepare_data` checks it against folds.csv
+    ok('fold', is_whole(tc.fold, 0), 'a whole number >= 0')  # below n_folds: `prepare_data` checks it against folds.csv
     for k in ('seed', 'fold_seed'): ok(k, is_whole(getattr(tc, k), -2**63), 'a whole number')
     ok('oof_score_thresh', is_number(tc.oof_score_thresh, 0, 1), 'a number from 0 to 1')
 
@@ -69,18 +72,21 @@ class TrainCfg:
     lr:float=1e-5               # Adam lr at `lr_base_batch` (the original's, pretrained backbones; from scratch ~1e-3)
     lr_base_batch:int|None=None # total batch `lr` was tuned at (None: no scaling); another batch scales it
     lr_scaling:str='sqrt'       # 'sqrt' (Adam's rule) or 'linear': lr x (batch x processes / lr_base_batch)**(1/2 or 1)
-    warmup_steps:int|None=None  # linear lr warm-up steps; None: one epoch (<= 500 steps) when the lr was scaled up, else 0
+    # linear lr warm-up steps; None: one epoch (<= 500 steps) when the lr was scaled up, else 0
+    warmup_steps:int|None=None
     mem_share:float=0.8         # batch_size 'auto': the share of the GPU's memory one step may use (probed)
     max_batch:int=256           # batch_size 'auto': the largest batch tried
-    compile:str='off'           # torch.compile of forward + loss: off, default, reduce-overhead (CUDA graphs), max-autotune
-    check_every:int=50          # steps between the checks (one host sync) for a non-finite loss; the progress bar's pace
+    # torch.compile of forward + loss: off, default, reduce-overhead (CUDA graphs), max-autotune
+    compile:str='off'
+    check_every:int=50         # steps between the checks (one host sync) for a non-finite loss; the progress bar's pace
     weight_decay:float=0.       # Adam weight decay
     grad_clip:float=0.05        # max global gradient norm (`clip_grad_norm_`); 0 disables
     plateau_patience:int=4      # ReduceLROnPlateau: validations without improvement before the lr drops
     plateau_factor:float=0.2    # ReduceLROnPlateau: lr multiplier
     plateau_metric:str='val_loss' # log column the plateau scheduler watches (the original code: val_bbox_regression)
     aug_level:str='default'     # augmentation of the training images, a name in `dataset.AUG_LEVELS`
-    num_workers:int=2           # DataLoader worker processes (0: loading, and building a missing cache, run in this process)
+    # DataLoader worker processes (0: loading, and building a missing cache, run in this process)
+    num_workers:int=2
     seed:int=42                 # seeds weights, sampling, augmentation and dropout (per epoch, so resume is exact)
     amp:str='auto'              # 'auto' (CUDA: bf16 if supported else fp16; CPU: off), 'bf16', 'fp16' or 'off'
     channels_last:bool=True     # NHWC memory format for the convolutions on CUDA (ignored on the CPU)
@@ -99,32 +105,42 @@ class TrainCfg:
 
 # %% ../nbs/14_train.ipynb #e2422c78
 def _cpu_scale(m:ModelCfg) -> ModelCfg:
-    "A GPU network at a quarter of 512 px from scratch: BatchNorm trained (frozen statistics of no pretrained weights would "
-    "leave the backbone unnormalised), no dropout, anchors halved (boxes shrink 4x: P4's anchors of 32-51 px meet the boxes' median 28x37 px)"
-    return dataclasses.replace(m, image_size=128, pretrained=False, freeze_bn=False, cls_dropout=0., global_dropout=0., anchor_scale=2.)
+    ("A GPU network at a quarter of 512 px from scratch: BatchNorm trained (frozen statistics of no pretrained weights "
+     "would leave the backbone unnormalised), no dropout, anchors halved (boxes shrink 4x: P4's anchors of 32-51 px "
+     "meet the boxes' median 28x37 px)")
+    return dataclasses.replace(m, image_size=128, pretrained=False, freeze_bn=False, cls_dropout=0., global_dropout=0.,
+                               anchor_scale=2.)
 
-_CPU_SCRATCH = TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off', seed=0)
+_CPU_SCRATCH = TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off',
+                        seed=0)
 
+# %% ../nbs/14_train.ipynb #f6dc037e
 TRAIN_PRESETS = dict(
-    original=dict(model=MODEL_PRESETS['original_se_resnext101'],
-                  train=TrainCfg(plateau_metric='val_bbox_regression', lr_base_batch=4)),   # faithful: SE-ResNeXt101 P2-P7, Adam 1e-5
-    # the same network and recipe at the GPU's speed (issue 20): the largest batch that fits, lr scaled by sqrt(batch / 4)
-    # with a warm-up, forward + loss compiled
+    original=dict(model=MODEL_PRESETS['original_se_resnext101'],   # faithful: SE-ResNeXt101 P2-P7, Adam 1e-5
+                  train=TrainCfg(plateau_metric='val_bbox_regression', lr_base_batch=4)),
+    # the same network and recipe at the GPU's speed (issue 20): the largest batch that fits, lr scaled by
+    # sqrt(batch / 4) with a warm-up, forward + loss compiled
     original_fast=dict(model=MODEL_PRESETS['original_se_resnext101'],
-                       train=TrainCfg(plateau_metric='val_bbox_regression', lr_base_batch=4, batch_size='auto', compile='default',
-                                      num_workers=16)),
-    se_resnext50_p3p7=dict(model=MODEL_PRESETS['se_resnext50_p3p7'], train=TrainCfg(batch_size=8)),  # ~2.5x less compute, GPU
+                       train=TrainCfg(plateau_metric='val_bbox_regression', lr_base_batch=4, batch_size='auto',
+                                      compile='default', num_workers=16)),
+    se_resnext50_p3p7=dict(model=MODEL_PRESETS['se_resnext50_p3p7'],  # ~2.5x less compute, GPU
+                           train=TrainCfg(batch_size=8)),
     cpu_demo=dict(model=dataclasses.replace(MODEL_PRESETS['tiny'], image_size=256),
-                  train=TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off')),
+                  train=TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0,
+                                 amp='off')),
     tiny=dict(model=MODEL_PRESETS['tiny'],     # tests: 128 px, a few images, seconds per epoch
               train=TrainCfg(epochs=2, batch_size=4, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off',
                              n_folds=4, progress=False)),
     # board models (students of `distill`, or trained on the labels alone): light backbone, P3-P7, light subnets
-    board_resnet18=dict(model=MODEL_PRESETS['resnet18_p3p7_light'],   # GPU, 512 px; lr and epochs a starting point, not tuned
+    # board_resnet18: GPU, 512 px; lr and epochs a starting point, not tuned
+    board_resnet18=dict(model=MODEL_PRESETS['resnet18_p3p7_light'],
                         train=TrainCfg(epochs=16, batch_size=16, lr=1e-4, grad_clip=1.)),
-    cpu_board=dict(model=dataclasses.replace(MODEL_PRESETS['tiny_light'], image_size=256),  # `cpu_demo` with light subnets
-                   train=TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off')),
-    # the recommended board configuration (`model.MODEL_PRESETS['board_r18_p4p7']`), trained exactly as `original` (GPU, 512 px) ...
+    # cpu_board: `cpu_demo` with light subnets
+    cpu_board=dict(model=dataclasses.replace(MODEL_PRESETS['tiny_light'], image_size=256),
+                   train=TrainCfg(epochs=20, batch_size=8, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0,
+                                  amp='off')),
+    # the recommended board configuration (`model.MODEL_PRESETS['board_r18_p4p7']`), trained exactly as `original`
+    # (GPU, 512 px) ...
     board_r18_p4p7=dict(model=MODEL_PRESETS['board_r18_p4p7'], train=TrainCfg(plateau_metric='val_bbox_regression')),
     # ... and on CPUs from scratch at 128 px (issue 12's experiment, the scale these 2-core CPUs allow): the teacher
     # `cpu_original_sx50` and the student `cpu_board_r18_p4p7` are the GPU networks with `_cpu_scale`, trained with one
@@ -132,16 +148,20 @@ TRAIN_PRESETS = dict(
     cpu_original_sx50=dict(model=_cpu_scale(MODEL_PRESETS['original_se_resnext50']), train=_CPU_SCRATCH),
     cpu_board_r18_p4p7=dict(model=_cpu_scale(MODEL_PRESETS['board_r18_p4p7']), train=_CPU_SCRATCH),
     tiny_light=dict(model=MODEL_PRESETS['tiny_light'],   # tests: a tiny student
-                    train=TrainCfg(epochs=2, batch_size=4, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0, amp='off',
-                                   n_folds=4, progress=False)),
+                    train=TrainCfg(epochs=2, batch_size=4, lr=1e-3, grad_clip=1., aug_level='light', num_workers=0,
+                                   amp='off', n_folds=4, progress=False)),
 )
 
+# %% ../nbs/14_train.ipynb #528d8c9b
 _MODEL_KEYS = ('backbone', 'image_size', 'pretrained', 'weights_file')
 
 def preset_cfgs(preset:str='cpu_demo', # name in `TRAIN_PRESETS`
-                **overrides) -> tuple: # `ModelCfg` fields (backbone, image_size, pretrained, weights_file) or `TrainCfg` fields; None = keep
+                **overrides
+                # `ModelCfg` fields (backbone, image_size, pretrained, weights_file) or `TrainCfg` fields; None = keep
+               ) -> tuple:
     "`(ModelCfg, TrainCfg)` of a preset with overrides; None values are ignored"
-    if preset not in TRAIN_PRESETS: raise PneumoniaKitError(f'unknown training preset {preset!r}; known: {", ".join(TRAIN_PRESETS)}')
+    if preset not in TRAIN_PRESETS:
+        raise PneumoniaKitError(f'unknown training preset {preset!r}; known: {", ".join(TRAIN_PRESETS)}')
     p, ov = TRAIN_PRESETS[preset], {k: v for k, v in overrides.items() if v is not None}
     mc = dict2cfg(ModelCfg, cfg2dict(p['model']), **{k: v for k, v in ov.items() if k in _MODEL_KEYS})
     tc = dict2cfg(TrainCfg, cfg2dict(p['train']), **{k: v for k, v in ov.items() if k not in _MODEL_KEYS})
@@ -157,7 +177,8 @@ def distributed(device:torch.device, # this process's device (its type picks the
     created = not dist.is_initialized()
     if created:
         if device.type == 'cuda': torch.cuda.set_device(device)
-        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', timeout=datetime.timedelta(minutes=timeout_min))
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo',
+                                timeout=datetime.timedelta(minutes=timeout_min))
     try: yield dist.get_rank(), dist.get_world_size()
     finally:
         if created: dist.destroy_process_group()
@@ -182,16 +203,18 @@ def rank0_first(fn, rank:int=0, world:int=1):
 
 # %% ../nbs/14_train.ipynb #f2b1c3d4
 def stack_teacher(ts:list, multiple:int=64) -> dict:
-    "Per-image teacher outputs (`distill`) -> `scores` [B,A], `probs` [B,3], `idx` [B,K], `deltas` [B,K,4], `mask` [B,K]"
+    ("Per-image teacher outputs (`distill`) -> `scores` [B,A], `probs` [B,3], `idx` [B,K], `deltas` [B,K,4], "
+     "`mask` [B,K]")
     K = multiple * max(1, -(-max(len(t['idx']) for t in ts) // multiple))
     idx, mask = torch.zeros(len(ts), K, dtype=torch.int64), torch.zeros(len(ts), K, dtype=torch.bool)
     deltas = torch.zeros(len(ts), K, 4)
     for i, t in enumerate(ts): n = len(t['idx']); idx[i, :n], deltas[i, :n], mask[i, :n] = t['idx'], t['deltas'], True
-    return dict(scores=torch.stack([t['scores'] for t in ts]).float(), probs=torch.stack([t['probs'] for t in ts]).float(),
-                idx=idx, deltas=deltas, mask=mask)
+    return dict(scores=torch.stack([t['scores'] for t in ts]).float(),
+                probs=torch.stack([t['probs'] for t in ts]).float(), idx=idx, deltas=deltas, mask=mask)
 
 def collate_padded(batch:list) -> tuple:
-    "`dataset.collate_fn`, targets padded: (uint8 images [B,1,S,S], dict(boxes [B,M,4], mask [B,M], class_id [B], items))"
+    ("`dataset.collate_fn`, targets padded: (uint8 images [B,1,S,S], "
+     "dict(boxes [B,M,4], mask [B,M], class_id [B], items))")
     images, items = collate_fn(batch)
     out = dict(pad_targets(items), items=[{k: v for k, v in t.items() if k not in ('boxes', 'teacher')} for t in items])
     if items and 'teacher' in items[0]: out['teacher'] = stack_teacher([t['teacher'] for t in items])   # `distill`
@@ -231,9 +254,9 @@ def train_loader(ds:RsnaDataset, # training dataset (with its augmentation)
     if tc.num_workers == 0 and getattr(ds, 'transforms', None) is not None: ds.transforms.set_random_seed(s)
     random.seed(s); np.random.seed(s)
     # compiled steps: no smaller last batch (one shape, one graph)
-    return DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.num_workers, collate_fn=collate_padded,
-                      generator=g, worker_init_fn=functools.partial(_worker_init, s), pin_memory=pin_memory,
-                      drop_last=tc.compile != 'off' and len(ds) > tc.batch_size)
+    return DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.num_workers,
+                      collate_fn=collate_padded, generator=g, worker_init_fn=functools.partial(_worker_init, s),
+                      pin_memory=pin_memory, drop_last=tc.compile != 'off' and len(ds) > tc.batch_size)
 
 # %% ../nbs/14_train.ipynb #996a7b43
 def prepare_data(data_root, # dataset folder in the Kaggle layout (real or synthetic twin)
@@ -242,13 +265,15 @@ def prepare_data(data_root, # dataset folder in the Kaggle layout (real or synth
                  rank:int=0, world:int=1) -> dict: # DDP position: rank 0 builds the cache and folds
     "Training and validation `RsnaDataset`s of fold `tc.fold`, plus the GT boxes and a JSON-able summary"
     paths = RsnaPaths(data_root)
-    if not paths.train_labels.exists():
-        raise PneumoniaKitError(f'{paths.train_labels}: not found; {paths.root} is not a dataset folder (Kaggle layout)')
-    if not 0 <= tc.fold < tc.n_folds: raise PneumoniaKitError(f'fold {tc.fold} is out of range: use 0..{tc.n_folds - 1} (n_folds={tc.n_folds})')
+    if not paths.train_labels.exists(): raise PneumoniaKitError(f'{paths.train_labels}: not found; '
+                                                                f'{paths.root} is not a dataset folder (Kaggle layout)')
+    if not 0 <= tc.fold < tc.n_folds:
+        raise PneumoniaKitError(f'fold {tc.fold} is out of range: use 0..{tc.n_folds - 1} (n_folds={tc.n_folds})')
     cache_dir = paths.cache(image_size, 'train')
     def _make():
         if not (cache_dir/'manifest.csv').exists():
-            build_cache(paths.root, size=image_size, split='train', workers=None if tc.num_workers else 1, progress=tc.progress)
+            build_cache(paths.root, size=image_size, split='train', workers=None if tc.num_workers else 1,
+                        progress=tc.progress)
         get_folds(paths.root, tc.n_folds, tc.fold_seed)
     rank0_first(_make, rank, world)
     labels = load_labels(paths.train_labels, paths.class_info if paths.class_info.exists() else None)
@@ -257,14 +282,16 @@ def prepare_data(data_root, # dataset folder in the Kaggle layout (real or synth
     ok = man[man.status == 'ok']
     absent = [f for f in ok.file if not (cache_dir/f).exists()]
     if absent:
-        raise PneumoniaKitError(f'{cache_dir}: {len(absent)} cached image file(s) listed in manifest.csv are missing, e.g. '
-                                f'{", ".join(absent[:3])}; delete {cache_dir/"manifest.csv"} to rebuild the cache')
+        raise PneumoniaKitError(f'{cache_dir}: {len(absent)} cached image file(s) listed in manifest.csv are missing, '
+                                f'e.g. {", ".join(absent[:3])}; delete {cache_dir/"manifest.csv"} to rebuild the cache')
     cached = set(ok.patientId)
     left_out = [p for p in folds.patientId if p not in cached]
-    if left_out: warnings.warn(f'{cache_dir}: {len(left_out)} labelled image(s) are not cached (failed or absent), left out, e.g. {left_out[0]}')
+    if left_out: warnings.warn(f'{cache_dir}: {len(left_out)} labelled image(s) are not cached (failed or absent), '
+                               f'left out, e.g. {left_out[0]}')
     ids = {k: [p for p in folds.patientId[sel] if p in cached] for k, sel in
            (('train', folds.fold != tc.fold), ('val', folds.fold == tc.fold))}
-    if not ids['train'] or not ids['val']: raise PneumoniaKitError(f'fold {tc.fold}: {len(ids["train"])} training and {len(ids["val"])} validation images; need both')
+    if not ids['train'] or not ids['val']: raise PneumoniaKitError(f'fold {tc.fold}: {len(ids["train"])} training and '
+                                                                   f'{len(ids["val"])} validation images; need both')
     train_ds = RsnaDataset(cache_dir, labels, ids['train'], make_transforms(image_size, tc.aug_level, seed=tc.seed))
     val_ds = RsnaDataset(cache_dir, labels, ids['val'], None)
     gt = dict(zip(labels.patientId, labels.boxes))
@@ -282,7 +309,8 @@ def make_step(model, # the model, possibly wrapped in DDP
               compile:str='off', # one of `COMPILE_MODES`
               fullgraph:bool=False): # compiled: refuse graph breaks (the tests use it)
     "`step(images, targets) -> losses`: forward under autocast and the loss, eager or `torch.compile`d"
-    if compile not in COMPILE_MODES: raise PneumoniaKitError(f'TrainCfg.compile={compile!r}: use one of {", ".join(COMPILE_MODES)}')
+    if compile not in COMPILE_MODES:
+        raise PneumoniaKitError(f'TrainCfg.compile={compile!r}: use one of {", ".join(COMPILE_MODES)}')
     net = unwrap(model)
     def step(x, targets):
         with autocast(device, dtype): raw = model(x)
@@ -298,13 +326,15 @@ def make_optimizer(params, lr:float, weight_decay:float=0.) -> torch.optim.Adam:
 def _check_finite(bad, first, first_stats, keys, epoch:int, steps:tuple, lr:float, world:int):
     "The one host sync of a window of steps: raise `NonFiniteLossError` naming the epoch and the first bad step"
     flag = torch.stack([bad.to(first.dtype), first]).clone()
-    if world > 1: dist.all_reduce(flag, dist.ReduceOp.MAX)   # every rank stops together (rank numbers: the latest first step)
+    # every rank stops together (rank numbers: the latest first step)
+    if world > 1: dist.all_reduce(flag, dist.ReduceOp.MAX)
     if not flag[0].item(): return
     st = first_stats.tolist()
     vals = ', '.join(f'{k}={v / max(st[-1], 1):.4g}' for k, v in zip(keys, st))
-    raise NonFiniteLossError(f'epoch {epoch}, step {int(flag[1].item())}: non-finite training loss ({vals}; checked after steps '
-                             f'{steps[0]}-{steps[1]}) at lr {lr:.3g}; nothing of this epoch was saved. Lower TrainCfg.lr or '
-                             f'grad_clip, or check the data; resume=True continues from the last checkpoint')
+    raise NonFiniteLossError(f'epoch {epoch}, step {int(flag[1].item())}: non-finite training loss ({vals}; '
+                             f'checked after steps {steps[0]}-{steps[1]}) at lr {lr:.3g}; nothing of this epoch was '
+                             f'saved. Lower TrainCfg.lr or grad_clip, or check the data; resume=True continues from '
+                             f'the last checkpoint')
 
 def _warmup_lr(opt, warmup:tuple|None, gstep:int):
     "Linear warm-up: `warmup=(steps, lr)` sets the lr of global step `gstep` (0-based) to lr x (gstep + 1) / steps"
@@ -319,7 +349,8 @@ def train_one_epoch(model, # the model, possibly wrapped in DDP
                     tc:TrainCfg, epoch:int, world:int=1,
                     channels_last:bool=False, # images in NHWC (model converted too)
                     progress:bool=False, # tqdm bar
-                    loss_fn=None, # `(net, raw, targets) -> dict` of losses holding `LOSS_KEYS` (default: `net.compute_loss`)
+                    # `(net, raw, targets) -> dict` of losses holding `LOSS_KEYS` (default: `net.compute_loss`)
+                    loss_fn=None,
                     step=None, # `make_step` result (default: an eager one)
                     warmup:tuple|None=None) -> dict: # (steps, lr): linear warm-up over the run's first steps
     "Train one epoch without host syncs between checks; mean losses by component (`LOSS_KEYS`, then `loss_fn`'s others)"
@@ -333,7 +364,8 @@ def train_one_epoch(model, # the model, possibly wrapped in DDP
     for i, (images, targets) in enumerate(bar):
         _warmup_lr(opt, warmup, (epoch - 1) * n_steps + i)
         x, t = to_device(images, targets, device, channels_last)
-        if tc.compile == 'reduce-overhead': torch.compiler.cudagraph_mark_step_begin()   # a new iteration of the CUDA graphs
+        if tc.compile == 'reduce-overhead':   # a new iteration of the CUDA graphs
+            torch.compiler.cudagraph_mark_step_begin()
         losses = step(x, t)
         if keys is None:   # a `loss_fn` with more terms: logged too, after `LOSS_KEYS`
             keys = LOSS_KEYS + tuple(k for k in losses if k not in LOSS_KEYS)
@@ -356,7 +388,8 @@ def train_one_epoch(model, # the model, possibly wrapped in DDP
             if progress: bar.set_postfix(loss=f'{(sums[0] / sums[-1]).item():.4f}')
     if keys is None: raise PneumoniaKitError(f'epoch {epoch}: the training loader gave no batch')
     _check_finite(bad, first, first_stats, keys, epoch, (checked + 1, i + 1), opt.param_groups[0]['lr'], world)
-    if world > 1:   # the sums of all ranks; BatchNorm statistics learnt from each rank's own batches: keep rank 0's everywhere
+    # the sums of all ranks; BatchNorm statistics learnt from each rank's own batches: keep rank 0's everywhere
+    if world > 1:
         dist.all_reduce(sums)
         for b in net.buffers(): dist.broadcast(b, 0)
     return dict(zip(keys, (sums[:-1] / sums[-1]).tolist()))
@@ -387,7 +420,8 @@ def evaluate(model, # unwrapped model
         scores, deltas, probs = sigmoid(host[:, :A]), host[:, A:5 * A].reshape(-1, A, 4), softmax(host[:, 5 * A:])
         for i, it in enumerate(t['items']):
             keep = select_candidates(scores[i], cand)
-            recs.append(dict(patientId=it['patientId'], boxes=decode_candidates(deltas[i], anchors, keep, S, weights, clip),
+            recs.append(dict(patientId=it['patientId'],
+                             boxes=decode_candidates(deltas[i], anchors, keep, S, weights, clip),
                              scores=scores[i, keep], global_probs=probs[i], orig_size=it['orig_size'],
                              class_id=it['class_id'], gt=gt[it['patientId']]))
     oof, s = pack_oof(recs, S), sums.tolist()
@@ -405,20 +439,23 @@ def auto_batch_size(peak_bytes, # `peak_bytes(b)`: peak memory (bytes) of one tr
         except torch.cuda.OutOfMemoryError: probes[b] = None
         return probes[b] is not None and probes[b] <= budget
     b = start
-    if not fits(b): raise PneumoniaKitError(f'TrainCfg.batch_size=auto: batch {start} does not fit {budget / 2**30:.1f} GB '
-                                            f'(TrainCfg.mem_share); set a batch size or a smaller model')
+    if not fits(b):
+        raise PneumoniaKitError(f'TrainCfg.batch_size=auto: batch {start} does not fit {budget / 2**30:.1f} GB '
+                                f'(TrainCfg.mem_share); set a batch size or a smaller model')
     while b * 2 <= max_batch and fits(b * 2): b *= 2
     ok = sorted(k for k, v in probes.items() if v is not None and v <= budget)
     if len(ok) >= 2 and b < max_batch:
         per = (probes[ok[-1]] - probes[ok[-2]]) / (ok[-1] - ok[-2])
-        guess = min(max_batch, int(ok[-1] + (budget - probes[ok[-1]]) / per) if per > 0 else max_batch) // multiple * multiple
+        guess = (min(max_batch, int(ok[-1] + (budget - probes[ok[-1]]) / per) if per > 0 else max_batch)
+                 // multiple * multiple)
         if guess > b and guess not in probes and fits(guess): b = guess
     return dict(batch_size=b, budget_gb=round(budget / 2**30, 2),
                 probes_gb={k: None if v is None else round(v / 2**30, 2) for k, v in sorted(probes.items())})
 
 # %% ../nbs/14_train.ipynb #f8b7c9d0
 def probe_step_memory(model, step, device:torch.device, size:int) -> callable:
-    "`peak_bytes(b)` for `auto_batch_size`: CUDA peak of `step` + backward on `b` random images; weights, buffers, RNG untouched"
+    ("`peak_bytes(b)` for `auto_batch_size`: CUDA peak of `step` + backward on `b` random images; "
+     "weights, buffers, RNG untouched")
     def peak(b:int) -> int:
         saved = [x.detach().clone() for x in model.buffers()]
         torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
@@ -438,7 +475,8 @@ def probe_step_memory(model, step, device:torch.device, size:int) -> callable:
 
 def lr_schedule(tc:TrainCfg, batch:int, world:int=1, steps_per_epoch:int=1) -> dict:
     "The run's `schedule`: batch, lr = `tc.lr` x (batch x world / `lr_base_batch`) ** (1/2 or 1), warm-up steps"
-    if tc.lr_scaling not in LR_RULES: raise PneumoniaKitError(f'TrainCfg.lr_scaling={tc.lr_scaling!r}: use sqrt or linear')
+    if tc.lr_scaling not in LR_RULES:
+        raise PneumoniaKitError(f'TrainCfg.lr_scaling={tc.lr_scaling!r}: use sqrt or linear')
     f = (batch * world / tc.lr_base_batch) ** LR_RULES[tc.lr_scaling] if tc.lr_base_batch else 1.
     warm = tc.warmup_steps if tc.warmup_steps is not None else min(500, steps_per_epoch) if f > 1 else 0
     rule = (f'{tc.lr_scaling}: lr {tc.lr:g} at batch {tc.lr_base_batch} x {f:.4g}' if tc.lr_base_batch else
@@ -466,13 +504,15 @@ def _schedule(model, tc:TrainCfg, dev:torch.device, dtype, n_train:int, size:int
     return dict(s, probe=probe)
 
 # %% ../nbs/14_train.ipynb #b33945d9
-_RESUMABLE = ('epochs', 'max_minutes', 'num_workers', 'val_every', 'progress', 'tensorboard',   # may differ when resuming
-              'compile', 'check_every', 'mem_share', 'max_batch')   # (a resumed run keeps its `schedule`: batch and lr)
+# may differ when resuming (a resumed run keeps its `schedule`: batch and lr)
+_RESUMABLE = ('epochs', 'max_minutes', 'num_workers', 'val_every', 'progress', 'tensorboard',
+              'compile', 'check_every', 'mem_share', 'max_batch')
 
 @contextlib.contextmanager
 def _torch_flags(deterministic:bool, device:torch.device):
     "Deterministic algorithms (or cuDNN autotuning) for the run; the previous global flags come back afterwards"
-    old = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    old = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+           torch.backends.cudnn.deterministic)
     if deterministic and device.type == 'cuda': os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = not deterministic, deterministic
@@ -483,35 +523,44 @@ def _torch_flags(deterministic:bool, device:torch.device):
 
 def _check_resume(ck:dict, config:dict, path):
     "Refuse to resume a checkpoint trained with another model or other settings"
-    diffs = [f'model.{k}: {v!r} -> {config["model"].get(k)!r}' for k, v in ck['config']['model'].items() if config['model'].get(k) != v]
+    diffs = [f'model.{k}: {v!r} -> {config["model"].get(k)!r}' for k, v in ck['config']['model'].items()
+             if config['model'].get(k) != v]
     diffs += [f'train.{k}: {v!r} -> {config["train"].get(k)!r}' for k, v in ck['config']['train'].items()
               if k not in _RESUMABLE and config['train'].get(k) != v]
-    for s in sorted((set(ck['config']) | set(config)) - {'model', 'train', 'data', 'schedule'}):   # e.g. `distill`: compared whole
+    # e.g. `distill`: compared whole
+    for s in sorted((set(ck['config']) | set(config)) - {'model', 'train', 'data', 'schedule'}):
         old, new = ck['config'].get(s) or {}, config.get(s) or {}
-        diffs += [f'{s}.{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        diffs += [f'{s}.{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new))
+                  if old.get(k) != new.get(k)]
     if diffs: raise PneumoniaKitError(f'{path}: cannot resume with different settings ({"; ".join(diffs)})')
 
 def _summary(history, tc, stopped, run_dir, t0, device, world, dtype) -> dict:
     maps = [(r.get('val_map', float('nan')), r['epoch']) for r in history]
     best = max(((m, e) for m, e in maps if m == m), default=(None, None))
     return dict(best_val_map=best[0], best_epoch=best[1], epochs_done=history[-1]['epoch'] if history else 0,
-                epochs=tc.epochs, stopped=stopped, last_checkpoint=str(list_checkpoints(run_dir)[-1]) if list_checkpoints(run_dir) else None,
+                epochs=tc.epochs, stopped=stopped,
+                last_checkpoint=str(list_checkpoints(run_dir)[-1]) if list_checkpoints(run_dir) else None,
                 minutes=round((time.time() - t0) / 60, 3), device=str(device), world_size=world,
                 amp=str(dtype).removeprefix('torch.') if dtype else 'off')
 
 # %% ../nbs/14_train.ipynb #ef18ed00
-def _training_state(mc:ModelCfg, tc:TrainCfg, out:Path, dev, dtype, resume:bool, config:dict, rank:int, world:int) -> dict:
+def _training_state(mc:ModelCfg, tc:TrainCfg, out:Path, dev, dtype, resume:bool, config:dict, rank:int,
+                    world:int) -> dict:
     "Model, optimizer, scheduler, scaler, history and first epoch: new, or restored from the run's last checkpoint"
     ckpts, state = list_checkpoints(out), None
     if ckpts and not resume:
-        raise PneumoniaKitError(f'{out}: holds checkpoints of an earlier run ({ckpts[-1].name}); pass resume=True to continue it or choose another folder')
+        raise PneumoniaKitError(f'{out}: holds checkpoints of an earlier run ({ckpts[-1].name}); pass resume=True to '
+                                'continue it or choose another folder')
     if resume and ckpts:
-        state = read_checkpoint(ckpts[-1], 'cpu')   # the RNG states must stay CPU tensors; the model and optimizer copy theirs over
+        # the RNG states must stay CPU tensors; the model and optimizer copy theirs over
+        state = read_checkpoint(ckpts[-1], 'cpu')
         _check_resume(state, config, ckpts[-1])
     set_seed(tc.seed)
     # rank 0 fetches pretrained weights first (into the shared hub cache); on resume they come from the checkpoint
-    model = rank0_first(lambda: create_model(mc, **(dict(pretrained=False, weights_file=None) if state else {})), rank, world).to(dev)
-    if world > 1 and dev.type == 'cuda' and not mc.freeze_bn: model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = rank0_first(lambda: create_model(mc, **(dict(pretrained=False, weights_file=None) if state else {})),
+                        rank, world).to(dev)
+    if world > 1 and dev.type == 'cuda' and not mc.freeze_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if tc.channels_last and dev.type == 'cuda': model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, 'max' if tc.plateau_metric == 'val_map' else 'min',
@@ -526,17 +575,22 @@ def _training_state(mc:ModelCfg, tc:TrainCfg, out:Path, dev, dtype, resume:bool,
         sched.load_state_dict(state['scheduler']); scaler.load_state_dict(state['scaler']); set_rng_state(state['rng'])
         history, start = list(state['history']), state['epoch'] + 1
     return dict(model=model, opt=opt, sched=sched, scaler=scaler, history=history, start=start,
-                resumed_from=state['epoch'] if state else None, schedule=state['config'].get('schedule') if state else None)
+                resumed_from=state['epoch'] if state else None,
+                schedule=state['config'].get('schedule') if state else None)
 
 # %% ../nbs/14_train.ipynb #f3ec7d80
-def _validate(model, val_loader, data:dict, dev, dtype, tc:TrainCfg, epoch:int, row:dict, rank:int, world:int, cl:bool, show:bool):
-    "Rank 0 validates and adds the losses and mAP to `row`; every rank gets rank 0's row (or its error). Returns (row, evaluation)"
+def _validate(model, val_loader, data:dict, dev, dtype, tc:TrainCfg, epoch:int, row:dict, rank:int, world:int, cl:bool,
+              show:bool):
+    ("Rank 0 validates and adds the losses and mAP to `row`; every rank gets rank 0's row (or its error). "
+     "Returns (row, evaluation)")
     ev, err = None, None
     if rank == 0:
         try:
             ev = evaluate(model, val_loader, data['gt'], dev, dtype, tc, channels_last=cl, progress=show)
             if not all(math.isfinite(ev[k]) for k in LOSS_KEYS):
-                raise NonFiniteLossError(f'epoch {epoch}: non-finite validation loss ({", ".join(f"{k}={ev[k]:.4g}" for k in LOSS_KEYS)}); nothing of this epoch was saved')
+                raise NonFiniteLossError(f'epoch {epoch}: non-finite validation loss '
+                                         f'({", ".join(f"{k}={ev[k]:.4g}" for k in LOSS_KEYS)}); '
+                                         'nothing of this epoch was saved')
             row.update({f'val_{k}': ev[k] for k in LOSS_KEYS}, val_map=ev['map'])
         except Exception as e:
             if world == 1: raise
@@ -547,13 +601,16 @@ def _validate(model, val_loader, data:dict, dev, dtype, tc:TrainCfg, epoch:int, 
 
 # %% ../nbs/14_train.ipynb #4ab92b68
 def _save_epoch(out:Path, st:dict, config:dict, epoch:int, row:dict, ev):
-    "Rank 0's writes after an epoch: out-of-fold candidates, the checkpoint (older ones lose their optimizer state), log, curves"
+    ("Rank 0's writes after an epoch: out-of-fold candidates, the checkpoint (older ones lose their optimizer state), "
+     "log, curves")
     model, history = st['model'], st['history']
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise NonFiniteLossError(f'epoch {epoch}: the weights became non-finite; nothing of this epoch was saved')
     if ev is not None and row.get('val_map') is not None: save_oof(ev['oof'], out/'oof'/f'epoch_{epoch:03d}.npz')
-    save_checkpoint(out/'checkpoints'/f'epoch_{epoch:03d}.pt', model, config, epoch, row, history, st['opt'], st['sched'], st['scaler'])
-    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)   # all of them: a kill right after the save above leaves two
+    save_checkpoint(out/'checkpoints'/f'epoch_{epoch:03d}.pt', model, config, epoch, row, history, st['opt'],
+                    st['sched'], st['scaler'])
+    # all of them: a kill right after the save above leaves two
+    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)
     write_log(history, out); plot_curves(history, out/'curves.png')
 
 # %% ../nbs/14_train.ipynb #decb687f
@@ -562,7 +619,8 @@ def log_tensorboard(run_dir, # the run folder; events go to RUN_DIR/tensorboard
                    ) -> Path: # the events folder
     "Add one epoch's numbers to TensorBoard event files (`TrainCfg.tensorboard`)"
     try: from torch.utils.tensorboard import SummaryWriter   # an optional dependency: imported only when asked for
-    except ImportError: raise PneumoniaKitError('TrainCfg.tensorboard needs the tensorboard package: pip install tensorboard') from None
+    except ImportError:
+        raise PneumoniaKitError('TrainCfg.tensorboard needs the tensorboard package: pip install tensorboard') from None
     d = Path(run_dir)/'tensorboard'
     with SummaryWriter(str(d)) as w:
         for k, v in row.items():
@@ -582,32 +640,36 @@ def _start_files(out:Path, config:dict, st:dict, dev, world:int, dtype):
     save_json(dict(config, resumed_from=st['resumed_from'], device=str(dev), world_size=world,
                    amp=str(dtype) if dtype else 'off', torch=str(torch.__version__)), out/'config.json')
     if st['history']: write_log(st['history'], out); plot_curves(st['history'], out/'curves.png')
-    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)   # what a kill between those two writes left behind
+    for old in list_checkpoints(out)[:-1]: drop_optimizer_state(old)  # what a kill between those two writes left behind
 
 def _epoch_line(row:dict, epochs:int) -> str:
     "One console line per epoch"
     val = f", val loss {row['val_loss']:.4f}, val mAP {row['val_map']:.4f}" if 'val_map' in row else ''
-    return f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}{val}, lr {row['lr']:.2g}, {row['epoch_seconds']:.0f} s"
+    return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}{val}, lr {row['lr']:.2g}, "
+            f"{row['epoch_seconds']:.0f} s")
 
 # %% ../nbs/14_train.ipynb #966db0ca
-def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the first run
-        fold:int=0, # validation fold (the other folds train)
-        out='outputs/runs/fold0', # run folder
-        model_cfg:ModelCfg|None=None, # network settings (default: `ModelCfg()`, the original model)
-        train_cfg:TrainCfg|None=None, # training settings (default: `TrainCfg()`)
-        resume:bool=False, # continue the run in `out` from its last complete epoch
-        device='auto', # 'auto', 'cpu', 'cuda', 'cuda:N' (torchrun: each rank its LOCAL_RANK GPU)
-        data_fn=None, # `prepare_data`-like `(data_root, image_size, tc, rank, world) -> dict` (default: `prepare_data`)
-        loss_fn=None, # training loss `(net, raw, targets) -> dict` with `LOSS_KEYS` (default: `net.compute_loss`; validation keeps it)
-        extra_config:dict|None=None, # more sections of config.json and of the checkpoints' config, checked on resume
-       ) -> dict:
+def fit(
+    data_root, # dataset folder (Kaggle layout); its cache is built on the first run
+    fold:int=0, # validation fold (the other folds train)
+    out='outputs/runs/fold0', # run folder
+    model_cfg:ModelCfg|None=None, # network settings (default: `ModelCfg()`, the original model)
+    train_cfg:TrainCfg|None=None, # training settings (default: `TrainCfg()`)
+    resume:bool=False, # continue the run in `out` from its last complete epoch
+    device='auto', # 'auto', 'cpu', 'cuda', 'cuda:N' (torchrun: each rank its LOCAL_RANK GPU)
+    data_fn=None, # `prepare_data`-like `(data_root, image_size, tc, rank, world) -> dict` (default: `prepare_data`)
+    # training loss `(net, raw, targets) -> dict` with `LOSS_KEYS` (default: `net.compute_loss`; validation keeps it)
+    loss_fn=None,
+    extra_config:dict|None=None, # more sections of config.json and of the checkpoints' config, checked on resume
+) -> dict:
     "Train on all folds but `fold`, validate on `fold`; writes the run folder and returns its summary plus the model"
     t0 = time.time()
     mc, tc = model_cfg or ModelCfg(), _checked(dataclasses.replace(train_cfg or TrainCfg(), fold=fold))
     out, dev = Path(out), resolve_device(device)
     dtype = amp_dtype(tc.amp, dev)
     with distributed(dev) as (rank, world), _torch_flags(tc.deterministic, dev):
-        main, show = rank == 0, rank == 0 and tc.progress and sys.stderr.isatty()   # bars on a terminal only: a notebook gets the epoch lines
+        # bars on a terminal only: a notebook gets the epoch lines
+        main, show = rank == 0, rank == 0 and tc.progress and sys.stderr.isatty()
         data = (data_fn or prepare_data)(data_root, mc.image_size, tc, rank, world)
         config = dict(model=cfg2dict(mc), train=cfg2dict(tc), data=data['info'], **(extra_config or {}))
         st = _training_state(mc, tc, out, dev, dtype, resume, config, rank, world)
@@ -617,7 +679,8 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
         if st['schedule'] is None:
             for g in st['opt'].param_groups: g['lr'] = sch['lr']
         tc = dataclasses.replace(tc, batch_size=sch['batch_size'])   # config['train'] keeps what was asked ('auto')
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model
+        net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
+               if world > 1 else model)
         step = make_step(net, dev, dtype, loss_fn, tc.compile)
         warm = (sch['warmup_steps'], sch['lr']) if sch['warmup_steps'] else None
         val_loader = DataLoader(data['val'], batch_size=tc.batch_size, shuffle=False, num_workers=tc.num_workers,
@@ -628,7 +691,8 @@ def fit(data_root, # dataset folder (Kaggle layout); its cache is built on the f
             t_ep, ev = time.time(), None
             loader = train_loader(data['train'], tc, epoch, rank, world, pin_memory=dev.type == 'cuda')
             set_seed(epoch_seed(tc.seed, epoch, rank))   # dropout and anything else drawing from the main process
-            tr = train_one_epoch(net, loader, st['opt'], st['scaler'], dev, dtype, tc, epoch, world, cl, show, loss_fn, step, warm)
+            tr = train_one_epoch(net, loader, st['opt'], st['scaler'], dev, dtype, tc, epoch, world, cl, show, loss_fn,
+                                 step, warm)
             row = dict(epoch=epoch, lr=st['opt'].param_groups[0]['lr'], **{f'train_{k}': v for k, v in tr.items()})
             if epoch % tc.val_every == 0 or epoch == tc.epochs:
                 row, ev = _validate(model, val_loader, data, dev, dtype, tc, epoch, row, rank, world, cl, show)
@@ -673,15 +737,16 @@ def train_preset(data, # dataset folder (Kaggle layout)
                  resume:bool=False, # continue the run in `out` from its last complete epoch
                  device:str='auto', # cpu, cuda, cuda:N or auto
                  pretrained:bool=True, # False: the backbone starts from scratch whatever the preset says
-                 **overrides, # `ModelCfg` fields (backbone, image_size, weights_file) or `TrainCfg` fields; None keeps the preset's
-                ) -> dict:
+                 # `ModelCfg` fields (backbone, image_size, weights_file) or `TrainCfg` fields; None keeps the preset's
+                 **overrides) -> dict:
     "Train one fold from a preset with overrides; the run summary (without the model and history)"
     mc, tc, out = preset_run(preset, fold, out, pretrained, **overrides)
     return run_summary(fit(data, fold, out, mc, tc, resume=resume, device=device), out)
 
 def main(argv=None) -> int:
     "`python -m pneumonia_kit.train ...` and `torchrun -m pneumonia_kit.train ...`: `pneumonia-kit train ...`"
-    from pneumonia_kit.cli import main as cli_main   # `cli` comes later in import order: imported only when run as a command
+    # `cli` comes later in import order: imported only when run as a command
+    from pneumonia_kit.cli import main as cli_main
     return cli_main(['train', *(sys.argv[1:] if argv is None else argv)])
 
 # %% ../nbs/14_train.ipynb #9e40aa53

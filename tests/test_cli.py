@@ -61,3 +61,17 @@ def test_synth_show_score(tmp_path):
     r = run('score', sub, out/'synthetic_test_labels.csv')
     assert r.returncode == 0, r.stderr
     if any(subs.values()): assert r.stdout.strip().splitlines()[-1] == 'mAP: 1.0000', r.stdout
+
+
+def test_train_set(tiny_twin, tmp_path):
+    "`train --set` reaches any ModelCfg/TrainCfg field and lands in config.json; a field no config has: one line, exit 2"
+    r = run('train', tiny_twin, '--preset', 'tiny', '--out', tmp_path/'bad', '--set', 'train.lr=2e-3', 'model.nope=1')
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith('pneumonia-kit train: error: --set model.nope: ModelCfg has no field nope; known:'), r.stderr
+    assert not (tmp_path/'bad').exists()
+    r = run('train', tiny_twin, '--preset', 'tiny', '--epochs', 1, '--device', 'cpu', '--out', tmp_path/'run',
+            '--set', 'model.levels=3,6', 'train.lr=2e-3', '--set', 'train.oof_top_k=50')
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((tmp_path/'run'/'config.json').read_text())
+    assert (cfg['model']['levels'], cfg['model']['backbone'], cfg['train']['lr'], cfg['train']['oof_top_k'],
+            cfg['train']['epochs']) == ([3, 6], 'resnet_tiny', 2e-3, 50, 1), cfg

@@ -8,6 +8,7 @@ import os, subprocess, sys
 import numpy as np
 import pytest
 import torch
+from pneumonia_kit.backbones import list_backbones
 from pneumonia_kit.core import load_json
 from pneumonia_kit.model import MODEL_PRESETS, count_flops, count_params, create_model, make_anchors
 from pneumonia_kit.export import export_onnx
@@ -15,7 +16,7 @@ from pneumonia_kit.export import export_onnx
 KNOBS = dict(p3p6=dict(levels=(3, 6)), p4p7=dict(levels=(4, 7)), p3p5=dict(levels=(3, 5)),
              head2x16=dict(head_convs=2, head_channels=16), head0=dict(head_convs=0), fpn16_global8=dict(fpn_channels=16, global_channels=8),
              size192=dict(image_size=192, levels=(3, 6)))
-LIGHT = ('resnet18', 'mobilenet_v3_large', 'efficientnet_b0', 'regnet_x_400mf', 'regnet_y_400mf')
+LIGHT = list_backbones(tags=('light', 'imagenet'))   # the board family's backbones (`MODEL_PRESETS['<name>_p3p7_light']`)
 
 
 def _board_python():
