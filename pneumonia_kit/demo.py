@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Callable
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, cfg2dict, load_json, save_json
 from .bench import board_assumptions, machine_info, runtime_note
-from .metric import PairedDiff, Score
+from .metric import PairedDiff, Score, compare_submissions, score_submission
 
 # %% auto #0
-__all__ = ['QUICK', 'STAGES', 'THREAD_VARS', 'WAIT_VARS', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS', 'DemoCfg', 'Stage',
-           'runners_dir', 'run_runner', 'pin_threads', 'pinned_env', 'stage_done', 'run_stage', 'score_text',
-           'diff_text', 'board_headline', 'training_note', 'demo_model', 'headline', 'key_figures', 'html_table',
-           'md_tables_html', 'run_info', 'write_report', 'demo_summary', 'run_demo']
+__all__ = ['QUICK', 'STAGES', 'THREAD_VARS', 'WAIT_VARS', 'BOARD_LABELS', 'BOARD_PAIRS', 'NOT_CLINICAL', 'SECTIONS', 'CAPTIONS',
+           'DemoCfg', 'Stage', 'runners_dir', 'run_runner', 'pin_threads', 'pinned_env', 'stage_done', 'run_stage',
+           'board_label', 'board_scores', 'board_comparisons', 'board_summary', 'score_text', 'diff_text',
+           'board_headline', 'training_note', 'demo_model', 'headline', 'key_figures', 'html_table', 'md_tables_html',
+           'run_info', 'write_report', 'demo_summary', 'run_demo']
 
 # %% ../nbs/20_demo.ipynb #0cecc9df
 @dataclass
@@ -199,6 +200,85 @@ def run_stage(cfg:DemoCfg, stage:Stage, force:bool=False, log=print) -> dict:
     save_json(res, _done_file(cfg, stage))
     log(f'[{stage.name}] finished in {res["seconds"]:.0f} s')
     return res
+
+# %% ../nbs/20_demo.ipynb #642abea7
+# what each submission of the board stage is, in the tables and the key figures ('{cv}': the OpenCV that ran)
+BOARD_LABELS = {'pytorch': "PyTorch fp32, no TTA (the board's conditions)",
+                'pytorch-tta': 'PyTorch fp32 + flip TTA (predict stage)',
+                'pytorch-ensemble': 'PyTorch fp32, mean of two epochs, no TTA',
+                'opencv': 'board predictor, {cv} fp32 on this machine (the board runs OpenCV 4.10)',
+                'onnxruntime': 'board predictor, ONNX Runtime fp32 (x86 only)',
+                'onnxruntime-int8': 'board predictor, ONNX Runtime int8 (x86 only)'}
+
+# the paired comparisons, each changing one thing: (what changes, A, B); B - A is reported
+BOARD_PAIRS = [('flip TTA (PyTorch)', 'pytorch', 'pytorch-tta'),
+               ('ensemble: mean of two epochs vs the chosen epoch (PyTorch, no TTA)', 'pytorch', 'pytorch-ensemble'),
+               ('board predictor, {cv} on this machine vs PyTorch (no TTA)', 'pytorch', 'opencv'),
+               ('board ONNX Runtime vs PyTorch (no TTA)', 'pytorch', 'onnxruntime'),
+               ('int8 vs fp32 (ONNX Runtime), test set', 'onnxruntime', 'onnxruntime-int8')]
+
+def _cv_text(text:str, cv_version:str) -> str: return text.format(cv=f'OpenCV {cv_version} DNN')
+
+def board_label(name:str, # a key of `BOARD_LABELS`
+                cv_version:str, # the version of the OpenCV that ran the board predictor (`cv2.__version__`)
+               ) -> str:
+    "What the board stage's submission `name` is, naming the OpenCV that ran it"
+    return _cv_text(BOARD_LABELS[name], cv_version)
+
+# %% ../nbs/20_demo.ipynb #7942072d
+def board_scores(subs:dict, # runtime name (a key of `BOARD_LABELS`) -> its submission CSV; absent ones are skipped
+                 labels:str|None, # the test labels CSV (None: nothing is scored)
+                 cv_version:str, # OpenCV's version, for the labels (`board_label`)
+                ) -> dict: # {'map': name -> mAP, 'scores': name -> label, submission, map, ci95, n_images, n_counted}
+    ("Each present submission scored on `labels` with its 95% interval (`metric.score_submission`; a labelled image "
+     "without a row counts as predicted empty): the board summary's `map` and `scores`")
+    res = dict(map={}, scores={})
+    if not labels: return res
+    for name in BOARD_LABELS:
+        if name not in subs: continue
+        s = score_submission(subs[name], labels, allow_missing=True)
+        res['map'][name] = s['map']
+        res['scores'][name] = dict(label=board_label(name, cv_version), submission=str(subs[name]),
+                                   **{k: s[k] for k in ('map', 'ci95', 'n_images', 'n_counted')})
+    return res
+
+# %% ../nbs/20_demo.ipynb #c5d94754
+def board_comparisons(subs:dict, # runtime name -> its submission CSV
+                      labels:str|None, # the test labels CSV (None: nothing is compared)
+                      cv_version:str, # OpenCV's version, for the texts
+                     ) -> list: # dicts: what, a, b, map_a, map_b, diff, ci95, p_value, n_images, n_counted_a/_b
+    ("The pairs of `BOARD_PAIRS` whose two submissions are present, compared on the same images "
+     "(`metric.compare_submissions`: B - A, its 95% paired interval, a permutation p-value)")
+    if not labels: return []
+    keys = ('map_a', 'map_b', 'diff', 'ci95', 'p_value', 'n_images', 'n_counted_a', 'n_counted_b')
+    out = []
+    for what, a, b in BOARD_PAIRS:
+        if a not in subs or b not in subs: continue
+        c = compare_submissions(subs[a], subs[b], labels, allow_missing=True)
+        out.append(dict(what=_cv_text(what, cv_version), a=a, b=b, **{k: c[k] for k in keys}))
+    return out
+
+# %% ../nbs/20_demo.ipynb #af7efd54
+def board_summary(checkpoint, # the exported checkpoint
+                  model:str, # the trained model's name (`demo_model`)
+                  model_dir, # the board's model folder
+                  labels:str|None, # the test labels CSV (None: nothing scored or compared)
+                  subs:dict, # runtime name -> its submission CSV
+                  parity:dict, # 'onnxruntime', 'opencv' -> `export.submissions_agree` against PyTorch
+                  int8_check:dict, # the int8 model's gate on the validation fold (`board.json`'s int8 part)
+                  stage_times:list, # `bench.stage_times` of each runtime
+                  cv_version:str, # OpenCV's version
+                  scored:dict|None=None, # `board_scores`' result when already computed (None: scored here)
+                  comparisons:list|None=None, # `board_comparisons`' result when already computed (None: here)
+                 ) -> dict:
+    ("The board stage's `summary.json`: checkpoint, model, model_dir, labels, map, scores, comparisons, parity, "
+     "int8_check (with its mAPs as fp32 and int8), stage_times")
+    scored = board_scores(subs, labels, cv_version) if scored is None else scored
+    comparisons = board_comparisons(subs, labels, cv_version) if comparisons is None else comparisons
+    return dict(checkpoint=str(checkpoint), model=model, model_dir=str(model_dir), labels=labels,
+                map=scored['map'], scores=scored['scores'], comparisons=comparisons, parity=parity,
+                int8_check=dict(int8_check, fp32=int8_check.get('map_fp32'), int8=int8_check.get('map_int8')),
+                stage_times=stage_times)
 
 # %% ../nbs/20_demo.ipynb #946c3e42
 def _get(path, *keys):
