@@ -150,8 +150,8 @@ class StageError(Exception): "A stage failed: recorded, the lab goes on with wha
 
 
 def meter_counts(dirs:dict, env:dict) -> dict:
-    "Board instructions per image of each exported model (`bench.metered`: the meter's cache, else bench/meter_counts.json)"
-    code = ('import json, sys; from pneumonia_kit.bench import metered\n'
+    "Board instructions per image of each exported model (`meter.metered`: the meter's cache, else bench/meter_counts.json)"
+    code = ('import json, sys; from pneumonia_kit.meter import metered\n'
             'print(json.dumps({k: metered(v) for k, v in json.loads(sys.argv[1]).items()}))')
     p = subprocess.run([sys.executable, '-c', code, json.dumps(dirs)], capture_output=True, text=True, env=env, timeout=300)
     return json.loads(p.stdout) if p.returncode == 0 else {'error': (p.stderr.strip().splitlines() or ['failed'])[-1]}

@@ -3,7 +3,7 @@ Runtime and OpenCV DNN run with PyTorch's outputs (`export.export_onnx` checks p
 parameters are counted for it. With PNEUMONIA_KIT_OPENCV_DIR set to a folder holding another OpenCV's `cv2` package
 (e.g. the board's 4.10: `pip download opencv-python-headless==4.10.0.84` unzipped there), the light backbones are
 also run by that OpenCV, in a subprocess; so they are by the board meter's x86 OpenCV 4.10 venv when it is built
-(`bench.board_python`: outputs/loongarch/x86-cv410 or $LOONGARCH_WORK/x86-cv410)."""
+(`meter.board_python`: outputs/loongarch/x86-cv410 or $LOONGARCH_WORK/x86-cv410)."""
 import os, subprocess, sys
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ LIGHT = list_backbones(tags=('light', 'imagenet'))   # the board family's backbo
 
 
 def _board_python():
-    from pneumonia_kit.bench import board_python
+    from pneumonia_kit.meter import board_python
     py = board_python()
     return None if py == sys.executable else py
 

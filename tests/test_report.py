@@ -112,7 +112,7 @@ def small_report(tmp_path_factory):
     "A demo folder with a few real figures, summaries, a model card and notebooks, and its report"
     from matplotlib.figure import Figure
     from pneumonia_kit.core import save_json
-    from pneumonia_kit.demo import write_report
+    from pneumonia_kit.report import write_report
     from pneumonia_kit.plots import plot_stage_times
     out = tmp_path_factory.mktemp('demo')
     for sub, name in (('eda', 'class_distribution'), ('sweep', 'pr_curve'), ('sweep', 'threshold_heatmap')):
