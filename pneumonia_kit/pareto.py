@@ -23,8 +23,8 @@ __all__ = ['INT8_NOTE', 'measure_board', 'recommend', 'pareto_markdown', 'board_
 
 # %% ../nbs/21_pareto.ipynb #a9f0dea4
 INT8_NOTE = (
-    'int8 not evaluated: OpenCV 4.10 DNN (the board runtime) does not run the QDQ int8 export, and ONNX Runtime, which'
-    ' does, dies with SIGILL on the board\'s LSX-only CPU'
+    'int8 not a candidate: on the board meter OpenCV 4.10\'s int8 forms cost ~3x the fp32 instructions per image'
+    ' (docs/board.md, bench/board_int8.py), and ONNX Runtime dies with SIGILL on the board\'s LSX-only CPU'
 )
 
 

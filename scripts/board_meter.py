@@ -4,6 +4,7 @@
     python3 scripts/board_meter.py MODEL [MODEL ...] [--size S] [--reference G_OR_MODEL] [--json OUT]
                                    [--ipc 0.8] [--threads 2] [--efficiency 0.8] [--ghz 1.0]
                                    [--no-x86] [--remeasure-x86] [--force] [--forwards N] [--method fork|two-process]
+                                   [--opencv-int8 CALIB.npy]
 
 MODEL is a board model folder (`model.onnx` + `board.json` with `input_size`) or a bare `.onnx` file with `--size`.
 Needs what `scripts/loongarch_meter.sh build` makes under outputs/loongarch/: a QEMU 10 `qemu-loongarch64` built with
@@ -19,6 +20,13 @@ before that forward (python + numpy + cv2 + readNetFromONNX + setInput), so the 
 is one forward (the first one includes OpenCV's one-time network set-up, as on the board's first image).
 `--method two-process` instead runs the same script twice, with and without the forward, and subtracts (the plain
 recipe; twice the emulation time). PYTHONDONTWRITEBYTECODE=1 and PYTHONHASHSEED=0 make the counts repeatable.
+
+`--opencv-int8 CALIB.npy` counts OpenCV's own int8 form instead: the guest reads the fp32 model, calls
+`net.quantize([calib], CV_32F, CV_32F)` (OpenCV DNN's in-memory int8 net, per-channel, calibrated by one forward of CALIB,
+a float32 array shaped like the input) and forwards the quantized net. Reading and quantizing count as the model's load
+(the quantize step alone is reported too); the counted forwards are the quantized net's only. These counts are cached
+in cache_opencv_int8.json beside cache.json (the model file is the fp32 one), keyed also by the calibration file's
+sha256.
 
 Results are cached in outputs/loongarch/meter/cache.json by the model file's sha256, input size, the guest's OpenCV
 version, the emulated CPU and the method; the original configuration's forward takes about 20 minutes emulated.
@@ -38,6 +46,7 @@ WORK = Path(os.environ.get('LOONGARCH_WORK', REPO/'outputs'/'loongarch'))
 QEMU_CPU = os.environ.get('QEMU_CPU_MODEL', 'la464,lasx=off')
 METER_VERSION = 1  # bump when what is counted changes: older cache entries are then not used
 BUILD_HINT = 'run scripts/loongarch_meter.sh build first'
+INT8_CACHE = 'cache_opencv_int8.json'   # beside cache.json: the --opencv-int8 counts (same model file as fp32)
 
 ASSUMPTIONS = dict(
     ghz=(1.0, 'LA264 cores of the Loongson 2K1000LA run at 1.0 GHz'),
@@ -239,17 +248,61 @@ sys.stdout.flush(); sys.stderr.flush()
 os._exit(0)
 """
 
+# The same as BATCH_GUEST, but jobs come as JSON [[onnx, size, calib.npy or null], ...]; a job with a calibration file is
+# quantized by OpenCV (`Net.quantize`) after reading, with one more mark between reading and quantizing.
+BATCH_GUEST_INT8 = r"""
+import json, os, sys
+forwards = int(sys.argv[1])
+jobs = json.loads(sys.argv[2])
+import numpy as np, cv2
+cv2.setNumThreads(1)
+def mark():  # a child that exits at once: its instruction count is everything up to this point
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0: os._exit(0)
+    os.waitpid(pid, 0)
+for i, (onnx, size, calib) in enumerate(jobs):
+    mark()
+    net = cv2.dnn.readNetFromONNX(onnx)
+    if calib:
+        c = np.ascontiguousarray(np.load(calib), dtype=np.float32)
+        mark()
+        net = net.quantize([c], cv2.CV_32F, cv2.CV_32F)
+        del c
+    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    names = net.getUnconnectedOutLayersNames()
+    net.setInput(x)
+    for k in range(forwards):
+        mark()
+        outs = net.forward(names)
+    mark()
+    info = dict(index=i, opencv=cv2.__version__, threads=cv2.getNumThreads(), outputs={n: list(o.shape) for n, o in zip(names, outs)},
+                checksum=float(sum(float(np.abs(o).sum()) for o in outs)), int8=bool(calib))
+    sys.stderr.write('METER ' + json.dumps(info) + '\n'); sys.stderr.flush()
+    del net, outs
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(0)
+"""
+
 
 def count_batch(tools:dict, jobs:list, forwards:int=2, timeout:float=12*3600, log:Path|None=None, on_result=None) -> list:
     """Several models in ONE emulated process (python + numpy + cv2 start-up, ~1.9 G instructions, paid once).
     Per model the guest marks (forks a child that exits at once) before readNetFromONNX, before each forward and after
     the last: the differences of the children's counts are the load and each forward. `on_result(i, rec)` is called
-    as soon as model i is done (so a long batch that is stopped keeps what it finished)."""
+    as soon as model i is done (so a long batch that is stopped keeps what it finished).
+    A job is (onnx, size) or (onnx, size, calib): with a calibration .npy the guest quantizes the net with OpenCV's
+    `Net.quantize` after reading it (one more mark: `quantize_insns`), and the forwards counted are the int8 net's."""
     import threading
     if forwards < 1: raise MeterError('--forwards must be >= 1')
-    env, cmd = _guest_command(tools, 'guest_batch', BATCH_GUEST)
-    cmd += [str(forwards)] + [f'{o}:{s}' for o, s in jobs]
-    per_model = forwards + 2
+    calibs = [(str(j[2]) if len(j) > 2 and j[2] else None) for j in jobs]
+    if any(calibs):
+        env, cmd = _guest_command(tools, 'guest_batch_int8', BATCH_GUEST_INT8)
+        cmd += [str(forwards), json.dumps([[str(j[0]), int(j[1]), c] for j, c in zip(jobs, calibs)])]
+    else:
+        env, cmd = _guest_command(tools, 'guest_batch', BATCH_GUEST)
+        cmd += [str(forwards)] + [f'{o}:{s}' for o, s, *_ in jobs]
+    counts = [forwards + 2 + (1 if c else 0) for c in calibs]        # marks per model
+    starts = [sum(counts[:i]) for i in range(len(jobs))]
     results, totals, lines = [None] * len(jobs), [], []
     t0 = time.time(); t_model = t0
     with emulation_lock(Path(tools['qemu']).parents[1]):
@@ -261,15 +314,18 @@ def count_batch(tools:dict, jobs:list, forwards:int=2, timeout:float=12*3600, lo
                 m = TOTAL_RX.match(line)
                 if m: totals.append(int(m.group(1))); continue
                 if line.startswith('METER '):
-                    info = json.loads(line[6:]); i = info['index']
-                    t = totals[i * per_model:(i + 1) * per_model]
+                    info = json.loads(line[6:]); i = info['index']; per_model = counts[i]
+                    t = totals[starts[i]:starts[i] + per_model]
                     if len(t) != per_model: raise RuntimeError(f'model {i}: expected {per_model} counts, got {len(t)}')
-                    each = [b - a for a, b in zip(t[1:-1], t[2:])]
+                    q = 1 if calibs[i] else 0     # the extra mark between reading and quantizing
+                    each = [b - a for a, b in zip(t[1 + q:-1], t[2 + q:])]
                     now = time.time()
                     rec = dict(insns=each[0], insns_each=each, steady_insns=(each[-1] if forwards > 1 else None),
-                               baseline=totals[0] + (t[1] - t[0]), load_insns=t[1] - t[0], emulation_s=round(now - t_model, 1),
+                               baseline=totals[0] + (t[1 + q] - t[0]), load_insns=t[1 + q] - t[0],
+                               emulation_s=round(now - t_model, 1),
                                batch_position=i, batch_size=len(jobs), guest_opencv=info.get('opencv'),
                                outputs=info.get('outputs'), checksum=info.get('checksum'))
+                    if q: rec.update(opencv_int8=True, quantize_insns=t[2] - t[1], calib=calibs[i])
                     if info.get('threads') != 1: raise RuntimeError(f'the guest ran with {info.get("threads")} OpenCV threads, not 1')
                     t_model = now; results[i] = rec
                     if on_result: on_result(i, rec)
@@ -290,11 +346,13 @@ X86 = r'''
 import json, sys, time
 import numpy as np, cv2
 onnx, size, threads, budget = sys.argv[1], int(sys.argv[2]), [int(t) for t in sys.argv[3].split(',')], float(sys.argv[4])
+calib = sys.argv[5] if len(sys.argv) > 5 else ''   # OpenCV's own int8 (Net.quantize) calibrated on this .npy
 x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
 res = {}
 for n in threads:
     cv2.setNumThreads(n)
     net = cv2.dnn.readNetFromONNX(onnx)
+    if calib: net = net.quantize([np.ascontiguousarray(np.load(calib), dtype=np.float32)], cv2.CV_32F, cv2.CV_32F)
     names = net.getUnconnectedOutLayersNames()
     net.setInput(x); net.forward(names); net.setInput(x); net.forward(names)  # set-up and warm-up
     ts, t_end = [], time.perf_counter() + budget
@@ -305,10 +363,11 @@ print('X86 ' + json.dumps(dict(opencv=cv2.__version__, threads=res)))
 '''
 
 
-def x86_latency(python:Path, onnx:Path, size:int, threads=(1, 2), budget_s:float=8.0, timeout:float=1800) -> dict:
-    "Median forward latency (ms) with the x86 OpenCV of `python` (the 4.10 venv) at each thread count"
-    r = subprocess.run([str(python), '-c', X86, str(onnx), str(size), ','.join(map(str, threads)), str(budget_s)],
-                       capture_output=True, text=True, timeout=timeout)
+def x86_latency(python:Path, onnx:Path, size:int, threads=(1, 2), budget_s:float=8.0, timeout:float=1800,
+                calib:Path|None=None) -> dict:
+    "Median forward latency (ms) with the x86 OpenCV of `python` (the 4.10 venv) at each thread count (`calib`: int8)"
+    r = subprocess.run([str(python), '-c', X86, str(onnx), str(size), ','.join(map(str, threads)), str(budget_s)]
+                       + ([str(calib)] if calib else []), capture_output=True, text=True, timeout=timeout)
     out = [l for l in r.stdout.splitlines() if l.startswith('X86 ')]
     if r.returncode or not out:
         raise RuntimeError(f'x86 OpenCV run of {onnx} failed: {(r.stderr.strip().splitlines() or ["?"])[-1][:300]}')
@@ -347,27 +406,50 @@ class Cache:
             os.replace(tmp, self.path)
 
 
-def emu_key(sha:str, size:int, opencv:str|None, cpu:str, method:str, forwards:int) -> str:
-    return f'emu v{METER_VERSION} sha256={sha} size={size} opencv={opencv} cpu={cpu} method={method} forwards={forwards}'
+def emu_key(sha:str, size:int, opencv:str|None, cpu:str, method:str, forwards:int, calib_sha:str|None=None) -> str:
+    "The cache key of a count; `calib_sha`: OpenCV's int8 form (Net.quantize) calibrated on that file"
+    k = f'emu v{METER_VERSION} sha256={sha} size={size} opencv={opencv} cpu={cpu} method={method} forwards={forwards}'
+    return k + (f' opencv_int8_calib={calib_sha}' if calib_sha else '')
 
 
-def x86_key(sha:str, size:int, python:Path, threads) -> str:
-    return f'x86 v{METER_VERSION} sha256={sha} size={size} venv={Path(python).parent.parent.name} threads={",".join(map(str, threads))}'
+def x86_key(sha:str, size:int, python:Path, threads, calib_sha:str|None=None) -> str:
+    k = f'x86 v{METER_VERSION} sha256={sha} size={size} venv={Path(python).parent.parent.name} threads={",".join(map(str, threads))}'
+    return k + (f' opencv_int8_calib={calib_sha}' if calib_sha else '')
+
+
+def _calib_list(opencv_int8, n:int) -> list:
+    "Per model: a calibration .npy (OpenCV's Net.quantize) or None, from one path, a list or None"
+    if opencv_int8 is None or isinstance(opencv_int8, (str, os.PathLike)): cs = [opencv_int8] * n
+    else: cs = list(opencv_int8)
+    if len(cs) != n: raise MeterError(f'opencv_int8: {len(cs)} calibration entries for {n} models')
+    for c in cs:
+        if c is not None and not Path(c).is_file():
+            raise MeterError(f'{c}: no such calibration file (--opencv-int8 takes a .npy shaped like the input)')
+    return [Path(c).resolve() if c is not None else None for c in cs]
 
 
 def meter_many(models:list, size:int|None=None, *, forwards:int=2, method:str='fork', x86:bool=True, force:bool=False,
                remeasure_x86:bool=False, threads_x86=(1, 2), timeout:float=12*3600, work:Path|None=None,
-               tools:dict|None=None, cache:Cache|None=None, progress=print) -> list[dict]:
-    "Count (or fetch from the cache) each model's board instructions, uncounted ones in one emulated process; x86 latency"
+               tools:dict|None=None, cache:Cache|None=None, progress=print, opencv_int8=None) -> list[dict]:
+    """Count (or fetch from the cache) each model's board instructions, uncounted ones in one emulated process; x86 latency.
+    `opencv_int8`: a calibration .npy (or a list, one per model, None for fp32): count OpenCV's own int8 form of the
+    model (`Net.quantize` in the guest before the counted forwards); fork method only."""
     ms = [resolve_model(m, size) for m in models]
+    calibs = _calib_list(opencv_int8, len(ms))
+    if any(calibs) and method != 'fork': raise MeterError('--opencv-int8 is counted with --method fork only')
     work = Path(work or WORK)
     tools = tools or find_tools(work, need_x86=x86)
     cache = cache or Cache(work/'meter'/'cache.json')
+    # OpenCV-int8 counts go to a file of their own: their model file (and sha256) is the fp32 one, and readers of
+    # cache.json (pneumonia_kit.meter.metered) take every record of a model's sha256 as that model's fp32 count
+    cache_i8 = Cache(cache.path.with_name(INT8_CACHE))
+    store_of = lambda m: cache_i8 if m['calib'] else cache
     gv = guest_versions(Path(tools['rootfs']))
-    for m in ms:
-        m['sha'] = file_sha256(m['onnx'])
-        m['key'] = emu_key(m['sha'], m['size'], gv['opencv'], QEMU_CPU, method, forwards)
-        m['rec'] = None if force else cache.get(m['key'])
+    for m, c in zip(ms, calibs):
+        m['sha'], m['calib'] = file_sha256(m['onnx']), c
+        m['calib_sha'] = file_sha256(c) if c else None
+        m['key'] = emu_key(m['sha'], m['size'], gv['opencv'], QEMU_CPU, method, forwards, m['calib_sha'])
+        m['rec'] = None if force else store_of(m).get(m['key'])
         if m['rec'] is not None: m['rec'] = dict(m['rec'], cached=True)
     todo, seen = [], set()
     for m in ms:
@@ -376,7 +458,8 @@ def meter_many(models:list, size:int|None=None, *, forwards:int=2, method:str='f
     def store(m, rec):
         rec.update(sha256=m['sha'], size=m['size'], qemu_cpu=QEMU_CPU, method=method, forwards=forwards, guest=gv,
                    measured_at=time.strftime('%Y-%m-%d %H:%M:%S'), onnx=str(m['onnx']))
-        cache.put(m['key'], rec)
+        if m['calib']: rec.update(opencv_int8=True, calib=str(m['calib']), calib_sha256=m['calib_sha'])
+        store_of(m).put(m['key'], rec)
         for o in ms:
             if o['key'] == m['key']: o['rec'] = rec
         steady = f', then {rec["steady_insns"] / 1e9:.3f} G per image' if rec.get('steady_insns') else ''
@@ -387,21 +470,24 @@ def meter_many(models:list, size:int|None=None, *, forwards:int=2, method:str='f
                  f'{method}: ~23 M instructions per second here (~45 s per G), start-up ~1.9 G once ...')
         logs = work/'meter'/'logs'; logs.mkdir(parents=True, exist_ok=True)
         if method == 'fork':
-            count_batch(tools, [(m['onnx'], m['size']) for m in todo], forwards, timeout,
+            jobs = [(m['onnx'], m['size'], m['calib']) if m['calib'] else (m['onnx'], m['size']) for m in todo]
+            count_batch(tools, jobs, forwards, timeout,
                         log=logs/f'batch_{time.strftime("%Y%m%d_%H%M%S")}.log', on_result=lambda i, rec: store(todo[i], rec))
         elif method == 'two-process':
             for m in todo: store(m, count_forward(tools, m['onnx'], m['size'], forwards, method, timeout, log_dir=logs))
         else: raise MeterError(f'unknown --method {method!r}: fork or two-process')
     outs = []
     for m in ms:
-        out = dict(name=m['name'], onnx=str(m['onnx']), size=m['size'], sha256=m['sha'], board=m['rec'])
+        out = dict(name=m['name'] + (' (OpenCV int8)' if m['calib'] else ''), onnx=str(m['onnx']), size=m['size'],
+                   sha256=m['sha'], board=m['rec'])
+        if m['calib']: out.update(opencv_int8=True, calib=str(m['calib']))
         if x86:
-            xk = x86_key(m['sha'], m['size'], tools['x86_python'], threads_x86)
-            xr = None if (force or remeasure_x86) else cache.get(xk)
+            xk = x86_key(m['sha'], m['size'], tools['x86_python'], threads_x86, m['calib_sha'])
+            xr = None if (force or remeasure_x86) else store_of(m).get(xk)
             if xr is None:
-                xr = x86_latency(tools['x86_python'], m['onnx'], m['size'], threads_x86)
+                xr = x86_latency(tools['x86_python'], m['onnx'], m['size'], threads_x86, calib=m['calib'])
                 xr['measured_at'] = time.strftime('%Y-%m-%d %H:%M:%S')
-                cache.put(xk, xr)
+                store_of(m).put(xk, xr)
             else: xr = dict(xr, cached=True)
             out['x86'] = xr
         outs.append(out)
@@ -472,6 +558,8 @@ def main(argv=None) -> int:
     ap.add_argument('--remeasure-x86', action='store_true', help='time x86 again instead of using the cached latency')
     ap.add_argument('--force', action='store_true', help='count again, ignoring the cache')
     ap.add_argument('--timeout', type=float, default=12 * 3600, help='seconds one emulation may run')
+    ap.add_argument('--opencv-int8', metavar='CALIB.npy', help="count OpenCV's own int8 form: Net.quantize calibrated on this "
+                    'float32 array (shaped like the input, e.g. [1,1,S,S]) before the counted forwards')
     ap.add_argument('--json', help='write the results here (default outputs/loongarch/meter/last.json)')
     a = ap.parse_args(argv)
     try:
@@ -484,10 +572,11 @@ def main(argv=None) -> int:
             try: ref_g = float(a.reference) * 1e9
             except ValueError: ref_model = resolve_model(a.reference, None if Path(a.reference).is_dir() else a.size)
             if ref_g is not None and ref_g <= 0: raise MeterError('--reference must be > 0 (G instructions) or a model')
+        if a.opencv_int8: _calib_list(a.opencv_int8, 1)
         tools = find_tools(need_x86=not a.no_x86)
         kw = dict(forwards=a.forwards, method=a.method, x86=not a.no_x86, force=a.force, remeasure_x86=a.remeasure_x86,
                   timeout=a.timeout, tools=tools, progress=lambda s: print(s, file=sys.stderr, flush=True))
-        results = meter_many(a.models, a.size, **kw)
+        results = meter_many(a.models, a.size, opencv_int8=a.opencv_int8, **kw)
         ref_desc = None
         if ref_model:
             rr = meter(a.reference, ref_model['size'], **kw)
