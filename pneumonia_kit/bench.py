@@ -96,10 +96,12 @@ def machine_info(packages=('numpy', 'torch', 'torchvision', 'onnxruntime', 'open
 # %% ../nbs/20_bench.ipynb #96706daa
 _RUNTIME_NAMES = {'opencv': 'OpenCV DNN', 'onnxruntime': 'ONNX Runtime'}
 
+# %% ../nbs/20_bench.ipynb #436e69d3
 def _runtime_version(backend:str) -> str:
     "The version of the runtime that ran a timing (OpenCV on x86 is not the board's 4.10)"
     return importlib.import_module('cv2' if backend == 'opencv' else backend).__version__
 
+# %% ../nbs/20_bench.ipynb #1f19d91a
 def stage_times(model_dir, # board model folder (`pneumonia-kit export`)
                 images, # DICOM files or folders; each is predicted
                 backend:str='opencv', # a key of `board.RUNTIMES` (opencv: the board's runtime)
@@ -174,23 +176,27 @@ RUNTIME_NOTES = {
     'opencv': 'OpenCV {opencv} DNN on this machine (the board runs 4.10)',
 }
 
+# %% ../nbs/20_bench.ipynb #34223076
 def runtime_note(runtime:str) -> str:
     "A runtime as tables name it: `RUNTIME_NOTES`, with the OpenCV version that ran it"
     import cv2   # the version of the OpenCV that runs the timings (this environment's)
     return RUNTIME_NOTES.get(runtime, runtime).format(opencv=cv2.__version__)
 
+# %% ../nbs/20_bench.ipynb #83fbd3bc
 def network_name(name:str, desc:str) -> str:
     "A benchmarked network as every table and figure names it: 'original (...)', 'board model board_r18_p4p7 (...)'"
     return (
         f'board model board_r18_p4p7 ({desc})' if name == 'board' else f'original ({desc})' if name == 'P2-P7' else desc
     )
 
+# %% ../nbs/20_bench.ipynb #ef95d902
 def bench_cfg(name:str, backbone:str, size:int):
     "The `ModelCfg` a benchmark row times: `backbone` with pyramid `name` (P2-P7, P3-P7), or 'board' (its own backbone)"
     from pneumonia_kit.model import MODEL_PRESETS, ModelCfg   # torch: only where a network is built
     if name == 'board': return dataclasses.replace(MODEL_PRESETS['board_r18_p4p7'], image_size=size, pretrained=False)
     return ModelCfg(backbone=backbone, levels=LEVELS[name], image_size=size, pretrained=False)
 
+# %% ../nbs/20_bench.ipynb #7198402e
 def _calib_images(n:int, size:int, d) -> list:
     "A few synthetic-twin DICOMs (written to folder `d`) to calibrate int8 on when no real ones are given"
     d = Path(d)

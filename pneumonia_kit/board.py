@@ -172,6 +172,7 @@ def check_onnx_files(onnx_path) -> list:
 # elements a constant-shaped tensor may have (256 MB of float32): the real networks' largest is ~4 M
 MAX_CONST_ELEMENTS = 1 << 26
 
+# %% ../nbs/05_board.ipynb #7893d8ca
 def _ints(buf, a, b, dt=None):
     "(name, data type, integer values) of the TensorProto in buf[a:b] (raw_data, int64_data or int32_data)"
     name, raw, vals, i = '', None, [], a
@@ -197,6 +198,7 @@ def _ints(buf, a, b, dt=None):
         ).tolist()
     return name, dt, [v - (1 << 64) if v >= 1 << 63 else v for v in vals]
 
+# %% ../nbs/05_board.ipynb #7b905b75
 def _shape_nodes(buf, a, b, consts, uses, depth=0):
     """Walk a GraphProto: integer constants by name (initializers, Constant nodes) and (op, input name) of shape-taking
     nodes"""
@@ -218,6 +220,7 @@ def _shape_nodes(buf, a, b, consts, uses, depth=0):
             uses.append((op, ins[0] if op == 'ConstantOfShape' else ins[-1]))
         if op == 'Tile' and len(ins) > 1: uses.append((op, ins[1]))
 
+# %% ../nbs/05_board.ipynb #4643fc13
 def check_onnx_shapes(onnx_path, max_elements:int=MAX_CONST_ELEMENTS):
     """Refuse a model whose ConstantOfShape / Expand / Tile ask for a constant shape of more than `max_elements`, before
     a runtime allocates it"""
@@ -493,6 +496,7 @@ def _predict_files(self, paths:list, # DICOM files; the patientId of each is its
         threads=self.runtime.threads,
     )
 
+# %% ../nbs/05_board.ipynb #6614f820
 BoardPredictor._write_extras, BoardPredictor.predict_files = _write_extras, _predict_files
 
 # %% ../nbs/05_board.ipynb #d8e77650
@@ -517,6 +521,7 @@ BOARD_EXAMPLES = """examples:
   python3 -m pneumonia_kit.board outputs/board_model data/rsna/stage_2_test_images --backend opencv --out submission.csv
   python3 -m pneumonia_kit.board outputs/board_model a.dcm b.dcm --png-dir pictures --json-dir boxes"""
 
+# %% ../nbs/05_board.ipynb #9bc29245
 def add_board_args(p, # an argparse parser
                    backend:str='opencv', # default runtime
                    out:str='submission.csv', # default submission path
@@ -548,6 +553,7 @@ def add_board_args(p, # an argparse parser
     )
     return p
 
+# %% ../nbs/05_board.ipynb #e98271fb
 def run_board(a) -> int:
     "Run parsed board-predict arguments: the summary line; exit status 3 (`EXIT_FAILED`) when some images failed"
     if getattr(a, 'verbose', False): os.environ['PNEUMONIA_KIT_VERBOSE'] = '1'

@@ -33,6 +33,14 @@ from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
 from .board import RUNTIMES, add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo, run_runner
 
+# %% auto #0
+__all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'COMPILE_NAMES', 'ENSEMBLE_NAMES', 'LEVEL_NAMES', 'SET_SECTIONS',
+           'EXAMPLES', 'REAL_DATA_EXAMPLES', 'COMMANDS', 'device_name', 'batch_size', 'name_list', 'synth', 'download',
+           'show', 'cache', 'eda', 'set_value', 'setting', 'apply_settings', 'train', 'sweep', 'distill', 'predict',
+           'score', 'compare', 'export', 'board_predict', 'bench_board', 'board_pareto', 'demo', 'bundle',
+           'build_parser', 'main']
+
+# %% ../nbs/24_cli.ipynb #b868d631
 _EXTRA = dict(
     torch='train',
     torchvision='train',
@@ -59,6 +67,7 @@ def _api(module:str):
             f"this command needs {top}, which is not installed: pip install 'pneumonia_kit[{_EXTRA[top]}]'"
         ) from None
 
+# %% ../nbs/24_cli.ipynb #f0301c8e
 def _needs(*modules:str):
     "Refuse in one line, before any work, a command whose libraries (an extra of the install) are missing"
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
@@ -66,14 +75,6 @@ def _needs(*modules:str):
         raise PneumoniaKitError(
             f"this command needs {', '.join(missing)}, not installed: pip install 'pneumonia_kit[dev]'"
         )
-
-
-# %% auto #0
-__all__ = ['TRAIN_PRESET_NAMES', 'BACKBONE_NAMES', 'AMP_NAMES', 'COMPILE_NAMES', 'ENSEMBLE_NAMES', 'LEVEL_NAMES', 'SET_SECTIONS',
-           'EXAMPLES', 'REAL_DATA_EXAMPLES', 'COMMANDS', 'device_name', 'batch_size', 'name_list', 'synth', 'download',
-           'show', 'cache', 'eda', 'set_value', 'setting', 'apply_settings', 'train', 'sweep', 'distill', 'predict',
-           'score', 'compare', 'export', 'board_predict', 'bench_board', 'board_pareto', 'demo', 'bundle',
-           'build_parser', 'main']
 
 # %% ../nbs/24_cli.ipynb #4ddbdbdd
 TRAIN_PRESET_NAMES = (
@@ -185,6 +186,7 @@ def _synth_args(p):
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f'knob_{f.name}', metavar=meta, type=_knob_type(f),
                        help=f"{doc[f.name]} (default difficulty: {shown})".replace('%', '%%'))
 
+# %% ../nbs/24_cli.ipynb #c5979f65
 def synth(a):
     "Write an offline synthetic twin of the RSNA Kaggle layout (DICOMs, label CSVs, test labels) at a chosen difficulty"
     synth_dataset = _api('synth').synth_dataset
@@ -476,12 +478,14 @@ def _distill_args(p):
         '--cache-dir', metavar='DIR', help="teacher outputs cache (default: DATA/cache/teacher_<size>_<key>)"
     )
 
+# %% ../nbs/24_cli.ipynb #27a3be1b
 def _teacher_size(teachers) -> int|None:
     "The first teacher's input size, which the student must share; None when it cannot be read here (distill says why)"
     runs = _api('runs')
     try: return runs.read_checkpoint(runs.resolve_checkpoints(teachers)[0], mmap=True)['config']['model']['image_size']
     except (PneumoniaKitError, KeyError, TypeError, IndexError): return None
 
+# %% ../nbs/24_cli.ipynb #b7985d7c
 def distill(a):
     """Train a board model (student) from teacher checkpoints' cached outputs and the labels, at the teachers' input
     size unless --image-size (CPU, one GPU, or torchrun -m pneumonia_kit.distill)"""
@@ -525,6 +529,7 @@ def _predict_args(p):
     p.add_argument('--png-dir', metavar='DIR', help='also draw each image with its boxes here')
     _max_pixels_arg(p)
 
+# %% ../nbs/24_cli.ipynb #e3e46371
 def predict(a):
     "Predict DICOMs with one or more checkpoints and write a Kaggle submission"
     _use_max_pixels(a)
@@ -668,6 +673,7 @@ def _bench_board_args(p):
         ),
     )
 
+# %% ../nbs/24_cli.ipynb #509bfaa3
 def bench_board(a):
     """Latency, peak memory and board estimate of PyTorch eager vs ONNX Runtime fp32/int8 vs OpenCV DNN: original P2-P7,
     P3-P7, board configuration"""
@@ -683,32 +689,8 @@ def bench_board(a):
     )
 
 # %% ../nbs/24_cli.ipynb #0013f372
-def _board_pareto_args(p):
-    p.add_argument(
-        'candidates',
-        metavar='CANDIDATE',
-        nargs='+',
-        help='run folders, checkpoints or board model folders, each PATH or NAME=PATH',
-    )
-    p.add_argument(
-        '--original',
-        metavar='RUN',
-        required=True,
-        help="the original configuration's run (or checkpoint or board folder), trained the same way",
-    )
-    p.add_argument(
-        '--data', metavar='DATA', required=True, help='dataset with stage_2_test_images and test labels (the twin)'
-    )
-    p.add_argument(
-        '--out',
-        metavar='DIR',
-        default='outputs/board_pareto',
-        help='folder for pareto.md, pareto.json, pareto.png and each candidate (default: %(default)s)',
-    )
-    p.add_argument(
-        '--n-test', metavar='N', type=positive_int, default=1000, help='the first N test images (default: 1000)'
-    )
-    p.add_argument('--labels', metavar='CSV', help='test labels (default: DATA/synthetic_test_labels.csv)')
+def _board_pareto_runtime_args(p):
+    "--backend, --threads, --python and the board meter's options of board-pareto"
     p.add_argument(
         '--backend',
         choices=('opencv', 'onnxruntime'),
@@ -743,6 +725,10 @@ def _board_pareto_args(p):
             ' size)'
         ),
     )
+
+# %% ../nbs/24_cli.ipynb #195e8f2a
+def _board_pareto_rule_args(p):
+    "board-pareto's recommendation rule and its intervals"
     p.add_argument(
         '--min-ratio',
         metavar='X',
@@ -765,6 +751,37 @@ def _board_pareto_args(p):
         help='bootstrap draws of the intervals (default: 1000)',
     )
 
+# %% ../nbs/24_cli.ipynb #4a2176da
+def _board_pareto_args(p):
+    p.add_argument(
+        'candidates',
+        metavar='CANDIDATE',
+        nargs='+',
+        help='run folders, checkpoints or board model folders, each PATH or NAME=PATH',
+    )
+    p.add_argument(
+        '--original',
+        metavar='RUN',
+        required=True,
+        help="the original configuration's run (or checkpoint or board folder), trained the same way",
+    )
+    p.add_argument(
+        '--data', metavar='DATA', required=True, help='dataset with stage_2_test_images and test labels (the twin)'
+    )
+    p.add_argument(
+        '--out',
+        metavar='DIR',
+        default='outputs/board_pareto',
+        help='folder for pareto.md, pareto.json, pareto.png and each candidate (default: %(default)s)',
+    )
+    p.add_argument(
+        '--n-test', metavar='N', type=positive_int, default=1000, help='the first N test images (default: 1000)'
+    )
+    p.add_argument('--labels', metavar='CSV', help='test labels (default: DATA/synthetic_test_labels.csv)')
+    _board_pareto_runtime_args(p)
+    _board_pareto_rule_args(p)
+
+# %% ../nbs/24_cli.ipynb #c6286720
 def board_pareto(a):
     """Speed vs accuracy of board model candidates: board-runtime test mAP, paired difference vs the original, board
     instructions, x86 OpenCV ms; table, JSON, plot"""
@@ -827,6 +844,7 @@ def _demo_args(p):
         help='CPU threads of every stage, pinned (default: 2)',
     )
 
+# %% ../nbs/24_cli.ipynb #a4330297
 def demo(a):
     "Run the whole pipeline on the synthetic twin: data, EDA, train, sweep, predict, board, benchmark, report"
     _needs('papermill', 'torch', 'torchvision', 'onnxruntime', 'matplotlib', 'pandas')
@@ -840,6 +858,21 @@ def demo(a):
 # those on the real competition data (`data/rsna`, a Kaggle token, a GPU) are in `REAL_DATA_EXAMPLES`.
 _TWIN, _DEMO = 'data/synthetic', 'outputs/demo'   # where the demo writes its twin and its outputs
 _ID = '5f82c2d9-cfeb-4fa3-a1d7-d982f8bd1045'     # the demo twin's first training image (seed 0)
+_BOARD_EXAMPLES = {   # the commands whose names are not Python names
+    'board-predict': [
+        f'pneumonia-kit board-predict {_DEMO}/board/model {_TWIN}/stage_2_test_images --backend opencv --out'
+        ' outputs/board/submission.csv'
+    ],
+    'bench-board': [
+        'pneumonia-kit bench-board --backbone resnet_tiny --size 128 --runs 2 --rounds 1 --out outputs/bench_tiny'
+    ],
+    'board-pareto': [
+        f'pneumonia-kit board-pareto board={_DEMO}/board/model --original {_DEMO}/run --data {_TWIN} --n-test 50'
+        ' --out outputs/pareto'
+    ],
+}
+
+# %% ../nbs/24_cli.ipynb #a8538225
 EXAMPLES = dict(
     synth=[
         'pneumonia-kit synth data/twin_hard --difficulty hard --n-images 40 --n-test 20',
@@ -863,25 +896,15 @@ EXAMPLES = dict(
         f' {_TWIN}/synthetic_test_labels.csv'
     ],
     export=[f'pneumonia-kit export {_DEMO}/run --out outputs/board_model --int8'],
-    **{
-        'board-predict': [
-            f'pneumonia-kit board-predict {_DEMO}/board/model {_TWIN}/stage_2_test_images --backend opencv --out'
-            ' outputs/board/submission.csv'
-        ],
-        'bench-board': [
-            'pneumonia-kit bench-board --backbone resnet_tiny --size 128 --runs 2 --rounds 1 --out outputs/bench_tiny'
-        ],
-        'board-pareto': [
-            f'pneumonia-kit board-pareto board={_DEMO}/board/model --original {_DEMO}/run --data {_TWIN} --n-test 50'
-            ' --out outputs/pareto'
-        ],
-    },
+    **_BOARD_EXAMPLES,
     bundle=[
         f'pneumonia-kit bundle {_DEMO}/board/model --out outputs/board.pyz    # on the board: python3 board.pyz'
         ' IMAGE... --out submission.csv'
     ],
     demo=['pneumonia-kit demo', 'pneumonia-kit demo --stages train,sweep --force'],
 )
+
+# %% ../nbs/24_cli.ipynb #7393b187
 REAL_DATA_EXAMPLES = dict(
     download=['pneumonia-kit download data/rsna'],
     cache=['pneumonia-kit cache data/rsna --size 512 --split both'],
@@ -898,6 +921,7 @@ REAL_DATA_EXAMPLES = dict(
     ],
 )
 
+# %% ../nbs/24_cli.ipynb #c8d3223d
 def _bundle_args(p):
     p.add_argument(
         'model_dir', metavar='MODEL_DIR', help='board model folder written by `pneumonia-kit export` (checked first)'
@@ -912,6 +936,7 @@ def bundle(a):
         " --out submission.csv"
     )
 
+# %% ../nbs/24_cli.ipynb #366cf412
 COMMANDS = {
     'synth': (synth, _synth_args),
     'download': (download, _download_args),

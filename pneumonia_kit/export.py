@@ -176,6 +176,7 @@ def _read(path) -> dict:
     try: return load_json(path) if path and Path(path).is_file() else {}
     except PneumoniaKitError: return {}
 
+# %% ../nbs/18_export.ipynb #39e63007
 def _twin(root:Path) -> dict:
     """The synthetic twin's settings beside the data (`synthetic_twin.json`), or a stub when only its test labels say it
     is one"""
@@ -183,6 +184,7 @@ def _twin(root:Path) -> dict:
         {'difficulty': 'not recorded'} if (root / 'synthetic_test_labels.csv').is_file() else {}
     )
 
+# %% ../nbs/18_export.ipynb #5d5a4358
 def _run_facts(run_dir) -> dict:
     """What a training run folder says: data (config.json), training summary, the chosen post-processing's score, twin
     settings"""
@@ -193,6 +195,7 @@ def _run_facts(run_dir) -> dict:
                 best=_read(run/'best_post.json') if run else {},
                 twin=_twin(Path(data['root'])) if data.get('root') else {})
 
+# %% ../nbs/18_export.ipynb #49c1a99a
 def _f(v, fmt='.4f'):
     return (
         'not recorded'
@@ -200,6 +203,7 @@ def _f(v, fmt='.4f'):
         else f'{v:{fmt}}' if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
     )
 
+# %% ../nbs/18_export.ipynb #09c38667
 def _card_model(meta:dict, folder:str) -> list:
     "The card's Model section: network, input, files, checkpoint, post-processing, how to run it"
     p, lv, files = meta.get('post', {}), meta.get('levels') or [], [f"`{meta.get('model_file', 'model.onnx')}` (fp32)"]
@@ -273,6 +277,7 @@ def _card_data(run:dict) -> list:
         )
     return out
 
+# %% ../nbs/18_export.ipynb #8bb817ac
 def _card_metrics(meta:dict, run:dict) -> list:
     "The card's Metrics section: the validation score with its interval, the int8 gate, the runtimes' parity"
     b, q, par = run['best'], meta.get('int8') or {}, meta.get('parity') or {}
@@ -328,6 +333,7 @@ _CARD_LIMITS = """## Limitations
 - Runtimes differ slightly (OpenCV 4.10 differed from ONNX Runtime by ~2% on an SE-ResNeXt model): check a new runtime's
   outputs against PyTorch (`export.check_parity`) before trusting it."""
 
+# %% ../nbs/18_export.ipynb #d22ab89f
 def write_model_card(model_dir, # a board model folder (with its board.json)
                      run_dir=None, # the training run folder of its checkpoint, if known (data and validation score)
                     ) -> Path: # the card's path, `model_dir/MODEL_CARD.md`
@@ -402,6 +408,7 @@ class _CalibReader:
         )
     def get_next(self): return next(self.it, None)
 
+# %% ../nbs/18_export.ipynb #6108b990
 def int8_keep_fp32(onnx_path) -> list:
     """Names of the nodes `quantize_int8` leaves in fp32 by default: the input stem (up to the first Conv) and the
     global head"""
@@ -410,6 +417,7 @@ def int8_keep_fp32(onnx_path) -> list:
     first = next((i for i, n in enumerate(nodes) if n.op_type == 'Conv'), -1)
     return [n.name for n in nodes[:first + 1]] + [n.name for n in nodes[first + 1:] if '/global_head/' in n.name]
 
+# %% ../nbs/18_export.ipynb #cc1a5f11
 def quantize_int8(model_dir, # board model folder (`model.onnx`, `board.json`)
                   calib_images, # DICOM files and/or folders to calibrate on (training images, not the check's)
                   n_calib:int=64, # how many of them

@@ -144,6 +144,7 @@ DIFFICULTIES = dict(
     ),
 )
 
+# %% ../nbs/08_synth.ipynb #f24743db
 def synth_cfg(difficulty:str|SynthCfg='default', # a name in `DIFFICULTIES`, or a `SynthCfg`
               **knobs) -> SynthCfg: # `SynthCfg` fields to change
     "The settings of a named difficulty with some knobs changed (checked: a bad value is a `PneumoniaKitError`)"
@@ -155,7 +156,6 @@ def synth_cfg(difficulty:str|SynthCfg='default', # a name in `DIFFICULTIES`, or 
         raise PneumoniaKitError(f'unknown twin knob(s) {", ".join(bad)}; known: {", ".join(sorted(names))}')
     knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()}  # from JSON
     return dataclasses.replace(base, **knobs)   # checked by SynthCfg.__post_init__
-
 
 # %% ../nbs/08_synth.ipynb #61b365a5
 CLASS_P = (0.332, 0.443, 0.225)  # Normal, Not Normal, Lung Opacity shares in the real train set
@@ -309,6 +309,7 @@ def _la_effusion(rng, s, masks, lc):
     return dict(levels=lv, density=rng.uniform(0.3, 0.4) * lc,
                 boxes=[np.r_[_bbox(masks[q])[0], l - 0.06, _bbox(masks[q])[2], _bbox(masks[q])[3]] for q, l in lv])
 
+# %% ../nbs/08_synth.ipynb #69e7064e
 def _la_atelectasis(rng, s, masks, lc):
     "A plate-like band at a base (60%), else a collapsed lower lobe: a wedge against the mediastinum"
     x0, y0, x1, y1 = _bbox(masks[s])
@@ -330,16 +331,19 @@ def _la_atelectasis(rng, s, masks, lc):
         boxes=[np.r_[pts.min(0) - 2 * th - 0.01, pts.max(0) + 2 * th + 0.01]],
     )
 
+# %% ../nbs/08_synth.ipynb #ced2b337
 def _la_mass(rng, s, masks, lc):
     "A round, fairly well-defined mass of 2.5-5.5% of the image in radius"
     c, r = _in_lung(rng, masks[s], 0.1, 0.85), rng.uniform(0.025, 0.055)
     return dict(centres=[c], r=r, density=rng.uniform(0.15, 0.3) * lc, boxes=[np.r_[c - r - 0.01, c + r + 0.01]])
 
+# %% ../nbs/08_synth.ipynb #05297231
 def _la_nipples(rng, s, masks, lc):
     "Two small soft round shadows over the lower lungs (never boxed)"
     cs = [np.r_[_bbox(masks[q])[[0, 2]].mean() + rng.normal(0, 0.02), 0.62 + rng.normal(0, 0.03)] for q in (0, 1)]
     return dict(centres=cs, r=rng.uniform(0.008, 0.013), density=rng.uniform(0.06, 0.12), boxes=[])
 
+# %% ../nbs/08_synth.ipynb #00ddd948
 def _la_ellipses(kind):
     "Perihilar haze of both lungs (edema), busy hila (vessels) or breast shadows (soft tissue): soft ellipses"
     def f(rng, s, masks, lc):
@@ -362,9 +366,11 @@ def _la_ellipses(kind):
         )
     return f
 
+# %% ../nbs/08_synth.ipynb #bb1a9f95
 _GEOMETRY = dict(effusion=_la_effusion, atelectasis=_la_atelectasis, mass=_la_mass, nipples=_la_nipples,
                  edema=_la_ellipses('edema'), vessels=_la_ellipses('vessels'), soft_tissue=_la_ellipses('soft_tissue'))
 
+# %% ../nbs/08_synth.ipynb #4315cb6d
 def _lookalike(rng, kind, masks, lc):
     "Geometry (image coordinates) of one finding and the boxes a reader could draw on it; `lc` scales densities"
     s = int(rng.integers(2))
@@ -538,11 +544,13 @@ def _body(a, b, rng, ap, female, hb=1.0):
     br = sum(_ellipse(a, b, 0.5 + side * 0.25, 0.77, 0.17, 0.11) for side in (-1, 1)) * hb if female else 0
     return t, arms, br
 
+# %% ../nbs/08_synth.ipynb #f51ed62f
 def _spine(a, b):
     "Vertebral column with faint disc spaces"
     return np.sqrt(np.clip(1 - ((a - 0.5) / 0.038) ** 2, 0, 1)) * (0.85 + 0.15 * np.cos(2 * np.pi * b / 0.04)) \
            * _smoothstep((b - 0.02) / 0.05)
 
+# %% ../nbs/08_synth.ipynb #11975025
 def _bones(rng, anat, R, ap):
     "Posterior ribs (arcs with bright cortical edges), fainter anterior ribs, clavicles"
     c = np.zeros((R, R), np.float32)
@@ -566,6 +574,7 @@ def _bones(rng, anat, R, ap):
         )
     return _blur(c, 0.003 * R)
 
+# %% ../nbs/08_synth.ipynb #3c73a542
 def _vessels(rng, anat, R, n=36):
     "Branching vascular markings radiating from the hila, thicker near them"
     c = np.zeros((R, R), np.float32)
@@ -660,6 +669,7 @@ def _nodules(rng, S, lung, canvas):
         cv2.circle(canvas, (int(q[0]), int(q[1])), int(rng.uniform(0.008, 0.022) * S * 4), float(rng.uniform(0.3, 0.5)),
                    -1, cv2.LINE_AA, 2)
 
+# %% ../nbs/08_synth.ipynb #a2594d25
 def _devices(rng, anat, S, canvas):
     "Tubes, a central line, ECG electrodes and leads, pacemaker, sternal wires, drawn on an S x S canvas"
     kinds = [k for k, p in [('ett', 0.5), ('ng', 0.4), ('line', 0.4), ('ecg', 0.5), ('pacer', 0.15), ('sternal', 0.15)]
@@ -811,6 +821,7 @@ def _label_rows(rows):
 # %% ../nbs/08_synth.ipynb #624bd0ef
 LABEL_HEADER = ['patientId', 'x', 'y', 'width', 'height', 'Target']
 
+# %% ../nbs/08_synth.ipynb #7186305d
 def _write_split(paths, split, rows):
     "Labels, class info and truth CSVs of one split"
     name = lambda f: paths.root / f'synthetic_{split}_{f}.csv'
@@ -825,6 +836,7 @@ def _write_split(paths, split, rows):
         **{c: sum(r[1] == c for r in rows) for c in CLASSES},
     )
 
+# %% ../nbs/08_synth.ipynb #105f9779
 def synth_dataset(out, # folder to write (the Kaggle layout; existing files of the same names are replaced)
                   n_images:int=200, # train images
                   n_test:int=50, # test images
