@@ -90,9 +90,9 @@ MAX_CELL = 40
 # Issue 23 (readability), a temporary exception: notebook -> how many of its export cells are still over MAX_CELL
 # lines (the counts when the rule came in). A count may only go down: lower it when a notebook improves, and remove the
 # notebook once none is left.
-LONG_CELLS_ALLOWED = {'00_core': 1, '01_dicom': 3, '03_metric': 2, '05_board': 2, '06_plots': 3, '07_data': 1,
-                      '08_synth': 3, '10_dataset': 1, '12_model': 1, '13_runs': 3, '14_train': 2, '15_distill': 1,
-                      '16_predict': 2, '17_sweep': 2, '18_export': 1, '19_meter': 1, '20_bench': 3, '21_pareto': 3}
+LONG_CELLS_ALLOWED = {'00_core': 1, '01_dicom': 3, '03_metric': 2, '07_board': 2, '08_plots': 3, '10_data': 1,
+                      '13_synth': 3, '15_dataset': 1, '17_model': 1, '18_runs': 3, '19_train': 2, '20_distill': 1,
+                      '22_predict': 2, '23_sweep': 2, '29_export': 1, '24_meter': 1, '25_bench': 3, '30_pareto': 3}
 
 
 def long_export_cells(nb: Path) -> list:
