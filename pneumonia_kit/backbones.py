@@ -26,10 +26,11 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONE_TAGS', 'ModelError', 'Back
            'regnet_y_400mf', 'Backbone', 'backbone_url', 'clean_state_dict', 'fetch_weights', 'load_backbone_weights',
            'create_backbone', 'freeze_batchnorm']
 
-# %% ../nbs/16_backbones.ipynb #1d1fcf62
+# %% ../nbs/16_backbones.ipynb #d55780fe
 class ModelError(PneumoniaKitError):
     "A model setting, backbone name or weights file that cannot be used"
 
+# %% ../nbs/16_backbones.ipynb #94863eea
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKBONE_TAGS = dict(
     light='cheap enough for CPU tests and the board (at most ~2 GFLOP at 224 px)',
@@ -61,7 +62,6 @@ class BackboneEntry:
         if key not in {f.name for f in fields(self)}: raise KeyError(key)
         return getattr(self, key)
 
-
 # %% ../nbs/16_backbones.ipynb #aac81473
 _BACKBONES: dict[str, BackboneEntry] = {}
 
@@ -74,7 +74,7 @@ def register_backbone(**kw):
     return _reg
 
 
-# %% ../nbs/16_backbones.ipynb #9dbae6b6
+# %% ../nbs/16_backbones.ipynb #02e10529
 def list_backbones(filter:str|list|None=None, # fnmatch pattern(s) on the name, e.g. 'resnet*' (timm's `list_models`)
                    tags:str|list|None=None, # tag(s) in `BACKBONE_TAGS` a backbone must all have, e.g. 'light'
                   ) -> list[str]:
@@ -85,13 +85,13 @@ def list_backbones(filter:str|list|None=None, # fnmatch pattern(s) on the name, 
         raise ModelError(f'unknown backbone tag(s) {", ".join(sorted(unknown))}; known: {", ".join(BACKBONE_TAGS)}')
     return sorted(n for n, e in _BACKBONES.items() if tags <= e.tags and (not pats or any(fnmatch(n, p) for p in pats)))
 
+# %% ../nbs/16_backbones.ipynb #3b79ce61
 def backbone_entry(name:str) -> BackboneEntry:
     "The registry entry of backbone `name`"
     if name not in _BACKBONES: raise ModelError(f'unknown backbone {name!r}; known: {", ".join(list_backbones())}')
     return _BACKBONES[name]
 
-
-# %% ../nbs/16_backbones.ipynb #a99a8255
+# %% ../nbs/16_backbones.ipynb #970453b0
 def _pm():
     import pretrainedmodels
     return pretrainedmodels
@@ -101,16 +101,19 @@ _TIMM = 'timm/legacy_{}.in1k on huggingface.co (timm\'s legacy_{} model, same ke
 @register_backbone(mirror=_TIMM.format('seresnext50_32x4d', 'seresnext50_32x4d'))
 def se_resnext50_32x4d(): return _pm().se_resnext50_32x4d(pretrained=None)
 
+# %% ../nbs/16_backbones.ipynb #11483e1b
 @register_backbone(mirror=_TIMM.format('seresnext101_32x4d', 'seresnext101_32x4d'))
 def se_resnext101_32x4d(): return _pm().se_resnext101_32x4d(pretrained=None)
 
+# %% ../nbs/16_backbones.ipynb #f5d41825
 @register_backbone()
 def resnet34(): return tv_resnet.resnet34(weights=None)
 
+# %% ../nbs/16_backbones.ipynb #3fca72ad
 @register_backbone()
 def resnet50(): return tv_resnet.resnet50(weights=None)
 
-# %% ../nbs/16_backbones.ipynb #7f98581c
+# %% ../nbs/16_backbones.ipynb #ddd78893
 class TinyResNet(nn.Module):
     "A narrow ResNet-10 (one torchvision `BasicBlock` per stage) with the same child names as torchvision's ResNet"
     def __init__(self, widths:tuple=(16, 32, 64, 128)): # channels of the four stages
@@ -133,20 +136,23 @@ class TinyResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
 
+# %% ../nbs/16_backbones.ipynb #1b80a928
 @register_backbone(url='', tags='light')
 def resnet_tiny(): return TinyResNet()
 
-# %% ../nbs/16_backbones.ipynb #cbd326e7
+# %% ../nbs/16_backbones.ipynb #daf160e0
 _V1 = 'IMAGENET1K_V1'  # torchvision's original ImageNet weights of each network
 
 @register_backbone(url=tv_resnet.ResNet18_Weights[_V1].url, tags='light')
 def resnet18(): return tv_resnet.resnet18(weights=None)
 
+# %% ../nbs/16_backbones.ipynb #ddeddd15
 class HardsigmoidRelu6(nn.Module):
     """`hardsigmoid(x)` written as `relu6(x + 3) / 6`, the same function with other ONNX operators (see
     `mobilenet_v3_large`)"""
     def forward(self, x): return torch.nn.functional.relu6(x + 3.) / 6.
 
+# %% ../nbs/16_backbones.ipynb #a187e968
 def _se_relu6(net:nn.Module) -> nn.Module:
     "`net` with the squeeze-excitation gates' `Hardsigmoid` replaced by `HardsigmoidRelu6` (no weights change)"
     for m in net.modules():
@@ -158,16 +164,19 @@ def _se_relu6(net:nn.Module) -> nn.Module:
                    classifier=('classifier.', 'features.16.'), tags='light')
 def mobilenet_v3_large(): return _se_relu6(tv_mnv3.mobilenet_v3_large(weights=None))
 
+# %% ../nbs/16_backbones.ipynb #ac5bbcc0
 @register_backbone(url=tv_effnet.EfficientNet_B0_Weights[_V1].url,
                    stages=('features.2', 'features.3', 'features.5', 'features.7'),
                    classifier=('classifier.', 'features.8.'), tags='light')
 def efficientnet_b0(): return tv_effnet.efficientnet_b0(weights=None)
 
+# %% ../nbs/16_backbones.ipynb #63ac71ab
 _REGNET_STAGES = tuple(f'trunk_output.block{i}' for i in range(1, 5))
 
 @register_backbone(url=tv_regnet.RegNet_X_400MF_Weights[_V1].url, stages=_REGNET_STAGES, tags='light')
 def regnet_x_400mf(): return tv_regnet.regnet_x_400mf(weights=None)
 
+# %% ../nbs/16_backbones.ipynb #06a79b52
 @register_backbone(url=tv_regnet.RegNet_Y_400MF_Weights[_V1].url, stages=_REGNET_STAGES, tags='light')
 def regnet_y_400mf(): return tv_regnet.regnet_y_400mf(weights=None)
 
@@ -254,7 +263,7 @@ def _download(name, url, download=None):
             'pass --weights-file PATH (ModelCfg.weights_file), or train from scratch with pretrained=False'
         ) from None
 
-# %% ../nbs/16_backbones.ipynb #6d060a41
+# %% ../nbs/16_backbones.ipynb #bcf8b49d
 def fetch_weights(name:str, # registered backbone name
                   weights_file:str|Path|None=None, # local file; None: download the published weights
                   download=None) -> dict: # `torch.hub.load_state_dict_from_url`-like function (tests inject one)
@@ -269,6 +278,7 @@ def fetch_weights(name:str, # registered backbone name
         sd, src = _download(name, url, download), url
     return dict(state_dict=sd, source=src)
 
+# %% ../nbs/16_backbones.ipynb #b19001f1
 def load_backbone_weights(backbone:nn.Module, # `Backbone` (or the bare network) to fill in place
                           name:str, # registered backbone name (for messages)
                           weights:dict): # `fetch_weights` result

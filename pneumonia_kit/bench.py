@@ -101,18 +101,10 @@ def _runtime_version(backend:str) -> str:
     "The version of the runtime that ran a timing (OpenCV on x86 is not the board's 4.10)"
     return importlib.import_module('cv2' if backend == 'opencv' else backend).__version__
 
-# %% ../nbs/25_bench.ipynb #1f19d91a
-def stage_times(model_dir, # board model folder (`pneumonia-kit export`)
-                images, # DICOM files or folders; each is predicted
-                backend:str='opencv', # a key of `board.RUNTIMES` (opencv: the board's runtime)
-                threads:int=2, # CPU threads of the runtime
-                int8:bool=False, # run the folder's int8 model
-                runs:int=1, # passes over the images (after one warm-up image)
-                max_images:int|None=None, # time at most this many images
-               ) -> dict: # label, backend, int8, threads, n_images, {read,prepare,network,post,total}_ms, machine
-    "Median milliseconds per image of each stage of the board predictor: read, prepare, network, post-process"
-    bp = BoardPredictor(model_dir, backend=backend, threads=threads, int8=int8)
-    files, names = find_dicoms(images)[:max_images], bp.runtime.output_names
+# %% ../nbs/25_bench.ipynb #f1487640
+def _time_stages(bp, files:list, runs:int) -> dict:
+    "`stage_times`' measurement: median milliseconds of each stage over `runs` passes, after one warm-up image"
+    names = bp.runtime.output_names
     def one(f):
         t = [time.perf_counter()]; img = read_xray(f)
         t.append(time.perf_counter()); x = prepare_input(img, bp.size)
@@ -137,11 +129,31 @@ def stage_times(model_dir, # board model folder (`pneumonia-kit export`)
         k: round(float(np.median(ms[:, j])), 3)
         for j, k in enumerate(('read_ms', 'prepare_ms', 'network_ms', 'post_ms'))
     }
+    return med
+
+def _stage_label(bp, int8:bool) -> tuple:
+    "(runtime version, the label of `stage_times`' row: runtime, version, precision, threads)"
     version = _runtime_version(bp.runtime.name)
     label = (
         f"{_RUNTIME_NAMES.get(bp.runtime.name, bp.runtime.name)} {version} {'int8' if int8 else 'fp32'},"
         f" {bp.runtime.threads} threads"
     )
+    return version, label
+
+# %% ../nbs/25_bench.ipynb #bf9a7c8d
+def stage_times(model_dir, # board model folder (`pneumonia-kit export`)
+                images, # DICOM files or folders; each is predicted
+                backend:str='opencv', # a key of `board.RUNTIMES` (opencv: the board's runtime)
+                threads:int=2, # CPU threads of the runtime
+                int8:bool=False, # run the folder's int8 model
+                runs:int=1, # passes over the images (after one warm-up image)
+                max_images:int|None=None, # time at most this many images
+               ) -> dict: # label, backend, int8, threads, n_images, {read,prepare,network,post,total}_ms, machine
+    "Median milliseconds per image of each stage of the board predictor: read, prepare, network, post-process"
+    bp = BoardPredictor(model_dir, backend=backend, threads=threads, int8=int8)
+    files = find_dicoms(images)[:max_images]
+    med = _time_stages(bp, files, runs)
+    version, label = _stage_label(bp, int8)
     return dict(
         label=label,
         backend=bp.runtime.name,
@@ -246,8 +258,9 @@ def bench_board(out='outputs/bench', backbone:str='se_resnext50_32x4d', size:int
         rows = _bench_rows(Path(work), backbone, size, threads, runs, levels, calib, n_calib, runtimes, log, rounds)
     return _report(rows, out, backbone, size, threads, runs, levels, log, rounds)
 
-# %% ../nbs/25_bench.ipynb #edd1a407
-def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, runtimes, log, rounds=1) -> list:
+# %% ../nbs/25_bench.ipynb #75663505
+def _bench_configs(work, backbone, size, threads, runs, levels, calib, n_calib, runtimes) -> tuple:
+    "`(configs, nets)`: each network built (exported, quantized) once, and each (network, runtime) to time"
     from pneumonia_kit.model import count_flops, create_model           # torch only here: every timing process
     from pneumonia_kit.export import export_onnx, quantize_int8          # imports this module, and must not load torch
     if calib: calib_files = find_dicoms(calib)
@@ -274,6 +287,11 @@ def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, run
             if rt == 'torch': spec.update(kind='torch', model=cfg2dict(cfg))
             else: spec.update(kind=rt.replace('-int8', ''), model_dir=str(mdir), int8=rt.endswith('int8'))
             configs.append((name, 'pytorch-eager' if rt == 'torch' else rt, gflop, spec))
+    return configs, nets
+
+# %% ../nbs/25_bench.ipynb #954bb22b
+def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, runtimes, log, rounds=1) -> list:
+    configs, nets = _bench_configs(work, backbone, size, threads, runs, levels, calib, n_calib, runtimes)
     results = [[] for _ in configs]
     for k in range(rounds):   # a slow spell of the machine then hits every configuration alike
         for (name, label, _, spec), res in zip(configs, results):
@@ -295,9 +313,9 @@ def _bench_rows(work, backbone, size, threads, runs, levels, calib, n_calib, run
         rows.append(r)
     return rows
 
-# %% ../nbs/25_bench.ipynb #6a8ff8ce
-def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> dict:
-    "Speed-ups against the original configuration, board estimates, and the files"
+# %% ../nbs/25_bench.ipynb #d13394d1
+def _add_speedups(rows:list, levels) -> None:
+    "Speed-ups against the original configuration (eager PyTorch) and board estimates, added to `rows` in place"
     base = next(
         (
             r['median_ms']
@@ -312,6 +330,11 @@ def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> 
         if r.get('insns_steady_G'):
             r['board_s_meter'] = round(board_seconds(r['insns_steady_G']), 2)  # per further image
         if r.get('insns_first_G'): r['board_s_first'] = round(board_seconds(r['insns_first_G']), 2)
+
+# %% ../nbs/25_bench.ipynb #8517802b
+def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> dict:
+    "Speed-ups against the original configuration, board estimates, and the files"
+    _add_speedups(rows, levels)
     ok = [r for r in rows if 'median_ms' in r and r['runtime'] != 'pytorch-eager']
     best = min(ok, key=lambda r: r['median_ms']) if ok else None
     res = dict(
@@ -336,5 +359,3 @@ def _report(rows, out, backbone, size, threads, runs, levels, log, rounds=1) -> 
         )
     log(table)
     return res
-
-

@@ -11,12 +11,13 @@ import numpy as np
 __all__ = ['xywh2xyxy', 'xyxy2xywh', 'box_iou_xywh', 'box_iou_xyxy', 'hflip_boxes', 'mirror_index', 'decode_boxes', 'nms',
            'weighted_boxes_fusion', 'match_detections']
 
-# %% ../nbs/02_boxes.ipynb #cd66c97a
+# %% ../nbs/02_boxes.ipynb #ecbb3ed6
 def xywh2xyxy(b) -> np.ndarray:
     "`[..., 4]` boxes x y w h -> x1 y1 x2 y2 (same dtype for floats)"
     b = np.asarray(b)
     return np.concatenate([b[..., :2], b[..., :2] + b[..., 2:4]], -1)
 
+# %% ../nbs/02_boxes.ipynb #423ef703
 def xyxy2xywh(b) -> np.ndarray:
     "`[..., 4]` boxes x1 y1 x2 y2 -> x y w h"
     b = np.asarray(b)
@@ -45,13 +46,14 @@ def box_iou_xyxy(a, b) -> np.ndarray:
     union = area(a)[:, None] + area(b)[None] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
-# %% ../nbs/02_boxes.ipynb #df144bad
+# %% ../nbs/02_boxes.ipynb #08babf2e
 def hflip_boxes(boxes:np.ndarray, # [...,4] x1 y1 x2 y2
                 width:float) -> np.ndarray: # image width
     "Boxes of the horizontally mirrored image"
     b = np.asarray(boxes)
     return np.stack([width - b[..., 2], b[..., 1], width - b[..., 0], b[..., 3]], -1).astype(b.dtype)
 
+# %% ../nbs/02_boxes.ipynb #c00dd09f
 def mirror_index(anchors:np.ndarray) -> np.ndarray:
     "Index `m` with `anchors[m[i]]` the horizontal mirror of anchor `i` (an involution)"
     a = np.asarray(anchors, np.float64).reshape(-1, 4)

@@ -137,7 +137,7 @@ def bundle_version(path) -> str:
     return (f"{Path(path).name}: pneumonia_kit {man['pneumonia_kit_version']} board bundle; model {m.get('backbone')} "
             f"{m.get('input_size')} px{int8}, checkpoint {ck}; sha256 {file_sha256(path)}")
 
-# %% ../nbs/36_bundle.ipynb #2a64f564
+# %% ../nbs/36_bundle.ipynb #a4970523
 _TEMP_PREFIX = 'pneumonia_kit_bundle.'
 
 def remove_stale_model_dirs(root=None) -> list:
@@ -149,6 +149,7 @@ def remove_stale_model_dirs(root=None) -> list:
             shutil.rmtree(p, ignore_errors=True); out.append(p)
     return out
 
+# %% ../nbs/36_bundle.ipynb #0cb61dce
 def _interrupted(signum, frame): raise KeyboardInterrupt   # SIGTERM/SIGHUP: unwind, so the temp folder goes
 
 @contextlib.contextmanager

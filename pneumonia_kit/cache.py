@@ -154,7 +154,7 @@ def build_cache(root, # data folder in the Kaggle layout
         )
     return out
 
-# %% ../nbs/14_cache.ipynb #e3ee1c9b
+# %% ../nbs/14_cache.ipynb #6c04e328
 def load_manifest(cache_dir) -> pd.DataFrame:
     """The cache's manifest: patientId, file, orig_height, orig_width (Int64; empty for failed images), status,
     dcm_size, dcm_mtime_ns"""
@@ -172,6 +172,7 @@ def load_manifest(cache_dir) -> pd.DataFrame:
         ) from None
     return man
 
+# %% ../nbs/14_cache.ipynb #105be452
 def load_cached(cache_dir, # cache folder from `build_cache`
                 patient_id:str, # which image
                 mmap:bool=False, # memory-map instead of reading

@@ -137,7 +137,7 @@ def run_runner(runner:str, out_nb, params:dict, echo:str|None=None) -> Path:
                                 f'see {out_nb} and {log.name}') from None
     return out_nb
 
-# %% ../nbs/31_demo.ipynb #a1b2c3d5
+# %% ../nbs/31_demo.ipynb #579680cb
 THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')   # read by the libraries when they load
 WAIT_VARS = dict(OMP_WAIT_POLICY='PASSIVE')   # an OpenMP thread waiting at a barrier sleeps instead of spinning
 
@@ -152,6 +152,7 @@ def pin_threads(threads:int, deterministic:bool=True, torch:bool=True) -> dict:
     return dict(threads=threads, deterministic=deterministic,
                 env={k: os.environ.get(k) for k in (*THREAD_VARS, *WAIT_VARS)})
 
+# %% ../nbs/31_demo.ipynb #3492117e
 @contextlib.contextmanager
 def pinned_env(threads:int):
     ("Thread and wait-policy variables for the stage kernels started inside (they inherit them); "
@@ -164,13 +165,7 @@ def pinned_env(threads:int):
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
 
-# %% ../nbs/31_demo.ipynb #54372f71
-def _cpu_seconds() -> float:
-    "CPU seconds (user + system) of the finished child processes: a stage's kernel and its workers, once it has ended"
-    import resource   # POSIX only, and only when a stage has run
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
+# %% ../nbs/31_demo.ipynb #0a344263
 def _done_file(cfg, stage): return Path(cfg.out)/f'{stage.name}.done.json'
 
 def stage_done(cfg:DemoCfg, stage:Stage) -> bool:
@@ -178,6 +173,13 @@ def stage_done(cfg:DemoCfg, stage:Stage) -> bool:
     f = _done_file(cfg, stage)
     if not f.exists() or not (Path(cfg.out)/f'{stage.name}.ipynb').exists(): return False
     return load_json(f).get('params') == json.loads(json.dumps(stage.params(cfg)))
+
+# %% ../nbs/31_demo.ipynb #997fae24
+def _cpu_seconds() -> float:
+    "CPU seconds (user + system) of the finished child processes: a stage's kernel and its workers, once it has ended"
+    import resource   # POSIX only, and only when a stage has run
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 def run_stage(cfg:DemoCfg, stage:Stage, force:bool=False, log=print) -> dict:
     "Execute one stage's runner with papermill into `<out>/<name>.ipynb`, unless it is already done"

@@ -10,10 +10,10 @@ from .core import PneumoniaKitError, file_sha256, load_json, save_json
 
 # %% auto #0
 __all__ = ['BOARD_ASSUMPTIONS', 'REFERENCE_COUNTS', 'board_assumptions', 'meter_work', 'board_python', 'conv_signature',
-           'describe_board', 'metered', 'reference_counts', 'save_reference_counts', 'board_seconds', 'meter_ready',
+           'describe_board', 'reference_counts', 'metered', 'save_reference_counts', 'board_seconds', 'meter_ready',
            'run_meter']
 
-# %% ../nbs/24_meter.ipynb #661b42c9
+# %% ../nbs/24_meter.ipynb #7f295f25
 # the board estimate's, as scripts/board_meter.py states them
 BOARD_ASSUMPTIONS = dict(ghz=1.0, ipc=0.8, threads=2, efficiency=0.8)
 
@@ -22,6 +22,7 @@ def board_assumptions() -> str:
     a = BOARD_ASSUMPTIONS
     return f"{a['ghz']} GHz x IPC {a['ipc']} x {a['threads']} threads x {a['efficiency']} efficiency"
 
+# %% ../nbs/24_meter.ipynb #f6dde213
 def _checkout() -> Path:
     return Path(importlib.util.find_spec('pneumonia_kit').origin).resolve().parents[1]  # the package's parent folder
 
@@ -30,6 +31,7 @@ def meter_work(work=None) -> Path:
     outputs/loongarch of this checkout"""
     return Path(work or os.environ.get('LOONGARCH_WORK') or _checkout()/'outputs'/'loongarch')
 
+# %% ../nbs/24_meter.ipynb #ae26bef4
 def board_python(python=None, work=None) -> str:
     "The Python that runs the board runtime: `python`, else the meter's x86 OpenCV 4.10 venv when built, else this one"
     v = meter_work(work)/'x86-cv410'/'bin'/'python'
@@ -83,19 +85,26 @@ def describe_board(meta:dict) -> str:
     return f"{c.get('backbone')} P{lo}-P{hi} fpn{c.get('fpn_channels')} head{width}x{convs} {meta.get('input_size')}px"
 
 
-# %% ../nbs/24_meter.ipynb #d8a011c5
-def metered(model_dir, # a board model folder
-            work=None, # the board meter's folder (`meter_work`)
-            size:int|None=None) -> dict|None: # the same layers counted at this input size (e.g. 512, the deployment's)
-    """The board meter's count for `model_dir` from its cache (this file; else the same architecture counted with other
-    weights), or None"""
-    d = Path(model_dir); meta = load_json(d/'board.json'); onnx = d/meta.get('model_file', 'model.onnx')
-    cache, size = meter_work(work)/'meter'/'cache.json', size or meta['input_size']
-    recs = (
+# %% ../nbs/24_meter.ipynb #6fa99196
+REFERENCE_COUNTS = 'bench/meter_counts.json'   # the meter's counts committed with the source, by architecture
+
+def reference_counts() -> list:
+    "The board meter's counts committed with the source checkout (`REFERENCE_COUNTS`); [] without it"
+    f = _checkout()/REFERENCE_COUNTS
+    return load_json(f)['counts'] if f.is_file() else []
+
+# %% ../nbs/24_meter.ipynb #f3082092
+def _meter_records(work, size:int) -> list:
+    "The meter cache's emulator counts at input size `size` ([] without a cache)"
+    cache = meter_work(work)/'meter'/'cache.json'
+    return (
         [r for k, r in load_json(cache).items() if k.startswith('emu ') and r.get('size') == size and r.get('insns')]
         if cache.is_file()
         else []
     )
+
+def _matching_counts(onnx:Path, meta:dict, size:int, recs:list) -> tuple:
+    "`(counts, how)`: this model file's, else the same architecture's, else the committed ones (`REFERENCE_COUNTS`)"
     sha, how = file_sha256(onnx), 'this model file'
     same = [r for r in recs if r.get('sha256') == sha and size == meta['input_size']]
     if not same:
@@ -111,8 +120,11 @@ def metered(model_dir, # a board model folder
         same, how = [
             r for r in reference_counts() if r['signature'] == sig and r['size'] == size
         ], f'{how}: {REFERENCE_COUNTS} (not counted here)'
-    if not same: return None
-    r = max(same, key=lambda r: (bool(r.get('steady_insns')), r.get('method') == 'fork'))   # a two-forward count first
+    return same, how
+
+# %% ../nbs/24_meter.ipynb #2aa20950
+def _count_summary(r:dict, how:str) -> dict:
+    "`metered`'s answer from one count of the meter's cache: G instructions of the first and a further forward"
     return dict(
         first_G=round(r['insns'] / 1e9, 3),
         per_image_G=round((r.get('steady_insns') or r['insns']) / 1e9, 3),
@@ -124,13 +136,20 @@ def metered(model_dir, # a board model folder
         measured_at=r.get('measured_at'),
     )
 
-REFERENCE_COUNTS = 'bench/meter_counts.json'   # the meter's counts committed with the source, by architecture
+# %% ../nbs/24_meter.ipynb #6bb3ca93
+def metered(model_dir, # a board model folder
+            work=None, # the board meter's folder (`meter_work`)
+            size:int|None=None) -> dict|None: # the same layers counted at this input size (e.g. 512, the deployment's)
+    """The board meter's count for `model_dir` from its cache (this file; else the same architecture counted with other
+    weights), or None"""
+    d = Path(model_dir); meta = load_json(d/'board.json'); onnx = d/meta.get('model_file', 'model.onnx')
+    size = size or meta['input_size']
+    same, how = _matching_counts(onnx, meta, size, _meter_records(work, size))
+    if not same: return None
+    r = max(same, key=lambda r: (bool(r.get('steady_insns')), r.get('method') == 'fork'))   # a two-forward count first
+    return _count_summary(r, how)
 
-def reference_counts() -> list:
-    "The board meter's counts committed with the source checkout (`REFERENCE_COUNTS`); [] without it"
-    f = _checkout()/REFERENCE_COUNTS
-    return load_json(f)['counts'] if f.is_file() else []
-
+# %% ../nbs/24_meter.ipynb #cbdb56bc
 def save_reference_counts(work=None, dest=None) -> Path:
     """Write the meter cache's counts (of models whose ONNX file is still there) to `REFERENCE_COUNTS`, keyed by
     `conv_signature`"""
@@ -160,6 +179,7 @@ def save_reference_counts(work=None, dest=None) -> Path:
     )
     return save_json(doc, Path(dest or _checkout()/REFERENCE_COUNTS))
 
+# %% ../nbs/24_meter.ipynb #13ca636e
 def board_seconds(g_insns:float, ghz=None, ipc=None, threads=None, efficiency=None) -> float:
     """Board estimate in seconds per image: instructions / (clock x IPC x threads x parallel efficiency),
     `BOARD_ASSUMPTIONS` by default"""
@@ -169,7 +189,7 @@ def board_seconds(g_insns:float, ghz=None, ipc=None, threads=None, efficiency=No
     )
     return g_insns * 1e9 / (a['ghz'] * 1e9 * a['ipc'] * a['threads'] * a['efficiency'])
 
-# %% ../nbs/24_meter.ipynb #f781c8b3
+# %% ../nbs/24_meter.ipynb #cd12d9b1
 _METER_PARTS = {'meter-qemu/qemu-loongarch64': 'QEMU with TCG plugins', 'meter-qemu/libinsn.so': 'the insn plugin',
                 'rootfs/usr/bin/python3': 'the Debian loong64 rootfs'}
 
@@ -189,6 +209,7 @@ def meter_ready(work=None) -> Path:
         )
     return script
 
+# %% ../nbs/24_meter.ipynb #3d3e3714
 def run_meter(model_dirs:list, # board model folders to count (cached by the meter: counted once)
               work=None, forwards:int=2, log=print) -> None:
     "Count board instructions with `scripts/board_meter.py`; a one-line error when the emulator is not built"

@@ -28,7 +28,7 @@ INT8_NOTE = (
 )
 
 
-# %% ../nbs/30_pareto.ipynb #6a329178
+# %% ../nbs/30_pareto.ipynb #13c6594d
 _MEASURE = """
 import json, sys, time, zlib
 import numpy as np, cv2
@@ -56,6 +56,7 @@ res['peak_mb'] = round(peak_rss_mb(), 1)
 print('RESULT ' + json.dumps(res))
 """
 
+# %% ../nbs/30_pareto.ipynb #eb65e938
 def measure_board(model_dir, # board model folder
                   images:list, # DICOM files to predict
                   out_csv, # the submission to write
@@ -147,51 +148,46 @@ def _measured(name, path, out:Path, images, labels, python, backend, threads, bu
     save_json(rec, d/'measure.json')
     return dict(rec, folder=str(folder), sub=str(d/'test_submission.csv'))
 
-# %% ../nbs/30_pareto.ipynb #9aa7774c
+# %% ../nbs/30_pareto.ipynb #9b89c1c5
+_MEASURE_KEYS = ('net_ms_1t', 'net_ms_2t', 'ms_per_image', 'peak_mb', 'params_m', 'parity', 'opencv', 'runtime',
+                 'failed')   # the measurements each row of the table carries over
+
+def _pareto_row(m:dict, orig:dict, labels, work, n_boot:int, meter_size:int|None) -> dict:
+    "One candidate's row: score, paired difference against the original, board count and estimate, measurements"
+    s = score_submission(m['sub'], labels, n_boot=n_boot)
+    c = None if m is orig else compare_submissions(orig['sub'], m['sub'], labels, n_boot=n_boot, n_perm=n_boot)
+    met = metered(m['folder'], work, meter_size)
+    return dict(
+        name=m['name'],
+        original=m is orig,
+        configuration=m['configuration'],
+        source=m['source'],
+        map=round(s['map'], 4),
+        ci95=[round(v, 4) for v in s['ci95']],
+        n_images=s['n_images'],
+        n_counted=s['n_counted'],
+        diff=None if c is None else round(c['diff'], 4),
+        diff_ci95=None if c is None else [round(v, 4) for v in c['ci95']],
+        p_value=None if c is None else c['p_value'],
+        insns_first_G=met and met['first_G'],
+        insns_per_image_G=met and met['per_image_G'],
+        metered=met['counted'] if met else 'not metered',
+        board_s=met and round(board_seconds(met['per_image_G']), 2),
+        **{k: m.get(k) for k in _MEASURE_KEYS},
+    )
+
+# %% ../nbs/30_pareto.ipynb #abfce950
 def _pareto_rows(meas:list, orig:dict, labels, work, n_boot:int, meter_size:int|None=None) -> list:
     """Scores, paired differences against the original (the first of `meas`), board counts and estimates of each
     candidate"""
     rows = []
     for m in meas:
-        s = score_submission(m['sub'], labels, n_boot=n_boot)
-        c = None if m is orig else compare_submissions(orig['sub'], m['sub'], labels, n_boot=n_boot, n_perm=n_boot)
-        met = metered(m['folder'], work, meter_size)
-        row = dict(
-            name=m['name'],
-            original=m is orig,
-            configuration=m['configuration'],
-            source=m['source'],
-            map=round(s['map'], 4),
-            ci95=[round(v, 4) for v in s['ci95']],
-            n_images=s['n_images'],
-            n_counted=s['n_counted'],
-            diff=None if c is None else round(c['diff'], 4),
-            diff_ci95=None if c is None else [round(v, 4) for v in c['ci95']],
-            p_value=None if c is None else c['p_value'],
-            insns_first_G=met and met['first_G'],
-            insns_per_image_G=met and met['per_image_G'],
-            metered=met['counted'] if met else 'not metered',
-            board_s=met and round(board_seconds(met['per_image_G']), 2),
-            **{
-                k: m.get(k)
-                for k in (
-                    'net_ms_1t',
-                    'net_ms_2t',
-                    'ms_per_image',
-                    'peak_mb',
-                    'params_m',
-                    'parity',
-                    'opencv',
-                    'runtime',
-                    'failed',
-                )
-            },
-        )
-        rows.append(row)
+        rows.append(_pareto_row(m, orig, labels, work, n_boot, meter_size))
     o = rows[0]['insns_first_G']
     for r in rows: r['fewer_insns'] = round(o / r['insns_first_G'], 2) if o and r['insns_first_G'] else None
     return rows
 
+# %% ../nbs/30_pareto.ipynb #c9011029
 def recommend(rows:list, min_ratio:float=5., max_loss:float=0.01) -> str|None:
     """The recommended candidate: >= `min_ratio` x fewer board instructions than the original, lower paired 95% bound >=
     -`max_loss`, then the best mAP"""
@@ -205,7 +201,7 @@ def recommend(rows:list, min_ratio:float=5., max_loss:float=0.01) -> str|None:
     ]
     return max(ok, key=lambda r: r['map'])['name'] if ok else None
 
-# %% ../nbs/30_pareto.ipynb #1a74febf
+# %% ../nbs/30_pareto.ipynb #e0f0e84a
 def _f(v, fmt):
     return (
         'not metered'
@@ -213,6 +209,35 @@ def _f(v, fmt):
         else '—' if v is None else f'{v:.2f}' if fmt == 'G' else format(v, fmt)
     )
 
+def _pareto_line(r:dict, recommended:str|None) -> str:
+    "One candidate's line of `pareto_markdown`'s table"
+    mark = ' **(recommended)**' if r['name'] == recommended else ' (original)' if r['original'] else ''
+    diff = '—' if r['diff'] is None else PairedDiff(r['diff'], *r['diff_ci95'], p=r['p_value'])
+    insns = (
+        'not metered' if r['insns_first_G'] is None else f"{r['insns_first_G']:.2f} / {r['insns_per_image_G']:.2f}"
+    )
+    return (
+        '| '
+        + ' | '.join(
+            [
+                r['name'] + mark,
+                r['configuration'],
+                str(Score.from_dict(r)),
+                str(diff),
+                insns,
+                _f(r['fewer_insns'], '.2f'),
+                _f(r['board_s'], '.2f'),
+                f"{_f(r['net_ms_1t'], '.0f')} / {_f(r['net_ms_2t'], '.0f')}",
+                _f(r['peak_mb'], '.0f'),
+                _f(r['params_m'], '.2f'),
+                _f(r['parity'], '.1e'),
+                r['metered'],
+            ]
+        )
+        + ' |'
+    )
+
+# %% ../nbs/30_pareto.ipynb #ca3e83c4
 def pareto_markdown(rows:list, recommended:str|None) -> str:
     """The candidates' table (markdown): accuracy with intervals, paired difference, board cost and estimate, x86
     OpenCV, memory, size"""
@@ -232,31 +257,7 @@ def pareto_markdown(rows:list, recommended:str|None) -> str:
     ]
     out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in rows:
-        mark = ' **(recommended)**' if r['name'] == recommended else ' (original)' if r['original'] else ''
-        diff = '—' if r['diff'] is None else PairedDiff(r['diff'], *r['diff_ci95'], p=r['p_value'])
-        insns = (
-            'not metered' if r['insns_first_G'] is None else f"{r['insns_first_G']:.2f} / {r['insns_per_image_G']:.2f}"
-        )
-        out.append(
-            '| '
-            + ' | '.join(
-                [
-                    r['name'] + mark,
-                    r['configuration'],
-                    str(Score.from_dict(r)),
-                    str(diff),
-                    insns,
-                    _f(r['fewer_insns'], '.2f'),
-                    _f(r['board_s'], '.2f'),
-                    f"{_f(r['net_ms_1t'], '.0f')} / {_f(r['net_ms_2t'], '.0f')}",
-                    _f(r['peak_mb'], '.0f'),
-                    _f(r['params_m'], '.2f'),
-                    _f(r['parity'], '.1e'),
-                    r['metered'],
-                ]
-            )
-            + ' |'
-        )
+        out.append(_pareto_line(r, recommended))
     return '\n'.join(out)
 
 # %% ../nbs/30_pareto.ipynb #bb015573
@@ -318,7 +319,25 @@ def _write_pareto(out:Path, rows:list, md:str, info:dict) -> None:
     plot_pareto([dict(r, cost=r['insns_first_G'] if metered_all else r['net_ms_2t']) for r in rows], out/'pareto.png',
                 xlabel=xlabel)
 
-# %% ../nbs/30_pareto.ipynb #e3c20cab
+# %% ../nbs/30_pareto.ipynb #83deca09
+def _measure_all(specs:list, images:list, labels:Path, out:Path, python, backend:str, threads:int, budget_s:float,
+                 meter:bool, work, log) -> tuple:
+    "`board_pareto`'s second step: `(the images' test labels, each candidate's measurements)`, counted with `meter`"
+    out.mkdir(parents=True, exist_ok=True)
+    sub_labels = write_labels_subset(labels, {Path(f).stem for f in images}, out/'test_labels.csv')
+    meas = [_measured(n, pth, out, images, sub_labels, python, backend, threads, budget_s, log) for n, pth in specs]
+    todo = [m['folder'] for m in meas if metered(m['folder'], work) is None] if meter else []
+    if todo: run_meter(todo, work, log=log)
+    return sub_labels, meas
+
+def _rank(meas:list, labels:Path, work, n_boot:int, meter_size, min_ratio:float, max_loss:float) -> tuple:
+    "`board_pareto`'s third step: `(rows, the recommended candidate's name or None)`, each row marked"
+    rows = _pareto_rows(meas, meas[0], labels, work, n_boot, meter_size)
+    rec = recommend(rows, min_ratio, max_loss)
+    for r in rows: r['recommended'] = r['name'] == rec
+    return rows, rec
+
+# %% ../nbs/30_pareto.ipynb #492b5569
 def board_pareto(candidates:list, # run folders, checkpoints or board model folders, each `PATH` or `NAME=PATH`
                  original, # the original configuration's run (or checkpoint, or board folder), trained the same way
                  data, # the twin (or any dataset with test labels): its stage_2_test_images are predicted
@@ -336,14 +355,8 @@ def board_pareto(candidates:list, # run folders, checkpoints or board model fold
     candidate; table, JSON, plot"""
     data, out = Path(data), Path(out)
     labels, images, specs = _pareto_inputs(candidates, original, data, labels, n_test, meter, meter_size, work)
-    out.mkdir(parents=True, exist_ok=True)                                                  # measure
-    sub_labels = write_labels_subset(labels, {Path(f).stem for f in images}, out/'test_labels.csv')
-    meas = [_measured(n, pth, out, images, sub_labels, python, backend, threads, budget_s, log) for n, pth in specs]
-    todo = [m['folder'] for m in meas if metered(m['folder'], work) is None] if meter else []
-    if todo: run_meter(todo, work, log=log)
-    rows = _pareto_rows(meas, meas[0], sub_labels, work, n_boot, meter_size)                # rank
-    rec = recommend(rows, min_ratio, max_loss)
-    for r in rows: r['recommended'] = r['name'] == rec
+    sub_labels, meas = _measure_all(specs, images, labels, out, python, backend, threads, budget_s, meter, work, log)
+    rows, rec = _rank(meas, sub_labels, work, n_boot, meter_size, min_ratio, max_loss)
     why, md = _why_none(rows, rec, min_ratio, max_loss), pareto_markdown(rows, rec)
     notes = _pareto_notes(rows, rec or f'none ({why})', len(images), data, labels, threads, meter_size,
                           meas[0]['input_size'], min_ratio, max_loss)

@@ -42,17 +42,19 @@ def as_post(post=None) -> PostCfg:
     if post is None: return PostCfg()
     return post if isinstance(post, PostCfg) else dict2cfg(PostCfg, post)
 
-# %% ../nbs/05_post.ipynb #906ebfc3
+# %% ../nbs/05_post.ipynb #30ef2529
 def sigmoid(x) -> np.ndarray:
     "float32 logistic function, without overflow warnings"
     with np.errstate(over='ignore'): return (1 / (1 + np.exp(-np.asarray(x, np.float32)))).astype(np.float32)
 
+# %% ../nbs/05_post.ipynb #1668cc85
 def softmax(x, axis:int=-1) -> np.ndarray:
     "float32 softmax along `axis`"
     x = np.asarray(x, np.float32)
     e = np.exp(x - x.max(axis, keepdims=True))
     return (e / e.sum(axis, keepdims=True)).astype(np.float32)
 
+# %% ../nbs/05_post.ipynb #109d177f
 def select_candidates(scores:np.ndarray, # (A,) box scores (sigmoid) of one image
                       post=None, # `PostCfg`, a dict of its fields, or None for the defaults
                      ) -> np.ndarray:
@@ -110,10 +112,11 @@ def finalize(boxes_xyxy:np.ndarray, # (n,4) candidate boxes x1 y1 x2 y2 in input
                      (boxes[:, 3] - boxes[:, 1]) * sy], axis=1).astype(np.float32).reshape(-1, 4)
     return final, xywh
 
-# %% ../nbs/05_post.ipynb #a192e8ad
+# %% ../nbs/05_post.ipynb #76cd765a
 class NonFiniteOutput(PneumoniaKitError):
     "The network gave NaN or infinite outputs for an image: that image fails (a NaN logit would silently give no box)"
 
+# %% ../nbs/05_post.ipynb #7c437210
 SATURATED = 1e30   # no trained network's output comes near; OpenCV DNN turns NaN weights into +-3.4e38 (FLT_MAX)
 
 def check_finite(**outputs):

@@ -27,7 +27,7 @@ from .runs import amp_dtype, autocast, load_models, resolve_checkpoints, resolve
 # %% auto #0
 __all__ = ['ENSEMBLES', 'XrayFiles', 'collate_files', 'raw_passes', 'merge_passes', 'combine', 'predict']
 
-# %% ../nbs/22_predict.ipynb #6ccbb3dd
+# %% ../nbs/22_predict.ipynb #e44c8797
 def _err(e) -> str: return str(e) if isinstance(e, PneumoniaKitError) else f'{type(e).__name__}: {e}'
 
 class XrayFiles(Dataset):
@@ -42,6 +42,7 @@ class XrayFiles(Dataset):
         except Exception as e: x, err, hw = np.zeros((S, S), np.uint8), _err(e), (0, 0)
         return dict(image=torch.from_numpy(np.ascontiguousarray(x))[None], patientId=p.stem, orig_size=hw, error=err)
 
+# %% ../nbs/22_predict.ipynb #e2c15bed
 def collate_files(items:list) -> dict:
     "Batch of `XrayFiles` items: images stacked `[B,1,S,S]`, the rest as lists"
     return dict(
@@ -130,7 +131,7 @@ def _final(cands:list, post, orig_sizes, size) -> list:
     return [finalize(c['boxes'], c['scores'], c['global_probs'], post, scale=(w / size, h / size))
             for c, (h, w) in zip(cands, orig_sizes)]
 
-# %% ../nbs/22_predict.ipynb #7721f571
+# %% ../nbs/22_predict.ipynb #9fb6e454
 def _unique_ids(paths:list) -> dict:
     "patientId (file stem) -> path; two files with one patientId are an error"
     seen = {}
@@ -152,6 +153,7 @@ def _not_finite(per_model:list) -> dict:
             except NonFiniteOutput as e: bad.setdefault(b, str(e))
     return bad
 
+# %% ../nbs/22_predict.ipynb #3bf47efb
 def _predict_batch(batch:dict, run, post:PostCfg, S:int, dev, seen:dict, rows:dict, failed:list, png_dir=None):
     """One `collate_files` batch: failures reported, the rest run (`run(images)` -> (candidates, not finite)),
     finalized, drawn"""
@@ -179,8 +181,42 @@ def _predict_batch(batch:dict, run, post:PostCfg, S:int, dev, seen:dict, rows:di
                 draw_boxes(batch['image'][i, 0].numpy(), b / [w / S, h / S, w / S, h / S], s),
             )
 
+# %% ../nbs/22_predict.ipynb #0bc8a0eb
+def _check_predict_args(out, png_dir, ensemble:str):
+    "`predict`'s first step, before any model is loaded: the settings, and every file it will write"
+    if ensemble not in ENSEMBLES:
+        raise PneumoniaKitError(f'unknown ensemble {ensemble!r}; use one of {", ".join(ENSEMBLES)}')
+    check_writable(out)
+    check_writable(failed_csv_path(out))
+    pixel_limit()   # before minutes of work, not after (a bad PNEUMONIA_KIT_MAX_PIXELS too)
+    if png_dir is not None: check_writable(Path(png_dir)/'x.png')
 
-# %% ../nbs/22_predict.ipynb #c84e6517
+def _predict_models(checkpoints, post, device:str, tta:bool) -> tuple:
+    "`(checkpoints, post, post_source, device, models, mirror indices)`: the models on the device, the settings to use"
+    ckpts = resolve_checkpoints(checkpoints)
+    post, post_source = resolve_post(post, ckpts[0])
+    dev = resolve_device(device)
+    models = load_models(ckpts, dev)
+    mirrors = [mirror_index(m.anchors.cpu().numpy()) if tta else None for m in models]
+    return ckpts, post, post_source, dev, models, mirrors
+
+def _predict_summary(out, paths:list, rows:dict, failed:list, secs:float, load_secs:float, **used) -> dict:
+    "`predict`'s summary: images, boxes, failures, times, then what was `used`"
+    n_boxes = sum(n for _, n in rows.values())
+    return dict(
+        csv=str(out),
+        n_images=len(paths),
+        n_with_boxes=sum(bool(v) for v, _ in rows.values()),
+        n_boxes=n_boxes,
+        failed=failed,
+        failed_csv=str(failed_csv_path(out)) if failed else None,
+        seconds=round(secs, 3),
+        ms_per_image=round(1000 * secs / max(1, len(paths)), 1),
+        load_seconds=round(load_secs, 3),
+        **used,
+    )
+
+# %% ../nbs/22_predict.ipynb #97d901e2
 def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-separated string)
             images, # a folder of DICOMs, a DICOM file, or a list of them
             out='submission.csv', # submission CSV to write (atomically)
@@ -198,18 +234,9 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
     """Predict DICOMs with checkpoints; write the submission (every image) and its `.failed.csv`; returns a summary
     (failures listed)"""
     t_load = time.perf_counter()
-    if ensemble not in ENSEMBLES:
-        raise PneumoniaKitError(f'unknown ensemble {ensemble!r}; use one of {", ".join(ENSEMBLES)}')
-    check_writable(out)
-    check_writable(failed_csv_path(out))
-    pixel_limit()   # before minutes of work, not after (a bad PNEUMONIA_KIT_MAX_PIXELS too)
-    if png_dir is not None: check_writable(Path(png_dir)/'x.png')
-    ckpts = resolve_checkpoints(checkpoints)
-    post, post_source = resolve_post(post, ckpts[0])
-    dev = resolve_device(device)
-    models = load_models(ckpts, dev)
+    _check_predict_args(out, png_dir, ensemble)
+    ckpts, post, post_source, dev, models, mirrors = _predict_models(checkpoints, post, device, tta)
     S = models[0].cfg.image_size
-    mirrors = [mirror_index(m.anchors.cpu().numpy()) if tta else None for m in models]
     paths = find_dicoms(images)
     seen = _unique_ids(paths)
     batch_size = batch_size or (64 if dev.type == 'cuda' else 8)
@@ -224,23 +251,6 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
         _predict_batch(batch, run, post, S, dev, seen, rows, failed, png_dir)
     write_submission(out, [(p.stem, rows[p.stem][0]) for p in paths])   # not reached on Ctrl-C: the old file stays
     write_failures(out, failed)
-    n_boxes = sum(n for _, n in rows.values())
-    secs = time.perf_counter() - t0
-    return dict(
-        csv=str(out),
-        n_images=len(paths),
-        n_with_boxes=sum(bool(v) for v, _ in rows.values()),
-        n_boxes=n_boxes,
-        failed=failed,
-        failed_csv=str(failed_csv_path(out)) if failed else None,
-        seconds=round(secs, 3),
-        ms_per_image=round(1000 * secs / max(1, len(paths)), 1),
-        load_seconds=round(t0 - t_load, 3),
-        device=str(dev),
-        checkpoints=[str(c) for c in ckpts],
-        tta=tta,
-        ensemble=ensemble,
-        amp=amp,
-        post=cfg2dict(post),
-        post_source=post_source,
-    )
+    return _predict_summary(out, paths, rows, failed, time.perf_counter() - t0, t0 - t_load, device=str(dev),
+                            checkpoints=[str(c) for c in ckpts], tta=tta, ensemble=ensemble, amp=amp,
+                            post=cfg2dict(post), post_source=post_source)

@@ -27,7 +27,7 @@ def _best(values, prefer=None) -> int:
     if prefer is not None and v[prefer] >= v.max(): return int(prefer)
     return int(np.flatnonzero(v >= v.max())[0])
 
-# %% ../nbs/23_sweep.ipynb #95129622
+# %% ../nbs/23_sweep.ipynb #8204c408
 def sweep_thresholds(oofs:dict, # {epoch: packed out-of-fold arrays (`runs.load_oof`)}
                      post:PostCfg, # settings; `final_thresh` is swept
                      thresholds=THRESHOLDS, # final score thresholds
@@ -39,6 +39,7 @@ def sweep_thresholds(oofs:dict, # {epoch: packed out-of-fold arrays (`runs.load_
         columns=pd.Index([float(t) for t in thresholds], name='final_thresh'),
     )
 
+# %% ../nbs/23_sweep.ipynb #2fc08522
 def sweep_nms(oof:dict, # one epoch's packed out-of-fold arrays
               post:PostCfg, # settings; `nms_thresh`, `global_weight` and `final_thresh` are swept
               thresholds=THRESHOLDS, nms_thresholds=NMS_THRESHOLDS, global_weights=GLOBAL_WEIGHTS, # the grids
@@ -70,12 +71,26 @@ def chosen_interval(oof:dict, # packed out-of-fold arrays of the chosen epoch
         map=float(np.nanmean(s)) if n else float('nan'), ci95=list(bootstrap_ci(s)), n_images=len(s), n_counted=n
     )
 
-# %% ../nbs/23_sweep.ipynb #8584de27
+# %% ../nbs/23_sweep.ipynb #54cec2c2
 def _fmt_table(rows:list) -> str:
     return '\n'.join(['| setting | value |', '|---|---|'] + [f'| {k} | {v} |' for k, v in rows]) + '\n'
 
-def _write_sweep(run_dir:Path, out:Path, res:dict, heat_cell:tuple, ci:dict, info:dict) -> dict:
-    "Write best_post.json into the run, and the sweep's tables, pictures and `sweep.md` into `out`; the paths"
+def _sweep_table(best:dict, at_start:float, ci:dict) -> str:
+    "sweep.md: the chosen settings, their out-of-fold mAP with its interval, the mAP with the starting settings"
+    return _fmt_table(
+        [
+            *((k, best[k]) for k in ('epoch', 'final_thresh', 'nms_thresh', 'global_weight')),
+            (
+                'out-of-fold mAP (95% interval: bootstrap over images)',
+                Score.from_dict(dict(ci, map=best['map'])),
+            ),
+            ('mAP with the starting settings', f'{at_start:.4f}'),
+        ]
+    )
+
+# %% ../nbs/23_sweep.ipynb #73a41e77
+def _save_best_post(run_dir:Path, res:dict, ci:dict, info:dict):
+    "best_post.json in the run folder: the chosen settings, the sweep's `info`, the mAP and its interval"
     best, at_start = res['best'], res['map_at_start']
     save_json(
         dict(
@@ -89,6 +104,11 @@ def _write_sweep(run_dir:Path, out:Path, res:dict, heat_cell:tuple, ci:dict, inf
         ),
         run_dir / 'best_post.json',
     )
+
+def _write_sweep(run_dir:Path, out:Path, res:dict, heat_cell:tuple, ci:dict, info:dict) -> dict:
+    "Write best_post.json into the run, and the sweep's tables, pictures and `sweep.md` into `out`; the paths"
+    best, at_start = res['best'], res['map_at_start']
+    _save_best_post(run_dir, res, ci, info)
     written = dict(
         best_post=run_dir / 'best_post.json',
         heatmap_csv=out / 'threshold_sweep.csv',
@@ -101,22 +121,53 @@ def _write_sweep(run_dir:Path, out:Path, res:dict, heat_cell:tuple, ci:dict, inf
     with atomic_write(written['nms_csv']) as f: res['nms'].to_csv(f, index=False)
     plot_heatmap(res['heatmap'], written['heatmap_png'], best=heat_cell)
     plot_nms_sweep(res['nms'], written['nms_png'])
-    with atomic_write(written['table']) as f:
-        f.write(
-            _fmt_table(
-                [
-                    *((k, best[k]) for k in ('epoch', 'final_thresh', 'nms_thresh', 'global_weight')),
-                    (
-                        'out-of-fold mAP (95% interval: bootstrap over images)',
-                        Score.from_dict(dict(ci, map=best['map'])),
-                    ),
-                    ('mAP with the starting settings', f'{at_start:.4f}'),
-                ]
-            )
-        )
+    with atomic_write(written['table']) as f: f.write(_sweep_table(best, at_start, ci))
     return written
 
-# %% ../nbs/23_sweep.ipynb #dc62b69b
+# %% ../nbs/23_sweep.ipynb #c33b6c48
+def _epoch_files(run_dir:Path, epochs) -> dict:
+    "`sweep_run`'s out-of-fold files: {epoch: file} of the run, only `epochs` when given (each must have one)"
+    files = oof_files(run_dir)
+    if epochs is not None:
+        missing = sorted(set(epochs) - set(files))
+        if missing: raise PneumoniaKitError(f'{run_dir}: no out-of-fold file for epoch(s) {missing}')
+        files = {e: files[e] for e in sorted(epochs)}
+    return files
+
+def _best_cell(heat, base:PostCfg, thresholds:list, run_dir:Path) -> tuple:
+    "(row, column) of the threshold sweep's best mAP: ties go to the later epoch, then to the starting threshold"
+    v = np.nan_to_num(heat.values, nan=-np.inf)
+    if not np.isfinite(v).any():
+        raise PneumoniaKitError(f'{run_dir}: no validation image can be scored (no boxes and no predictions)')
+    i = int(np.flatnonzero(v.max(1) >= v.max())[-1])                       # ties: the later epoch
+    j = _best(v[i], thresholds.index(base.final_thresh) if base.final_thresh in thresholds else None)
+    return i, j
+
+# %% ../nbs/23_sweep.ipynb #caa7efba
+def _best_nms(nms_df, base:PostCfg) -> tuple:
+    "The NMS sweep's best row (ties: the starting settings) and the settings it chooses"
+    start = nms_df.index[(nms_df.nms_thresh == base.nms_thresh) & (nms_df.global_weight == base.global_weight)][0]
+    b = nms_df.loc[_best(nms_df['map'].to_numpy(), start)]
+    best_post = replace(
+        base, nms_thresh=float(b.nms_thresh), global_weight=float(b.global_weight), final_thresh=float(b.final_thresh)
+    )
+    return b, best_post
+
+def _sweep_info(run_dir:Path, epoch:int, base:PostCfg, mode:str, thresholds:list, nms_df) -> dict:
+    "What best_post.json records about the sweep: the epoch, its checkpoint, the starting settings, the grids"
+    ck = run_dir/'checkpoints'/f'epoch_{epoch:03d}.pt'
+    info = dict(
+        epoch=epoch,
+        checkpoint=str(ck.relative_to(run_dir)) if ck.exists() else None,
+        start=cfg2dict(base),
+        metric_mode=mode,
+        thresholds=thresholds,
+        nms_thresholds=sorted(set(nms_df.nms_thresh)),
+        global_weights=sorted(set(nms_df.global_weight)),
+    )
+    return info
+
+# %% ../nbs/23_sweep.ipynb #709db499
 def sweep_run(run_dir, # training run folder with oof/epoch_NNN.npz
               out_dir=None, # folder for the tables and pictures (default: the run folder)
               thresholds=THRESHOLDS, # final score thresholds
@@ -128,40 +179,21 @@ def sweep_run(run_dir, # training run folder with oof/epoch_NNN.npz
              ) -> dict:
     "Sweep final thresholds per epoch, then NMS IoU x global weight; writes best_post.json and the pictures"
     run_dir = Path(run_dir); out = Path(out_dir) if out_dir is not None else run_dir
-    base, files = as_post(post), oof_files(run_dir)
-    if epochs is not None:
-        missing = sorted(set(epochs) - set(files))
-        if missing: raise PneumoniaKitError(f'{run_dir}: no out-of-fold file for epoch(s) {missing}')
-        files = {e: files[e] for e in sorted(epochs)}
+    base = as_post(post)
+    files = _epoch_files(run_dir, epochs)
     oofs = {e: load_oof(f) for e, f in files.items()}
     thresholds = [float(t) for t in thresholds]
     heat = sweep_thresholds(oofs, base, thresholds, mode)
-    v = np.nan_to_num(heat.values, nan=-np.inf)
-    if not np.isfinite(v).any():
-        raise PneumoniaKitError(f'{run_dir}: no validation image can be scored (no boxes and no predictions)')
-    i = int(np.flatnonzero(v.max(1) >= v.max())[-1])                       # ties: the later epoch
-    j = _best(v[i], thresholds.index(base.final_thresh) if base.final_thresh in thresholds else None)
+    i, j = _best_cell(heat, base, thresholds, run_dir)
     epoch = int(heat.index[i]); oof = oofs[epoch]
     nms_df = sweep_nms(
         oof, base, thresholds, set(nms_thresholds) | {base.nms_thresh}, set(global_weights) | {base.global_weight}, mode
     )
-    start = nms_df.index[(nms_df.nms_thresh == base.nms_thresh) & (nms_df.global_weight == base.global_weight)][0]
-    b = nms_df.loc[_best(nms_df['map'].to_numpy(), start)]
-    best_post = replace(
-        base, nms_thresh=float(b.nms_thresh), global_weight=float(b.global_weight), final_thresh=float(b.final_thresh)
-    )
+    b, best_post = _best_nms(nms_df, base)
     best = dict(epoch=epoch, final_thresh=best_post.final_thresh, nms_thresh=best_post.nms_thresh,
                 global_weight=best_post.global_weight, map=round(float(b['map']), 6))
     res = dict(best=best, best_post=best_post, heatmap=heat, nms=nms_df, map_at_start=oof_map(oof, base, mode=mode))
-    ci, ck = chosen_interval(oof, best_post, mode), run_dir/'checkpoints'/f'epoch_{epoch:03d}.pt'
-    info = dict(
-        epoch=epoch,
-        checkpoint=str(ck.relative_to(run_dir)) if ck.exists() else None,
-        start=cfg2dict(base),
-        metric_mode=mode,
-        thresholds=thresholds,
-        nms_thresholds=sorted(set(nms_df.nms_thresh)),
-        global_weights=sorted(set(nms_df.global_weight)),
-    )
+    ci = chosen_interval(oof, best_post, mode)
+    info = _sweep_info(run_dir, epoch, base, mode, thresholds, nms_df)
     files = _write_sweep(run_dir, out, res, (heat.index[i], heat.columns[j]), ci, info)
     return dict(res, best=dict(best, ci95=ci['ci95'], n_images=ci['n_images'], n_counted=ci['n_counted']), files=files)
