@@ -41,6 +41,7 @@ class AugLevel:
     min_visibility:float=0.3 # a box keeps at least this fraction of its area inside the image, or is dropped
     min_box_side:float=6. # a clipped box narrower or lower than this (px at REF_SIZE) is dropped
 
+# %% ../nbs/15_dataset.ipynb #d2e88bb0
 AUG_LEVELS = dict(
     none=AugLevel(),  # identity: validation, prediction
     light=AugLevel(

@@ -26,6 +26,25 @@ __all__ = ['MODEL_PRESETS', 'LEGACY_KEYS', 'MAX_BOXES', 'LOSS_KEYS', 'ModelCfg',
            'LastLevelP6', 'subnet_convs', 'make_head', 'PneumoniaNet', 'create_model', 'pad_targets', 'encode_deltas',
            'count_params', 'count_flops']
 
+# %% ../nbs/17_model.ipynb #31dd9611
+def _check_model_cfg(cfg):
+    "The checks of `ModelCfg.__post_init__`: a `ModelError` naming the setting that cannot work"
+    lo, hi = cfg.levels
+    if not (2 <= lo <= 5 and hi in (5, 6, 7)):
+        raise ModelError(f'ModelCfg.levels={cfg.levels}: first level must be 2..5 and the last 5, 6 or 7')
+    if (cfg.head_convs < 0 or (cfg.head_channels is not None and cfg.head_channels < 1)
+            or min(cfg.fpn_channels, cfg.global_channels) < 1):
+        raise ModelError(f'ModelCfg: need head_convs >= 0 and fpn_channels, head_channels, global_channels >= 1 '
+                         f'(got {cfg.head_convs}, {cfg.fpn_channels}, {cfg.head_channels}, '
+                         f'{cfg.global_channels})')
+    if cfg.image_size % 2**hi:
+        raise ModelError(f'ModelCfg.image_size={cfg.image_size} must be a multiple of {2**hi} '
+                         f'for levels {cfg.levels}')
+    if cfg.box_loss not in ('smooth_l1', 'l1'):
+        raise ModelError(f"ModelCfg.box_loss={cfg.box_loss!r}: use 'smooth_l1' or 'l1'")
+    if not 0 <= cfg.bg_iou_thresh <= cfg.fg_iou_thresh <= 1:
+        raise ModelError('ModelCfg: need 0 <= bg_iou_thresh <= fg_iou_thresh <= 1')
+
 # %% ../nbs/17_model.ipynb #cb12e83e
 @dataclass
 class ModelCfg:
@@ -57,22 +76,7 @@ class ModelCfg:
     global_loss_weight:float=0.1 # weight of the image-level cross-entropy in the total loss
     freeze_bn:bool=True # backbone BatchNorm -> FrozenBatchNorm2d (keep True with pretrained weights)
     channels_last:bool=False # run convolutions in channels-last memory format (faster on recent GPUs)
-    def __post_init__(self):
-        lo, hi = self.levels
-        if not (2 <= lo <= 5 and hi in (5, 6, 7)):
-            raise ModelError(f'ModelCfg.levels={self.levels}: first level must be 2..5 and the last 5, 6 or 7')
-        if (self.head_convs < 0 or (self.head_channels is not None and self.head_channels < 1)
-                or min(self.fpn_channels, self.global_channels) < 1):
-            raise ModelError(f'ModelCfg: need head_convs >= 0 and fpn_channels, head_channels, global_channels >= 1 '
-                             f'(got {self.head_convs}, {self.fpn_channels}, {self.head_channels}, '
-                             f'{self.global_channels})')
-        if self.image_size % 2**hi:
-            raise ModelError(f'ModelCfg.image_size={self.image_size} must be a multiple of {2**hi} '
-                             f'for levels {self.levels}')
-        if self.box_loss not in ('smooth_l1', 'l1'):
-            raise ModelError(f"ModelCfg.box_loss={self.box_loss!r}: use 'smooth_l1' or 'l1'")
-        if not 0 <= self.bg_iou_thresh <= self.fg_iou_thresh <= 1:
-            raise ModelError('ModelCfg: need 0 <= bg_iou_thresh <= fg_iou_thresh <= 1')
+    def __post_init__(self): _check_model_cfg(self)
     @property
     def num_levels(self): return self.levels[1] - self.levels[0] + 1
     @property
@@ -104,7 +108,7 @@ MODEL_PRESETS: dict[str, ModelCfg] = dict(
                         freeze_bn=False), # tests: a tiny student
 )
 
-
+# %% ../nbs/17_model.ipynb #c548b151
 # post-processing, now `post.PostCfg`
 LEGACY_KEYS = ('score_thresh', 'nms_thresh', 'topk_candidates', 'detections_per_img')
 
@@ -158,6 +162,7 @@ class LastLevelP6(ExtraFPNBlock):
     def forward(self, p, c, names):
         return p + [self.p6(c[-1])], names + ['p6']
 
+# %% ../nbs/17_model.ipynb #f080c674
 def subnet_convs(in_channels:int, channels:int, n:int) -> nn.Sequential:
     "`n` 3x3 conv+ReLU layers `in_channels`->`channels`->... initialised as torchvision's RetinaNet subnets"
     layers = []
@@ -167,6 +172,7 @@ def subnet_convs(in_channels:int, channels:int, n:int) -> nn.Sequential:
         layers.append(layer)
     return nn.Sequential(*layers)
 
+# %% ../nbs/17_model.ipynb #9a325733
 def make_head(cfg:ModelCfg) -> RetinaNetHead:
     ("torchvision's `RetinaNetHead` (1 class) with `cfg.head_convs` convs of `cfg.head_width` channels per subnet, "
      "and `cls_dropout`")
@@ -213,6 +219,7 @@ def normalize(self:PneumoniaNet, images):
     x = (x - self.mean) / self.std
     return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
+# %% ../nbs/17_model.ipynb #5a67aec1
 @patch
 def forward(self:PneumoniaNet, images) -> dict:
     "Raw outputs: `cls_logits [B,A]`, `bbox_regression [B,A,4]` (encoded deltas), `global_logits [B,3]`"
@@ -328,6 +335,7 @@ def count_params(model:PneumoniaNet) -> dict:
     parts = {n: sum(p.numel() for p in c.parameters()) / 1e6 for n, c in model.named_children()}
     return {**parts, 'total': sum(parts.values())}
 
+# %% ../nbs/17_model.ipynb #5b8ddcfe
 def count_flops(model:PneumoniaNet, size:int|None=None, # image size; must be the model's (default)
                 batch:int=1) -> float:
     "GFLOPs of one forward pass of `batch` images, counted by `torch.utils.flop_counter.FlopCounterMode`"

@@ -21,8 +21,6 @@ __all__ = ['AMP_MODES', 'CKPT_FORMAT', 'resolve_device', 'amp_dtype', 'unwrap', 
            'save_oof', 'load_oof', 'oof_images', 'oof_map', 'oof_files', 'write_log', 'run_split']
 
 # %% ../nbs/18_runs.ipynb #b54586a4
-AMP_MODES = ('auto', 'bf16', 'fp16', 'off')
-
 def resolve_device(device='auto') -> torch.device:
     "A `torch.device` from 'auto', 'cpu', 'cuda' or 'cuda:N'; under torchrun 'auto'/'cuda' mean this rank's GPU"
     if device is None or str(device) == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -35,6 +33,9 @@ def resolve_device(device='auto') -> torch.device:
     elif dev.type != 'cpu': raise PneumoniaKitError(f'device {device!r}: only cpu and cuda are supported')
     return dev
 
+# %% ../nbs/18_runs.ipynb #33e0df61
+AMP_MODES = ('auto', 'bf16', 'fp16', 'off')
+
 def amp_dtype(amp, # one of `AMP_MODES`, or a bool (True: 'auto' on CUDA, 'bf16' on the CPU; False: 'off')
               device:torch.device) -> torch.dtype|None: # None: fp32
     "The autocast dtype for `amp` on `device` (None when running in fp32)"
@@ -44,17 +45,17 @@ def amp_dtype(amp, # one of `AMP_MODES`, or a bool (True: 'auto' on CUDA, 'bf16'
     if amp == 'auto': return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == 'bf16' else torch.float16
 
+# %% ../nbs/18_runs.ipynb #c004ce57
 def unwrap(model):
     "The model inside a DDP wrapper (or the model itself)"
     return model.module if hasattr(model, 'module') else model
 
+# %% ../nbs/18_runs.ipynb #3690dd8d
 def autocast(device:torch.device, dtype:torch.dtype|None):
     "`torch.autocast` to `dtype` on `device`, or a no-op context for fp32 (`dtype` None)"
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 # %% ../nbs/18_runs.ipynb #e95496e5
-CKPT_FORMAT = 1
-
 def rng_state() -> dict:
     "The python, numpy, torch (and CUDA) generator states as weights-only-loadable values"
     np_state = np.random.get_state()
@@ -70,6 +71,7 @@ def rng_state() -> dict:
         cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     )
 
+# %% ../nbs/18_runs.ipynb #c7e33bdc
 def set_rng_state(s:dict):
     "Restore the generator states saved by `rng_state`"
     v, st, g = s['python']; random.setstate((v, tuple(st), g))
@@ -79,6 +81,8 @@ def set_rng_state(s:dict):
     if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in s['cuda']])
 
 # %% ../nbs/18_runs.ipynb #4208464f
+CKPT_FORMAT = 1
+
 def save_checkpoint(path, # `RUN_DIR/checkpoints/epoch_NNN.pt`
                     model, config:dict, epoch:int, metrics:dict, history:list, # what was trained, how, and how it went
                     optimizer=None, scheduler=None, scaler=None) -> Path: # training state for resume
@@ -126,6 +130,7 @@ def read_checkpoint(path, device='cpu',
         raise PneumoniaKitError(f'{path}: its epoch must be an integer and its model a state dict')
     return ck
 
+# %% ../nbs/18_runs.ipynb #c9099405
 def load_checkpoint(path, # checkpoint file written by `fit`
                     device='cpu') -> tuple: # where the model goes
     "`(model in eval mode, cfgs)`: the network rebuilt from the checkpoint's config; cfgs = config + epoch + metrics"
@@ -146,6 +151,7 @@ def load_checkpoint(path, # checkpoint file written by `fit`
         ) from None
     return model.to(device).eval(), dict(ck['config'], epoch=ck['epoch'], metrics=ck.get('metrics', {}))
 
+# %% ../nbs/18_runs.ipynb #b4c8a096
 def drop_optimizer_state(path):
     """Rewrite an older checkpoint without its optimizer and scaler states (resume needs them from the newest only);
     cheap if it has none"""
@@ -154,6 +160,7 @@ def drop_optimizer_state(path):
     if ck.get('optimizer') is None and ck.get('scaler') is None: return
     with atomic_write(path, 'wb') as f: torch.save(dict(ck, optimizer=None, scaler=None), f)
 
+# %% ../nbs/18_runs.ipynb #7bf4a877
 def list_checkpoints(run_dir) -> list:
     "Epoch checkpoints of a run folder, oldest first"
     return sorted((Path(run_dir)/'checkpoints').glob('epoch_[0-9][0-9][0-9].pt'))
@@ -167,6 +174,7 @@ def run_dir_of(checkpoint) -> Path:
 # %% ../nbs/18_runs.ipynb #9485c890
 def _epoch_of(p): m = re.search(r'(\d+)', Path(p).stem); return int(m.group(1)) if m else -1
 
+# %% ../nbs/18_runs.ipynb #a2900ebf
 def best_epoch(run_dir, metric:str='val_loss', mode:str='min') -> int|None:
     """Best epoch of a run: `best_post.json`'s, else `summary.json`'s, else the best `metric` in `log.csv`; None if none
     says"""
@@ -192,6 +200,7 @@ def best_epoch(run_dir, metric:str='val_loss', mode:str='min') -> int|None:
             if ok.any(): return int(ep[ok][m[ok].idxmin() if mode == 'min' else m[ok].idxmax()])
     return None
 
+# %% ../nbs/18_runs.ipynb #f9681324
 def resolve_checkpoints(items) -> list:
     "Checkpoint files from files, run folders (their best epoch) or a comma-separated string of them"
     if isinstance(items, (str, Path)): items = [s.strip() for s in str(items).split(',') if s.strip()]
@@ -227,6 +236,7 @@ def load_post(path) -> PostCfg:
     try: return as_post(d.get("post", d))
     except PneumoniaKitError as e: raise PneumoniaKitError(f'{path}: {e}') from None
 
+# %% ../nbs/18_runs.ipynb #5ba84899
 def resolve_post(post=None, # `PostCfg`, a dict of its fields, or None
                  checkpoint=None, # a checkpoint whose run may hold `best_post.json`
                 ) -> tuple: # (PostCfg, where it came from)
@@ -252,29 +262,15 @@ def pack_oof(recs:list, # per image: patientId, boxes (n,4), scores (n,), global
                 gt_offsets=off([r['gt'] for r in recs]), gt_boxes=cat([r['gt'] for r in recs], 4),
                 image_size=np.array(image_size))
 
+# %% ../nbs/18_runs.ipynb #eb6ecf5b
 def save_oof(oof:dict, path) -> Path:
     "Write packed out-of-fold arrays to `path` (.npz) atomically"
     with atomic_write(path, 'wb') as f: np.savez_compressed(f, **oof)
     return Path(path)
 
-def load_oof(path) -> dict:
-    "Read `oof/epoch_NNN.npz` back (arrays as written; `oof_images` splits them per image)"
-    path = Path(path)
-    if not path.exists(): raise PneumoniaKitError(f'{path}: out-of-fold file not found')
-    size = check_readable(path, 'out-of-fold')
-    try:
-        with zipfile.ZipFile(path) as zf:
-            inflated = sum(i.file_size for i in zf.infolist())  # read from the directory, nothing inflated
-        if inflated > max(64 << 20, 50 * size):   # real candidates compress ~2-5x; a bomb 1000x
-            raise PneumoniaKitError(
-                f'{path}: its arrays inflate to {inflated:,} bytes from {size:,}; refusing to read them'
-            )
-        with np.load(path, allow_pickle=False) as z: oof = {k: z[k] for k in z.files}
-    except PneumoniaKitError: raise
-    except Exception as e:
-        raise PneumoniaKitError(
-            f'{path}: not a readable out-of-fold file ({type(e).__name__}: {str(e)[:200]})'
-        ) from None
+# %% ../nbs/18_runs.ipynb #bc2d4384
+def _check_oof(oof:dict, path):
+    "Every array of the out-of-fold layout there, with consistent offsets and shapes, or an error naming `path`"
     need = (
         'patientId',
         'offsets',
@@ -304,6 +300,32 @@ def load_oof(path) -> dict:
     )
     if not ok:
         raise PneumoniaKitError(f'{path}: arrays of inconsistent shapes; not an out-of-fold file of this version')
+
+# %% ../nbs/18_runs.ipynb #b059a77d
+def _read_oof_arrays(path:Path) -> dict:
+    "The arrays of an `.npz` file, refused when they would inflate far past its size or need pickle"
+    size = check_readable(path, 'out-of-fold')
+    try:
+        with zipfile.ZipFile(path) as zf:
+            inflated = sum(i.file_size for i in zf.infolist())  # read from the directory, nothing inflated
+        if inflated > max(64 << 20, 50 * size):   # real candidates compress ~2-5x; a bomb 1000x
+            raise PneumoniaKitError(
+                f'{path}: its arrays inflate to {inflated:,} bytes from {size:,}; refusing to read them'
+            )
+        with np.load(path, allow_pickle=False) as z: oof = {k: z[k] for k in z.files}
+    except PneumoniaKitError: raise
+    except Exception as e:
+        raise PneumoniaKitError(
+            f'{path}: not a readable out-of-fold file ({type(e).__name__}: {str(e)[:200]})'
+        ) from None
+    return oof
+
+def load_oof(path) -> dict:
+    "Read `oof/epoch_NNN.npz` back (arrays as written; `oof_images` splits them per image)"
+    path = Path(path)
+    if not path.exists(): raise PneumoniaKitError(f'{path}: out-of-fold file not found')
+    oof = _read_oof_arrays(path)
+    _check_oof(oof, path)
     return oof
 
 # %% ../nbs/18_runs.ipynb #14c0c40a
@@ -315,6 +337,7 @@ def oof_images(oof:dict) -> list:
                  class_id=int(oof['class_id'][i]), gt=oof['gt_boxes'][g[i]:g[i+1]])
             for i, p in enumerate(oof['patientId'])]
 
+# %% ../nbs/18_runs.ipynb #2a8e23d1
 def oof_map(oof, # packed out-of-fold arrays (`pack_oof`/`load_oof`), or the per-image records of `oof_images`
             post=None, # post-processing (`PostCfg`, dict or None for the defaults)
             thresholds=None, # final score thresholds to sweep (replacing `post.final_thresh`); None: `post`'s own

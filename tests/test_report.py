@@ -113,7 +113,7 @@ def small_report(tmp_path_factory):
     from matplotlib.figure import Figure
     from pneumonia_kit.core import save_json
     from pneumonia_kit.report import write_report
-    from pneumonia_kit.plots import plot_stage_times
+    from pneumonia_kit.evalplots import plot_stage_times
     out = tmp_path_factory.mktemp('demo')
     for sub, name in (('eda', 'class_distribution'), ('sweep', 'pr_curve'), ('sweep', 'threshold_heatmap')):
         f = Figure(figsize=(3, 2)); f.subplots().plot([0, 1], [1, 0]); (out/sub).mkdir(exist_ok=True); f.savefig(out/sub/f'{name}.png')
