@@ -222,7 +222,7 @@ def twin_test(twin:Path, size:int) -> tuple:
     "(inputs [N,1,S,S], patientIds, original sizes, GT boxes) of a labelled twin's test images"
     from pneumonia_kit.dicom import read_xray      # the dev venv: --score needs the package
     from pneumonia_kit.board import prepare_input
-    from pneumonia_kit.metric import read_gt_labels
+    from pneumonia_kit.csvio import read_gt_labels
     files = sorted((twin/'stage_2_test_images').glob('*.dcm'))
     labels = twin/'synthetic_test_labels.csv'
     if not files or not labels.is_file():

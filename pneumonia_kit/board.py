@@ -23,7 +23,7 @@ from pneumonia_kit.core import (
     save_json,
 )
 from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
-from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
+from .csvio import failed_csv_path, format_prediction_string, write_failures, write_submission
 from .post import NonFiniteOutput, PostCfg, as_post, postprocess_raw
 
 # %% auto #0

@@ -27,8 +27,8 @@ from pneumonia_kit.core import (
     positive_int,
     run_command,
 )
-from .metric import (MODES, PairedDiff, Score, compare_submissions, format_comparison, format_score_report,
-                                  score_submission)
+from .metric import MODES, PairedDiff, Score, format_comparison, format_score_report
+from .csvio import compare_submissions, score_submission
 from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
 from .board import RUNTIMES, add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo, run_runner

@@ -68,6 +68,7 @@ def check_patient_id(pid, # a patientId read from a file
     if pid.isprintable() and not pid.startswith('.') and not set(pid) & set('/\\'): return pid
     raise PneumoniaKitError(f'{pre} {pid!r} cannot name a file (no path separators, leading dot or control characters)')
 
+# %% ../nbs/00_core.ipynb #767042ff
 def patient_id_of(path) -> str:
     "The patientId of a DICOM file: its name without `.dcm`, as UTF-8 whatever the locale, checked like a CSV's ids"
     stem = Path(path).stem
@@ -76,13 +77,14 @@ def patient_id_of(path) -> str:
     return check_patient_id(stem, str(path))
 
 # %% ../nbs/00_core.ipynb #710fd6d3
+class WriteError(PneumoniaKitError):
+    "A file that cannot be written (read-only folder, full disk, a folder in the way); the message names the file"
+
+# %% ../nbs/00_core.ipynb #3f612ee4
 _UMASK = os.umask(0); os.umask(_UMASK)
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]   # temp files name their host and process
 _TMP_RE = re.compile(r'^\.(?P<name>.+)\.[a-z0-9_]{8}(?:\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+))?\.tmp$')
 _SWEPT = set()   # folders this process has already cleaned
-
-class WriteError(PneumoniaKitError):
-    "A file that cannot be written (read-only folder, full disk, a folder in the way); the message names the file"
 
 def _pid_alive(pid:int) -> bool:
     "Whether process `pid` still runs: a zombie (exited, not yet reaped) counts as dead"
@@ -133,6 +135,7 @@ def temp_path(path) -> Path:
     os.close(fd)
     return Path(tmp)
 
+# %% ../nbs/00_core.ipynb #74e05e38
 def _check_target(path):
     """Only a regular file (or a link to one) or a path that does not exist may be replaced: never a device, FIFO or
     socket"""
@@ -149,6 +152,7 @@ def replace_file(tmp, path) -> Path:
     os.chmod(tmp, 0o666 & ~_UMASK); os.replace(tmp, path)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #5783a445
 @contextlib.contextmanager
 def atomic_write(path, mode:str='w', **kwargs):
     "Open a temp file beside `path` for writing; rename it to `path` only if the block ends without error"
@@ -167,6 +171,7 @@ def atomic_write(path, mode:str='w', **kwargs):
             raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
         raise
 
+# %% ../nbs/00_core.ipynb #bf60d1a0
 def check_writable(path, inputs=()) -> Path:
     """`path`, after checking that it can be written (an empty temp file, removed), is no device and none of the
     `inputs` files"""
@@ -194,10 +199,12 @@ def json_safe(o):
     if isinstance(o, (str, int, bool)) or o is None: return o
     return json_safe(_json_default(o))
 
+# %% ../nbs/00_core.ipynb #eb95bcf9
 def json_text(obj, indent:int|None=2) -> str:
     "`obj` as valid JSON text: `null` for NaN or infinity, never the bare `NaN` that JSON readers refuse"
     return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
+# %% ../nbs/00_core.ipynb #30bbd23e
 def save_json(obj, path, indent:int=2):
     "Write `obj` (dicts, lists, numbers, numpy scalars/arrays, Paths, dataclasses) as JSON (NaN as null), atomically"
     text = json_text(obj, indent)
@@ -222,6 +229,7 @@ def check_readable(path, # a file the command reads
         raise PneumoniaKitError(f'{path}: {st.st_size:,} bytes; a {what} file here is at most {max_bytes:,}')
     return st.st_size
 
+# %% ../nbs/00_core.ipynb #5fec208e
 def read_text(path, what:str='text', max_bytes:int|None=None) -> str:
     "A UTF-8 text file (a BOM allowed), checked by `check_readable` first; one-line errors for other encodings"
     check_readable(path, what, max_bytes)
@@ -232,6 +240,7 @@ def read_text(path, what:str='text', max_bytes:int|None=None) -> str:
         raise PneumoniaKitError(f'{path}: not a UTF-8 text file (byte {e.start:,} cannot be read)') from None
     except OSError as e: raise PneumoniaKitError(f'{path}: cannot read it ({e.strerror or e})') from None
 
+# %% ../nbs/00_core.ipynb #7138940c
 MAX_JSON_BYTES = 64 << 20   # settings files are kilobytes
 
 def load_json(path, max_bytes:int=MAX_JSON_BYTES):
@@ -246,6 +255,7 @@ def cfg2dict(cfg) -> dict:
     "A dataclass config as a JSON-able dict (tuples become lists, Paths strings)"
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=_json_default))
 
+# %% ../nbs/00_core.ipynb #bfad4271
 def dict2cfg(cls, d:dict|None=None, **overrides):
     "Build dataclass `cls` from dict `d` plus `overrides`, converting lists back to tuples; unknown keys raise"
     d = {**(d or {}), **overrides}
@@ -259,15 +269,18 @@ def dict2cfg(cls, d:dict|None=None, **overrides):
 class ConfigError(PneumoniaKitError):
     "A setting (a field of a `*Cfg`) with a value it cannot take"
 
+# %% ../nbs/00_core.ipynb #701335c6
 def is_number(v, lo:float=-math.inf, hi:float=math.inf) -> bool:
     "`v` is a finite real number (not a bool) from `lo` to `hi`"
     real = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
     return real and math.isfinite(v) and lo <= v <= hi
 
+# %% ../nbs/00_core.ipynb #88735361
 def is_whole(v, lo:int=0, hi:float=math.inf) -> bool:
     "`v` is an integer (not a bool) from `lo` to `hi`"
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and lo <= v <= hi
 
+# %% ../nbs/00_core.ipynb #1c958775
 def check_field(cfg, # a dataclass config, from its `__post_init__`
                 name:str, # the field checked
                 ok:bool, # whether its value is allowed
@@ -282,6 +295,7 @@ def set_seed(seed:int):
     random.seed(seed); np.random.seed(seed % 2**32)
     if 'torch' in sys.modules: sys.modules['torch'].manual_seed(seed)
 
+# %% ../nbs/00_core.ipynb #fbed90d0
 def file_sha256(path, chunk:int=1<<20) -> str:
     "Hex SHA-256 of a file, read in chunks"
     h = hashlib.sha256()
@@ -326,8 +340,10 @@ def one_line(msg:str, limit:int=MAX_MESSAGE) -> str:
     msg = ' '.join(str(msg).split())
     return msg if len(msg) <= limit else f'{msg[:limit]}... ({len(msg) - limit:,} more characters)'
 
+# %% ../nbs/00_core.ipynb #011c78ab
 def verbose() -> bool: return os.environ.get('PNEUMONIA_KIT_VERBOSE', '') not in ('', '0')
 
+# %% ../nbs/00_core.ipynb #8a932a29
 def run_command(fn, *args, prog:str='pneumonia-kit', **kwargs) -> int:
     "Call `fn`: its int result (or 0) is the exit status; errors for people, failed writes and Ctrl-C become one line"
     def say(msg, ws=()):

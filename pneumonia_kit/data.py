@@ -8,7 +8,7 @@ import contextlib, io, re, shutil, socket, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import CLASSES, CLASS_TO_ID, PneumoniaKitError, RsnaPaths, atomic_write
-from .metric import LabelError, read_labels
+from .csvio import LabelError, read_labels
 
 # %% auto #0
 __all__ = ['EXPECTED_COUNTS', 'load_labels', 'make_folds', 'get_folds', 'verify_rsna', 'unpack_rsna', 'kaggle_fetch',
@@ -145,11 +145,6 @@ def kaggle_fetch(competition:str, # competition name in its Kaggle URL
     api.competition_download_files(competition, path=str(path), quiet=False)
 
 # %% ../nbs/10_data.ipynb #40d7c789
-_TOKEN_FIX = (
-    'create an API token at https://www.kaggle.com/settings (API section) and save it as ~/.kaggle/kaggle.json '
-    '(chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY (newer tokens: KAGGLE_API_TOKEN or ~/.kaggle/access_token)'
-)
-
 def _status(e):
     for x in (getattr(getattr(e, 'response', None), 'status_code', None), getattr(e, 'status', None)):
         if isinstance(x, int): return x
@@ -163,6 +158,12 @@ def _is_network(e):
                for n in (c.__name__ for c in type(e).__mro__)): return True
         e = e.__cause__ or e.__context__
     return False
+
+# %% ../nbs/10_data.ipynb #4959841b
+_TOKEN_FIX = (
+    'create an API token at https://www.kaggle.com/settings (API section) and save it as ~/.kaggle/kaggle.json '
+    '(chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY (newer tokens: KAGGLE_API_TOKEN or ~/.kaggle/access_token)'
+)
 
 def _kaggle_error(e:BaseException, competition:str) -> PneumoniaKitError:
     "A one-line PneumoniaKitError saying what to do about an exception from the kaggle download"

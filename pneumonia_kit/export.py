@@ -22,7 +22,8 @@ from pneumonia_kit.core import (
 )
 from .dicom import find_dicoms, read_xray, resize_image
 from .boxes import match_detections
-from .metric import PairedDiff, Score, compare_submissions, read_submission, write_labels_subset
+from .metric import PairedDiff, Score
+from .csvio import compare_submissions, read_submission, write_labels_subset
 from .post import PostCfg
 from .board import FORMAT_VERSION, OUTPUT_NAMES, board_predict, check_board_meta, make_runtime
 from .model import PneumoniaNet

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from .core import PneumoniaKitError, atomic_write, file_sha256, load_json, save_json
 from .dicom import find_dicoms
-from .metric import PairedDiff, Score, compare_submissions, score_submission, write_labels_subset
+from .metric import PairedDiff, Score
+from .csvio import compare_submissions, score_submission, write_labels_subset
 from .board import make_runtime
 from .evalplots import plot_pareto
 from .bench import machine_info, peak_rss_mb

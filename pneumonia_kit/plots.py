@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from .core import PneumoniaKitError, atomic_write, load_json
 from .dicom import draw_boxes, find_dicoms, read_xray, resize_image, write_png
-from .metric import read_boxes, read_gt_labels, read_submission
+from .csvio import read_boxes, read_gt_labels, read_submission
 
 # %% auto #0
 __all__ = ['TRUTH_RGB', 'PRED_RGB', 'save_figure', 'show_image', 'box_legend', 'plot_predictions', 'plot_submission',

@@ -12,7 +12,7 @@ from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a noteb
 from .core import PneumoniaKitError, cfg2dict, check_writable
 from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion
-from .metric import failed_csv_path, format_prediction_string, write_failures, write_submission
+from .csvio import failed_csv_path, format_prediction_string, write_failures, write_submission
 from pneumonia_kit.post import (
     NonFiniteOutput,
     PostCfg,

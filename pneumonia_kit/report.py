@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64, html, re
 from pathlib import Path
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, load_json
-from .metric import PairedDiff, Score, compare_submissions, score_submission
+from .metric import PairedDiff, Score
+from .csvio import compare_submissions, score_submission
 from .meter import board_assumptions
 from .bench import machine_info, runtime_note
 

@@ -126,7 +126,7 @@ def run(model_dir, out, images, backend='opencv', threads=2):
 def _dets(out):
     "patientId -> dict(scores, boxes_xywh) from OUT/json (full precision), else from the submission CSV"
     import numpy as np
-    from pneumonia_kit.metric import read_submission
+    from pneumonia_kit.csvio import read_submission
     jd = Path(out)/'json'
     if jd.is_dir() and any(jd.glob('*.json')):
         res = {}
@@ -142,7 +142,7 @@ def compare(ref, other, iou:float=0.99, score_tol:float=1e-3, raw_tol:float=1e-3
     sys.path.insert(0, str(REPO))
     import numpy as np
     from pneumonia_kit.boxes import match_detections
-    from pneumonia_kit.metric import read_submission
+    from pneumonia_kit.csvio import read_submission
     ref, other = Path(ref), Path(other)
     problems, rows = [], []
     sa, sb = read_submission(ref/'submission.csv'), read_submission(other/'submission.csv')
