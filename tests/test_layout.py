@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TORCH_FREE = ('core', 'dicom', 'boxes', 'metric', 'post', 'board', 'bundle')   # bundle: what `board.pyz` runs
+TORCH_FREE = ('core', 'dicom', 'boxes', 'metric', 'post', 'runtime', 'board', 'bundle')   # bundle: what `board.pyz` runs
 HEAVY = ('torch', 'torchvision', 'pandas', 'PIL', 'fastcore')
 
 
