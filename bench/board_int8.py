@@ -235,7 +235,7 @@ def twin_test(twin:Path, size:int) -> tuple:
 
 def paired_scores(model_dir:Path, dump:Path, forms:list, pids:list, sizes:list, gt:dict) -> dict:
     "Each int8 form's mAP against fp32's on the same images (the package's post-processing, metric and paired test)"
-    from pneumonia_kit.board import load_model_dir
+    from pneumonia_kit.runtime import load_model_dir
     from pneumonia_kit.post import postprocess_raw
     from pneumonia_kit.metric import compare_scores, PairedDiff
     m = load_model_dir(model_dir); meta, S = m['meta'], int(m['meta']['input_size'])

@@ -8,7 +8,8 @@ import argparse, contextlib, hashlib, importlib, json, os, shutil, signal, sys, 
 from pathlib import Path, PurePosixPath
 import pneumonia_kit
 from .core import _HOST, _pid_alive, ArgParser, PneumoniaKitError, atomic_write, file_sha256, run_command
-from .board import FILE_KEYS, add_board_args, check_onnx_files, load_model_dir, run_board
+from .runtime import FILE_KEYS, check_onnx_files, load_model_dir
+from .board import add_board_args, run_board
 
 # %% auto #0
 __all__ = ['BUNDLE_FORMAT', 'MODULES', 'MANIFEST', 'MODEL_PREFIX', 'NEEDS', 'PREFIX', 'MAIN_PY', 'BUNDLE_EXAMPLES', 'model_files',
@@ -17,7 +18,7 @@ __all__ = ['BUNDLE_FORMAT', 'MODULES', 'MANIFEST', 'MODEL_PREFIX', 'NEEDS', 'PRE
 
 # %% ../nbs/36_bundle.ipynb #b5d59e09
 BUNDLE_FORMAT = 1   # version of the bundle layout (the manifest's `format_version`)
-MODULES = ('__init__', 'core', 'dicom', 'boxes', 'metric', 'csvio', 'post', 'board', 'bundle')   # what the board runs
+MODULES = ('__init__', 'core', 'dicom', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board', 'bundle')   # what the board runs
 MANIFEST = 'BUNDLE.json'   # format, versions, the model's facts and the SHA-256 of every other member
 MODEL_PREFIX = 'model/'    # the model folder's files inside the bundle
 NEEDS = {'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'pydicom': 'python3-pydicom'}   # module: Debian package

@@ -30,7 +30,8 @@ from pneumonia_kit.core import (
 from .metric import MODES, PairedDiff, Score, format_comparison, format_score_report
 from .csvio import compare_submissions, score_submission
 from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
-from .board import RUNTIMES, add_board_args, run_board
+from .runtime import RUNTIMES
+from .board import add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo, run_runner
 
 # %% auto #0

@@ -97,6 +97,7 @@ def pixel_limit() -> int:
         raise PneumoniaKitError(f'PNEUMONIA_KIT_MAX_PIXELS={v!r} is not a positive integer')
     return int(v)
 
+# %% ../nbs/01_dicom.ipynb #9502f33e
 def max_image_bytes(limit:int) -> int:
     """Bytes the decoded pixels of one image may take: 2 a pixel of the limit (a 16-bit image at the full limit, a
     64-bit one at a quarter)"""
@@ -220,11 +221,11 @@ def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
             )
     return ds
 
+# %% ../nbs/01_dicom.ipynb #66bfc74a
 def _frames(ds) -> int:
     try: return int(ds.get('NumberOfFrames') or 1)
     except (TypeError, ValueError): return 1
 
-# %% ../nbs/01_dicom.ipynb #66bfc74a
 def _declared(ds:Dataset, path, limit:int) -> tuple:
     "(rows, columns) of the header, checked against `limit` and for sane sample formats, before anything is decoded"
     for k in ('Rows', 'Columns', 'BitsAllocated', 'PhotometricInterpretation'):
@@ -246,6 +247,7 @@ def _declared(ds:Dataset, path, limit:int) -> tuple:
     if n != 1: raise _fail(path, f'{n} frames; expected a single X-ray image')
     return r, c
 
+# %% ../nbs/01_dicom.ipynb #5c8f276a
 def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
     "Stored pixel values of the single frame of `ds` (HxW, or HxWx3 for colour)"
     if 'PixelData' not in ds: raise _fail(path, 'no image in the file (no Pixel Data element)')
@@ -312,6 +314,7 @@ def _check_luts(ds):
 
 def _percentiles(x): return np.percentile(x[::4, ::4], [0.5, 99.5])  # every 16th pixel is plenty
 
+# %% ../nbs/01_dicom.ipynb #f001ffd7
 def _grey(arr:np.ndarray, ds:Dataset) -> np.ndarray:
     "Stored values -> uint8 display values, air dark"
     pi = str(ds.PhotometricInterpretation).upper()

@@ -10,7 +10,7 @@ import numpy as np
 from .core import CLASSES, PneumoniaKitError
 from .boxes import box_iou_xywh
 from .dicom import draw_boxes, find_dicoms, read_xray, resize_image
-from .metric import read_gt_labels, read_submission
+from .csvio import read_gt_labels, read_submission
 from .plots import PRED_RGB, TRUTH_RGB, _figure, box_legend, save_figure
 
 # %% auto #0

@@ -25,7 +25,8 @@ from .boxes import match_detections
 from .metric import PairedDiff, Score
 from .csvio import compare_submissions, read_submission, write_labels_subset
 from .post import PostCfg
-from .board import FORMAT_VERSION, OUTPUT_NAMES, board_predict, check_board_meta, make_runtime
+from .runtime import FORMAT_VERSION, OUTPUT_NAMES, check_board_meta, make_runtime
+from .board import board_predict
 from .model import PneumoniaNet
 from .runs import load_models, resolve_checkpoints, resolve_post, run_dir_of, run_split
 

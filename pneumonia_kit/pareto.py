@@ -11,7 +11,7 @@ from .core import PneumoniaKitError, atomic_write, file_sha256, load_json, save_
 from .dicom import find_dicoms
 from .metric import PairedDiff, Score
 from .csvio import compare_submissions, score_submission, write_labels_subset
-from .board import make_runtime
+from .runtime import make_runtime
 from .evalplots import plot_pareto
 from .bench import machine_info, peak_rss_mb
 from pneumonia_kit.meter import (

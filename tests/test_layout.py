@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TORCH_FREE = ('core', 'dicom', 'boxes', 'metric', 'csvio', 'post', 'board', 'bundle')   # bundle: what `board.pyz` runs
+TORCH_FREE = ('core', 'dicom', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board', 'bundle')   # bundle: board.pyz
 HEAVY = ('torch', 'torchvision', 'pandas', 'PIL', 'fastcore')
 
 
