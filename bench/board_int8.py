@@ -110,7 +110,8 @@ def resolve(model:Path) -> dict:
 def images(n:int, size:int, split:str, seed:int=11) -> tuple[np.ndarray, str]:
     "[n,1,S,S] float32 network inputs: synthetic-twin images (resized like the board does, /255), or seeded noise"
     try:
-        from pneumonia_kit.synth import sample_case, render_case   # the dev venv (else: noise, below)
+        from pneumonia_kit.readers import sample_case   # the dev venv (else: noise, below)
+        from pneumonia_kit.synth import render_case
         from pneumonia_kit.board import prepare_input
     except ImportError:
         rng = np.random.default_rng(seed + (split == 'test'))

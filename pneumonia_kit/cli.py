@@ -29,7 +29,7 @@ from pneumonia_kit.core import (
 )
 from .metric import MODES, PairedDiff, Score, format_comparison, format_score_report
 from .csvio import compare_submissions, score_submission
-from .synth import DIFFICULTIES, LOOKALIKES, SynthCfg
+from .scene import DIFFICULTIES, LOOKALIKES, SynthCfg
 from .runtime import RUNTIMES
 from .board import add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo, run_runner
