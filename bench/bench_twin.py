@@ -22,7 +22,8 @@ import pneumonia_kit
 from pneumonia_kit.core import ArgParser, cfg2dict, nonneg_int, positive_int
 from pneumonia_kit.metric import bootstrap_ci, compare_scores, image_scores, read_gt_labels, read_submission, score_submission
 from pneumonia_kit.synth import DIFFICULTIES, SynthCfg, synth_dataset
-from pneumonia_kit.train import fit, preset_cfgs
+from pneumonia_kit.train import fit
+from pneumonia_kit.presets import preset_cfgs
 from pneumonia_kit.sweep import sweep_run
 from pneumonia_kit.predict import predict
 
