@@ -81,7 +81,8 @@ def main(argv=None) -> dict:
     if a.parallel: return parallel(a, argv if argv is not None else sys.argv[1:])
     import torch
     if a.threads: torch.set_num_threads(a.threads)
-    from pneumonia_kit.train import prepare_data, preset_cfgs
+    from pneumonia_kit.train import prepare_data
+    from pneumonia_kit.presets import preset_cfgs
     from pneumonia_kit.runs import resolve_device
     mc, tc = preset_cfgs(a.preset, pretrained=False, image_size=a.size, batch_size=a.batch, lr=a.lr, num_workers=a.workers)
     tc = dataclasses.replace(tc, grad_clip=1., aug_level='light', progress=False, compile=a.compile)
@@ -108,7 +109,8 @@ def parallel(a, argv:list) -> dict:
     "The three runs in three processes at once (the data and its cache made first, once), then the one summary"
     import subprocess, tempfile, torch
     from pneumonia_kit.runs import resolve_device
-    from pneumonia_kit.train import prepare_data, preset_cfgs
+    from pneumonia_kit.train import prepare_data
+    from pneumonia_kit.presets import preset_cfgs
     mc, tc = preset_cfgs(a.preset, pretrained=False, image_size=a.size, batch_size=a.batch, lr=a.lr, num_workers=a.workers)
     prepare_data(a.data, mc.image_size, tc)
     base = [x for x in argv if x != '--parallel']

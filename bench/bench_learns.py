@@ -37,7 +37,8 @@ def main():
     ap.add_argument('--json', help='write the results here too')
     a = ap.parse_args()
     from pneumonia_kit.core import RsnaPaths
-    from pneumonia_kit.train import fit, preset_cfgs
+    from pneumonia_kit.train import fit
+    from pneumonia_kit.presets import preset_cfgs
     from pneumonia_kit.sweep import sweep_run
     if not RsnaPaths(a.data).train_labels.exists():
         from pneumonia_kit.synth import synth_dataset

@@ -24,7 +24,8 @@ def main(argv=None):
     import torch
     torch.set_num_threads(a.threads)
     from pneumonia_kit.synth import synth_dataset
-    from pneumonia_kit.train import fit, preset_cfgs
+    from pneumonia_kit.train import fit
+    from pneumonia_kit.presets import preset_cfgs
     out = Path(a.out); twin = out/'twin'
     if not (twin/'stage_2_train_labels.csv').exists():
         synth_dataset(twin, n_images=a.n_images, n_test=0, seed=0, size=256, workers=1, progress=False)

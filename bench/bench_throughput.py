@@ -4,7 +4,7 @@ for a fixed number of steps with the real DataLoader (workers, pinned memory); i
 time the GPU waits for data, and the projected epoch time for the real 26,684 images against the original's 50 minutes
 per epoch on a P100.
 
-Each run (`--runs BATCHxWORKERS,...`) builds the model of the preset (`train.preset_cfgs`, `pretrained=False`: no ImageNet
+Each run (`--runs BATCHxWORKERS,...`) builds the model of the preset (`presets.preset_cfgs`, `pretrained=False`: no ImageNet
 weights on an offline machine), its optimizer and GradScaler as `train.fit` does (channels-last, cudnn.benchmark, the
 preset's autocast), and calls `train.train_one_epoch` on the preset's training loader (`train.train_loader`, pinned
 memory on CUDA) cut to `--warmup + --steps` batches. Only the last `--steps` are timed (the first ones start the workers
@@ -78,7 +78,8 @@ def run_one(root, preset:str, batch:int, workers:int, steps:int, warmup:int, gpu
     from pneumonia_kit.core import set_seed
     from pneumonia_kit.model import create_model
     from pneumonia_kit.runs import amp_dtype, resolve_device
-    from pneumonia_kit.train import make_optimizer, make_step, preset_cfgs, prepare_data, train_loader, train_one_epoch
+    from pneumonia_kit.train import make_optimizer, make_step, prepare_data, train_loader, train_one_epoch
+    from pneumonia_kit.presets import preset_cfgs
     mc, tc = preset_cfgs(preset, pretrained=False, batch_size=batch, num_workers=workers, image_size=image_size, compile=compile, amp=amp)
     tc = dataclasses.replace(tc, progress=False)
     dev = resolve_device(device)
@@ -165,7 +166,7 @@ def main(argv=None) -> dict:
     p.add_argument('--n-images', type=int, default=2000, help='training images of the twin')
     p.add_argument('--image-px', type=int, default=1024, help='side of the twin images')
     p.add_argument('--data-workers', type=int, default=0, help='processes making the twin and the cache (0: all cores)')
-    p.add_argument('--preset', default='original', help='training preset (train.TRAIN_PRESETS)')
+    p.add_argument('--preset', default='original', help='training preset (presets.TRAIN_PRESETS)')
     p.add_argument('--size', type=int, default=None, help="input size (default: the preset's)")
     p.add_argument('--runs', default='4x2,16x12', help="BATCHxWORKERS,...: 4x2 is the original preset's (TrainCfg defaults)")
     p.add_argument('--steps', default='100,40', help='timed steps per run (one number, or one per run)')
@@ -181,7 +182,7 @@ def main(argv=None) -> dict:
     deadline = None if a.budget_s is None else t_start + a.budget_s
     import torch
     if a.threads: torch.set_num_threads(a.threads)
-    from pneumonia_kit.train import preset_cfgs
+    from pneumonia_kit.presets import preset_cfgs
     runs = [tuple(int(v) for v in r.lower().split('x')) for r in a.runs.split(',') if r]
     per = lambda s: [int(v) for v in str(s).split(',')] * (len(runs) if ',' not in str(s) else 1)
     steps, gsteps = per(a.steps), per(a.gpu_steps)

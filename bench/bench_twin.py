@@ -24,7 +24,8 @@ from pneumonia_kit.metric import bootstrap_ci, compare_scores, image_scores
 from pneumonia_kit.csvio import read_gt_labels, read_submission, score_submission
 from pneumonia_kit.scene import DIFFICULTIES, SynthCfg
 from pneumonia_kit.synth import synth_dataset
-from pneumonia_kit.train import fit, preset_cfgs
+from pneumonia_kit.train import fit
+from pneumonia_kit.presets import preset_cfgs
 from pneumonia_kit.sweep import sweep_run
 from pneumonia_kit.predict import predict
 

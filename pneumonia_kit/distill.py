@@ -36,21 +36,12 @@ from pneumonia_kit.runs import (
     resolve_checkpoints,
     resolve_device,
 )
-from pneumonia_kit.train import (
-    TrainCfg,
-    fit,
-    prepare_data,
-    preset_cfgs,
-    preset_run,
-    rank0_first,
-    run_summary,
-    stack_teacher,
-)
+from .train import TrainCfg, fit, prepare_data, rank0_first, stack_teacher
 
 # %% auto #0
 __all__ = ['GEOMETRIC', 'DELTA_MAX', 'CACHE_FORMAT', 'KD_KEYS', 'DistillCfg', 'distill_aug', 'anchor_index', 'check_teachers',
            'teacher_outputs', 'teacher_cache_spec', 'teacher_cache_dir', 'cache_teacher', 'exact_mirror',
-           'flip_teacher', 'DistillDataset', 'distill_loss', 'distill_data', 'fit_distill', 'distill_preset', 'main']
+           'flip_teacher', 'DistillDataset', 'distill_loss', 'distill_data', 'fit_distill', 'main']
 
 # %% ../nbs/20_distill.ipynb #41fce281
 @dataclass
@@ -188,6 +179,7 @@ def teacher_outputs(models:list, # teacher `PneumoniaNet`s in eval mode, on the 
 # %% ../nbs/20_distill.ipynb #23ea0ffc
 CACHE_FORMAT = 1
 
+# %% ../nbs/20_distill.ipynb #46d04269
 def teacher_cache_spec(tinfo:dict, student:ModelCfg, dc:DistillCfg, device='auto') -> dict:
     "What a teacher cache depends on, and its `key` (16 hex digits of its SHA-256)"
     dtype = amp_dtype(dc.teacher_amp, resolve_device(device))
@@ -204,6 +196,7 @@ def teacher_cache_spec(tinfo:dict, student:ModelCfg, dc:DistillCfg, device='auto
     )
     return dict(spec, key=hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16])
 
+# %% ../nbs/20_distill.ipynb #1b51fe93
 def teacher_cache_dir(data_root, spec:dict):
     "The default folder of a teacher cache: `DATA/cache/teacher_{size}_{key}`"
     return RsnaPaths(data_root).root/'cache'/f'teacher_{spec["image_size"]}_{spec["key"]}'
@@ -288,6 +281,7 @@ def exact_mirror(anchors:np.ndarray, size:int) -> np.ndarray:
         )
     return mi
 
+# %% ../nbs/20_distill.ipynb #75ce6401
 def flip_teacher(t:dict, mirror:np.ndarray) -> dict:
     "Cached teacher outputs of the mirrored image: scores and anchor indices through `mirror`, the deltas' dx negated"
     return dict(t, scores=t['scores'][mirror], idx=mirror[t['idx']].astype(t['idx'].dtype),
@@ -421,30 +415,6 @@ def fit_distill(data_root, # dataset folder (Kaggle layout)
                loss_fn=functools.partial(distill_loss, dc=dc), extra_config=extra)
 
 # %% ../nbs/20_distill.ipynb #91cef150
-def distill_preset(data, # dataset folder (Kaggle layout)
-                   teachers, # teacher checkpoint files or run folders
-                   fold:int=0, # validation fold
-                   out=None, # run folder (default: outputs/runs/<backbone>_distill_fold<k>)
-                   preset:str='cpu_board', # the student's training preset, a name in `train.TRAIN_PRESETS`
-                   kd_weight:float=0.5, # weight of the teacher's terms
-                   teacher_tta:bool=False, # average each teacher with its mirrored pass
-                   box_thresh:float=0.05, box_top_k:int=256, # which anchors' teacher boxes are learnt (`DistillCfg`)
-                   cache_dir=None, # teacher cache folder (default: DATA/cache/teacher_{size}_{key})
-                   resume:bool=False, # continue the run in `out`
-                   device:str='auto', # cpu, cuda, cuda:N or auto
-                   pretrained:bool=True, # False: the student's backbone starts from scratch whatever the preset says
-                   **overrides, # `ModelCfg` (backbone, image_size, weights_file), `TrainCfg` fields; None: the preset's
-                  ) -> dict:
-    "Distil one fold's student from a preset with overrides; the run summary (without the model and history)"
-    mc, tc, out = preset_run(preset, fold, out, pretrained, kind='distill', **overrides)
-    dc = DistillCfg(kd_weight, box_thresh, box_top_k, teacher_tta=teacher_tta)
-    return run_summary(
-        fit_distill(
-            data, teachers, fold, out, mc, tc, distill_cfg=dc, cache_dir=cache_dir, resume=resume, device=device
-        ),
-        out,
-    )
-
 def main(argv=None) -> int:
     "`python -m pneumonia_kit.distill ...` and `torchrun -m pneumonia_kit.distill ...`: `pneumonia-kit distill ...`"
     # `cli` comes later in import order: imported only when run as a command

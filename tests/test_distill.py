@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def teacher(tiny_twin, tmp_path_factory):
     "A one-epoch `tiny` teacher on P2-P7 (128 px), fold 0 of the tiny twin: its run folder"
     import dataclasses, torch
-    from pneumonia_kit.train import fit, preset_cfgs
+    from pneumonia_kit.train import fit
+    from pneumonia_kit.presets import preset_cfgs
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp('teacher')/'run'
     mc, tc = preset_cfgs('tiny', epochs=1)

@@ -50,7 +50,8 @@ def twin(tmp_path_factory):
 
 
 def _fit(twin, out, epochs=2, resume=False, **cfg):
-    from pneumonia_kit.train import fit, preset_cfgs
+    from pneumonia_kit.train import fit
+    from pneumonia_kit.presets import preset_cfgs
     mc, tc = preset_cfgs('tiny', epochs=epochs, channels_last=True, **cfg)
     return fit(twin, 0, out, mc, tc, resume=resume, device=DEVICE)
 

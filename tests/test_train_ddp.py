@@ -31,10 +31,11 @@ def _rank(rank, port, root, out, results):
                       WORLD_SIZE=str(WORLD))
     torch.set_num_threads(1)
     import pneumonia_kit.train as T
+    from pneumonia_kit.presets import preset_cfgs
     saved = []
     save = T.save_checkpoint
     T.save_checkpoint = lambda path, *a, **k: saved.append(str(path)) or save(path, *a, **k)
-    mc, tc = T.preset_cfgs('tiny', epochs=1, batch_size=2)
+    mc, tc = preset_cfgs('tiny', epochs=1, batch_size=2)
     res = T.fit(root, 0, out, mc, tc, device='cpu')
     torch.save(dict(weights=res['model'].state_dict(), saved=saved, world_size=res['world_size'],
                     train_loss=res['history'][-1]['train_loss']), Path(results)/f'rank{rank}.pt')
