@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from .core import PneumoniaKitError, RsnaPaths, cfg2dict, load_json, save_json
-from .report import demo_summary, headline, key_figures, training_note, write_report
+from .summary import demo_summary, headline, key_figures, training_note
+from .report import write_report
 
 # %% auto #0
 __all__ = ['QUICK', 'STAGES', 'THREAD_VARS', 'WAIT_VARS', 'DemoCfg', 'Stage', 'runners_dir', 'run_runner', 'pin_threads',
