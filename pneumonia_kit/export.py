@@ -22,7 +22,7 @@ from pneumonia_kit.core import (
 )
 from .dicom import find_dicoms, read_xray, resize_image
 from .boxes import match_detections
-from .metric import PairedDiff, Score
+from .metric import PairedDiff
 from .csvio import compare_submissions, read_submission, write_labels_subset
 from .post import PostCfg
 from .runtime import FORMAT_VERSION, OUTPUT_NAMES, check_board_meta, make_runtime
