@@ -143,7 +143,7 @@ def _stage_label(bp, int8:bool) -> tuple:
 # %% ../nbs/25_bench.ipynb #bf9a7c8d
 def stage_times(model_dir, # board model folder (`pneumonia-kit export`)
                 images, # DICOM files or folders; each is predicted
-                backend:str='opencv', # a key of `board.RUNTIMES` (opencv: the board's runtime)
+                backend:str='opencv', # a key of `runtime.RUNTIMES` (opencv: the board's runtime)
                 threads:int=2, # CPU threads of the runtime
                 int8:bool=False, # run the folder's int8 model
                 runs:int=1, # passes over the images (after one warm-up image)

@@ -65,7 +65,7 @@ TRAIN_PRESET_NAMES = (
     'cpu_original_sx50',
     'cpu_board_r18_p4p7',
     'tiny_light',
-)  # `train.TRAIN_PRESETS`
+)  # `presets.TRAIN_PRESETS`
 BACKBONE_NAMES = (
     'efficientnet_b0',
     'mobilenet_v3_large',

@@ -140,11 +140,11 @@ def _overrides(a) -> dict: return dict({k: getattr(a, k) for k in _OVERRIDES}, t
 # %% ../nbs/33_cli_train.ipynb #c1000012
 def _run_cfgs(a, kind:str='', **overrides) -> tuple:
     """(ModelCfg, TrainCfg, fold, run folder) of `train` or `distill`: the preset with the options, then `--set`,
-    checked before `train.preset_run` names the run folder and checks it can be written"""
-    T, ov = _api('train'), dict(_overrides(a), pretrained=False if a.no_pretrained else None, **overrides)
-    c = apply_settings(dict(zip(('model', 'train'), T.preset_cfgs(a.preset, **ov))), a.set)
+    checked before `presets.preset_run` names the run folder and checks it can be written"""
+    P, ov = _api('presets'), dict(_overrides(a), pretrained=False if a.no_pretrained else None, **overrides)
+    c = apply_settings(dict(zip(('model', 'train'), P.preset_cfgs(a.preset, **ov))), a.set)
     fold = c['train'].fold if any(s[:2] == ('train', 'fold') for s in a.set) else a.fold   # --set train.fold: --fold
-    out = T.preset_run(a.preset, fold, a.out, kind=kind, backbone=c['model'].backbone)[2]
+    out = P.preset_run(a.preset, fold, a.out, kind=kind, backbone=c['model'].backbone)[2]
     return c['model'], c['train'], fold, out
 
 
@@ -164,7 +164,7 @@ def train(a):
     "Train the detector on one fold (CPU, one GPU, or several with torchrun -m pneumonia_kit.train)"
     T = _api('train')
     mc, tc, fold, out = _run_cfgs(a)
-    _run_line(T.run_summary(T.fit(a.data, fold, out, mc, tc, resume=a.resume, device=a.device), out))
+    _run_line(_api('presets').run_summary(T.fit(a.data, fold, out, mc, tc, resume=a.resume, device=a.device), out))
 
 
 # %% ../nbs/33_cli_train.ipynb #888ef60a
@@ -234,7 +234,7 @@ def distill(a):
     dc = D.DistillCfg(a.kd_weight, a.box_thresh, a.box_top_k, teacher_tta=a.teacher_tta)
     r = D.fit_distill(a.data, a.teachers, fold, out, mc, tc, distill_cfg=dc, cache_dir=a.cache_dir, resume=a.resume,
                       device=a.device)
-    _run_line(_api('train').run_summary(r, out))
+    _run_line(_api('presets').run_summary(r, out))
 
 # %% ../nbs/33_cli_train.ipynb #3f36622a
 def _predict_args(p):

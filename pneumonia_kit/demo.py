@@ -24,11 +24,11 @@ class DemoCfg:
     data:str='data/synthetic'       # dataset folder (made if missing)
     n_images:int=400                # synthetic training images
     n_test:int=100                  # synthetic test images
-    difficulty:str='default'        # the twin's difficulty (`synth.DIFFICULTIES`)
+    difficulty:str='default'        # the twin's difficulty (`scene.DIFFICULTIES`)
     image_size:int=1024             # DICOM size of the twin
     cache_size:int=256              # training resolution of the demo model
     seed:int=0                      # seed of the twin, folds and training
-    preset:str='cpu_demo'           # training preset (see `train.TRAIN_PRESETS`)
+    preset:str='cpu_demo'           # training preset (see `presets.TRAIN_PRESETS`)
     epochs:int|None=None            # override the preset's epochs
     train_minutes:float|None=None   # optional training time budget: None trains every epoch (same seed, same figures)
     # CPU threads of every stage (pinned: the figures do not depend on the machine's load)

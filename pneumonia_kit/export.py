@@ -61,7 +61,7 @@ def update_board_json(model_dir, **entries) -> dict:
 
 # %% ../nbs/29_export.ipynb #1b827cb5
 class _OnnxWrapper(nn.Module):
-    "The network's raw outputs as a tuple in `board.OUTPUT_NAMES` order, for `torch.onnx.export`"
+    "The network's raw outputs as a tuple in `runtime.OUTPUT_NAMES` order, for `torch.onnx.export`"
     def __init__(self, model): super().__init__(); self.model = model
     def forward(self, image): r = self.model(image); return tuple(r[k] for k in OUTPUT_NAMES)
 

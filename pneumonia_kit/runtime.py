@@ -266,7 +266,7 @@ class OrtRuntime(Runtime):
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = self.threads, 1
         so.log_severity_level = 3
-        # the exported model is already folded (`model.optimize_onnx`); 'extended' adds only operator fusions, while
+        # the exported model is already folded (`export.optimize_onnx`); 'extended' adds only operator fusions, while
         # 'all' also re-lays fp32 convolution weights out in blocked copies: 5-12% faster here, but +180 MB for an
         # fp32 se_resnext50 and +20 MB for its int8 model (over the 600 / 300 MB budgets). Without the arena,
         # activations are freed as soon as they are used (-35 MB, same speed).

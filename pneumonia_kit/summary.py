@@ -44,7 +44,7 @@ def board_scores(subs:dict, # runtime name (a key of `BOARD_LABELS`) -> its subm
                  labels:str|None, # the test labels CSV (None: nothing is scored)
                  cv_version:str, # OpenCV's version, for the labels (`board_label`)
                 ) -> dict: # {'map': name -> mAP, 'scores': name -> label, submission, map, ci95, n_images, n_counted}
-    ("Each present submission scored on `labels` with its 95% interval (`metric.score_submission`; a labelled image "
+    ("Each present submission scored on `labels` with its 95% interval (`csvio.score_submission`; a labelled image "
      "without a row counts as predicted empty): the board summary's `map` and `scores`")
     res = dict(map={}, scores={})
     if not labels: return res
@@ -62,7 +62,7 @@ def board_comparisons(subs:dict, # runtime name -> its submission CSV
                       cv_version:str, # OpenCV's version, for the texts
                      ) -> list: # dicts: what, a, b, map_a, map_b, diff, ci95, p_value, n_images, n_counted_a/_b
     ("The pairs of `BOARD_PAIRS` whose two submissions are present, compared on the same images "
-     "(`metric.compare_submissions`: B - A, its 95% paired interval, a permutation p-value)")
+     "(`csvio.compare_submissions`: B - A, its 95% paired interval, a permutation p-value)")
     if not labels: return []
     keys = ('map_a', 'map_b', 'diff', 'ci95', 'p_value', 'n_images', 'n_counted_a', 'n_counted_b')
     out = []
