@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${1:-${TMPDIR:-/tmp}/pneumonia_kit_foreign_torch}
 FOREIGN_TORCH=${FOREIGN_TORCH:-"torch==2.9.1 torchvision==0.24.1"}
-NBS=(15_dataset 16_backbones 17_model 18_runs 19_train 20_distill 22_predict 23_sweep 29_export)
+NBS=(16_dataset 17_backbones 18_model 19_runs 21_train 22_distill 24_predict 25_sweep 31_export)
 DEFAULT_TESTS="${NBS[*]/#/tests/test_notebooks.py::test_notebook[}"
 DEFAULT_TESTS="${DEFAULT_TESTS// /] }] tests/test_cli.py tests/test_board_torchfree.py"
 DEFAULT_TESTS+=" tests/test_bundle.py tests/test_layout.py"
