@@ -20,7 +20,8 @@ from pneumonia_kit.core import (
     run_command,
     save_json,
 )
-from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
+from .image import draw_boxes, resize_image, write_png
+from .dicom import find_dicoms, pixel_limit, read_xray
 from .csvio import failed_csv_path, format_prediction_string, write_failures, write_submission
 from .post import NonFiniteOutput, as_post, postprocess_raw
 from .runtime import OUTPUT_NAMES, RUNTIMES, _first_line, load_model_dir, make_runtime

@@ -18,7 +18,8 @@ __all__ = ['BUNDLE_FORMAT', 'MODULES', 'MANIFEST', 'MODEL_PREFIX', 'NEEDS', 'PRE
 
 # %% ../nbs/38_bundle.ipynb #b5d59e09
 BUNDLE_FORMAT = 1   # version of the bundle layout (the manifest's `format_version`)
-MODULES = ('__init__', 'core', 'dicom', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board', 'bundle')   # what the board runs
+# what the board runs
+MODULES = ('__init__', 'core', 'dicom', 'image', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board', 'bundle')
 MANIFEST = 'BUNDLE.json'   # format, versions, the model's facts and the SHA-256 of every other member
 MODEL_PREFIX = 'model/'    # the model folder's files inside the bundle
 NEEDS = {'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'pydicom': 'python3-pydicom'}   # module: Debian package

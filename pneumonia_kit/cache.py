@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2, numpy as np, pandas as pd
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_patient_id, patient_id_of
-from .dicom import read_meta, read_xray, resize_image
+from .dicom import read_meta, read_xray
+from .image import resize_image
 
 # %% auto #0
 __all__ = ['MAX_CACHE_SIZE', 'MANIFEST_COLS', 'build_cache', 'load_manifest', 'load_cached']

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from .core import CLASSES, PneumoniaKitError
 from .boxes import box_iou_xywh
-from .dicom import draw_boxes, find_dicoms, read_xray, resize_image
+from .image import draw_boxes, resize_image
+from .dicom import find_dicoms, read_xray
 from .csvio import read_gt_labels, read_submission
 from .plots import PRED_RGB, TRUTH_RGB, _figure, box_legend, save_figure
 

@@ -20,7 +20,8 @@ from pneumonia_kit.core import (
     save_json,
     temp_path,
 )
-from .dicom import find_dicoms, read_xray, resize_image
+from .dicom import find_dicoms, read_xray
+from .image import resize_image
 from .boxes import match_detections
 from .metric import PairedDiff
 from .csvio import compare_submissions, read_submission, write_labels_subset

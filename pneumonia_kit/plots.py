@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 import numpy as np
 from .core import PneumoniaKitError, atomic_write, load_json
-from .dicom import draw_boxes, find_dicoms, read_xray, resize_image, write_png
+from .image import draw_boxes, resize_image, write_png
+from .dicom import find_dicoms, read_xray
 from .csvio import read_boxes, read_gt_labels, read_submission
 
 # %% auto #0

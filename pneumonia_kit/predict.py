@@ -10,7 +10,8 @@ import numpy as np, torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, cfg2dict, check_writable
-from .dicom import draw_boxes, find_dicoms, pixel_limit, read_xray, resize_image, write_png
+from .image import draw_boxes, resize_image, write_png
+from .dicom import find_dicoms, pixel_limit, read_xray
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion
 from .csvio import failed_csv_path, format_prediction_string, write_failures, write_submission
 from pneumonia_kit.post import (

@@ -76,7 +76,8 @@ def test_bundle_command(made):
     assert file_sha256(pyz) in r.stdout and 'python3 board.pyz IMAGE' in r.stdout
     with zipfile.ZipFile(pyz) as z: names = set(z.namelist())
     assert {'__main__.py', 'BUNDLE.json', 'model/model.onnx', 'model/anchors.npy', 'model/board.json',
-            'model/MODEL_CARD.md',            'pneumonia_kit/boxes.py', 'pneumonia_kit/board.py', 'pneumonia_kit/runtime.py'} <= names
+            'model/MODEL_CARD.md',            'pneumonia_kit/boxes.py', 'pneumonia_kit/board.py', 'pneumonia_kit/runtime.py',
+            'pneumonia_kit/image.py', 'pneumonia_kit/csvio.py'} <= names
     assert not any('torch' in n or n.endswith(('train.py', 'cli.py', 'model.py')) for n in names)
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TORCH_FREE = ('core', 'dicom', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board', 'bundle')   # bundle: board.pyz
+TORCH_FREE = ('core', 'dicom', 'image', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board',
+              'bundle')   # bundle: what `board.pyz` runs
 HEAVY = ('torch', 'torchvision', 'pandas', 'PIL', 'fastcore')
 
 
