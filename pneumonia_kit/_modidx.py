@@ -10,8 +10,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                        'pneumonia_kit/backbones.py'),
                                          'pneumonia_kit.backbones.BackboneEntry': ( 'backbones.html#backboneentry',
                                                                                     'pneumonia_kit/backbones.py'),
-                                         'pneumonia_kit.backbones.BackboneEntry.__getitem__': ( 'backbones.html#backboneentry.__getitem__',
-                                                                                                'pneumonia_kit/backbones.py'),
                                          'pneumonia_kit.backbones.BackboneEntry.__post_init__': ( 'backbones.html#backboneentry.__post_init__',
                                                                                                   'pneumonia_kit/backbones.py'),
                                          'pneumonia_kit.backbones.BackboneEntry.name': ( 'backbones.html#backboneentry.name',

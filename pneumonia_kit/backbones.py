@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_backbones.ipynb #7970a56e
 from __future__ import annotations
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable
@@ -57,10 +57,7 @@ class BackboneEntry:
         object.__setattr__(self, 'tags', frozenset(tags | ({'imagenet'} if self.url != '' else set())))
     @property
     def name(self) -> str: return self.fn.__name__
-    def __getitem__(self, key:str):
-        "`entry['mean']`, as when entries were dicts (kept for callers written then)"
-        if key not in {f.name for f in fields(self)}: raise KeyError(key)
-        return getattr(self, key)
+
 
 # %% ../nbs/17_backbones.ipynb #aac81473
 _BACKBONES: dict[str, BackboneEntry] = {}

@@ -203,8 +203,8 @@ class PneumoniaNet(nn.Module):
         self.global_head = GlobalHead(chans[-1], cfg.global_classes, cfg.global_channels, cfg.global_dropout)
         self.register_buffer('anchors', make_anchors(cfg), persistent=False)
         e = backbone_entry(cfg.backbone)
-        self.register_buffer('mean', torch.tensor(e['mean']).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer('std', torch.tensor(e['std']).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('mean', torch.tensor(e.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(e.std).view(1, 3, 1, 1), persistent=False)
         self.box_coder = det_utils.BoxCoder(weights=tuple(cfg.box_coder_weights))
         self.matcher = det_utils.Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, allow_low_quality_matches=True)
 
