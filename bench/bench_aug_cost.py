@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Loader CPU cost per image of each augmentation level (issue 20 item 5): one process, one thread (as each DataLoader
 worker runs: `train._worker_init` sets cv2 to 1 thread), `RsnaDataset.__getitem__` on the uint8 cache (read + albumentations
-+ tensor) plus `train.collate_padded`'s share, at --size px. Projected to --workers processes (perfect scaling, an upper
++ tensor) plus `step.collate_padded`'s share, at --size px. Projected to --workers processes (perfect scaling, an upper
 bound) against the GPU's rate goal: 178 images/s (20x the original's P100 epoch) with a 1.5x margin = 267 images/s.
 
     python bench/bench_aug_cost.py --data /tmp/pk_aug_twin --size 512 --n 48 --json aug_cost.json
@@ -30,7 +30,7 @@ def main(argv=None):
     from pneumonia_kit.data import load_labels
     from pneumonia_kit.dataset import RsnaDataset, make_transforms
     from pneumonia_kit.synth import synth_dataset
-    from pneumonia_kit.train import collate_padded
+    from pneumonia_kit.step import collate_padded
     paths = RsnaPaths(a.data)
     if not paths.train_labels.exists(): synth_dataset(a.data, n_images=a.n, n_test=0, seed=0, size=1024, workers=1, progress=False)
     cache = paths.cache(a.size, 'train')

@@ -19,7 +19,8 @@ def run(data, mc, tc, dev, seed:int, steps:int, fast:bool) -> dict:
     from pneumonia_kit.core import set_seed
     from pneumonia_kit.model import create_model
     from pneumonia_kit.runs import amp_dtype
-    from pneumonia_kit.train import make_optimizer, make_step, to_device, train_loader
+    from pneumonia_kit.step import make_optimizer, make_step, to_device
+    from pneumonia_kit.train import train_loader
     tc = dataclasses.replace(tc, seed=seed, amp='bf16' if fast else 'off', compile=tc.compile if fast else 'off')
     dtype, cl = amp_dtype(tc.amp, dev), fast and dev.type == 'cuda'
     set_seed(seed)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Does the scaled recipe still train? (issue 20 item 4) The same network, data and epochs trained at the recipe's batch
-and learning rate, and at a 4x larger batch with the lr scaled by `train.lr_schedule` (square-root rule, linear warm-up):
+and learning rate, and at a 4x larger batch with the lr scaled by `step.lr_schedule` (square-root rule, linear warm-up):
 the training loss per epoch of both, and the validation loss/mAP at the end. CPU-sized by default (the tiny preset).
 
     python bench/bench_lr_scaling.py --out /tmp/lr_scaling --epochs 6

@@ -6,7 +6,7 @@ per epoch on a P100.
 
 Each run (`--runs BATCHxWORKERS,...`) builds the model of the preset (`presets.preset_cfgs`, `pretrained=False`: no ImageNet
 weights on an offline machine), its optimizer and GradScaler as `train.fit` does (channels-last, cudnn.benchmark, the
-preset's autocast), and calls `train.train_one_epoch` on the preset's training loader (`train.train_loader`, pinned
+preset's autocast), and calls `step.train_one_epoch` on the preset's training loader (`train.train_loader`, pinned
 memory on CUDA) cut to `--warmup + --steps` batches. Only the last `--steps` are timed (the first ones start the workers
 and autotune cuDNN). `fit`'s per-epoch extras (validation, checkpoint, curves) are left out.
 
@@ -78,7 +78,8 @@ def run_one(root, preset:str, batch:int, workers:int, steps:int, warmup:int, gpu
     from pneumonia_kit.core import set_seed
     from pneumonia_kit.model import create_model
     from pneumonia_kit.runs import amp_dtype, resolve_device
-    from pneumonia_kit.train import make_optimizer, make_step, prepare_data, train_loader, train_one_epoch
+    from pneumonia_kit.step import make_optimizer, make_step, train_one_epoch
+    from pneumonia_kit.train import prepare_data, train_loader
     from pneumonia_kit.presets import preset_cfgs
     mc, tc = preset_cfgs(preset, pretrained=False, batch_size=batch, num_workers=workers, image_size=image_size, compile=compile, amp=amp)
     tc = dataclasses.replace(tc, progress=False)

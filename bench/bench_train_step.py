@@ -6,7 +6,7 @@ One step = forward + loss + backward + gradient clipping + Adam, on random uint8
 original at `--batch`; speed-ups compare images/s. `--budget-s` keeps a sweep inside the acceptance run's time.
 - `original`: `bench/original_retinanet.py`, the 2nd-place code's step re-implemented (P2-P7, sigmoid heads, anchors
   rebuilt in numpy every forward, per-image Python focal loss, BN frozen by eval mode, fp32, NCHW, cudnn.benchmark off);
-- `ours P2-P7`: `train.train_one_epoch` on one batch with the same pyramid (`ModelCfg.levels=(2,7)`): vectorised loss,
+- `ours P2-P7`: `step.train_one_epoch` on one batch with the same pyramid (`ModelCfg.levels=(2,7)`): vectorised loss,
   FrozenBatchNorm2d, and on CUDA bf16/fp16 autocast, channels-last and cudnn.benchmark, as `fit` runs it;
 - `ours P3-P7` (unless --no-p3p7): the same without the P2 level, the configuration we recommend.
 All configurations are timed in this one process, their steps interleaved, so the ratios compare like with like
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from original_retinanet import OriginalRetinaNet, original_step, pad_annotations  # noqa: E402
 from pneumonia_kit.model import MODEL_PRESETS, create_model  # noqa: E402
 from pneumonia_kit.runs import amp_dtype  # noqa: E402
-from pneumonia_kit.train import TrainCfg, make_optimizer, make_step, train_one_epoch  # noqa: E402
+from pneumonia_kit.step import TrainCfg, make_optimizer, make_step, train_one_epoch  # noqa: E402
 
 def make_batch(batch:int, size:int, seed:int=0):
     "uint8 images [B,1,S,S] and per-image targets: 0, 1 or 2 boxes of the real data's typical size, class ids"
@@ -70,7 +70,7 @@ def original_runner(backbone, images, targets, dev, fpn_channels=256):
     return m, step
 
 def padded(images, targets, dev):
-    "The batch as `train.collate_padded` gives it, pinned on CUDA"
+    "The batch as `step.collate_padded` gives it, pinned on CUDA"
     from pneumonia_kit.model import pad_targets
     t = dict(pad_targets(targets), items=[dict(class_id=x['class_id']) for x in targets])
     if dev.type == 'cuda': images, t = images.pin_memory(), {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in t.items()}
@@ -99,7 +99,7 @@ def graphed_model(backbone, size, levels, dev, amp, channels_last, fpn_channels,
     captured in one CUDA graph (PyTorch's whole-network capture recipe): `run()` replays it on `batch`, kept in static
     device tensors (a loader would copy each new batch into them). No kernel is launched from Python after the capture,
     so a small batch is no longer bound by the host's launch rate. Needs a step with no host sync (issue 20, item 1)."""
-    from pneumonia_kit.train import to_device
+    from pneumonia_kit.step import to_device
     torch.manual_seed(0)
     base = MODEL_PRESETS['original_se_resnext50']
     m = create_model(base, backbone=backbone, pretrained=False, image_size=size, levels=levels,

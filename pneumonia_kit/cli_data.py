@@ -79,7 +79,7 @@ BACKBONE_NAMES = (
     'se_resnext50_32x4d',
 )  # `backbones.list_backbones()`
 AMP_NAMES = ('auto', 'bf16', 'fp16', 'off')   # `runs.AMP_MODES`
-COMPILE_NAMES = ('off', 'default', 'reduce-overhead', 'max-autotune')   # `train.COMPILE_MODES`
+COMPILE_NAMES = ('off', 'default', 'reduce-overhead', 'max-autotune')   # `step.COMPILE_MODES`
 ENSEMBLE_NAMES = ('mean', 'wbf')              # `predict.ENSEMBLES`
 LEVEL_NAMES = ('P2-P7', 'P3-P7', 'board')     # `bench.NETWORKS`
 

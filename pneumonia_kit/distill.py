@@ -36,7 +36,8 @@ from pneumonia_kit.runs import (
     resolve_checkpoints,
     resolve_device,
 )
-from .train import TrainCfg, fit, prepare_data, rank0_first, stack_teacher
+from .step import TrainCfg, stack_teacher
+from .train import fit, prepare_data, rank0_first
 
 # %% auto #0
 __all__ = ['GEOMETRIC', 'DELTA_MAX', 'CACHE_FORMAT', 'KD_KEYS', 'DistillCfg', 'distill_aug', 'anchor_index', 'check_teachers',
@@ -324,7 +325,7 @@ class DistillDataset(Dataset):
 # %% ../nbs/22_distill.ipynb #e07e8a1b
 KD_KEYS = ('label_loss', 'kd_loss', 'kd_classification', 'kd_bbox_regression', 'kd_global')   # logged after `LOSS_KEYS`
 
-def distill_loss(net, raw:dict, targets, # the student, its raw outputs, the batch's targets (`train.collate_padded`'s
+def distill_loss(net, raw:dict, targets, # the student, its raw outputs, the batch's targets (`step.collate_padded`'s
                  dc:DistillCfg) -> dict:      # with `teacher`, or per-image dicts with `teacher`)
     """`(1 - kd_weight) * labels' loss + kd_weight * teacher terms`, with every term (`LOSS_KEYS` then `KD_KEYS`);
     static shapes"""

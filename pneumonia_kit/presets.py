@@ -8,7 +8,8 @@ import dataclasses
 from pathlib import Path
 from .core import PneumoniaKitError, cfg2dict, check_writable, dict2cfg
 from .model import MODEL_PRESETS, ModelCfg
-from .train import TrainCfg, fit
+from .step import TrainCfg
+from .train import fit
 from .distill import DistillCfg, fit_distill
 
 # %% auto #0

@@ -191,7 +191,7 @@ def test_step_without_host_sync():
     import time
     from test_train_step import _Loader, _SyncGuard, _batches
     from pneumonia_kit.model import create_model
-    from pneumonia_kit.train import TrainCfg, make_optimizer, train_one_epoch
+    from pneumonia_kit.step import TrainCfg, make_optimizer, train_one_epoch
     dev = torch.device(DEVICE if DEVICE != 'cuda' else 'cuda:0')
     torch.manual_seed(0)
     net = create_model('tiny').to(dev).to(memory_format=torch.channels_last)
@@ -214,7 +214,8 @@ def test_auto_batch_size():
     """Issue 20: batch_size='auto' probes real steps on CUDA (the tiny model fits the cap of 64; weights, buffers untouched)
     and scales the lr by sqrt(batch / 4) with a warm-up; on the CPU there is nothing to probe: lr_base_batch"""
     from pneumonia_kit.model import create_model
-    from pneumonia_kit.train import TrainCfg, _schedule
+    from pneumonia_kit.step import TrainCfg
+    from pneumonia_kit.train import _schedule
     dev = torch.device(DEVICE if DEVICE != 'cuda' else 'cuda:0')
     torch.manual_seed(0)
     net = create_model('tiny').to(dev).train()

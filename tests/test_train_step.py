@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import box_iou, sigmoid_focal_loss
 from pneumonia_kit.model import LOSS_KEYS, create_model, pad_targets
-from pneumonia_kit.train import TrainCfg, collate_padded, make_optimizer, make_step, train_one_epoch
+from pneumonia_kit.step import TrainCfg, collate_padded, make_optimizer, make_step, train_one_epoch
 
 
 def reference_loss(net, raw, targets):
@@ -161,7 +161,7 @@ def test_no_host_sync_inside_a_step(clip):
 
 
 def test_nonfinite_names_epoch_and_step():
-    from pneumonia_kit.train import NonFiniteLossError
+    from pneumonia_kit.step import NonFiniteLossError
     torch.manual_seed(0)
     net = create_model('tiny')
     def nan_at_3(n, raw, t, calls=[0]):
