@@ -14,10 +14,13 @@ Stages, each through the `pneumonia-kit` command line in its own process (the sa
            Each gets the same epochs and its own learning rate from LR_GRID, chosen on the validation fold (best_val_map)
   distill  (c) `board_r18_p4p7` distilled from (a)'s best epoch, the learning rate (b) chose
   test     (a) by PyTorch on the GPU (its board-runtime forward takes ~0.5 s an image on 16 x86 cores: 1,000 images would
-           not fit the budget; the export's parity check ties ONNX to PyTorch); (b)-(d) exported and predicted by the
-           board predictor with OpenCV DNN on the machine's cores; every submission scored on the same test images
-  compare  paired differences (b)-(a), (c)-(a), (d)-(a) and (c)-(b) with 95% intervals, the images counted; board
-           instructions per image of each exported model from the meter (its cache, else bench/meter_counts.json)
+           not fit the budget; the export's parity check ties ONNX to PyTorch) and scored; (b)-(d) exported
+  pareto   `pneumonia-kit board-pareto b c d --original a --original-submission (a)'s CSV`: (b)-(d) predicted by the
+           board predictor with OpenCV DNN on the machine's cores, scored on the same test images and paired against
+           (a) with 95% intervals and the images counted; board instructions per image after the first (the first
+           beside it) from the meter (its cache, else bench/meter_counts.json); the recommended candidate and the
+           cheapest that is not worse (moonshot: >= 20x fewer per image)
+  compare  the paired difference (c)-(b): did distillation beat label-only training
 From scratch for every network (no ImageNet weights can be downloaded there), stated in the results.
 
 Exit status: 0 all stages ran; 1 a stage failed or the budget ran out (results.md says which); 2 bad usage or input
@@ -115,20 +118,41 @@ class Lab:
         self.res['models'][key] = dict(best, name=f'{ROLES[key]}: {net}', preset=preset, size=size, grid=tried)
 
     def test(self):
+        "(a) predicted by PyTorch and scored; (b)-(d) exported (`pareto` predicts them on the board runtime)"
         labels, images, c = self.data/'synthetic_test_labels.csv', self.data/'stage_2_test_images', self.cfg
         for key, m in self.res['models'].items():
-            sub = self.out/'subs'/f'{key}.csv'
             if key == 'a':
+                sub = self.out/'subs'/'a.csv'
                 m['test_s'] = self.kit('test a', 'predict', m['run'], '--images', images, '--out', sub, '--device', c['device'])
-                m['runtime'] = f'PyTorch ({c["device"]})'
+                m['runtime'], m['submission'] = f'PyTorch ({c["device"]})', str(sub)
+                m['score'] = self.score('score', sub, labels)
             else:
-                folder = self.out/'models'/key
-                m['export_s'] = self.kit(f'export {key}', 'export', m['run'], '--out', folder)
-                m['test_s'] = self.kit(f'test {key}', 'board-predict', folder, images, '--out', sub, '--backend', 'opencv',
-                                       '--threads', c['threads'])
-                m['runtime'], m['model_dir'] = 'OpenCV DNN (board predictor)', str(folder)
-            m['submission'] = str(sub)
-            m['score'] = self.score('score', sub, labels)
+                m['model_dir'] = str(self.out/'models'/key)
+                m['export_s'] = self.kit(f'export {key}', 'export', m['run'], '--out', m['model_dir'])
+
+    def pareto(self):
+        "board-pareto: (b)-(d) on the board runtime, scored and paired against (a)'s PyTorch predictions, with board counts"
+        m, c, out = self.res['models'], self.cfg, self.out/'pareto'
+        cands = [f"{k}={m[k]['model_dir']}" for k in 'bcd' if 'model_dir' in m.get(k, {})]
+        if 'submission' not in m.get('a', {}) or not cands: raise StageError('pareto: (a) or every board model is missing')
+        s = self.kit('pareto', 'board-pareto', *cands, '--original', f"a={m['a']['run']}", '--original-submission',
+                     m['a']['submission'], '--data', self.data, '--out', out, '--n-test', c['n_test'],
+                     '--threads', c['threads'], '--python', sys.executable)
+        doc = json.loads((out/'pareto.json').read_text(encoding='utf-8'))
+        self.res['pareto'] = {k: doc.get(k) for k in ('recommended', 'cheapest_not_worse', 'moonshot', 'criteria')}
+        self.res['pareto'].update(seconds=s, table=str(out/'pareto.md'))
+        self.res['meter'] = {}
+        for r in doc['rows']:
+            k = r['name']
+            self.res['meter'][k] = r['insns_first_G'] and dict(first_G=r['insns_first_G'], per_image_G=r['insns_per_image_G'],
+                per_image_is='second forward' if r['steady'] else 'first forward', fewer=r['fewer_insns'])
+            if r['original']: continue
+            m[k].update(runtime=f"OpenCV DNN {r['opencv']} (board predictor)", test_s=s,
+                        submission=str(out/'candidates'/k/'test_submission.csv'),
+                        score=dict(map=r['map'], ci95=r['ci95'], n_images=r['n_images'], n_counted=r['n_counted']))
+            self.res['pairs'][f'{k}-a'] = dict(diff=r['diff'], ci95=r['diff_ci95'], p_value=r['p_value'],
+                                               n_images=r['n_images'], n_counted_a=m['a']['score']['n_counted'],
+                                               n_counted_b=r['n_counted'])
 
     def score(self, cmd, *args) -> dict:
         js = self.out/'subs'/f'{cmd}_{len(list((self.out/"subs").glob(f"{cmd}_*.json")))}.json'
@@ -139,11 +163,13 @@ class Lab:
         return json.loads(p.stdout)
 
     def compare(self):
+        "(c)-(b): distilled against label-only; the pairs against (a) come from `pareto` (else from `compare` here)"
         labels, m = self.data/'synthetic_test_labels.csv', self.res['models']
         for a, b in (('a', 'b'), ('a', 'c'), ('a', 'd'), ('b', 'c')):
-            if a in m and b in m and 'submission' in m[a] and 'submission' in m[b]:
+            if f'{b}-{a}' not in self.res['pairs'] and 'submission' in m.get(a, {}) and 'submission' in m.get(b, {}):
                 self.res['pairs'][f'{b}-{a}'] = self.score('compare', m[a]['submission'], m[b]['submission'], labels)
-        self.res['meter'] = meter_counts({k: v['model_dir'] for k, v in m.items() if 'model_dir' in v}, self.env)
+        if not self.res.get('meter'):
+            self.res['meter'] = meter_counts({k: v['model_dir'] for k, v in m.items() if 'model_dir' in v}, self.env)
 
 
 class StageError(Exception): "A stage failed: recorded, the lab goes on with what does not depend on it"
@@ -184,10 +210,17 @@ def markdown(res:dict) -> str:
     for k, m in res['models'].items():
         g = meter.get(k) if isinstance(meter.get(k), dict) else None
         cost = (f"{g['per_image_G']} ({g['first_G']})" + ('' if g['per_image_is'] == 'second forward' else ' first only')) if g else 'not metered'
-        ratio = f"{ga['per_image_G'] / g['per_image_G']:.1f}x" if g and ga and ga['per_image_is'] == g['per_image_is'] else '—'
+        ratio = f"{ga['per_image_G'] / g['per_image_G']:.1f}x" if g and ga and ga['per_image_is'] == g['per_image_is'] == 'second forward' else '—'
         tr = sum(t['train_s'] for t in m.get('grid', [])) if m.get('grid') else '—'
         L.append(f"| ({k}) {m['name']}, {m['size']} px | {m['lr']:g} | {m['val_map'] if m['val_map'] is None else round(m['val_map'], 3)} "
                  f"| {tr} | {_fmt_score(m.get('score'))} | {m.get('runtime', '—')} | {cost} | {ratio} |")
+    pa = res.get('pareto')
+    if pa:
+        ch = pa.get('cheapest_not_worse')
+        L += ['', f"board-pareto ({pa['table']}): recommended {pa.get('recommended') or 'none'}; cheapest not worse "
+              f"(lower paired bound >= -{pa['criteria']['max_loss']}) {ch or 'none'}" + (
+                  f"; the moonshot (>= {pa['criteria']['moonshot']:.0f}x fewer per image) "
+                  + ('reached' if pa.get('moonshot') else 'not reached') if ch else '')]
     if res['pairs']:
         L += ['', 'Paired differences (second - first), 95% interval, permutation p:', '']
         L += [f'- {k}: {_fmt_pair(v)}' for k, v in res['pairs'].items()]
@@ -253,7 +286,7 @@ def main(argv=None) -> int:
         if lab.stage('train b', lambda: lab.train('b')): lab.stage('distill c', lambda: lab.train('c'))
         lab.stage('train d', lambda: lab.train('d'))
     if lab.res['models']:
-        lab.stage('test', lab.test)
+        if lab.stage('test', lab.test): lab.stage('pareto', lab.pareto)
         lab.stage('compare', lab.compare)
     lab.save()
     failed = [k for k, v in lab.res['stages'].items() if v['status'] != 'passed']

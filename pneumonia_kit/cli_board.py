@@ -191,13 +191,18 @@ def _board_pareto_args(p):
         '--n-test', metavar='N', type=positive_int, default=1000, help='the first N test images (default: 1000)'
     )
     p.add_argument('--labels', metavar='CSV', help='test labels (default: DATA/synthetic_test_labels.csv)')
+    p.add_argument(
+        '--original-submission',
+        metavar='CSV',
+        help="the original's test predictions made elsewhere (e.g. `predict` on a GPU), instead of the board runtime",
+    )
     _board_pareto_runtime_args(p)
     _board_pareto_rule_args(p)
 
 # %% ../nbs/36_cli_board.ipynb #c6286720
 def board_pareto(a):
     """Speed vs accuracy of board model candidates: board-runtime test mAP, paired difference vs the original, board
-    instructions, x86 OpenCV ms; table, JSON, plot"""
+    instructions per image (after the first; the first beside it), x86 OpenCV ms; table, JSON, plot"""
     _bp = _api('pareto').board_pareto
     r = _bp(
         a.candidates,
@@ -215,6 +220,7 @@ def board_pareto(a):
         min_ratio=a.min_ratio,
         max_loss=a.max_loss,
         n_boot=a.n_boot,
+        original_submission=a.original_submission,
     )
     print(f"{r['table']}, {r['json']}, {r['plot']}")
 

@@ -10,7 +10,7 @@ import numpy as np
 from .core import PneumoniaKitError, atomic_write, file_sha256, load_json, save_json
 from .dicom import find_dicoms
 from .metric import PairedDiff, Score
-from .csvio import compare_submissions, score_submission, write_labels_subset
+from .csvio import compare_submissions, read_submission, score_submission, write_labels_subset
 from .runtime import make_runtime
 from .evalplots import plot_pareto
 from .bench import machine_info, peak_rss_mb
@@ -20,7 +20,7 @@ from pneumonia_kit.meter import (
 )
 
 # %% auto #0
-__all__ = ['INT8_NOTE', 'measure_board', 'recommend', 'pareto_markdown', 'board_pareto']
+__all__ = ['INT8_NOTE', 'MOONSHOT', 'measure_board', 'recommend', 'cheapest_not_worse', 'pareto_markdown', 'board_pareto']
 
 # %% ../nbs/32_pareto.ipynb #a9f0dea4
 INT8_NOTE = (
@@ -149,6 +149,24 @@ def _measured(name, path, out:Path, images, labels, python, backend, threads, bu
     save_json(rec, d/'measure.json')
     return dict(rec, folder=str(folder), sub=str(d/'test_submission.csv'))
 
+# %% ../nbs/32_pareto.ipynb #9ab55f9c
+def _given(name, path, out:Path, images, sub, log) -> dict:
+    """The original from its own test predictions `sub` (CSV): exported for its board count and size, the images' rows
+    kept; no board-runtime measurements"""
+    d = out/'candidates'/name; (d/'model').mkdir(parents=True, exist_ok=True)
+    folder = _board_folder(path, d/'model', log)
+    meta = load_json(folder/'board.json'); pids = {Path(f).stem for f in images}
+    write_labels_subset(sub, pids, d/'test_submission.csv')   # any CSV keyed by patientId: rows copied as text
+    lost = sorted(pids - set(read_submission(d/'test_submission.csv')))
+    if lost:
+        raise PneumoniaKitError(f'{sub}: the original\'s submission has no row for {len(lost)} of the {len(pids)} test '
+                                f'images (e.g. {lost[0]})')
+    log(f'{name}: test predictions given ({sub}); not predicted on the board runtime')
+    return dict(name=name, source=str(path), configuration=describe_board(meta), input_size=meta['input_size'],
+                params_m=_onnx_params_m(folder/meta.get('model_file', 'model.onnx')),
+                runtime=f'given ({Path(sub).name})',
+                folder=str(folder), sub=str(d/'test_submission.csv'))
+
 # %% ../nbs/32_pareto.ipynb #9b89c1c5
 _MEASURE_KEYS = ('net_ms_1t', 'net_ms_2t', 'ms_per_image', 'peak_mb', 'params_m', 'parity', 'opencv', 'runtime',
                  'failed')   # the measurements each row of the table carries over
@@ -172,6 +190,7 @@ def _pareto_row(m:dict, orig:dict, labels, work, n_boot:int, meter_size:int|None
         p_value=None if c is None else c['p_value'],
         insns_first_G=met and met['first_G'],
         insns_per_image_G=met and met['per_image_G'],
+        steady=bool(met and met['steady_G']),   # per image = a further forward (else the first)
         metered=met['counted'] if met else 'not metered',
         board_s=met and round(board_seconds(met['per_image_G']), 2),
         **{k: m.get(k) for k in _MEASURE_KEYS},
@@ -180,12 +199,16 @@ def _pareto_row(m:dict, orig:dict, labels, work, n_boot:int, meter_size:int|None
 # %% ../nbs/32_pareto.ipynb #abfce950
 def _pareto_rows(meas:list, orig:dict, labels, work, n_boot:int, meter_size:int|None=None) -> list:
     """Scores, paired differences against the original (the first of `meas`), board counts and estimates of each
-    candidate"""
+    candidate; `fewer_insns` only where both sides have a further image's count"""
     rows = []
     for m in meas:
         rows.append(_pareto_row(m, orig, labels, work, n_boot, meter_size))
-    o = rows[0]['insns_first_G']
-    for r in rows: r['fewer_insns'] = round(o / r['insns_first_G'], 2) if o and r['insns_first_G'] else None
+    o = rows[0]
+    for r in rows:   # per image after the first on both sides; the first image's ratio beside it
+        both = o['steady'] and r['steady']
+        r['fewer_insns'] = round(o['insns_per_image_G'] / r['insns_per_image_G'], 2) if both else None
+        r['fewer_insns_first'] = (round(o['insns_first_G'] / r['insns_first_G'], 2)
+                                  if o['insns_first_G'] and r['insns_first_G'] else None)
     return rows
 
 # %% ../nbs/32_pareto.ipynb #c9011029
@@ -202,6 +225,19 @@ def recommend(rows:list, min_ratio:float=5., max_loss:float=0.01) -> str|None:
     ]
     return max(ok, key=lambda r: r['map'])['name'] if ok else None
 
+# %% ../nbs/32_pareto.ipynb #d32ba799
+MOONSHOT = 20.   # issue 24: at least this many times fewer board instructions per image than the original, not worse
+
+def cheapest_not_worse(rows:list, max_loss:float=0.01) -> str|None:
+    """The candidate with the fewest board instructions per image after the first (the largest `fewer_insns`) whose
+    lower paired 95% bound is >= -`max_loss`"""
+    ok = [
+        r
+        for r in rows
+        if not r['original'] and r.get('fewer_insns') and r['diff_ci95'] and r['diff_ci95'][0] >= -max_loss
+    ]
+    return max(ok, key=lambda r: r['fewer_insns'])['name'] if ok else None
+
 # %% ../nbs/32_pareto.ipynb #e0f0e84a
 def _f(v, fmt):
     return (
@@ -210,12 +246,16 @@ def _f(v, fmt):
         else '—' if v is None else f'{v:.2f}' if fmt == 'G' else format(v, fmt)
     )
 
-def _pareto_line(r:dict, recommended:str|None) -> str:
+def _pareto_line(r:dict, recommended:str|None, cheapest:str|None=None) -> str:
     "One candidate's line of `pareto_markdown`'s table"
-    mark = ' **(recommended)**' if r['name'] == recommended else ' (original)' if r['original'] else ''
+    mark = (' **(recommended)**' if r['name'] == recommended else ' (original)' if r['original'] else '') + (
+        ' (cheapest not worse' + (', moonshot' if (r['fewer_insns'] or 0) >= MOONSHOT else '') + ')'
+        if r['name'] == cheapest else '')
     diff = '—' if r['diff'] is None else PairedDiff(r['diff'], *r['diff_ci95'], p=r['p_value'])
     insns = (
-        'not metered' if r['insns_first_G'] is None else f"{r['insns_first_G']:.2f} / {r['insns_per_image_G']:.2f}"
+        'not metered' if r['insns_first_G'] is None
+        else f"{r['insns_per_image_G']:.2f} ({r['insns_first_G']:.2f})" if r['steady']
+        else f"— ({r['insns_first_G']:.2f})"
     )
     return (
         '| '
@@ -226,7 +266,7 @@ def _pareto_line(r:dict, recommended:str|None) -> str:
                 str(Score.from_dict(r)),
                 str(diff),
                 insns,
-                _f(r['fewer_insns'], '.2f'),
+                f"{_f(r['fewer_insns'], '.2f')} ({_f(r['fewer_insns_first'], '.2f')})",
                 _f(r['board_s'], '.2f'),
                 f"{_f(r['net_ms_1t'], '.0f')} / {_f(r['net_ms_2t'], '.0f')}",
                 _f(r['peak_mb'], '.0f'),
@@ -239,16 +279,16 @@ def _pareto_line(r:dict, recommended:str|None) -> str:
     )
 
 # %% ../nbs/32_pareto.ipynb #ca3e83c4
-def pareto_markdown(rows:list, recommended:str|None) -> str:
-    """The candidates' table (markdown): accuracy with intervals, paired difference, board cost and estimate, x86
-    OpenCV, memory, size"""
+def pareto_markdown(rows:list, recommended:str|None, cheapest:str|None=None) -> str:
+    """The candidates' table (markdown): accuracy with intervals, paired difference, board cost per image after the
+    first (the first image's beside it) and estimate, x86 OpenCV, memory, size"""
     cols = [
         'candidate',
         'configuration',
         'test mAP (95% interval; images counted)',
         'vs original (paired)',
-        'board G insns first / per image',
-        'x fewer (first)',
+        'board G insns per image (first)',
+        'x fewer per image (first)',
         'board s/image (est.)',
         'OpenCV ms 1t / 2t',
         'peak MB',
@@ -258,15 +298,18 @@ def pareto_markdown(rows:list, recommended:str|None) -> str:
     ]
     out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in rows:
-        out.append(_pareto_line(r, recommended))
+        out.append(_pareto_line(r, recommended, cheapest))
     return '\n'.join(out)
 
 # %% ../nbs/32_pareto.ipynb #bb015573
-def _pareto_inputs(candidates, original, data:Path, labels, n_test, meter:bool, meter_size, work) -> tuple:
+def _pareto_inputs(candidates, original, data:Path, labels, n_test, meter:bool, meter_size, work,
+                   original_submission=None) -> tuple:
     "`board_pareto`'s first step, before any export: `(labels CSV, test images, [(name, path)], the original first)`"
     if meter and meter_size:
         raise PneumoniaKitError('--meter counts the exported models at their own input size: leave out --meter-size '
                                 '(which reads the cache only)')
+    if original_submission and not Path(original_submission).is_file():
+        raise PneumoniaKitError(f'{original_submission}: the original\'s submission not found (--original-submission)')
     if meter: meter_ready(work)   # before hours of predictions: is the emulator there?
     labels = Path(labels or data/'synthetic_test_labels.csv')
     if not labels.is_file():
@@ -287,26 +330,36 @@ def _pareto_inputs(candidates, original, data:Path, labels, n_test, meter:bool, 
 def _why_none(rows:list, rec, min_ratio:float, max_loss:float) -> str|None:
     "Why no candidate is recommended (None when one is)"
     if rec: return None
-    if rows[0]['insns_first_G'] is None:
-        return ('the original is not metered at this size: count it with --meter, or read the cache at another size '
-                'with --meter-size 512')
+    if not rows[0]['steady']:
+        return ('the original has no count of a further image at this size: count it with --meter, or read the cache '
+                'at another size with --meter-size 512')
     return f'no candidate has >= {min_ratio}x fewer board instructions and a lower paired 95% bound >= -{max_loss}'
 
 def _pareto_notes(rows:list, chosen:str, n_images:int, data, labels:Path, threads:int, meter_size, input_size:int,
-                  min_ratio:float, max_loss:float) -> list:
+                  min_ratio:float, max_loss:float, cheapest:str|None=None) -> list:
     "The table's notes: the test set and runtime, what the board columns mean, the recommendation, int8"
-    at = (f'per image) for the same layers at {meter_size} px (the models here run at {input_size} px); '
-          if meter_size else 'per image); ')
+    at = (f' for the same layers at {meter_size} px (the models here run at {input_size} px)' if meter_size else '')
+    run = next((r for r in rows if r.get('opencv')), rows[0])
+    given = (f' (the original\'s predictions {rows[0]["runtime"]})'
+             if str(rows[0].get('runtime')).startswith('given') else '')
+    c = next((r for r in rows if r['name'] == cheapest), None)
     return [f'{n_images} test images of {data} ({labels.name}); predictions by the board predictor with '
-            f'{rows[0]["runtime"]} (OpenCV {rows[0]["opencv"]}, {threads} threads); mAP with a bootstrap 95% interval '
+            f'{run["runtime"]} (OpenCV {run["opencv"]}, {threads} threads){given}; mAP with a bootstrap 95% interval '
             'over images; "vs original" = paired difference (candidate - original) with its 95% interval.',
-            'board G insns: LoongArch instructions of one forward counted by scripts/board_meter.py (first forward '
-            "with OpenCV's set-up / " + at + '"counted" says whether that file or the same architecture with other '
+            'board G insns: LoongArch instructions of one forward counted by scripts/board_meter.py' + at + ', per '
+            "image after the first (the steady state), the first forward with OpenCV's one-time set-up in brackets; "
+            'ratios (x fewer) are per image after the first on both sides (the first image\'s in brackets). '
+            '"counted" says whether that file or the same architecture with other '
             f'weights was counted. Board estimate = per-image instructions / ({board_assumptions()}). OpenCV ms: the '
             'network alone on this machine (x86; a second opinion). OpenCV parity: max |OpenCV - ONNX Runtime| of '
             'the raw outputs.',
             f'recommended: >= {min_ratio}x fewer board instructions than the original and lower paired bound >= '
-            f'-{max_loss}, then the best mAP: {chosen}', INT8_NOTE + '.']
+            f'-{max_loss}, then the best mAP: {chosen}',
+            f'cheapest not worse (fewest instructions per image, lower paired bound >= -{max_loss}): '
+            + (f'{c["name"]}, {c["fewer_insns"]:.1f}x fewer per image; the moonshot (>= {MOONSHOT:.0f}x) '
+               + ('reached' if c['fewer_insns'] >= MOONSHOT else 'not reached') if c else 'none'
+               + ('' if any(r['fewer_insns'] for r in rows[1:]) else ' (no candidate counted per image after the first '
+                  'on both sides)')), INT8_NOTE + '.']
 
 # %% ../nbs/32_pareto.ipynb #3c938998
 def _write_pareto(out:Path, rows:list, md:str, info:dict) -> None:
@@ -315,28 +368,30 @@ def _write_pareto(out:Path, rows:list, md:str, info:dict) -> None:
     with atomic_write(out/'pareto.md') as f:
         f.write('# Board model candidates: speed and accuracy\n\n' + md + '\n\n' + '\n\n'.join(info['notes']) + '\n')
     metered_all = any(r['insns_first_G'] for r in rows)
-    xlabel = ('board instructions per image, first forward (G)' if metered_all else
+    xlabel = ('board instructions per image after the first (G)' if metered_all else
               f'x86 OpenCV {rows[0]["opencv"]} ms per image (2 threads)')
-    plot_pareto([dict(r, cost=r['insns_first_G'] if metered_all else r['net_ms_2t']) for r in rows], out/'pareto.png',
-                xlabel=xlabel)
+    plot_pareto([dict(r, cost=r['insns_per_image_G'] if metered_all else r['net_ms_2t']) for r in rows],
+                out/'pareto.png', xlabel=xlabel)
 
 # %% ../nbs/32_pareto.ipynb #83deca09
 def _measure_all(specs:list, images:list, labels:Path, out:Path, python, backend:str, threads:int, budget_s:float,
-                 meter:bool, work, log) -> tuple:
+                 meter:bool, work, log, original_submission=None) -> tuple:
     "`board_pareto`'s second step: `(the images' test labels, each candidate's measurements)`, counted with `meter`"
     out.mkdir(parents=True, exist_ok=True)
     sub_labels = write_labels_subset(labels, {Path(f).stem for f in images}, out/'test_labels.csv')
-    meas = [_measured(n, pth, out, images, sub_labels, python, backend, threads, budget_s, log) for n, pth in specs]
+    meas = [_given(*specs[0], out, images, original_submission, log) if k == 0 and original_submission else
+            _measured(n, pth, out, images, sub_labels, python, backend, threads, budget_s, log)
+            for k, (n, pth) in enumerate(specs)]
     todo = [m['folder'] for m in meas if metered(m['folder'], work) is None] if meter else []
     if todo: run_meter(todo, work, log=log)
     return sub_labels, meas
 
 def _rank(meas:list, labels:Path, work, n_boot:int, meter_size, min_ratio:float, max_loss:float) -> tuple:
-    "`board_pareto`'s third step: `(rows, the recommended candidate's name or None)`, each row marked"
+    "`board_pareto`'s third step: `(rows, the recommended, the cheapest not worse)` (names or None), rows marked"
     rows = _pareto_rows(meas, meas[0], labels, work, n_boot, meter_size)
-    rec = recommend(rows, min_ratio, max_loss)
-    for r in rows: r['recommended'] = r['name'] == rec
-    return rows, rec
+    rec, cheap = recommend(rows, min_ratio, max_loss), cheapest_not_worse(rows, max_loss)
+    for r in rows: r['recommended'], r['cheapest_not_worse'] = r['name'] == rec, r['name'] == cheap
+    return rows, rec, cheap
 
 # %% ../nbs/32_pareto.ipynb #492b5569
 def board_pareto(candidates:list, # run folders, checkpoints or board model folders, each `PATH` or `NAME=PATH`
@@ -351,21 +406,27 @@ def board_pareto(candidates:list, # run folders, checkpoints or board model fold
                  work=None, # the board meter's folder (default: $LOONGARCH_WORK or outputs/loongarch)
                  meter_size:int|None=None, # board instructions of the same layers at this size (e.g. 512; cache only)
                  min_ratio:float=5., max_loss:float=0.01, # the recommendation's criteria
+                 original_submission=None, # the original's test predictions (CSV) made elsewhere, not by the board
                  n_boot:int=1000, budget_s:float=3., log=print) -> dict:
     """Export, predict the test set on the board runtime, score and pair against the original, count and time each
     candidate; table, JSON, plot"""
     data, out = Path(data), Path(out)
-    labels, images, specs = _pareto_inputs(candidates, original, data, labels, n_test, meter, meter_size, work)
-    sub_labels, meas = _measure_all(specs, images, labels, out, python, backend, threads, budget_s, meter, work, log)
-    rows, rec = _rank(meas, sub_labels, work, n_boot, meter_size, min_ratio, max_loss)
-    why, md = _why_none(rows, rec, min_ratio, max_loss), pareto_markdown(rows, rec)
+    labels, images, specs = _pareto_inputs(candidates, original, data, labels, n_test, meter, meter_size, work,
+                                           original_submission)
+    sub_labels, meas = _measure_all(specs, images, labels, out, python, backend, threads, budget_s, meter, work, log,
+                                    original_submission)
+    rows, rec, cheap = _rank(meas, sub_labels, work, n_boot, meter_size, min_ratio, max_loss)
+    why, md = _why_none(rows, rec, min_ratio, max_loss), pareto_markdown(rows, rec, cheap)
     notes = _pareto_notes(rows, rec or f'none ({why})', len(images), data, labels, threads, meter_size,
-                          meas[0]['input_size'], min_ratio, max_loss)
-    crit = dict(min_ratio=min_ratio, max_loss=max_loss)                                    # write
-    _write_pareto(out, rows, md, dict(recommended=rec, why_none=why, criteria=crit, notes=notes, meter_size=meter_size,
+                          meas[0]['input_size'], min_ratio, max_loss, cheap)
+    moon = bool(cheap) and next(r for r in rows if r['name'] == cheap)['fewer_insns'] >= MOONSHOT
+    crit = dict(min_ratio=min_ratio, max_loss=max_loss, moonshot=MOONSHOT)                 # write
+    _write_pareto(out, rows, md, dict(recommended=rec, why_none=why, cheapest_not_worse=cheap, moonshot=moon,
+                                      criteria=crit, notes=notes, meter_size=meter_size,
                                       n_test=len(images), data=str(data), labels=str(labels),
                                       assumptions=BOARD_ASSUMPTIONS,
                                       machine=machine_info()))
-    log(md); log(notes[2])
-    return dict(rows=rows, recommended=rec, why_none=why, table=str(out/'pareto.md'), json=str(out/'pareto.json'),
+    log(md); log(notes[2]); log(notes[3])
+    return dict(rows=rows, recommended=rec, why_none=why, cheapest_not_worse=cheap, moonshot=moon,
+                table=str(out/'pareto.md'), json=str(out/'pareto.json'),
                 plot=str(out/'pareto.png'))

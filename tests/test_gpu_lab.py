@@ -22,7 +22,7 @@ def dry(tmp_path_factory):
 def test_dry_run_every_stage(dry):
     p, out, res = dry
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert set(res['stages']) == {'twin', 'cache', 'train a', 'train b', 'distill c', 'train d', 'test', 'compare'}
+    assert set(res['stages']) == {'twin', 'cache', 'train a', 'train b', 'distill c', 'train d', 'test', 'pareto', 'compare'}
     assert all(v['status'] == 'passed' for v in res['stages'].values()), res['stages']
     assert set(res['models']) == {'a', 'b', 'c', 'd'} and res['from_scratch']
     assert res['models']['d']['size'] < res['models']['b']['size']
@@ -32,6 +32,12 @@ def test_dry_run_every_stage(dry):
     for v in res['pairs'].values(): assert v['n_images'] == res['cfg']['n_test'] and len(v['ci95']) == 2
     md = (out/'lab.md').read_text()
     assert '| (c) board model, distilled from (a)' in md and 'c-b:' in md
+    # board-pareto ran: (b)-(d) on the board runtime, paired against (a)'s PyTorch predictions on the same images
+    doc = json.loads((out/'pareto'/'pareto.json').read_text())
+    assert [r['name'] for r in doc['rows']] == ['a', 'b', 'c', 'd'] and doc['rows'][0]['runtime'].startswith('given')
+    for r in doc['rows'][1:]:
+        assert r['diff'] == res['pairs'][f"{r['name']}-a"]['diff'] and r['n_images'] == res['cfg']['n_test']
+    assert set(res['pareto']) >= {'recommended', 'cheapest_not_worse', 'moonshot'} and 'board-pareto (' in md
 
 
 def test_reused_twin_too_small(tmp_path, dry):
