@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The board lab (issue 24) on the lent GPU machine (one H100 or H200), one call, <= 8 minutes: the original network and
-# the board model (labels, distilled, lower input size) trained the same way at 512 px on a 2,000 + 1,000-image
-# default-difficulty twin, tested (board models by the board predictor, OpenCV DNN), paired against the original.
+# the board model (labels, distilled, 384 px, 384 px with 2 convs per subnet: the moonshot's candidate) trained the same
+# way on a 2,000 + 1,000-image default-difficulty twin, tested (board models by the board predictor, OpenCV DNN, through
+# `pneumonia-kit board-pareto`), paired against the original.
 #
 # 1. Here, once per checkout: bash bench/fetch_gpu_wheels.sh   (-> .whl/, the wheels the GPU machine lacks)
 # 2. Run it after the GPU acceptance, in the same loan when enough time is left (the acceptance's install in /tmp/site

@@ -22,19 +22,22 @@ def dry(tmp_path_factory):
 def test_dry_run_every_stage(dry):
     p, out, res = dry
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert set(res['stages']) == {'twin', 'cache', 'train a', 'train b', 'distill c', 'train d', 'test', 'pareto', 'compare'}
+    assert set(res['stages']) == {'twin', 'cache', 'train a', 'train b', 'distill c', 'train d', 'train e', 'test', 'pareto', 'compare'}
     assert all(v['status'] == 'passed' for v in res['stages'].values()), res['stages']
-    assert set(res['models']) == {'a', 'b', 'c', 'd'} and res['from_scratch']
+    assert set(res['models']) == {'a', 'b', 'c', 'd', 'e'} and res['from_scratch']
     assert res['models']['d']['size'] < res['models']['b']['size']
-    for k in 'bcd': assert Path(res['models'][k]['model_dir'], 'board.json').is_file()
+    assert res['models']['e']['size'] == res['models']['d']['size'] and res['models']['e']['lr'] == res['models']['d']['lr']
+    for k in 'bcde': assert Path(res['models'][k]['model_dir'], 'board.json').is_file()
+    e = json.loads(Path(res['models']['e']['model_dir'], 'board.json').read_text())['model_cfg']
+    assert e['head_convs'] == 2   # the moonshot candidate: 2 convs per subnet
     assert res['models']['a']['runtime'].startswith('PyTorch') and res['models']['b']['runtime'].startswith('OpenCV')
-    assert set(res['pairs']) == {'b-a', 'c-a', 'd-a', 'c-b'}
+    assert set(res['pairs']) == {'b-a', 'c-a', 'd-a', 'e-a', 'c-b', 'e-d'}
     for v in res['pairs'].values(): assert v['n_images'] == res['cfg']['n_test'] and len(v['ci95']) == 2
     md = (out/'lab.md').read_text()
     assert '| (c) board model, distilled from (a)' in md and 'c-b:' in md
     # board-pareto ran: (b)-(d) on the board runtime, paired against (a)'s PyTorch predictions on the same images
     doc = json.loads((out/'pareto'/'pareto.json').read_text())
-    assert [r['name'] for r in doc['rows']] == ['a', 'b', 'c', 'd'] and doc['rows'][0]['runtime'].startswith('given')
+    assert [r['name'] for r in doc['rows']] == ['a', 'b', 'c', 'd', 'e'] and doc['rows'][0]['runtime'].startswith('given')
     for r in doc['rows'][1:]:
         assert r['diff'] == res['pairs'][f"{r['name']}-a"]['diff'] and r['n_images'] == res['cfg']['n_test']
     assert set(res['pareto']) >= {'recommended', 'cheapest_not_worse', 'moonshot'} and 'board-pareto (' in md
