@@ -330,6 +330,9 @@ def _pareto_inputs(candidates, original, data:Path, labels, n_test, meter:bool, 
 def _why_none(rows:list, rec, min_ratio:float, max_loss:float) -> str|None:
     "Why no candidate is recommended (None when one is)"
     if rec: return None
+    if rows[0]['insns_first_G'] is None:
+        return ('the original is not metered at this size: count it with --meter, or read the cache at another size '
+                'with --meter-size 512')
     if not rows[0]['steady']:
         return ('the original has no count of a further image at this size: count it with --meter, or read the cache '
                 'at another size with --meter-size 512')
