@@ -36,12 +36,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET = (450., 300.)   # seconds for the whole lab: GPU, dry run
+CHEAP_SET = ('model.head_convs=2',)   # (e): the board model's --set, 2 convs per subnet instead of 4
 # (GPU, dry run): twin, model presets, input sizes, epochs, batch, learning-rate grid
 GPU = dict(n_images=2000, n_test=1000, twin_size=512, difficulty='default', original='original', board='board_r18_p4p7',
-           backbone='se_resnext50_32x4d', size=512, low_size=384, cheap_set=('model.head_convs=2',), epochs=6, batch_size=32, lr_grid=(3e-4, 1e-3),
+           backbone='se_resnext50_32x4d', size=512, low_size=384, cheap_set=CHEAP_SET, epochs=6, batch_size=32, lr_grid=(3e-4, 1e-3),
            amp='bf16', device='cuda', threads=16, workers=8)
 DRY = dict(n_images=32, n_test=12, twin_size=256, difficulty='easy', original='tiny', board='tiny_light', backbone=None,
-           size=256, low_size=128, cheap_set=('model.head_convs=2',), epochs=1, batch_size=8, lr_grid=(1e-3,), amp='off', device='cpu', threads=1, workers=0)
+           size=256, low_size=128, cheap_set=CHEAP_SET, epochs=1, batch_size=8, lr_grid=(1e-3,), amp='off', device='cpu', threads=1, workers=0)
 MODELS = ('a', 'b', 'c', 'd', 'e')
 ROLES = dict(a='the original', b='board model, labels', c='board model, distilled from (a)', d='board model, labels, low size',
              e='board model, labels, low size, 2 convs per subnet (the moonshot candidate)')
@@ -120,7 +121,8 @@ class Lab:
             summ = json.loads((run/'summary.json').read_text(encoding='utf-8'))
             tried.append(dict(lr=lr, run=str(run), train_s=secs, val_map=summ.get('best_val_map'), best_epoch=summ.get('best_epoch')))
         best = max(tried, key=lambda t: -1 if t['val_map'] is None else t['val_map'])
-        net = f"{preset}{' / ' + c['backbone'] if key == 'a' and c['backbone'] else ''}{' / ' + ' '.join(c['cheap_set']) if key == 'e' else ''}"
+        net = ' / '.join([preset] + ([c['backbone']] if key == 'a' and c['backbone'] else [])
+                         + ([' '.join(c['cheap_set'])] if key == 'e' else []))
         self.res['models'][key] = dict(best, name=f'{ROLES[key]}: {net}', preset=preset, size=size, grid=tried)
 
     def test(self):

@@ -238,6 +238,10 @@ def cheapest_not_worse(rows:list, max_loss:float=0.01) -> str|None:
     ]
     return max(ok, key=lambda r: r['fewer_insns'])['name'] if ok else None
 
+def _moonshot(r:dict) -> bool:
+    "Whether row `r` has at least `MOONSHOT` times fewer board instructions per image than the original"
+    return (r.get('fewer_insns') or 0) >= MOONSHOT
+
 # %% ../nbs/32_pareto.ipynb #e0f0e84a
 def _f(v, fmt):
     return (
@@ -249,7 +253,7 @@ def _f(v, fmt):
 def _pareto_line(r:dict, recommended:str|None, cheapest:str|None=None) -> str:
     "One candidate's line of `pareto_markdown`'s table"
     mark = (' **(recommended)**' if r['name'] == recommended else ' (original)' if r['original'] else '') + (
-        ' (cheapest not worse' + (', moonshot' if (r['fewer_insns'] or 0) >= MOONSHOT else '') + ')'
+        ' (cheapest not worse' + (', moonshot' if _moonshot(r) else '') + ')'
         if r['name'] == cheapest else '')
     diff = '—' if r['diff'] is None else PairedDiff(r['diff'], *r['diff_ci95'], p=r['p_value'])
     insns = (
@@ -330,12 +334,10 @@ def _pareto_inputs(candidates, original, data:Path, labels, n_test, meter:bool, 
 def _why_none(rows:list, rec, min_ratio:float, max_loss:float) -> str|None:
     "Why no candidate is recommended (None when one is)"
     if rec: return None
-    if rows[0]['insns_first_G'] is None:
-        return ('the original is not metered at this size: count it with --meter, or read the cache at another size '
-                'with --meter-size 512')
-    if not rows[0]['steady']:
-        return ('the original has no count of a further image at this size: count it with --meter, or read the cache '
-                'at another size with --meter-size 512')
+    if not rows[0]['steady']:   # no count at all, or of the first image only
+        what = 'is not metered' if rows[0]['insns_first_G'] is None else 'has no count of a further image'
+        return f'the original {what} at this size: count it with --meter, or read the cache at another size with ' \
+               '--meter-size 512'
     return f'no candidate has >= {min_ratio}x fewer board instructions and a lower paired 95% bound >= -{max_loss}'
 
 def _pareto_notes(rows:list, chosen:str, n_images:int, data, labels:Path, threads:int, meter_size, input_size:int,
@@ -345,7 +347,6 @@ def _pareto_notes(rows:list, chosen:str, n_images:int, data, labels:Path, thread
     run = next((r for r in rows if r.get('opencv')), rows[0])
     given = (f' (the original\'s predictions {rows[0]["runtime"]})'
              if str(rows[0].get('runtime')).startswith('given') else '')
-    c = next((r for r in rows if r['name'] == cheapest), None)
     return [f'{n_images} test images of {data} ({labels.name}); predictions by the board predictor with '
             f'{run["runtime"]} (OpenCV {run["opencv"]}, {threads} threads){given}; mAP with a bootstrap 95% interval '
             'over images; "vs original" = paired difference (candidate - original) with its 95% interval.',
@@ -358,11 +359,17 @@ def _pareto_notes(rows:list, chosen:str, n_images:int, data, labels:Path, thread
             'the raw outputs.',
             f'recommended: >= {min_ratio}x fewer board instructions than the original and lower paired bound >= '
             f'-{max_loss}, then the best mAP: {chosen}',
-            f'cheapest not worse (fewest instructions per image, lower paired bound >= -{max_loss}): '
-            + (f'{c["name"]}, {c["fewer_insns"]:.1f}x fewer per image; the moonshot (>= {MOONSHOT:.0f}x) '
-               + ('reached' if c['fewer_insns'] >= MOONSHOT else 'not reached') if c else 'none'
-               + ('' if any(r['fewer_insns'] for r in rows[1:]) else ' (no candidate counted per image after the first '
-                  'on both sides)')), INT8_NOTE + '.']
+            _cheapest_note(rows, cheapest, max_loss), INT8_NOTE + '.']
+
+def _cheapest_note(rows:list, cheapest:str|None, max_loss:float) -> str:
+    "The notes' line on the cheapest candidate that is not worse, and whether it reaches the moonshot"
+    head = f'cheapest not worse (fewest instructions per image, lower paired bound >= -{max_loss}): '
+    c = next((r for r in rows if r['name'] == cheapest), None)
+    if c:
+        return (head + f'{c["name"]}, {c["fewer_insns"]:.1f}x fewer per image; the moonshot (>= {MOONSHOT:.0f}x) '
+                + ('reached' if _moonshot(c) else 'not reached'))
+    counted = any(r['fewer_insns'] for r in rows[1:])
+    return head + 'none' + ('' if counted else ' (no candidate counted per image after the first on both sides)')
 
 # %% ../nbs/32_pareto.ipynb #3c938998
 def _write_pareto(out:Path, rows:list, md:str, info:dict) -> None:
@@ -382,7 +389,7 @@ def _measure_all(specs:list, images:list, labels:Path, out:Path, python, backend
     "`board_pareto`'s second step: `(the images' test labels, each candidate's measurements)`, counted with `meter`"
     out.mkdir(parents=True, exist_ok=True)
     sub_labels = write_labels_subset(labels, {Path(f).stem for f in images}, out/'test_labels.csv')
-    meas = [_given(*specs[0], out, images, original_submission, log) if k == 0 and original_submission else
+    meas = [_given(n, pth, out, images, original_submission, log) if k == 0 and original_submission else
             _measured(n, pth, out, images, sub_labels, python, backend, threads, budget_s, log)
             for k, (n, pth) in enumerate(specs)]
     todo = [m['folder'] for m in meas if metered(m['folder'], work) is None] if meter else []
@@ -422,7 +429,7 @@ def board_pareto(candidates:list, # run folders, checkpoints or board model fold
     why, md = _why_none(rows, rec, min_ratio, max_loss), pareto_markdown(rows, rec, cheap)
     notes = _pareto_notes(rows, rec or f'none ({why})', len(images), data, labels, threads, meter_size,
                           meas[0]['input_size'], min_ratio, max_loss, cheap)
-    moon = bool(cheap) and next(r for r in rows if r['name'] == cheap)['fewer_insns'] >= MOONSHOT
+    moon = any(r['cheapest_not_worse'] and _moonshot(r) for r in rows)
     crit = dict(min_ratio=min_ratio, max_loss=max_loss, moonshot=MOONSHOT)                 # write
     _write_pareto(out, rows, md, dict(recommended=rec, why_none=why, cheapest_not_worse=cheap, moonshot=moon,
                                       criteria=crit, notes=notes, meter_size=meter_size,
