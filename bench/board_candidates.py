@@ -11,8 +11,9 @@ model: `torch.onnx.export` opset 17, `dynamo=False`, static [1,1,S,S] input `ima
 `bbox_regression [1,A,4]`, `global_logits [1,3]`, then BatchNorm/constants folded with ONNX Runtime's BASIC level
 written to a file (standard ops only). Knobs beyond the package's `ModelCfg`: light torchvision backbones, head
 convolutions per subnet and their width, pyramid levels ending at P6, and a grey (1-channel) stem.
-Nothing here imports `pneumonia_kit` (it is being refactored); `--check-package` compares this builder's FLOPs with
-the package's `create_model` for the configurations the package supports, when it imports.
+The builder does not use `pneumonia_kit`; `--check-package` compares its FLOPs with the package's `create_model` for
+the configurations the package supports, and a candidate whose architecture bench/meter_counts.json already counts
+(the package's meter, `conv_signature`) takes that count instead of being emulated again.
 
 Writes outputs/board_candidates/{candidates.json,candidates.md} after every candidate (a long run can be stopped and
 started again: exports, x86 timings and emulated counts are cached), and board model folders under
@@ -283,14 +284,27 @@ def cv_parity(python:Path, model_dir:Path, size:int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ table
-def markdown(rows:list, assumptions:dict, ref_g:float|None) -> str:
+def committed_count(c:Cand, out:Path) -> dict|None:
+    """The count of `c`'s architecture in bench/meter_counts.json (the package meter's counts committed with the source,
+    matched by `pneumonia_kit.meter.conv_signature`: the same convolutions at the same input size, other random
+    weights), so a candidate counted there is not emulated again; None when not there or the package does not import"""
+    try: from pneumonia_kit.meter import conv_signature, reference_counts
+    except ImportError: return None
+    sig = conv_signature(out/'models'/c.name/'model.onnx', c.size)
+    r = next((r for r in reference_counts() if r['signature'] == sig and r['size'] == c.size and r.get('insns')), None)
+    return dict(r, source='bench/meter_counts.json') if r else None
+
+
+def markdown(rows:list, assumptions:dict, ref_g:float|None, ref_steady:float|None=None) -> str:
     L = ['# Board model candidates (random weights; cost only)', '',
          'Board cost: LoongArch instructions of a forward pass at 1 OpenCV thread, counted by `scripts/board_meter.py` '
          '(Debian sid loong64 python3 + numpy + OpenCV 4.10 under QEMU 10 `la464,lasx=off` with the `insn` plugin). '
          '"first" = the first forward of a loaded network (includes OpenCV\'s one-time set-up: what REFERENCE.md counts), '
          '"per image" = the second forward (what each further image costs). "vs original" = the original configuration\'s '
-         'count / this one\'s, first and per image' + (f' (original measured here: {ref_g / 1e9:.2f} G first)' if ref_g else
-         f' (REFERENCE.md figure {REFERENCE_G} G until measured)') + '.',
+         'count / this one\'s, first and per image' + (f' (original counted: {ref_g / 1e9:.2f} G first' + (
+             f', {ref_steady / 1e9:.2f} G per image)' if ref_steady else ')') if ref_g else
+         f' (REFERENCE.md figure {REFERENCE_G} G until measured)') + '. Counts marked * come from bench/meter_counts.json '
+         '(the package meter, the same architecture with other random weights); the rest from this survey\'s emulation.',
          'Board estimate (per image) = per-image instructions / (' + ' x '.join(f'{k} {v}' for k, v in assumptions.items()) + '). '
          'x86: opencv-python-headless 4.10 median latency on this 2-core machine (shared; a second opinion only). '
          'GFLOP: torch FlopCounterMode (2 per multiply-add).', '',
@@ -303,7 +317,7 @@ def markdown(rows:list, assumptions:dict, ref_g:float|None) -> str:
         vs = vs.replace('—x', '—')
         per_image = f(r.get('steady_G'), '.2f') + (' (est.)' if r.get('steady_estimated') else '')
         L.append('| ' + ' | '.join(str(x) for x in [
-            i, r['name'], r['desc'], f(r.get('insns_G'), '.2f'), per_image, vs,
+            i, r['name'], r['desc'], f(r.get('insns_G'), '.2f') + ('*' if r.get('counted_in') else ''), per_image, vs,
             f(r.get('board_s_steady'), '.1f') if r.get('board_s_steady') else (f(r.get('board_s_first'), '.1f') + ' (first)' if r.get('board_s_first') else '—'),
             f(r['gflop'], '.1f'), f(r.get('steady_flop_per_insn'), '.1f') if r.get('steady_flop_per_insn') else (f(r.get('flop_per_insn'), '.1f') + ' (first)' if r.get('flop_per_insn') else '—'),
             f(r['mparams'], '.1f'),
@@ -382,12 +396,14 @@ def main(argv=None) -> int:
                   assumptions={k: dict(value=v[0], why=v[1]) for k, v in bm.ASSUMPTIONS.items()}, ipc_range=bm.IPC_RANGE,
                   note='random weights; cost only. x86 latency on a shared 2-core machine (see x86_loadavg).')
         (out/'candidates.json').write_text(json.dumps(js, indent=1, default=str))
-        (out/'candidates.md').write_text(markdown(rows, assumptions, ref['first']))
+        (out/'candidates.md').write_text(markdown(rows, assumptions, ref['first'], ref['steady']))
 
     for c in cands: prepare(c)
     errors = {}
     if a.phase in ('all', 'meter') and not a.no_meter:
-        todo = [c for c in cands if cache.get(emu_key(c)) is None and cache.get(emu_key(c, 1)) is None]
+        # not emulated again: counted here with at least --forwards forwards, or in bench/meter_counts.json
+        todo = [c for c in cands if cache.get(emu_key(c)) is None and (a.forwards > 1 or cache.get(emu_key(c, 1)) is None)
+                and not (committed_count(c, out) or {}).get('steady_insns' if a.forwards > 1 else 'insns')]
         first = (a.order or '').split(',')
         todo.sort(key=lambda c: first.index(c.name) if c.name in first else len(first))
         if a.max_meter is not None: todo = todo[:a.max_meter]
@@ -422,6 +438,8 @@ def main(argv=None) -> int:
             if '1' in xr['threads'] and '2' in xr['threads']:
                 row['x86_parallel_eff'] = round(xr['threads']['1']['median_ms'] / (2 * xr['threads']['2']['median_ms']), 2)
         rec = (cache.get(emu_key(c)) or cache.get(emu_key(c, 1))) if tools else None   # forwards=1: first forward only
+        rec = max((r for r in (rec, committed_count(c, out)) if r), key=lambda r: bool(r.get('steady_insns')), default=None)
+        if rec and rec.get('source'): row['counted_in'] = rec['source']
         if rec:
             g, gs = rec['insns'], rec.get('steady_insns')
             if gs is None and c.name == 'original':
@@ -433,7 +451,7 @@ def main(argv=None) -> int:
                     row['steady_estimated'] = 'first forward minus the set-up (first - second forward) of original_128'
             if c.name == 'original': ref.update(first=g, steady=gs)
             est = lambda n, ipc=assumptions['ipc']: round(bm.board_estimate(n, assumptions['ghz'], ipc, assumptions['threads'], assumptions['efficiency']), 2)
-            row.update(insns_G=round(g / 1e9, 3), baseline_G=round(rec['baseline'] / 1e9, 3), flop_per_insn=round(st['gflop'] * 1e9 / g, 2),
+            row.update(insns_G=round(g / 1e9, 3), baseline_G=round(rec['baseline'] / 1e9, 3) if rec.get('baseline') else None, flop_per_insn=round(st['gflop'] * 1e9 / g, 2),
                        board_s_first=est(g), emulation_s=rec.get('emulation_s'), measured_at=rec.get('measured_at'),
                        forwards_counted=rec.get('forwards'),
                        guest_checksum_rel_err=(abs(rec['checksum'] - st['reference_abs_sum']) / max(st['reference_abs_sum'], 1e-9)
@@ -447,7 +465,7 @@ def main(argv=None) -> int:
         if r.get('insns_G'): r['vs_original'] = round(first / (r['insns_G'] * 1e9), 2)
         if r.get('steady_G') and ref['steady']: r['vs_original_steady'] = round(ref['steady'] / (r['steady_G'] * 1e9), 2)
     write(rows)
-    print(markdown(rows, assumptions, ref['first']))
+    print(markdown(rows, assumptions, ref['first'], ref['steady']))
     print(f'written: {out/"candidates.json"}, {out/"candidates.md"}')
     return 0
 

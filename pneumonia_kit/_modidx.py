@@ -469,6 +469,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'pneumonia_kit.image.write_png': ('image.html#write_png', 'pneumonia_kit/image.py')},
             'pneumonia_kit.meter': { 'pneumonia_kit.meter._checkout': ('meter.html#_checkout', 'pneumonia_kit/meter.py'),
                                      'pneumonia_kit.meter._conv_signature': ('meter.html#_conv_signature', 'pneumonia_kit/meter.py'),
+                                     'pneumonia_kit.meter._count_row': ('meter.html#_count_row', 'pneumonia_kit/meter.py'),
                                      'pneumonia_kit.meter._count_summary': ('meter.html#_count_summary', 'pneumonia_kit/meter.py'),
                                      'pneumonia_kit.meter._matching_counts': ('meter.html#_matching_counts', 'pneumonia_kit/meter.py'),
                                      'pneumonia_kit.meter._meter_records': ('meter.html#_meter_records', 'pneumonia_kit/meter.py'),

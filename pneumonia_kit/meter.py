@@ -150,25 +150,29 @@ def metered(model_dir, # a board model folder
     return _count_summary(r, how)
 
 # %% ../nbs/26_meter.ipynb #cbdb56bc
+def _count_row(r:dict) -> dict:
+    "A meter cache record (its ONNX file still there) as a row of `REFERENCE_COUNTS`, keyed by `conv_signature`"
+    return dict(
+        signature=conv_signature(r['onnx'], r['size']),
+        size=r['size'],
+        configuration=describe_board(load_json(Path(r['onnx']).parent / 'board.json')),
+        insns=r['insns'],
+        steady_insns=r.get('steady_insns'),
+        method=r.get('method'),
+        guest_opencv=r.get('guest_opencv'),
+        measured_at=r.get('measured_at'),
+    )
+
 def save_reference_counts(work=None, dest=None) -> Path:
-    """Write the meter cache's counts (of models whose ONNX file is still there) to `REFERENCE_COUNTS`, keyed by
-    `conv_signature`"""
-    cache, rows = meter_work(work)/'meter'/'cache.json', {}
+    """Add the meter cache's counts (of models whose ONNX file is still there) to `REFERENCE_COUNTS`, keyed by
+    `conv_signature` and input size. A count already there stays when its model is gone; a re-count replaces it,
+    except that a first-forward-only count never replaces one with a further image."""
+    dest, cache = Path(dest or _checkout()/REFERENCE_COUNTS), meter_work(work)/'meter'/'cache.json'
+    rows = {(r['signature'], r['size']): r for r in (load_json(dest)['counts'] if dest.is_file() else [])}
     for r in load_json(cache).values() if cache.is_file() else []:
         if not (r.get('insns') and r.get('onnx') and Path(r['onnx']).is_file()): continue
-        sig = conv_signature(r['onnx'], r['size'])
-        row = dict(
-            signature=sig,
-            size=r['size'],
-            configuration=describe_board(load_json(Path(r['onnx']).parent / 'board.json')),
-            insns=r['insns'],
-            steady_insns=r.get('steady_insns'),
-            method=r.get('method'),
-            guest_opencv=r.get('guest_opencv'),
-            measured_at=r.get('measured_at'),
-        )
-        if (sig, r['size']) not in rows or (row['steady_insns'] and not rows[sig, r['size']]['steady_insns']):
-            rows[sig, r['size']] = row
+        row = _count_row(r); old = rows.get((row['signature'], row['size']))
+        if old is None or row['steady_insns'] or not old.get('steady_insns'): rows[row['signature'], row['size']] = row
     doc = dict(
         about=(
             'LoongArch instructions of one forward (insns: the first; steady_insns: a further one) counted by'
@@ -177,7 +181,7 @@ def save_reference_counts(work=None, dest=None) -> Path:
         ),
         counts=sorted(rows.values(), key=lambda r: -r['insns']),
     )
-    return save_json(doc, Path(dest or _checkout()/REFERENCE_COUNTS))
+    return save_json(doc, dest)
 
 # %% ../nbs/26_meter.ipynb #13ca636e
 def board_seconds(g_insns:float, ghz=None, ipc=None, threads=None, efficiency=None) -> float:
