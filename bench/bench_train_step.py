@@ -7,7 +7,7 @@ original at `--batch`; speed-ups compare images/s. `--budget-s` keeps a sweep in
 - `original`: `bench/original_retinanet.py`, the 2nd-place code's step re-implemented (P2-P7, sigmoid heads, anchors
   rebuilt in numpy every forward, per-image Python focal loss, BN frozen by eval mode, fp32, NCHW, cudnn.benchmark off);
 - `ours P2-P7`: `step.train_one_epoch` on one batch with the same pyramid (`ModelCfg.levels=(2,7)`): vectorised loss,
-  FrozenBatchNorm2d, and on CUDA bf16/fp16 autocast, channels-last and cudnn.benchmark, as `fit` runs it;
+  FrozenBN2d (frozen BN kept in bf16), and on CUDA bf16/fp16 autocast, channels-last and cudnn.benchmark, as `fit` runs it;
 - `ours P3-P7` (unless --no-p3p7): the same without the P2 level, the configuration we recommend.
 All configurations are timed in this one process, their steps interleaved, so the ratios compare like with like
 (the peak GPU memory column then includes the other models' weights and optimizer states).

@@ -24,7 +24,7 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONE_TAGS', 'ModelError', 'Back
            'backbone_entry', 'se_resnext50_32x4d', 'se_resnext101_32x4d', 'resnet34', 'resnet50', 'TinyResNet',
            'resnet_tiny', 'resnet18', 'HardsigmoidRelu6', 'mobilenet_v3_large', 'efficientnet_b0', 'regnet_x_400mf',
            'regnet_y_400mf', 'Backbone', 'backbone_url', 'clean_state_dict', 'fetch_weights', 'load_backbone_weights',
-           'create_backbone', 'freeze_batchnorm']
+           'create_backbone', 'FrozenBN2d', 'freeze_batchnorm']
 
 # %% ../nbs/17_backbones.ipynb #d55780fe
 class ModelError(PneumoniaKitError):
@@ -304,11 +304,20 @@ def create_backbone(name:str, # registered name, see `list_backbones()`
     return bb
 
 # %% ../nbs/17_backbones.ipynb #10e7ac1c
+class FrozenBN2d(FrozenBatchNorm2d):
+    "torchvision's `FrozenBatchNorm2d`, but bf16/fp16 activations stay so (one `addcmul` in their dtype)"
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype or torch.onnx.is_in_onnx_export(): return super().forward(x)  # bit for bit
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        bias = self.bias - self.running_mean * scale
+        return torch.addcmul(bias.to(x.dtype).view(1, -1, 1, 1), x, scale.to(x.dtype).view(1, -1, 1, 1))
+
+# %% ../nbs/17_backbones.ipynb #98e82328
 def freeze_batchnorm(module:nn.Module) -> nn.Module:
-    "Replace every `BatchNorm2d` inside `module` by a `FrozenBatchNorm2d` holding the same statistics, in place"
+    "Replace every `BatchNorm2d` inside `module` by a `FrozenBN2d` holding the same statistics, in place"
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, child.eps)
+            frozen = FrozenBN2d(child.num_features, child.eps)
             frozen.load_state_dict(child.state_dict())
             setattr(module, name, frozen)
         else: freeze_batchnorm(child)

@@ -74,7 +74,7 @@ class ModelCfg:
     global_channels:int=256 # channels of the image-level head's conv
     global_dropout:float=0.5 # dropout before the image-level head's linear layer
     global_loss_weight:float=0.1 # weight of the image-level cross-entropy in the total loss
-    freeze_bn:bool=True # backbone BatchNorm -> FrozenBatchNorm2d (keep True with pretrained weights)
+    freeze_bn:bool=True # backbone BatchNorm -> FrozenBN2d (keep True with pretrained weights)
     channels_last:bool=False # run convolutions in channels-last memory format (faster on recent GPUs)
     def __post_init__(self): _check_model_cfg(self)
     @property

@@ -1,6 +1,7 @@
 """Issue 20 on the CPU: the training step never waits for the device, its loss equals the earlier per-image one, and
 `torch.compile(fullgraph=True)` captures forward + loss with no graph break and the same numbers as eager."""
 import contextlib, os, sys, time
+from pathlib import Path
 import pytest
 import torch, torch.nn.functional as F
 from torch import nn
@@ -228,3 +229,22 @@ def test_schedule_on_the_cpu_and_auto():
     assert (s['batch_size'], s['lr'], s['warmup_steps'], s['probe']) == (8, 1e-3, 0, None) and 'nothing to probe' in s['batch_rule']
     s = _schedule(net, TrainCfg(batch_size=32, lr=1e-3, lr_base_batch=8), torch.device('cpu'), None, 320, 128, 0, 1)
     assert s['lr'] == pytest.approx(2e-3) and s['warmup_steps'] == 10 and s['batch_rule'] == 'as set'
+
+
+def test_frozen_bn_keeps_bf16_and_halves_what_backward_keeps():
+    """`FrozenBN2d` (the backbone's frozen BN) under bf16 autocast: activations stay bf16, so a step keeps less for the
+    backward pass and casts less than with torchvision's `FrozenBatchNorm2d`; fp32 is unchanged; it compiles whole"""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
+    import bench_frozen_bn
+    rows = {(r['variant'], r['amp']): r for r in bench_frozen_bn.main(
+        ['--backbone', 'resnet_tiny', '--size', '128', '--fpn-channels', '16', '--steps', '1'])['rows']}
+    ours, tv = rows['FrozenBN2d', 'bf16'], rows['torchvision', 'bf16']
+    assert ours['saved_mib'] < 0.85 * tv['saved_mib'] and ours['casts'] < tv['casts'] and ours['aten_ops'] < tv['aten_ops']
+    assert rows['FrozenBN2d', 'off']['aten_ops'] == rows['torchvision', 'off']['aten_ops']   # fp32: the parent's
+    assert rows['batch_norm', 'off']['saved_mib'] > rows['FrozenBN2d', 'off']['saved_mib']   # why not F.batch_norm
+    from pneumonia_kit.backbones import FrozenBN2d
+    bn = FrozenBN2d(8)
+    x = torch.randn(2, 8, 4, 4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = torch.compile(bn, fullgraph=True)(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), bn(x), atol=0.05)
