@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Frozen batch norm: what each way of computing it costs one training step of pneumonia_kit (issue 20).
 
-The backbone's frozen BatchNorm, computed four ways, in one training step of `bench_train_step.ours_model` (forward
+The backbone's frozen BatchNorm, computed three ways, in one training step of `bench_train_step.ours_model` (forward
 under autocast, loss, backward, clipping, Adam), fp32 and bf16:
 - `torchvision`: torchvision's `FrozenBatchNorm2d` (`x * scale + bias`, fp32 scale: bf16 activations become fp32);
 - `batch_norm`: one inference-mode `F.batch_norm` (the original's eval-mode BN): fewest kernels, but keeps its input;

@@ -3,10 +3,10 @@
 Slow (several minutes): runs with `pytest --slow` or PNEUMONIA_KIT_SLOW=1, as CI does. The set-up command runs in a
 virtual environment that sees this machine's packages (so nothing is downloaded again) but installs the clone itself.
 The main job gets its reduced size option (`--quick`). The test command then runs in the clone as README gives it, on
-a part of the suite: it collects every test (the same ones as the suite here, none failing to import) and runs those
-of the command line and the package's layout, which use the clone's own install. The whole suite is not run a second
-time: CI runs README's test command itself on a fresh clone in a fresh venv, and the clone's run repeated it (about
-10 of CI's 29 minutes on 2 cores). No test reads what the demo leaves in outputs/ or data/."""
+a part of the suite: it collects every test (pytest exits non-zero if one fails to import) and runs those of the
+command line and the package's layout, which use the clone's own install. The whole suite is not run a second time:
+CI runs README's test command itself on a fresh clone in a fresh venv, and the clone's run repeated it (825 of CI's
+1,748 s of tests on 2 cores, 2026-12-06). No test reads what the demo leaves in outputs/ or data/."""
 import os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
@@ -55,14 +55,8 @@ def test_newcomer(tmp_path):
     assert (demo/'report.html').exists() and (clone/'data'/'synthetic'/'stage_2_train_labels.csv').exists()
     again = sh(main_job + ' --quick', 300)   # finished stages are skipped
     assert again.count('skipped') == 7, again
-    n_here = collected(subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q', '-p', 'no:cacheprovider'],
-                                      cwd=REPO, env=env, capture_output=True, text=True).stdout)
-    assert collected(sh(tests + ' --collect-only -q -p no:cacheprovider', 600)) == n_here > 0
+    listed = sh(tests + ' --collect-only -q -p no:cacheprovider', 600)   # sh fails on a collection error (exit 2)
+    assert int(re.search(r'^(\d+) tests collected', listed, re.M).group(1)) > 500, listed[-2000:]
     out = sh(tests + ' -q -p no:cacheprovider tests/test_cli.py tests/test_layout.py', 900)
     assert re.search(r'\d+ passed', out) and ' failed' not in out.splitlines()[-1], out[-2000:]
 
-
-def collected(out):
-    "The number of tests `pytest --collect-only -q` reports; 0 on a collection error"
-    m = re.search(r'^(\d+) tests? collected', out, re.M)
-    return 0 if m is None or 'error' in out.splitlines()[-1] else int(m.group(1))
