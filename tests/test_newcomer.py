@@ -59,4 +59,3 @@ def test_newcomer(tmp_path):
     assert int(re.search(r'^(\d+) tests collected', listed, re.M).group(1)) > 500, listed[-2000:]
     out = sh(tests + ' -q -p no:cacheprovider tests/test_cli.py tests/test_layout.py', 900)
     assert re.search(r'\d+ passed', out) and ' failed' not in out.splitlines()[-1], out[-2000:]
-
