@@ -28,6 +28,7 @@ def test_dry_run_every_stage(dry):
     assert res['models']['d']['size'] < res['models']['b']['size']
     assert res['models']['e']['size'] == res['models']['d']['size'] and res['models']['e']['lr'] == res['models']['d']['lr']
     for k in 'bcde': assert Path(res['models'][k]['model_dir'], 'board.json').is_file()
+    for m in res['models'].values(): assert m['test_ms_per_image'] > 0   # each model's own predicting time
     e = json.loads(Path(res['models']['e']['model_dir'], 'board.json').read_text())['model_cfg']
     assert e['head_convs'] == 2   # the moonshot candidate: 2 convs per subnet
     assert res['models']['a']['runtime'].startswith('PyTorch') and res['models']['b']['runtime'].startswith('OpenCV')
