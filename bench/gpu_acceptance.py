@@ -9,8 +9,8 @@ to OUT_DIR (at most 8 files: the device tool brings back no more).
     python bench/gpu_acceptance.py OUT_DIR --dry-run    # the same parts on the CPU, reduced (tests/test_gpu_acceptance.py)
 
 Exit status: 0 every check passed; 1 a required check failed (a part crashed, timed out, a test failed, a loss was not
-finite, ...); 3 everything ran but a speed goal was missed; 2 bad usage. Only the standard library is imported here,
-so the parts can install what they need first.
+finite, ...); 3 everything ran but a speed goal was missed; 2 bad usage, or no CUDA GPU without --dry-run (one line,
+before any work). Only the standard library is imported here, so the parts can install what they need first.
 """
 from __future__ import annotations
 import argparse, contextlib, datetime, glob, json, os, platform, re, shutil, signal, subprocess, sys, threading, time
@@ -390,6 +390,16 @@ def env_probe(path:Path, dry:bool):
     if info['import_errors'] or (not dry and not info.get('cuda_available')): raise SystemExit(1)
 
 
+def no_cuda() -> str|None:
+    "Why the torch that the parts will run (this Python's) sees no CUDA GPU, or None when it sees one: checked before any work"
+    try: p = subprocess.run([sys.executable, '-c', 'import torch; print(torch.__version__, torch.cuda.is_available())'],
+                            capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired: return f'{sys.executable}: importing torch and asking for CUDA took over 120 s'
+    if p.returncode: return f"{sys.executable} cannot import torch ({(p.stderr.strip().splitlines() or ['?'])[-1]})"
+    ver, ok = p.stdout.split()[-2:]
+    return None if ok == 'True' else f'no CUDA GPU here (torch {ver} sees none)'
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('out', type=Path, nargs='?', help='folder for results.json, results.md, acceptance.log, tests_junit.xml')
@@ -407,6 +417,8 @@ def main(argv=None) -> int:
     parts = list(PARTS) if a.only is None else [s.strip() for s in a.only.split(',') if s.strip()]
     bad = [s for s in parts if s not in PARTS]
     if bad: p.error(f'--only: unknown part(s) {", ".join(bad)}; choose from {", ".join(PARTS)}')
+    if not a.dry_run and (why := no_cuda()):   # one line, nothing written
+        print(f'gpu_acceptance: error: {why}: run it on the GPU machine, or --dry-run on the CPU', file=sys.stderr); return 2
     if a.dry_run or a.skip_install: parts = [s for s in parts if s != 'install']
     elif 'install' not in parts: parts.insert(0, 'install')
     a.out.mkdir(parents=True, exist_ok=True)

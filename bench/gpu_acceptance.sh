@@ -8,7 +8,8 @@
 #    own parts after 480 s, so timeout_s=560 leaves time to write the results):
 #      run(command='bash bench/gpu_acceptance.sh "$OUT"', carry=['.whl'], timeout_s=560)
 #    Back in $OUT: results.md (read it first), results.json, acceptance.log (every part's output), tests_junit.xml.
-#    Exit status 0: all passed; 1: a required check failed; 3: all ran but a speed goal was missed; 2: bad usage.
+#    Exit status 0: all passed; 1: a required check failed; 3: all ran but a speed goal was missed; 2: bad usage, or
+#    no CUDA GPU (one line, before any work; nothing written).
 # 3. A rerun of some parts (the install runs again first, ~15 s):
 #      run(command='bash bench/gpu_acceptance.sh "$OUT" --only train_step,throughput', carry=['.whl'], timeout_s=300)
 #

@@ -27,6 +27,17 @@ def dry(tmp_path_factory):
     return p, out, res, time.monotonic() - t
 
 
+@pytest.mark.skipif(ga.no_cuda() is None, reason='a CUDA GPU is here')
+def test_no_gpu_one_line(tmp_path):
+    "Without --dry-run on a machine with no GPU: one line that says so, exit status 2, nothing written (no OUT_DIR)"
+    p = subprocess.run(['bash', str(ROOT/'bench'/'gpu_acceptance.sh'), str(tmp_path/'out'), '--work', str(tmp_path/'work')],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHON=sys.executable))
+    assert p.returncode == 2 and p.stdout == '', p.stdout[-2000:] + p.stderr[-2000:]
+    (line,) = p.stderr.splitlines()
+    assert line.startswith('gpu_acceptance: error: no CUDA GPU here (torch ') and '--dry-run' in line, line
+    assert not (tmp_path/'out').exists() and not (tmp_path/'work').exists()
+
+
 def test_dry_run_passes(dry):
     p, out, res, secs = dry
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
