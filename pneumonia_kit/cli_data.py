@@ -92,7 +92,10 @@ def device_name(s:str) -> str:
 # %% ../nbs/34_cli_data.ipynb #c40b3e02
 def batch_size(s:str):
     "argparse type: a positive integer, or 'auto' (the largest batch that fits the GPU)"
-    return 'auto' if s == 'auto' else positive_int(s)
+    if s == 'auto': return 'auto'
+    try: return positive_int(s)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'{s!r} is neither a positive integer nor auto') from None
 
 # %% ../nbs/34_cli_data.ipynb #2ff2b4ba
 def name_list(choices:tuple):
