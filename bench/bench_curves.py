@@ -79,8 +79,9 @@ def main(argv=None) -> dict:
     p.add_argument('--only', type=int, default=None, help=argparse.SUPPRESS)   # one run (0, 1, 2): a --parallel child
     p.add_argument('--json', default=None)
     a = p.parse_args(argv)
-    if a.parallel: return parallel(a, argv if argv is not None else sys.argv[1:])
     import torch
+    if a.device.startswith('cuda') and not torch.cuda.is_available(): p.error(f'--device {a.device}: no CUDA GPU here')
+    if a.parallel: return parallel(a, argv if argv is not None else sys.argv[1:])
     if a.threads: torch.set_num_threads(a.threads)
     from pneumonia_kit.train import prepare_data
     from pneumonia_kit.presets import preset_cfgs
@@ -155,4 +156,7 @@ def markdown(r) -> str:
     return '\n'.join(L)
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    from pneumonia_kit.core import PneumoniaKitError
+    try: main()
+    except PneumoniaKitError as e: sys.exit(f'bench_curves.py: error: {e}')   # a bad --data: one line

@@ -182,6 +182,7 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     deadline = None if a.budget_s is None else t_start + a.budget_s
     import torch
+    if a.device.startswith('cuda') and not torch.cuda.is_available(): p.error(f'--device {a.device}: no CUDA GPU here')
     if a.threads: torch.set_num_threads(a.threads)
     from pneumonia_kit.presets import preset_cfgs
     runs = [tuple(int(v) for v in r.lower().split('x')) for r in a.runs.split(',') if r]
@@ -217,4 +218,7 @@ def main(argv=None) -> dict:
     return res
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    from pneumonia_kit.core import PneumoniaKitError
+    try: main()
+    except PneumoniaKitError as e: sys.exit(f'bench_throughput.py: error: {e}')   # a bad --data: one line

@@ -154,6 +154,7 @@ def main(argv=None):
     t_start = time.perf_counter()
     over = lambda share: a.budget_s is not None and time.perf_counter() - t_start > share * a.budget_s
     if a.threads: torch.set_num_threads(a.threads)
+    if a.device.startswith('cuda') and not torch.cuda.is_available(): p.error(f'--device {a.device}: no CUDA GPU here')
     dev = torch.device(a.device)
     if dev.type == 'cuda' and dev.index is None: dev = torch.device('cuda', 0)
     batches = [int(b) for b in (a.batches or str(a.batch)).split(',')]

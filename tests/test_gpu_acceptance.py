@@ -38,6 +38,19 @@ def test_no_gpu_one_line(tmp_path):
     assert not (tmp_path/'out').exists() and not (tmp_path/'work').exists()
 
 
+@pytest.mark.skipif(ga.no_cuda() is None, reason='a CUDA GPU is here')
+@pytest.mark.parametrize('bench', ['bench_train_step', 'bench_throughput', 'bench_curves', 'bench_curves --parallel'])
+def test_bench_no_gpu_one_line(bench, tmp_path):
+    "The acceptance's benches, called alone with --device cuda where there is none: argparse's one error line, no traceback"
+    script, *extra = bench.split()
+    data = [] if script == 'bench_train_step' else ['--data', str(tmp_path/'twin')]   # the throughput run makes a missing twin
+    p = subprocess.run([sys.executable, str(ROOT/'bench'/f'{script}.py'), '--device', 'cuda', '--json', str(tmp_path/'r.json'),
+                        *data, *extra], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr, p.stderr[-2000:]
+    assert p.stderr.splitlines()[-1] == f'{script}.py: error: --device cuda: no CUDA GPU here'
+    assert not any(tmp_path.iterdir())                                                # no twin made, no JSON
+
+
 def test_dry_run_passes(dry):
     p, out, res, secs = dry
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
