@@ -15,7 +15,7 @@
 # runs the step, train, model, distill, predict and export notebooks, the no-sync step and compile tests (the slow
 # compiled-vs-eager one included), the acceptance and lab dry runs, and tests/test_gpu.py on the CPU
 # (PNEUMONIA_KIT_TEST_DEVICE=cpu). 2026-12-07, a 2-core x86 dev machine, torch 2.11.0+cu130 from PyPI (a 5.8 GB venv,
-# made in about 2 min): 33 passed, none skipped, in 179 s of tests.
+# made in about 2 min): 38 passed, none skipped, in 212 s of tests (at 7bcbda1).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${1:-${TMPDIR:-/tmp}/pneumonia_kit_foreign_torch}
