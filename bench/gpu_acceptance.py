@@ -390,10 +390,10 @@ def env_probe(path:Path, dry:bool):
     if info['import_errors'] or (not dry and not info.get('cuda_available')): raise SystemExit(1)
 
 
-def no_cuda() -> str|None:
-    "Why the torch that the parts will run (this Python's) sees no CUDA GPU, or None when it sees one: checked before any work"
+def no_cuda(env:dict|None=None) -> str|None:
+    "Why the torch that the parts will run (this Python's, under `env`) sees no CUDA GPU, or None when it sees one"
     try: p = subprocess.run([sys.executable, '-c', 'import torch; print(torch.__version__, torch.cuda.is_available())'],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=env)
     except subprocess.TimeoutExpired: return f'{sys.executable}: importing torch and asking for CUDA took over 120 s'
     if p.returncode: return f"{sys.executable} cannot import torch ({(p.stderr.strip().splitlines() or ['?'])[-1]})"
     ver, ok = p.stdout.split()[-2:]

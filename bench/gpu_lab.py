@@ -33,6 +33,7 @@ Exit status: 0 all stages ran; 1 a stage failed or the budget ran out (results.m
 from __future__ import annotations
 import argparse, datetime, json, os, platform, subprocess, sys, time
 from pathlib import Path
+from gpu_acceptance import no_cuda   # bench/ is this script's folder: the same probe as the acceptance's
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET = (450., 300.)   # seconds for the whole lab: GPU, dry run
@@ -243,11 +244,6 @@ def markdown(res:dict) -> str:
     return '\n'.join(L) + '\n'
 
 
-def _has_cuda(env:dict) -> bool:
-    p = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.is_available())'], capture_output=True, text=True, env=env)
-    return p.stdout.strip() == 'True'
-
-
 def check_inputs(data:Path, cfg:dict, dry:bool, env:dict, meter_dir:Path|None):
     "Bad input, one line each, before any work: no GPU, a reused twin of another size, no meter counts"
     spec = data/'synthetic_twin.json'
@@ -264,7 +260,7 @@ def check_inputs(data:Path, cfg:dict, dry:bool, env:dict, meter_dir:Path|None):
     counts = (meter_dir/'meter'/'cache.json') if meter_dir else REPO/'bench'/'meter_counts.json'
     if not counts.is_file():
         raise LabError(f'{counts}: no board meter counts (commit bench/meter_counts.json, or build the meter: scripts/loongarch_meter.sh)')
-    if not dry and not _has_cuda(env): raise LabError('no CUDA GPU here: run the lab on the GPU machine, or --dry-run on the CPU')
+    if not dry and no_cuda(env): raise LabError('no CUDA GPU here: run the lab on the GPU machine, or --dry-run on the CPU')
 
 
 def main(argv=None) -> int:

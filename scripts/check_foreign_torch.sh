@@ -21,12 +21,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${1:-${TMPDIR:-/tmp}/pneumonia_kit_foreign_torch}
 FOREIGN_TORCH=${FOREIGN_TORCH:-"torch==2.9.1 torchvision==0.24.1"}
 NBS=(16_dataset 17_backbones 18_model 19_runs 21_train 22_distill 24_predict 25_sweep 31_export)
-DEFAULT_TESTS="${NBS[*]/#/tests/test_notebooks.py::test_notebook[}"
-DEFAULT_TESTS="${DEFAULT_TESTS// /] }] tests/test_cli.py tests/test_board_torchfree.py"
+nb_tests() { local s="${*/#/tests/test_notebooks.py::test_notebook[}"; echo "${s// /] }]"; }   # notebook names -> test ids
+DEFAULT_TESTS="$(nb_tests "${NBS[@]}") tests/test_cli.py tests/test_board_torchfree.py"
 DEFAULT_TESTS+=" tests/test_bundle.py tests/test_layout.py"
 GPU_NBS=(20_step 21_train 18_model 22_distill 24_predict 31_export)
-GPU_TESTS="${GPU_NBS[*]/#/tests/test_notebooks.py::test_notebook[}"
-GPU_TESTS="${GPU_TESTS// /] }] tests/test_train_step.py tests/test_gpu_acceptance.py tests/test_gpu_lab.py tests/test_gpu.py"
+GPU_TESTS="$(nb_tests "${GPU_NBS[@]}") tests/test_train_step.py tests/test_gpu_acceptance.py tests/test_gpu_lab.py tests/test_gpu.py"
 case ${SUITE:-default} in
     default) TESTS=${TESTS:-$DEFAULT_TESTS} ;;
     gpu-path) TESTS=${TESTS:-$GPU_TESTS}; export PNEUMONIA_KIT_TEST_DEVICE=cpu PNEUMONIA_KIT_SLOW=1 ;;
