@@ -63,11 +63,15 @@ def test_ddp_spawn(twin, tmp_path):
     # losses are averaged over both ranks' images, so both report the same number
     assert r[0]['train_loss'] == r[1]['train_loss']
 
+def _torchrun(tmp_path):
+    "torchrun's own logs go under the test's folder (by default it leaves a `torchelastic_*` folder in /tmp per run)"
+    return [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(WORLD), '--master_port', str(_free_port()),
+            '--log-dir', str(tmp_path/'torchrun_logs')]
+
 def test_torchrun_cli(twin, tmp_path):
     out = tmp_path/'run'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(WORLD), '--master_port', str(_free_port()),
-           '-m', 'pneumonia_kit.train', str(twin), '--fold', '1', '--out', str(out), '--preset', 'tiny', '--epochs', '1',
-           '--batch-size', '2', '--device', 'cpu']
+    cmd = [*_torchrun(tmp_path), '-m', 'pneumonia_kit.train', str(twin), '--fold', '1', '--out', str(out), '--preset', 'tiny',
+           '--epochs', '1', '--batch-size', '2', '--device', 'cpu']
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count('1/1 epochs (completed)') == 1, p.stdout   # printed by rank 0 only
@@ -75,13 +79,14 @@ def test_torchrun_cli(twin, tmp_path):
     assert (s['world_size'], s['epochs_done'], s['device']) == (WORLD, 1, 'cpu')
     assert sorted(p.name for p in (out/'checkpoints').iterdir()) == ['epoch_001.pt']
     assert json.loads((out/'config.json').read_text())['train']['fold'] == 1
+    assert (tmp_path/'torchrun_logs').is_dir()
 
 @pytest.mark.parametrize('flags,message', [(['--fold', '9'], 'fold 9 is out of range: use 0..3'),
                                            (['--weights-file', '/nonexistent/w.pth'], '/nonexistent/w.pth: weights file not found')])
 def test_torchrun_bad_settings(twin, tmp_path, flags, message):
     "A setting error (on every rank, or on rank 0 only: the model is built there first) stops all ranks with the message"
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(WORLD), '--master_port', str(_free_port()),
-           '-m', 'pneumonia_kit.train', str(twin), '--out', str(tmp_path/'run'), '--preset', 'tiny', '--device', 'cpu', *flags]
+    cmd = [*_torchrun(tmp_path), '-m', 'pneumonia_kit.train', str(twin), '--out', str(tmp_path/'run'), '--preset', 'tiny',
+           '--device', 'cpu', *flags]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert p.returncode != 0
     assert message in p.stderr, p.stderr[-3000:]
