@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT/'bench'))
 import gpu_acceptance as ga   # noqa: E402  (the driver: standard library only)
+GPU_HERE = ga.no_cuda() is None   # asked once: each ask starts a Python that imports torch
 
 # what the GPU machine has (device/KINDS.md, 'Python packages already there'), by import name
 ON_DEVICE = {'torch', 'torchvision', 'numpy', 'pandas', 'cv2', 'onnx', 'onnxruntime', 'matplotlib', 'seaborn', 'tqdm',
@@ -27,7 +28,7 @@ def dry(tmp_path_factory):
     return p, out, res, time.monotonic() - t
 
 
-@pytest.mark.skipif(ga.no_cuda() is None, reason='a CUDA GPU is here')
+@pytest.mark.skipif(GPU_HERE, reason='a CUDA GPU is here')
 def test_no_gpu_one_line(tmp_path):
     "Without --dry-run on a machine with no GPU: one line that says so, exit status 2, nothing written (no OUT_DIR)"
     p = subprocess.run(['bash', str(ROOT/'bench'/'gpu_acceptance.sh'), str(tmp_path/'out'), '--work', str(tmp_path/'work')],
@@ -38,7 +39,7 @@ def test_no_gpu_one_line(tmp_path):
     assert not (tmp_path/'out').exists() and not (tmp_path/'work').exists()
 
 
-@pytest.mark.skipif(ga.no_cuda() is None, reason='a CUDA GPU is here')
+@pytest.mark.skipif(GPU_HERE, reason='a CUDA GPU is here')
 @pytest.mark.parametrize('bench', ['bench_train_step', 'bench_throughput', 'bench_curves', 'bench_curves --parallel'])
 def test_bench_no_gpu_one_line(bench, tmp_path):
     "The acceptance's benches, called alone with --device cuda where there is none: argparse's one error line, no traceback"
