@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2, numpy as np, pandas as pd
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_patient_id, patient_id_of
-from .dicom import read_meta, read_xray
+from .dicom import find_dicoms, read_meta, read_xray
 from .image import resize_image
 
 # %% auto #0
@@ -133,7 +133,8 @@ def build_cache(root, # data folder in the Kaggle layout
         raise PneumoniaKitError(f'cache size must be an integer from 16 to {MAX_CACHE_SIZE}, got {size!r}')
     paths = RsnaPaths(root)
     src, out = paths.images(split), paths.cache(size, split)
-    dcms = sorted(src.glob('*.dcm'))
+    try: dcms = find_dicoms(src) if src.is_dir() else []   # the one DICOM lister: `.dcm` in any case, sorted
+    except PneumoniaKitError: dcms = []   # none in the folder: said below, with what to do
     if not dcms: raise PneumoniaKitError(f'{src}: no .dcm files (download the data or make the synthetic twin first)')
     out.mkdir(parents=True, exist_ok=True)
     prev, rows, todo = _previous(out, size, force), {}, []

@@ -64,7 +64,7 @@ def _bench_board_args(p):
         help='backbone of the P2-P7/P3-P7 networks (default: %(default)s)',
     )
     p.add_argument('--size', metavar='PX', type=positive_int, default=512, help='input size (default: 512)')
-    p.add_argument('--threads', metavar='N', type=positive_int, default=2, help='CPU threads (default: 2)')
+    p.add_argument('--threads', metavar='N', type=int_range(1, 64), default=2, help='CPU threads, 1-64 (default: 2)')
     p.add_argument(
         '--runs', metavar='N', type=positive_int, default=5, help='timed runs per configuration and round (default: 5)'
     )
@@ -111,7 +111,7 @@ def _board_pareto_runtime_args(p):
         help="runtime of the test predictions (default: opencv, the board's)",
     )
     p.add_argument(
-        '--threads', metavar='N', type=positive_int, default=2, help='runtime threads (default: 2, as the board)'
+        '--threads', metavar='N', type=int_range(1, 64), default=2, help='runtime threads, 1-64 (default: 2, as the board)'
     )
     p.add_argument(
         '--python',
@@ -233,7 +233,7 @@ def _bundle_args(p):
 
 def bundle(a):
     "One file for the board: a zipapp of the torch-free predictor and a model folder, run as python3 board.pyz IMAGE..."
-    r = _api('bundle').make_bundle(a.model_dir, a.out)   # bundle (notebook 22) comes after cli: imported when used
+    r = _api('bundle').make_bundle(a.model_dir, a.out)   # bundle (notebook 38) comes after cli: imported when used
     print(
         f"{a.out}: {r['size'] / 1e6:.1f} MB, sha256 {r['sha256']}; on the board: python3 {Path(a.out).name} IMAGE..."
         " --out submission.csv"
