@@ -310,10 +310,20 @@ class ArgParser(argparse.ArgumentParser):
     "`argparse.ArgumentParser` whose errors are one line (`PROG: error: ...`, exit status 2), without the usage dump"
     def error(self, message): self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
 
+    def parse_known_args(self, args=None, namespace=None):
+        "As argparse, then an empty value (`--out ''`: a typo or an unset shell variable) is refused, naming it"
+        ns, rest = super().parse_known_args(args, namespace)
+        for act in self._actions:
+            v = getattr(ns, act.dest, None)
+            if act.default != '' and (v == '' or (isinstance(v, list) and '' in v)):
+                self.error(f'argument {"/".join(act.option_strings) or act.metavar or act.dest}: empty; give a value')
+        return ns, rest
+
 # %% ../nbs/00_core.ipynb #725fc504
 def _number(kind, lo=None, hi=None, lo_open=False, name=''):
     "An argparse `type` parsing a finite `kind` number within [lo, hi] (`lo_open`: lo excluded)"
     def parse(s:str):
+        if not s.isascii() or '_' in s: raise argparse.ArgumentTypeError(f'{s!r} is not {name}')   # int() takes 1_0, ١
         try: v = kind(s)
         except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not {name}') from None
         if not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):

@@ -196,7 +196,8 @@ def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
     such"""
     path, limit = Path(path), pixel_limit() if limit is None else limit
     if path.is_dir(): raise _fail(path, 'is a folder, not a DICOM file')
-    if not path.exists(): raise _fail(path, 'file not found')
+    if not path.exists():
+        raise _fail(path, 'a link that leads nowhere (dangling, or a loop)' if path.is_symlink() else 'file not found')
     if not path.is_file(): raise _fail(path, 'not a regular file')
     pd = _pydicom()
     try:
@@ -247,6 +248,20 @@ def _declared(ds:Dataset, path, limit:int) -> tuple:
     if n != 1: raise _fail(path, f'{n} frames; expected a single X-ray image')
     return r, c
 
+# %% ../nbs/01_dicom.ipynb #70931504
+def _check_frame(frame:bytes, ts, shape:tuple, path):
+    """Refuse a compressed frame that declares another size than the header, or none, or a JPEG / JPEG-LS stream cut
+    short (OpenCV and pydicom would decode it, greying out what is missing)"""
+    dims = shape if ts == '1.2.840.10008.1.2.5' else _stream_dims(frame)   # RLE decodes to the header's size
+    if dims is None: raise _fail(path, 'cannot find the image size in the compressed image; refusing to decode it')
+    if dims != shape:
+        raise _fail(
+            path,
+            f'the compressed image says it is {dims[0]}x{dims[1]} pixels but the header says {shape[0]}x{shape[1]}',
+        )
+    if frame[:2] == b'\xff\xd8' and frame.rstrip(b'\0')[-2:] != b'\xff\xd9':   # a fragment may end in a null pad byte
+        raise _fail(path, 'the JPEG image is cut short (no end-of-image marker): the file is damaged')
+
 # %% ../nbs/01_dicom.ipynb #5c8f276a
 def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
     "Stored pixel values of the single frame of `ds` (HxW, or HxWx3 for colour)"
@@ -262,13 +277,7 @@ def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
         try: frame = next(_pydicom().encaps.generate_frames(ds.PixelData, number_of_frames=1))
         except Exception as e:
             raise _fail(path, f'cannot find the compressed image in the Pixel Data ({type(e).__name__}: {e})') from None
-        dims = shape if ts == '1.2.840.10008.1.2.5' else _stream_dims(frame)   # RLE decodes to the header's size
-        if dims is None: raise _fail(path, 'cannot find the image size in the compressed image; refusing to decode it')
-        if dims != shape:
-            raise _fail(
-                path,
-                f'the compressed image says it is {dims[0]}x{dims[1]} pixels but the header says {shape[0]}x{shape[1]}',
-            )
+        _check_frame(frame, ts, shape, path)
     if ts in _JPEG8 and ds.get('SamplesPerPixel', 1) == 1 and ds.BitsAllocated == 8:
         try:
             arr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -402,6 +411,7 @@ def find_dicoms(images:list, # DICOM files and/or folders of them (a single path
             if not found: raise PneumoniaKitError(f'{p}: no .dcm files in this folder')
             out += found
         elif p.exists() or p.suffix.lower() == '.dcm': out.append(p)
+        elif p.is_symlink(): raise PneumoniaKitError(f'{p}: a link that leads nowhere (dangling, or a loop)')
         else: raise PneumoniaKitError(f'{p}: no such file or folder')
     if not out: raise PneumoniaKitError('no images given')
     return out

@@ -29,6 +29,18 @@ def test_error_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize('args, name', [
+    (['show', 'x.dcm', '--out', ''], '--out'),              # `--out "$UNSET"`: not the default folder, silently
+    (['score', '', 'labels.csv'], 'SUBMISSION'),
+    (['cache', 'data', '--max-pixels', '100000000000000000000'], '--max-pixels'),   # not blamed on the environment
+    (['train', 'data', '--fold', '1_0'], '--fold'),          # int() would take it
+])
+def test_empty_or_odd_values_one_line(tmp_path, args, name):
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 2 and f'argument {name}:' in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
 def test_show_bad_file(tmp_path):
     bad = tmp_path/'bad.dcm'; bad.write_bytes(b'not a dicom at all')
     r = run('show', bad, '--out', tmp_path/'x.png')
