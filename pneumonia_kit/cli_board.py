@@ -111,7 +111,7 @@ def _board_pareto_runtime_args(p):
         help="runtime of the test predictions (default: opencv, the board's)",
     )
     p.add_argument(
-        '--threads', metavar='N', type=int_range(1, 64), default=2, help='runtime threads, 1-64 (default: 2, as the board)'
+        '--threads', metavar='N', type=int_range(1, 64), default=2, help='runtime threads, 1-64 (default: 2: the board)'
     )
     p.add_argument(
         '--python',

@@ -193,7 +193,7 @@ def download(a):
 
 # %% ../nbs/34_cli_data.ipynb #71b13723
 def _max_pixels_arg(p):
-    p.add_argument('--max-pixels', metavar='N', type=int_range(1, 10**15 - 1),   # the limit the environment variable takes
+    p.add_argument('--max-pixels', metavar='N', type=int_range(1, 10**15 - 1),   # as PNEUMONIA_KIT_MAX_PIXELS
                    help='refuse DICOMs declaring more pixels (default: 67108864, or PNEUMONIA_KIT_MAX_PIXELS)')
 
 
