@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_board.ipynb #3deeb487
 from __future__ import annotations
-import math, os, sys, time
+import contextlib, math, os, sys, time
 from pathlib import Path
 import numpy as np
 import pneumonia_kit
@@ -13,6 +13,7 @@ from pneumonia_kit.core import (
     EXIT_FAILED,
     ArgParser,
     PneumoniaKitError,
+    WriteError,
     check_writable,
     int_range,
     patient_id_of,
@@ -111,12 +112,27 @@ def _patient_ids(paths:list) -> tuple:
     return seen, bad_ids
 
 # %% ../nbs/08_board.ipynb #6abf1265
-def _check_outputs(self, paths:list, seen:dict, ids:dict, out_csv, png_dir, json_dir):
+def _input_ids(files) -> dict:
+    "(device, inode) -> file of each of `files` that exists: what no output may replace (through links too)"
+    out = {}
+    for f in files:
+        with contextlib.suppress(OSError): st = os.stat(f); out.setdefault((st.st_dev, st.st_ino), f)
+    return out
+
+def _check_outputs(self, paths:list, seen:dict, out_csv, png_dir, json_dir, inputs=()):
     "Refuse, before the first image, outputs that cannot be written or that would overwrite an input"
-    inputs = [*paths, *(f for f in self.model_dir.iterdir() if f.is_file())]   # --out must not overwrite what is read
+    inputs = [*paths, *(f for f in self.model_dir.iterdir() if f.is_file()), *inputs]   # nothing read is overwritten
     check_writable(out_csv, inputs); check_writable(failed_csv_path(out_csv), inputs)
+    ids = _input_ids(inputs) if (png_dir is not None or json_dir is not None) and seen else {}
     for d, ext in ((png_dir, 'png'), (json_dir, 'json')):
-        if d is not None and ids: check_writable(Path(d)/f'{next(iter(seen))}.{ext}')
+        if d is None or not seen: continue
+        check_writable(Path(d)/f'{next(iter(seen))}.{ext}')
+        for pid, p in seen.items():   # one stat and one set look-up per image, whatever the number of inputs
+            try: st = os.stat(t := Path(d)/f'{pid}.{ext}')
+            except OSError: continue   # not there (or not reachable): nothing to overwrite
+            if (f := ids.get((st.st_dev, st.st_ino))) is not None:
+                raise WriteError(f'{t}: is one of the inputs ({f}); refusing to overwrite it with the {ext.upper()} '
+                                 f'of {p} (--{ext}-dir)')
 
 # %% ../nbs/08_board.ipynb #6294fda9
 def _finish(self, out_csv, rows:list, failed:list, n_boxes:int, t0:float) -> dict:
@@ -143,12 +159,13 @@ def _predict_files(self, paths:list, # DICOM files; the patientId of each is its
                    png_dir=None, # if given, one PNG per image with the boxes drawn
                    json_dir=None, # if given, one JSON per image (patientId, boxes, global probabilities)
                    progress:bool=True, # show progress (tqdm if installed, else a counter)
+                   inputs=(), # other files the run reads (the bundle running it): no output may replace them
                   ) -> dict:
     "Predict `paths`, write the submission (every image), its `.failed.csv` and optional PNG/JSON files; a summary dict"
     paths = [Path(p) for p in paths]
     seen, bad_ids = _patient_ids(paths)
     ids = {p: pid for pid, p in seen.items()}
-    _check_outputs(self, paths, seen, ids, out_csv, png_dir, json_dir)
+    _check_outputs(self, paths, seen, out_csv, png_dir, json_dir, inputs)
     rows, failed, n_boxes, n_done, t0 = [], [], 0, 0, time.perf_counter()
     def fail(p, msg):
         pid = ids.get(p) or os.fsencode(p.stem).decode('utf-8', 'backslashreplace')
@@ -191,11 +208,12 @@ def board_predict(model_dir, # folder written by `pneumonia-kit export`
                   int8:bool=False, # run the folder's int8 model
                   progress:bool=True, # show progress
                   max_pixels:int|None=None, # refuse DICOMs declaring more pixels; None: `dicom.pixel_limit()`
+                  inputs=(), # other files the run reads (the bundle running it): no output may replace them
                  ) -> dict:
     "Predict DICOMs with a board model folder, without PyTorch; writes the submission and returns the summary"
     paths = find_dicoms(images)
     pred = BoardPredictor(model_dir, backend=backend, threads=threads, int8=int8, max_pixels=max_pixels)
-    return pred.predict_files(paths, out, png_dir=png_dir, json_dir=json_dir, progress=progress)
+    return pred.predict_files(paths, out, png_dir=png_dir, json_dir=json_dir, progress=progress, inputs=inputs)
 
 # %% ../nbs/08_board.ipynb #c6eb426f
 BOARD_EXAMPLES = """examples:
@@ -235,11 +253,13 @@ def add_board_args(p, # an argparse parser
     return p
 
 # %% ../nbs/08_board.ipynb #e98271fb
-def run_board(a) -> int:
+def run_board(a, # parsed `add_board_args` options
+              inputs=(), # other files the run reads (`bundle.bundle_main`: the bundle itself), never overwritten
+             ) -> int:
     "Run parsed board-predict arguments: the summary line; exit status 3 (`EXIT_FAILED`) when some images failed"
     if getattr(a, 'verbose', False): os.environ['PNEUMONIA_KIT_VERBOSE'] = '1'
     s = board_predict(a.model_dir, a.images, out=a.out, backend=a.backend, threads=a.threads, int8=a.int8,
-                      png_dir=a.png_dir, json_dir=a.json_dir, max_pixels=a.max_pixels)
+                      png_dir=a.png_dir, json_dir=a.json_dir, max_pixels=a.max_pixels, inputs=inputs)
     failed = f" (listed in {s['failed_csv']}; their rows are empty)" if s['failed'] else ''
     print(
         f"{a.out}: {s['n_images']} images, {len(s['failed'])} failed{failed}, {s['ms_per_image']:.0f} ms per image"

@@ -4,17 +4,19 @@
 
 # %% ../nbs/38_bundle.ipynb #13c895b1
 from __future__ import annotations
-import argparse, contextlib, hashlib, importlib, json, os, shutil, signal, sys, tempfile, threading, zipfile, zlib
+import argparse, contextlib, hashlib, importlib, json, os, re, shutil, signal, sys, tempfile, threading, zipfile, zlib
 from pathlib import Path, PurePosixPath
 import pneumonia_kit
-from .core import _HOST, _pid_alive, ArgParser, PneumoniaKitError, atomic_write, file_sha256, run_command
+from pneumonia_kit.core import (
+    _HOST, _pid_alive, ArgParser, PneumoniaKitError, atomic_write, check_writable, file_sha256, run_command,
+)
 from .runtime import FILE_KEYS, check_onnx_files, load_model_dir
 from .board import add_board_args, run_board
 
 # %% auto #0
-__all__ = ['BUNDLE_FORMAT', 'MODULES', 'MANIFEST', 'MODEL_PREFIX', 'NEEDS', 'PREFIX', 'MAIN_PY', 'BUNDLE_EXAMPLES', 'model_files',
-           'make_bundle', 'check_bundle', 'bundle_version', 'remove_stale_model_dirs', 'model_tempdir', 'bundle_parser',
-           'bundle_main']
+__all__ = ['BUNDLE_FORMAT', 'MODULES', 'MANIFEST', 'MODEL_PREFIX', 'MAX_MANIFEST_BYTES', 'MAX_CONTENT_BYTES', 'NEEDS', 'PREFIX',
+           'MAIN_PY', 'BUNDLE_EXAMPLES', 'model_files', 'make_bundle', 'check_bundle', 'bundle_version',
+           'remove_stale_model_dirs', 'model_tempdir', 'bundle_parser', 'bundle_main']
 
 # %% ../nbs/38_bundle.ipynb #b5d59e09
 BUNDLE_FORMAT = 1   # version of the bundle layout (the manifest's `format_version`)
@@ -22,6 +24,8 @@ BUNDLE_FORMAT = 1   # version of the bundle layout (the manifest's `format_versi
 MODULES = ('__init__', 'core', 'dicom', 'image', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board', 'bundle')
 MANIFEST = 'BUNDLE.json'   # format, versions, the model's facts and the SHA-256 of every other member
 MODEL_PREFIX = 'model/'    # the model folder's files inside the bundle
+MAX_MANIFEST_BYTES = 1 << 20   # a manifest is a few KB; one declaring more is refused before it is read
+MAX_CONTENT_BYTES = 1 << 30    # all members inflated (so the model extracted on disk): the board has 2 GB of memory
 NEEDS = {'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'pydicom': 'python3-pydicom'}   # module: Debian package
 # a file Python cannot open as a zip (a truncated copy) is read as a script: this declaration stops it in one line
 PREFIX = b'#!/usr/bin/env python3\n# -*- coding: truncated_or_damaged_bundle.copy_it_again -*-\n'
@@ -78,8 +82,12 @@ def make_bundle(model_dir, # board model folder written by `pneumonia-kit export
                 out='board.pyz', # the bundle to write
                ) -> dict:
     "Write the board bundle `out`: the torch-free modules, the model folder, `__main__.py` and the manifest"
-    d, src = Path(model_dir), Path(pneumonia_kit.__file__).parent
-    files = {MODEL_PREFIX + n: (d/n).read_bytes() for n in model_files(d)}
+    d, src, names = Path(model_dir), Path(pneumonia_kit.__file__).parent, model_files(model_dir)
+    inputs = [*(d/n for n in names), *(src/f'{m}.py' for m in MODULES)]
+    check_writable(out, inputs)   # never the model's files nor the modules it packs
+    if (size := sum(os.path.getsize(f) for f in inputs)) > MAX_CONTENT_BYTES:
+        raise PneumoniaKitError(f'{d}: {size:,} bytes to bundle; a bundle holds at most {MAX_CONTENT_BYTES:,}')
+    files = {MODEL_PREFIX + n: (d/n).read_bytes() for n in names}
     files.update({f'pneumonia_kit/{m}.py': (src/f'{m}.py').read_bytes() for m in MODULES})
     files['__main__.py'] = MAIN_PY.encode()
     meta = json.loads(files[MODEL_PREFIX + 'board.json'])
@@ -96,6 +104,36 @@ def make_bundle(model_dir, # board model folder written by `pneumonia-kit export
     os.chmod(out, os.stat(out).st_mode | (os.stat(out).st_mode & 0o444) >> 2)   # executable where readable
     return dict(path=Path(out), sha256=file_sha256(out), size=os.path.getsize(out), files=len(files),
                 model=man['model'])
+
+# %% ../nbs/38_bundle.ipynb #d66ad274
+_FACTS = ('backbone', 'input_size', 'levels', 'checkpoint_sha256', 'pneumonia_kit_version')   # from board.json
+
+def _plain(v) -> bool: return v is None or isinstance(v, (str, int, float))
+
+def _manifest_problem(man) -> str|None:
+    "What keeps `man` from being a manifest as `make_bundle` writes it (its keys and their types), or None"
+    if not isinstance(man, dict): return 'not a JSON object'
+    if type(man.get('format_version')) is not int or man['format_version'] != BUNDLE_FORMAT:
+        return f'format_version is not {BUNDLE_FORMAT}'
+    if not isinstance(man.get('pneumonia_kit_version'), str): return 'pneumonia_kit_version is not a string'
+    m, files = man.get('model'), man.get('files')
+    if not (isinstance(m, dict) and all(k in m for k in _FACTS) and isinstance(m.get('int8'), bool)
+            and all(_plain(v) or isinstance(v, list) and all(map(_plain, v)) for v in m.values())):
+        return f"model is not an object of {', '.join(_FACTS)} and int8 (true or false)"
+    if not (isinstance(files, dict) and '__main__.py' in files
+            and all(isinstance(s, str) and re.fullmatch('[0-9a-f]{64}', s) for s in files.values())):
+        return 'files is not an object of member names and SHA-256s, __main__.py among them'
+
+def _read_manifest(z:zipfile.ZipFile, bad) -> dict:
+    "The manifest of bundle `z`, read within `MAX_MANIFEST_BYTES` whatever its entry declares, and checked"
+    if (size := z.getinfo(MANIFEST).file_size) > MAX_MANIFEST_BYTES:
+        raise bad(f'{MANIFEST} inflates to {size:,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,}')
+    with z.open(MANIFEST) as f: data = f.read(MAX_MANIFEST_BYTES)   # never more than the entry declares
+    try: man = json.loads(data)
+    except RecursionError: raise bad(f'{MANIFEST} is nested too deep') from None
+    if why := _manifest_problem(man):
+        raise bad(f'{MANIFEST} is not a bundle manifest of format {BUNDLE_FORMAT}: {why}')
+    return man
 
 # %% ../nbs/38_bundle.ipynb #54ee6fb3
 def _check_member(z, name:str, sha:str, extract_to, bad):
@@ -120,12 +158,11 @@ def check_bundle(path, # a bundle written by `make_bundle`
                                            'with the one `pneumonia-kit bundle` printed')
     try:
         with zipfile.ZipFile(path) as z:
-            man = json.loads(z.read(MANIFEST))
-            files = man.get('files') if isinstance(man, dict) else None
-            if not isinstance(files, dict) or man.get('format_version') != BUNDLE_FORMAT or '__main__.py' not in files:
-                raise bad(f'{MANIFEST} is not a bundle manifest of format {BUNDLE_FORMAT}')
+            man = _read_manifest(z, bad); files = man['files']
             extra = sorted(set(z.namelist()) - set(files) - {MANIFEST})
             if extra: raise bad(f'{extra[0]} is not in {MANIFEST}')
+            if (size := sum(z.getinfo(n).file_size for n in files)) > MAX_CONTENT_BYTES:   # before anything is written
+                raise bad(f'its members inflate to {size:,} bytes; a bundle holds at most {MAX_CONTENT_BYTES:,}')
             for name, sha in files.items(): _check_member(z, name, sha, extract_to, bad)
     except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, NotImplementedError) as e:
         raise bad(f'{type(e).__name__}: {e}') from None
@@ -205,5 +242,5 @@ def bundle_main(argv=None, # the arguments after the bundle's name
         with model_tempdir() as d:
             check_bundle(path, extract_to=d)
             a.model_dir = d
-            return run_board(a)
+            return run_board(a, inputs=[path])   # no output may replace the bundle itself
     return run_command(run, prog=path.name)

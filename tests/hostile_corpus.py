@@ -360,6 +360,7 @@ def make_boards2(d: Path) -> Path:
     _external(d/'ext_nul', 'weights\x00.bin')
     fifo = _external(d/'ext_fifo', 'weights.fifo'); os.mkfifo(fifo/'weights.fifo')   # OpenCV would block reading it
     _model_dir(d/'victim')   # --out naming its board.json must be refused (a copy: a failure must not break the other cases)
+    _model_dir(d/'victim_json')   # and so must --json-dir writing an image board.dcm's JSON over it
     return d
 
 
@@ -405,6 +406,8 @@ def make_corpus2(root: Path, dic: Path):
     make_dicoms2(dic)
     make_boards2(root/'board'); make_csvs2(root/'csv'); make_runs(root/'runs')
     make_batch(root/'victim', dic, GOOD)
+    named = make_batch(root/'named', dic, GOOD)   # images whose PNG/JSON would replace an input: board.dcm, x.png (a DICOM)
+    (named/'good1.dcm').rename(named/'board.dcm'); (named/'good2.dcm').rename(named/'x.png')
     make_batch(root/'nonascii', dic, GOOD[:1]); (root/'nonascii'/'good1.dcm').rename(root/'nonascii'/'Ölfleck.dcm')
     make_batch(root/'oddnames', dic, GOOD)
     for name in ('.hidden', 'tab\there'): (root/'oddnames'/f'{name}.dcm').write_bytes((dic/'good1.dcm').read_bytes())
@@ -568,6 +571,12 @@ def cases2() -> list:
                                ('board_json', f'{B}/victim/board.json', 'board.json: is one of the inputs')):
         folder = 'victim' if name == 'board_json' else 'ok'
         out.append(bp(f'bp_out_{name}', folder, [f'{R}/victim'], '--out', target, rc=2, says=(says,), max_mb=400))
+    out.append(bp('bp_json_dir_model', 'victim_json', [f'{R}/named/board.dcm'], '--out', '{out}/sub.csv', '--json-dir',
+                  f'{B}/victim_json', rc=2, says=('victim_json/board.json: is one of the inputs', '--json-dir')))
+    out.append(bp('bp_png_dir_input', 'ok', [f'{R}/named/x.png', f'{R}/goods'], '--out', '{out}/sub.csv', '--png-dir', f'{R}/named',
+                  rc=2, says=('named/x.png: is one of the inputs', '--png-dir')))
+    out += [_bad(opt, '', 'board-predict', f'{B}/ok', f'{R}/goods', *([] if opt == '--out' else ['--out', '{out}/sub.csv']))
+            for opt in ('--out', '--png-dir', '--json-dir')]   # an empty path is not the current folder
     out.append(Case('predict_out_checkpoint', ['predict', f'{R}/runs/bad_types/epoch_001.pt', '--images', f'{R}/goods', '--out',
                                                f'{R}/runs/bad_types/epoch_001.pt'], 2, ('epoch_001.pt: is one of the inputs',)))
     out.append(Case('show_out_fifo', ['show', f'{D}/good1.dcm', '--out', f'{T}/fifo.csv'], 2, ('fifo.csv: is a device, FIFO or socket',)))

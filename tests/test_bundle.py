@@ -212,3 +212,88 @@ def test_sigterm_removes_the_model_folder(made, tmp_path):
     assert p.returncode == 130 and 'board.pyz: interrupted' in text, (p.returncode, text[-2000:])
     assert 'Traceback' not in text and '300/300' not in text
     assert list(tmpdir.iterdir()) == [] and not (tmp_path/'sub.csv').exists()
+
+
+def test_outputs_never_replace_the_bundle_or_the_model(made, tmp_path):
+    "`--out` naming the running bundle, a PNG/JSON named like it, `bundle --out` naming a model file: one line, untouched"
+    import shutil
+    from pneumonia_kit.core import file_sha256
+    root, pyz, _ = made
+    py, env = board_python(root)
+    sha = file_sha256(pyz)
+    one_line(run([*py, pyz, root/'images', '--out', pyz], root, env), 'board.pyz: is one of the inputs')
+    one_line(run([*py, 'board.pyz', root/'images', '--out', 'board.pyz'], root, env), 'board.pyz: is one of the inputs')
+    assert file_sha256(pyz) == sha
+    named = tmp_path/'p0.json'; shutil.copyfile(pyz, named)   # a bundle named like image p0's JSON
+    line = one_line(run([*py, named, root/'images', '--out', tmp_path/'sub.csv', '--json-dir', tmp_path], root, env),
+                    'p0.json: error:', 'p0.json: is one of the inputs', '--json-dir')
+    assert file_sha256(named) == sha and not (tmp_path/'sub.csv').exists(), line
+    for victim in ('model.onnx', 'board.json'):
+        before = (root/'model'/victim).read_bytes()
+        one_line(run([*CLI, 'bundle', root/'model', '--out', root/'model'/victim], root),
+                 'pneumonia-kit bundle: error:', f'{victim}: is one of the inputs')
+        assert (root/'model'/victim).read_bytes() == before
+
+
+@pytest.mark.parametrize('option', ['--out', '--png-dir', '--json-dir'])
+def test_empty_path_options(made, tmp_path, option):
+    "An empty path would mean the current folder: refused by the parser (`core.ArgParser`), naming the option"
+    root, pyz, _ = made
+    py, env = board_python(root)
+    args = [root/'images', option, ''] + (['--out', tmp_path/'sub.csv'] if option != '--out' else [])
+    one_line(run([*py, pyz, *args], tmp_path, env), f'board.pyz: error: argument {option}: empty')
+    assert list(tmp_path.iterdir()) == []
+    if option == '--out':
+        one_line(run([*CLI, 'bundle', root/'model', '--out', ''], tmp_path), 'pneumonia-kit bundle: error: argument --out: empty')
+        assert list(tmp_path.iterdir()) == []
+
+
+def _with_manifest(pyz, dst, data: bytes):
+    "A copy of bundle `pyz` whose manifest is `data`: a consistent zip (every CRC right), as a hand edit leaves it"
+    with zipfile.ZipFile(pyz) as z, open(dst, 'wb') as f:
+        f.write(pyz.read_bytes()[:pyz.read_bytes().index(b'PK\x03\x04')])   # the bundle's first lines
+        with zipfile.ZipFile(f, 'w') as w:
+            for i in z.infolist(): w.writestr(i, data if i.filename == 'BUNDLE.json' else z.read(i.filename))
+    return dst
+
+
+@pytest.mark.parametrize('edit', ['no_model', 'model_list', 'no_version', 'deep'])
+def test_edited_manifest(made, tmp_path, edit):
+    "A manifest without the keys or types `make_bundle` writes: one line for --version and for a run, never a traceback"
+    import json
+    root, pyz, _ = made
+    with zipfile.ZipFile(pyz) as z: man = json.loads(z.read('BUNDLE.json'))
+    if edit == 'no_model': man.pop('model')
+    elif edit == 'model_list': man['model'] = [1]
+    elif edit == 'no_version': man.pop('pneumonia_kit_version')
+    data = b'[' * 100_000 + b']' * 100_000 if edit == 'deep' else json.dumps(man).encode()
+    bad = _with_manifest(pyz, tmp_path/'edited.pyz', data)
+    py, env = board_python(root)
+    says = 'BUNDLE.json is nested too deep' if edit == 'deep' else 'BUNDLE.json is not a bundle manifest of format 1: '
+    one_line(run([*py, bad, '--version'], root, env), 'edited.pyz: error:', 'edited.pyz: damaged bundle', says)
+    one_line(run([*py, bad, root/'images', '--out', tmp_path/'sub.csv'], root, env), 'damaged bundle', says)
+    assert not (tmp_path/'sub.csv').exists()
+
+
+def test_manifest_bomb(made, tmp_path):
+    "A manifest deflated from 600 MB into 600 KB: refused from its declared size, the run's memory stays small"
+    from test_hostile import run_measured   # the launcher that reports a command's own peak memory
+    root, pyz, _ = made
+    bomb = tmp_path/'bomb.pyz'
+    with zipfile.ZipFile(pyz) as z, open(bomb, 'wb') as f:
+        f.write(pyz.read_bytes()[:pyz.read_bytes().index(b'PK\x03\x04')])
+        with zipfile.ZipFile(f, 'w') as w:
+            for i in z.infolist():
+                if i.filename != 'BUNDLE.json': w.writestr(i, z.read(i.filename)); continue
+                with w.open(i, 'w', force_zip64=True) as m:   # valid JSON: the manifest, then 600 MB of blanks
+                    m.write(z.read(i.filename))
+                    for _ in range(600): m.write(b' ' * (1 << 20))
+    assert bomb.stat().st_size < 2 << 20
+    py, env = board_python(root)
+    for args in (['--version'], [root/'images', '--out', tmp_path/'sub.csv']):
+        r = run_measured([*py, str(bomb), *map(str, args)], env)
+        lines = r['stderr'].strip().splitlines()
+        assert r['rc'] == 2 and len(lines) == 1 and 'Traceback' not in r['stderr'], r
+        assert 'damaged bundle (BUNDLE.json inflates to 629,' in lines[0] and 'at most 1,048,576' in lines[0], lines
+        assert r['peak_mb'] < 300, r['peak_mb']
+    assert not (tmp_path/'sub.csv').exists()
