@@ -5,6 +5,7 @@
 # %% ../nbs/05_csvio.ipynb #43efdaf8
 from __future__ import annotations
 import contextlib, csv, math
+from collections import Counter
 from pathlib import Path
 import numpy as np
 from .core import CLASSES, PneumoniaKitError, atomic_write, check_patient_id, check_readable
@@ -28,6 +29,11 @@ def format_prediction_string(scores, # confidences `(m,)`
     return ' '.join(f'{c:.{decimals}f} ' + ' '.join(f'{v:.{box_decimals}f}' for v in bb) for c, bb in zip(s, b))
 
 # %% ../nbs/05_csvio.ipynb #1f7a7a9b
+def _plain_float(tok:str) -> float:
+    "`float` of a plain ASCII decimal ('1.5', '-2e3'; NaN, inf pass for their own message), not '1_0' or Arabic digits"
+    if not tok.isascii() or '_' in tok: raise ValueError(f'not a plain ASCII decimal number: {tok!r}')
+    return float(tok)
+
 def parse_prediction_string(s:str|None, # 'conf x y w h ...'; '', None or NaN mean no boxes
                             where:str='', # where it comes from, for error messages ('sub.csv line 7 (patientId)')
                            ): # (scores `(m,)`, boxes `(m, 4)` x y w h), float64
@@ -42,9 +48,12 @@ def parse_prediction_string(s:str|None, # 'conf x y w h ...'; '', None or NaN me
         )
     vals, bad = [], []
     for tok in toks:
-        try: vals.append(float(tok))
+        try: vals.append(_plain_float(tok))
         except ValueError: bad.append(tok)
-    if bad: raise MetricInputError(f'{pre}PredictionString has non-numbers: {_some([repr(b) for b in bad], 3)}')
+    if bad:
+        raise MetricInputError(
+            f'{pre}PredictionString has non-numbers: {_some([repr(b) for b in bad], 3)} (plain ASCII decimals only)'
+        )
     a = np.array(vals, np.float64).reshape(-1, 5)
     for what, bad_rows in (('NaN or infinite value', ~np.isfinite(a).all(1)),
                            ('negative width or height', (a[:, 3:] < 0).any(1)),
@@ -59,34 +68,42 @@ def parse_prediction_string(s:str|None, # 'conf x y w h ...'; '', None or NaN me
 MAX_CSV_BYTES, MAX_CSV_ROWS = 32 << 20, 1_000_000
 MAX_ERRORS = 10   # malformed rows listed in one error line; the rest are counted
 
+def _read_rows(path:Path, what:str):
+    "Generator: the stripped header, then `(line number, row)` of each non-empty row (at most `MAX_CSV_ROWS`)"
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as f:
+            r = csv.reader(f, strict=True)
+            yield [h.strip() for h in next(r, [])]
+            k = 0
+            for row in r:
+                if not row: continue
+                if (k := k + 1) > MAX_CSV_ROWS:
+                    raise MetricInputError(
+                        f'{path}: more than {MAX_CSV_ROWS:,} rows; not a {what} file of this competition'
+                    )
+                yield r.line_num, row   # line_num: last line read, i.e. this row's
+    except csv.Error as e: raise MetricInputError(f'{path} line {r.line_num}: not valid CSV ({e})') from None
+    except UnicodeDecodeError: raise MetricInputError(f'{path}: not a UTF-8 text file') from None
+
+# %% ../nbs/05_csvio.ipynb #9c080019
 def _csv_rows(path, need:tuple, what:str):
-    """Header and `(line number, row)` pairs of a CSV file, after checking the file (size, kind) and the `need`ed
-    columns exist"""
+    """Header and an iterator of `(line number, row)` pairs, read as they are used (1 M rows are not kept), after
+    checking the file (size, kind) and the header: the `need`ed columns are there, no column is named twice"""
     path = Path(path)
     if not path.exists(): raise MetricInputError(f'{path}: {what} file not found')
     try: check_readable(path, what, MAX_CSV_BYTES)
     except PneumoniaKitError as e: raise MetricInputError(str(e)) from None
-    try:
-        with open(path, newline='', encoding='utf-8-sig') as f:
-            r = csv.reader(f, strict=True)
-            header = [h.strip() for h in next(r, [])]
-            if not header: raise MetricInputError(f'{path}: empty {what} file; expected the header {",".join(need)}')
-            missing = [c for c in need if c not in header]
-            if missing:
-                raise MetricInputError(
-                    f'{path}: {what} header {",".join(header)!r} lacks column(s) {", ".join(missing)}; expected'
-                    f' {",".join(need)}'
-                )
-            rows = []
-            for row in r:
-                if row: rows.append((r.line_num, row))   # line_num: last line read, i.e. this row's
-                if len(rows) > MAX_CSV_ROWS:
-                    raise MetricInputError(
-                        f'{path}: more than {MAX_CSV_ROWS:,} rows; not a {what} file of this competition'
-                    )
-            return header, rows
-    except csv.Error as e: raise MetricInputError(f'{path} line {r.line_num}: not valid CSV ({e})') from None
-    except UnicodeDecodeError: raise MetricInputError(f'{path}: not a UTF-8 text file') from None
+    rows = _read_rows(path, what)
+    header = next(rows)
+    if not header: raise MetricInputError(f'{path}: empty {what} file; expected the header {",".join(need)}')
+    if twice := [c for c, k in Counter(header).items() if k > 1 and c]:   # which of two patientId columns is meant?
+        raise MetricInputError(f'{path}: {what} header names the column {twice[0]} {header.count(twice[0])} times')
+    if missing := [c for c in need if c not in header]:
+        raise MetricInputError(
+            f'{path}: {what} header {",".join(header)!r} lacks column(s) {", ".join(missing)}; expected'
+            f' {",".join(need)}'
+        )
+    return header, rows
 
 # %% ../nbs/05_csvio.ipynb #cb7def03
 def _row_pid(row, header, n, pid_col):
@@ -129,7 +146,7 @@ class LabelError(MetricInputError):
     def __init__(self, msg, problems=()): super().__init__(msg); self.problems = list(problems)
 
 def _label_box(row, idx, at) -> tuple:
-    "(target, box or None) of one labels row; ValueError with the reason otherwise"
+    "(target, box tuple or None) of one labels row; ValueError with the reason otherwise"
     t, vals = row[idx[-1]].strip(), [row[i].strip() for i in idx[1:5]]
     if t not in ('0', '1', '0.0', '1.0'): raise ValueError(f'{at}: Target {t!r} is not 0 or 1')
     t = int(float(t))
@@ -140,9 +157,11 @@ def _label_box(row, idx, at) -> tuple:
         raise ValueError(
             f'{at}: Target 1 with an incomplete box {",".join(vals)!r} (x,y,width,height must all be given)'
         )
-    try: b = [float(v) for v in vals]
+    try: b = tuple(map(_plain_float, vals))
     except ValueError:
-        raise ValueError(f'{at}: Target 1 needs numbers in x,y,width,height, got {",".join(vals)!r}') from None
+        raise ValueError(
+            f'{at}: Target 1 needs numbers in x,y,width,height, got {",".join(vals)!r} (plain ASCII decimals only)'
+        ) from None
     if not all(map(math.isfinite, b)): raise ValueError(f'{at}: NaN or infinite box value')
     if max(map(abs, b)) > MAX_COORD: raise ValueError(f'{at}: box coordinate beyond +-{MAX_COORD:g} pixels')
     if b[2] <= 0 or b[3] <= 0: raise ValueError(f'{at}: width and height must be positive, got {b[2]:g},{b[3]:g}')
@@ -150,7 +169,8 @@ def _label_box(row, idx, at) -> tuple:
 
 # %% ../nbs/05_csvio.ipynb #9381c2ed
 def _label_rows(labels_csv, errs:list, seen:set) -> dict:
-    "patientId -> dict(target, boxes, line) of a labels file; problems appended to `errs`, every patientId to `seen`"
+    """patientId -> [Target, first line, boxes] of a labels file (boxes: a dict box -> line, None for Target 0; a list,
+    not a dict, per patient keeps 1 M rows small); problems appended to `errs`, every patientId to `seen`"""
     header, rows = _csv_rows(labels_csv, LABEL_COLUMNS, 'labels')
     idx = [header.index(c) for c in LABEL_COLUMNS]
     out = {}
@@ -163,20 +183,17 @@ def _label_rows(labels_csv, errs:list, seen:set) -> dict:
         try: t, b = _label_box(row, idx, f'line {n} ({pid})')
         except ValueError as e: errs.append(str(e)); continue
         p = out.get(pid)
-        if p is not None and (t == 0 or p['target'] == 0):
+        if p is not None and (t == 0 or p[0] == 0):
             errs.append(
-                f'line {n} ({pid}): Target {t} row for a patientId that already has a Target {p["target"]} row (line'
-                f' {p["line"]})'
+                f'line {n} ({pid}): Target {t} row for a patientId that already has a Target {p[0]} row (line {p[1]})'
             )
             continue
-        p = out.setdefault(pid, dict(target=t, boxes=[], line=n, lines={}))
+        p = out.setdefault(pid, [t, n, {} if t else None])
         if b is None: continue
-        if (k := tuple(b)) in p['lines']:   # a dict of boxes -> line: linear, not quadratic, in a patient's rows
-            errs.append(
-                f'line {n} ({pid}): repeats the box of line {p["lines"][k]} (a duplicated row would count twice)'
-            )
+        if b in p[2]:   # a dict of boxes -> line: linear, not quadratic, in a patient's rows
+            errs.append(f'line {n} ({pid}): repeats the box of line {p[2][b]} (a duplicated row would count twice)')
             continue
-        p['boxes'].append(b); p['lines'][k] = n
+        p[2][b] = n
     return out
 
 # %% ../nbs/05_csvio.ipynb #0fb04593
@@ -206,14 +223,14 @@ def read_labels(labels_csv, # train-labels CSV: patientId,x,y,width,height,Targe
     pats = _label_rows(labels_csv, errs, seen)
     cls = None if class_info_csv is None else _class_rows(class_info_csv, errs)
     cname = Path(class_info_csv).name if class_info_csv is not None else ''
-    for pid, p in pats.items():
-        if cls is None: p['cls'] = CLASSES[2] if p['target'] else CLASSES[0]; continue
-        if pid not in cls: errs.append(f'{cname}: no class for patient {pid} (labels line {p["line"]})'); continue
-        p['cls'] = cls[pid][0]
-        if (p['cls'] == CLASSES[2]) != (p['target'] == 1):
+    for pid, p in pats.items():   # p: [target, line, boxes], then its class
+        t, n = p[:2]
+        if cls is None: p.append(CLASSES[2] if t else CLASSES[0]); continue
+        if pid not in cls: errs.append(f'{cname}: no class for patient {pid} (labels line {n})'); continue
+        p.append(cls[pid][0])
+        if (p[3] == CLASSES[2]) != (t == 1):
             errs.append(
-                f"patient {pid}: Target {p['target']} (labels line {p['line']}) contradicts class {p['cls']!r} ({cname}"
-                f" line {cls[pid][1]})"
+                f"patient {pid}: Target {t} (labels line {n}) contradicts class {p[3]!r} ({cname} line {cls[pid][1]})"
             )
     errs += [
         f'{cname} line {n}: patient {pid} is not in {Path(labels_csv).name}'
@@ -224,8 +241,8 @@ def read_labels(labels_csv, # train-labels CSV: patientId,x,y,width,height,Targe
         shown = [_cut(e) for e in errs[:20]] + ([f'... ({len(errs) - 20:,} more)'] if len(errs) > 20 else [])
         raise LabelError(f'{labels_csv}: {len(errs)} label problem(s): ' + '; '.join(shown), errs)
     return {
-        p: dict(boxes=np.array(v['boxes'], np.float64).reshape(-1, 4), target=v['target'], cls=v['cls'])
-        for p, v in pats.items()
+        p: dict(boxes=np.array(list(b), np.float64) if b else np.zeros((0, 4)), target=t, cls=c)
+        for p, (t, _, b, c) in pats.items()
     }
 
 # %% ../nbs/05_csvio.ipynb #d9709d2e

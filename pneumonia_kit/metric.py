@@ -11,8 +11,8 @@ from .core import PneumoniaKitError
 from .boxes import box_iou_xywh
 
 # %% auto #0
-__all__ = ['IOU_THRESHOLDS', 'MODES', 'MAX_COORD', 'MAX_PAIRS', 'MetricInputError', 'map_iou', 'image_precisions', 'rsna_map',
-           'image_scores', 'bootstrap_ci', 'Score', 'PairedDiff', 'format_score_report', 'compare_scores',
+__all__ = ['IOU_THRESHOLDS', 'MODES', 'MAX_COORD', 'MAX_PAIRS', 'MAX_DRAWS', 'MetricInputError', 'map_iou', 'image_precisions',
+           'rsna_map', 'image_scores', 'bootstrap_ci', 'Score', 'PairedDiff', 'format_score_report', 'compare_scores',
            'format_comparison']
 
 # %% ../nbs/04_metric.ipynb #69d8560d
@@ -202,6 +202,23 @@ def image_scores(gt:dict, # patientId -> GT boxes `(n, 4)` x y w h
     pids, prec, _ = image_precisions(gt, preds, None, IOU_THRESHOLDS, mode)
     return pids, prec[0].mean(0)
 
+# %% ../nbs/04_metric.ipynb #c73210ec
+MAX_DRAWS = 1 << 22   # random numbers drawn at once (draws x images): 32 MB, ~100 MB with the bootstrap's temporaries
+
+def _row_chunks(n_rows:int, n_cols:int, limit:int|None=None) -> list:
+    "Rows of each chunk of an `(n_rows, n_cols)` draw: at most `limit` (`MAX_DRAWS`) numbers a chunk, one row at least"
+    step = max(1, (limit or MAX_DRAWS) // max(n_cols, 1))
+    return [min(step, n_rows - k) for k in range(0, n_rows, step)]
+
+def _draw_rows(draw, # `draw(shape)`: one Generator's draw, e.g. `rng.random`
+               n_rows:int, n_cols:int, # the shape of the whole draw
+               fn, # what is kept of a chunk `[k, n_cols]`: one value (or row) per row
+               limit:int|None=None, # numbers a chunk may hold (default `MAX_DRAWS`)
+              ) -> np.ndarray: # `fn` of every row, in order
+    "`fn` of one `(n_rows, n_cols)` draw, drawn and reduced chunk by chunk: the numbers of one draw, in bounded memory"
+    out = [fn(draw((k, n_cols))) for k in _row_chunks(n_rows, n_cols, limit)]
+    return np.concatenate(out) if out else np.zeros(0)
+
 # %% ../nbs/04_metric.ipynb #72467486
 def _boot_means(scores:np.ndarray, idx:np.ndarray) -> np.ndarray:
     "nanmean of `scores` over each row of indices `idx [B,N]` (NaN where a draw has no image that counts)"
@@ -211,15 +228,14 @@ def _boot_means(scores:np.ndarray, idx:np.ndarray) -> np.ndarray:
 def bootstrap_ci(scores, # per-image scores, NaN for images that do not count (`image_scores`)
                  n_boot:int=2000, # bootstrap draws
                  level:float=0.95, # coverage of the interval
-                 seed:int=0, # seed of the draws
+                 seed:int=0, # seed of the draws (or a `np.random.Generator`)
                 ) -> tuple: # (low, high)
     "Percentile bootstrap interval (over images) of the mean of the counted `scores`"
     s = np.asarray(scores, np.float64).reshape(-1)
     if not len(s) or np.isnan(s).all(): return (math.nan, math.nan)
-    rng, means = np.random.default_rng(seed), []
-    for k in range(0, n_boot, 500):
-        means.append(_boot_means(s, rng.integers(0, len(s), (min(500, n_boot - k), len(s)))))
-    q = np.nanpercentile(np.concatenate(means), [50 * (1 - level), 50 * (1 + level)])
+    rng = np.random.default_rng(seed)   # draws in chunks of at most `MAX_DRAWS` numbers (`_draw_rows`)
+    means = _draw_rows(lambda sh: rng.integers(0, len(s), sh), n_boot, len(s), lambda idx: _boot_means(s, idx))
+    q = np.nanpercentile(means, [50 * (1 - level), 50 * (1 + level)])
     return float(q[0]), float(q[1])
 
 # %% ../nbs/04_metric.ipynb #8d4cb369
@@ -307,25 +323,27 @@ def format_score_report(result:dict, # what `score_submission` returns
     return '\n'.join(lines)
 
 # %% ../nbs/04_metric.ipynb #281ead94
+def _swapped_diff(sa, sb, swap):
+    "mean B - mean A after exchanging each image's two scores where `swap [P,N]` is True, one value per row"
+    pa, pb = np.where(swap, sb, sa), np.where(swap, sa, sb)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return (np.nansum(pb, 1) / (~np.isnan(pb)).sum(1)) - (np.nansum(pa, 1) / (~np.isnan(pa)).sum(1))
+
 def compare_scores(gt:dict, # patientId -> GT boxes
                    preds_a:dict, preds_b:dict, # patientId -> (scores, boxes) of A and of B
                    mode:str='kaggle', # metric variant
                    n_boot:int=2000, n_perm:int=2000, # bootstrap draws and permutations
-                   seed:int=0, top:int=10, # seed; how many most-changed images to list
+                   seed:int=0, top:int=10, # seed (or a `np.random.Generator`); how many most-changed images to list
                   ) -> dict:
     """mAP of A and B, the paired difference B - A (95% bootstrap interval, permutation p-value), the images that
     changed most"""
     pids, sa = image_scores(gt, preds_a, mode); _, sb = image_scores(gt, preds_b, mode)
     ma, mb = _boot_means(sa, np.arange(len(sa))[None])[0], _boot_means(sb, np.arange(len(sb))[None])[0]
-    rng, N = np.random.default_rng(seed), len(pids)
-    idx = rng.integers(0, N, (n_boot, N)) if N else np.zeros((0, 0), int)
-    d = _boot_means(sb, idx) - _boot_means(sa, idx)
+    rng, N = np.random.default_rng(seed), len(pids)   # draws in chunks of at most `MAX_DRAWS` numbers (`_draw_rows`)
+    d = _draw_rows(lambda sh: rng.integers(0, N, sh), n_boot if N else 0, N,
+                   lambda idx: _boot_means(sb, idx) - _boot_means(sa, idx))
     lo, hi = (np.nanpercentile(d, [2.5, 97.5]) if N and np.isfinite(d).any() else (math.nan, math.nan))
-    swap = rng.random((n_perm, N)) < 0.5
-    pa, pb = np.where(swap, sb, sa), np.where(swap, sa, sb)
-    rows = np.broadcast_to(np.arange(N), (n_perm, N))
-    with np.errstate(invalid='ignore', divide='ignore'):
-        dp = (np.nansum(pb, 1) / (~np.isnan(pb)).sum(1)) - (np.nansum(pa, 1) / (~np.isnan(pa)).sum(1))
+    dp = _draw_rows(rng.random, n_perm, N, lambda u: _swapped_diff(sa, sb, u < 0.5))
     obs = mb - ma
     p = float((1 + np.sum(np.abs(dp) >= abs(obs) - 1e-12)) / (1 + n_perm)) if N and math.isfinite(obs) else math.nan
     ch_ = np.nan_to_num(sb, nan=-1) - np.nan_to_num(sa, nan=-1)

@@ -1,6 +1,6 @@
 """A corpus of hostile inputs for every command, and what each command must do with them.
 
-`make_corpus(root)` writes, in about four seconds and 3.5 MB (a sparse 200 MB CSV among them): DICOMs (decompression bombs, truncated, empty, NaN
+`make_corpus(root)` writes, in about five seconds and 5 MB (a sparse 200 MB CSV among them): DICOMs (decompression bombs, truncated, empty, NaN
 rescale, a folder and a FIFO named `*.dcm`, ...), labels and submission CSVs (NaN, inf, 1e30, confidences outside
 0..1, Latin-1, a BOM, 20,000 boxes, duplicated rows, patientIds that are paths), board model folders (a tiny ONNX
 network built with `onnx.helper`, no torch; board.json with wrong types and names leading outside the folder, ONNX
@@ -412,6 +412,7 @@ def make_corpus2(root: Path, dic: Path):
     make_batch(root/'oddnames', dic, GOOD)
     for name in ('.hidden', 'tab\there'): (root/'oddnames'/f'{name}.dcm').write_bytes((dic/'good1.dcm').read_bytes())
     t = root/'targets'; os.mkfifo(t/'fifo.csv'); (t/'null.csv').symlink_to('/dev/null')
+    make_csvs3(root/'csv')
 
 
 # ---------------------------------------------------------------- what each command must do
@@ -637,7 +638,45 @@ def cases2() -> list:
     return out
 
 
-CASES = cases() + cases2()
+# ---------------------------------------------------------------- round 3: numbers, repeated columns, compare's memory
+def make_csvs3(d: Path) -> Path:
+    "Numbers float() takes but a CSV must not hold (1_0, Arabic-Indic digits), a column named twice, Kaggle-sized labels"
+    w = lambda name, text: (d/name).write_text(text, encoding='utf-8')
+    w('sub_underscore.csv', 'patientId,PredictionString\ngood1,0.9 1_0 12 20 30\ngood2,\n')
+    w('sub_arabic.csv', 'patientId,PredictionString\ngood1,0.9 \u0661\u0660 12 20 30\ngood2,\n')   # Arabic-Indic 10
+    w('labels_underscore.csv', LABELS.replace('10.0,12.0', '1_0,12.0'))
+    w('labels_arabic.csv', LABELS.replace('10.0,12.0', '\u0661\u0660,12.0'))
+    w('labels_twice.csv', 'patientId,x,y,width,height,Target,patientId\ngood1,10.0,12.0,20.0,30.0,1,good2\ngood2,,,,,0,good1\n')
+    w('sub_twice.csv', 'patientId,PredictionString,PredictionString\ngood1,0.9 10 12 20 30,\ngood2,,0.9 10 12 20 30\n')
+    # Kaggle's size: 30,000 label rows, 22,500 images (a third with two boxes); A finds the first box, B both
+    box = lambda i, k: (i * 37 % 700 + 150 * k, i * 53 % 700, 100 + i % 50, 120 + i % 70)
+    lab, sub_a, sub_b = ['patientId,x,y,width,height,Target'], ['patientId,PredictionString'], ['patientId,PredictionString']
+    for i in range(22500):
+        pid, boxes = f'k{i:05d}', [box(i, k) for k in range(2)] if i % 3 == 0 else []
+        lab += [f'{pid},{x},{y},{bw},{bh},1' for x, y, bw, bh in boxes] or [f'{pid},,,,,0']
+        sub_a.append(f'{pid},' + ' '.join(f'0.9 {x} {y} {bw} {bh}' for x, y, bw, bh in boxes[:1]))
+        sub_b.append(f'{pid},' + ' '.join(f'0.8 {x} {y} {bw} {bh}' for x, y, bw, bh in boxes))
+    for name, rows in (('labels_30k.csv', lab), ('sub_30k_a.csv', sub_a), ('sub_30k_b.csv', sub_b)): w(name, '\n'.join(rows) + '\n')
+    return d
+
+
+def cases3() -> list:
+    "Round 3: plain ASCII decimal numbers only, no column named twice, --n-boot's range, compare and score in bounded memory"
+    C, out = '{root}/csv', []
+    for csv_, says in (('sub_underscore', "non-numbers: '1_0'"), ('sub_arabic', "non-numbers: '\u0661\u0660'"), ('sub_twice', 'names the column PredictionString 2 times')):
+        out.append(Case(f'score_{csv_}', ['score', f'{C}/{csv_}.csv', f'{C}/labels.csv'], 2, (f'{csv_}.csv', says)))
+    for csv_, says in (('labels_underscore', "line 2 (good1): Target 1 needs numbers in x,y,width,height, got '1_0,12.0,20.0,30.0'"),
+                       ('labels_arabic', 'line 2 (good1): Target 1 needs numbers'), ('labels_twice', 'names the column patientId 2 times')):
+        out.append(Case(f'score_{csv_}', ['score', f'{C}/sub.csv', f'{C}/{csv_}.csv'], 2, (f'{csv_}.csv', says)))
+    out.append(Case('compare_n_boot_huge', ['compare', f'{C}/sub.csv', f'{C}/sub.csv', f'{C}/labels.csv', '--n-boot', '400000000'], 2,
+                    ("argument --n-boot: '400000000' is not an integer from 1 to 100000",)))
+    # drawn at once, 2000 draws x 22,500 images took 1.6 GB (compare; 230 MB in chunks) and 500 x 22,500 370 MB (score; 190 MB)
+    out.append(Case('compare_30k', ['compare', f'{C}/sub_30k_a.csv', f'{C}/sub_30k_b.csv', f'{C}/labels_30k.csv'], 0, ('B - A: +0.',), max_mb=500))
+    out.append(Case('score_30k', ['score', f'{C}/sub_30k_b.csv', f'{C}/labels_30k.csv'], 0, ('mAP: ',), max_mb=300))
+    return out
+
+
+CASES = cases() + cases2() + cases3()
 
 if __name__ == '__main__':
     if len(sys.argv) != 2: sys.exit(__doc__)
