@@ -173,14 +173,17 @@ def atomic_write(path, mode:str='w', **kwargs):
 
 # %% ../nbs/00_core.ipynb #bf60d1a0
 def check_writable(path, inputs=()) -> Path:
-    """`path`, after checking that it can be written (an empty temp file, removed), is no device and none of the
-    `inputs` files"""
+    """`path`, after checking that it can be written (an empty temp file, removed, and the folders made for it), is no
+    device and none of the `inputs` files"""
     _check_target(path)
     for f in inputs:
         with contextlib.suppress(OSError):
             if os.path.samefile(path, f):
                 raise WriteError(f'{path}: is one of the inputs ({f}); refusing to overwrite it')
+    made = [d for d in Path(path).parents if not d.exists()]   # deepest first: the writes that follow make them again
     temp_path(path).unlink()
+    for d in made:   # a run that fails later leaves no empty folders behind
+        with contextlib.suppress(OSError): d.rmdir()
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #e88c737a
