@@ -14,6 +14,7 @@ from pneumonia_kit.core import (
     ArgParser,
     PneumoniaKitError,
     WriteError,
+    check_apart,
     check_writable,
     int_range,
     patient_id_of,
@@ -133,6 +134,8 @@ def _check_outputs(self, paths:list, seen:dict, out_csv, png_dir, json_dir, inpu
             if (f := ids.get((st.st_dev, st.st_ino))) is not None:
                 raise WriteError(f'{t}: is one of the inputs ({f}); refusing to overwrite it with the {ext.upper()} '
                                  f'of {p} (--{ext}-dir)')
+    for whole in (out_csv, failed_csv_path(out_csv)):   # the submission never replaces a PNG/JSON, nor they it
+        check_apart(whole, png_dir, 'png', seen, '--png-dir'); check_apart(whole, json_dir, 'json', seen, '--json-dir')
 
 # %% ../nbs/08_board.ipynb #6294fda9
 def _finish(self, out_csv, rows:list, failed:list, n_boxes:int, t0:float) -> dict:

@@ -14,9 +14,9 @@ import numpy as np
 __all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'MAX_JSON_BYTES', 'EXIT_USAGE', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'positive_int',
            'nonneg_int', 'positive_float', 'nonneg_float', 'fraction', 'MAX_MESSAGE', 'PneumoniaKitError', 'RsnaPaths',
            'check_patient_id', 'patient_id_of', 'WriteError', 'remove_stale_temps', 'temp_path', 'replace_file',
-           'atomic_write', 'check_writable', 'json_safe', 'json_text', 'save_json', 'check_readable', 'read_text',
-           'load_json', 'cfg2dict', 'dict2cfg', 'ConfigError', 'is_number', 'is_whole', 'check_field', 'set_seed',
-           'file_sha256', 'ArgParser', 'int_range', 'one_line', 'verbose', 'run_command']
+           'atomic_write', 'check_writable', 'check_apart', 'json_safe', 'json_text', 'save_json', 'check_readable',
+           'read_text', 'load_json', 'cfg2dict', 'dict2cfg', 'ConfigError', 'is_number', 'is_whole', 'check_field',
+           'set_seed', 'file_sha256', 'ArgParser', 'int_range', 'one_line', 'verbose', 'run_command']
 
 # %% ../nbs/00_core.ipynb #97380400
 CLASSES = ('Normal', 'No Lung Opacity / Not Normal', 'Lung Opacity')  # spelled exactly as in the Kaggle CSV
@@ -186,6 +186,18 @@ def check_writable(path, inputs=()) -> Path:
         with contextlib.suppress(OSError): d.rmdir()
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #033a3290
+def check_apart(whole, folder, ext:str, ids, option:str) -> None:
+    """Refuse a whole-run output `whole` (a submission, its `.failed.csv`) that is also the per-image file
+    `folder/<id>.<ext>` of one of `ids`, or a `folder` inside `whole`: one output would silently replace the other"""
+    if folder is None: return
+    p, here = Path(whole), os.path.realpath(folder)
+    if Path(here).is_relative_to(os.path.realpath(p)):
+        raise WriteError(f'{folder}: {option} is {p} or inside it, where the run writes a file; choose another folder')
+    if p.suffix == f'.{ext}' and p.stem in ids and os.path.realpath(p.parent) == here:
+        raise WriteError(f'{p}: is also where {option} puts the {ext.upper()} of image {p.stem}; '
+                         f'choose another file or {option}')
+
 # %% ../nbs/00_core.ipynb #e88c737a
 def _json_default(o):
     if isinstance(o, Path): return str(o)
@@ -222,9 +234,12 @@ def check_readable(path, # a file the command reads
     """Refuse, in one line naming `path`, a missing file, a folder, a FIFO, device or socket (reading them blocks or
     never ends), a file too large"""
     try: st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise PneumoniaKitError(f'{path}: {"" if what in ("file", "JSON") else what + " "}file not found') from None
-    except OSError as e: raise PneumoniaKitError(f'{path}: cannot read it ({e.strerror or e})') from None
+    except OSError as e:
+        if os.path.islink(path) and not os.path.exists(path):   # dangling, or a loop (ELOOP)
+            raise PneumoniaKitError(f'{path}: a link that leads nowhere (dangling, or a loop)') from None
+        if isinstance(e, (FileNotFoundError, NotADirectoryError)):
+            raise PneumoniaKitError(f'{path}: {"" if what in ("file", "JSON") else what + " "}file not found') from None
+        raise PneumoniaKitError(f'{path}: cannot read it ({e.strerror or e})') from None
     if stat.S_ISDIR(st.st_mode): raise PneumoniaKitError(f'{path}: is a folder, not a {what} file')
     if not stat.S_ISREG(st.st_mode):
         raise PneumoniaKitError(f'{path}: not a regular file (a FIFO, device or socket); refusing to read it')
@@ -356,6 +371,17 @@ def one_line(msg:str, limit:int=MAX_MESSAGE) -> str:
 # %% ../nbs/00_core.ipynb #011c78ab
 def verbose() -> bool: return os.environ.get('PNEUMONIA_KIT_VERBOSE', '') not in ('', '0')
 
+# %% ../nbs/00_core.ipynb #d3b56d63
+class _Stdout:
+    "`sys.stdout` while a command runs: a write that fails (a full disk, a closed pipe) names stdout"
+    def __init__(self, stream): self._stream = stream
+    def __getattr__(self, name): return getattr(self._stream, name)
+    def _named(self, op, *args):
+        try: return op(*args)
+        except OSError as e: raise WriteError(f'stdout: cannot write to it ({e.strerror or e})') from None
+    def write(self, s): return self._named(self._stream.write, s)
+    def flush(self): return self._named(self._stream.flush)
+
 # %% ../nbs/00_core.ipynb #8a932a29
 def run_command(fn, *args, prog:str='pneumonia-kit', **kwargs) -> int:
     "Call `fn`: its int result (or 0) is the exit status; errors for people, failed writes and Ctrl-C become one line"
@@ -366,9 +392,13 @@ def run_command(fn, *args, prog:str='pneumonia-kit', **kwargs) -> int:
             else ''
         )
         print(f'{prog}: error: {one_line(msg)}{hidden}', file=sys.stderr)
-    with warnings.catch_warnings(record=True) as ws:   # libraries' warnings would come before the one line
-        warnings.simplefilter('always')
-        try: r = fn(*args, **kwargs)
+    closed = sys.stdout is None   # `>&-`: print() writes nothing
+    out = contextlib.redirect_stdout(None if closed else _Stdout(sys.stdout))   # a failed print names stdout
+    with warnings.catch_warnings(record=True) as ws, out:
+        warnings.simplefilter('always')   # libraries' warnings would come before the one line
+        try:
+            r = fn(*args, **kwargs)
+            if not closed: sys.stdout.flush()   # a summary that cannot be printed fails here, named
         except PneumoniaKitError as e: say(e, ws); return EXIT_USAGE
         except OSError as e:
             say(f"{f'{e.filename}: ' if getattr(e, 'filename', None) else ''}{e.strerror or e}", ws)

@@ -90,7 +90,6 @@ def _csv_rows(path, need:tuple, what:str):
     """Header and an iterator of `(line number, row)` pairs, read as they are used (1 M rows are not kept), after
     checking the file (size, kind) and the header: the `need`ed columns are there, no column is named twice"""
     path = Path(path)
-    if not path.exists(): raise MetricInputError(f'{path}: {what} file not found')
     try: check_readable(path, what, MAX_CSV_BYTES)
     except PneumoniaKitError as e: raise MetricInputError(str(e)) from None
     rows = _read_rows(path, what)

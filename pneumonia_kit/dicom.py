@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_dicom.ipynb #f61df90a
 from __future__ import annotations
-import contextlib, math, os, re, warnings, zlib
+import contextlib, math, os, re, sys, threading, warnings, zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np, cv2
@@ -262,6 +262,38 @@ def _check_frame(frame:bytes, ts, shape:tuple, path):
     if frame[:2] == b'\xff\xd8' and frame.rstrip(b'\0')[-2:] != b'\xff\xd9':   # a fragment may end in a null pad byte
         raise _fail(path, 'the JPEG image is cut short (no end-of-image marker): the file is damaged')
 
+# %% ../nbs/01_dicom.ipynb #7e7f2dcd
+_FD2 = threading.Lock()   # one file descriptor 2 per process: one capture at a time
+
+@contextlib.contextmanager
+def _c_stderr(said:list):
+    "What C code writes to fd 2 in the block goes into `said`; only for C calls writing a line or two (a 64 KB pipe)"
+    with _FD2:
+        try: saved = os.dup(2)
+        except OSError: saved = None   # no fd 2 (`2>&-`): nothing to capture
+        if saved is None: yield; return
+        with contextlib.suppress(Exception): sys.stderr.flush()   # Python's pending text goes where it was meant to
+        r, w = os.pipe()
+        os.dup2(w, 2); os.close(w)
+        try: yield
+        finally:
+            os.dup2(saved, 2); os.close(saved)   # the pipe's last writer is closed: the read below cannot block
+            try: said.append(os.read(r, 1 << 16).decode('utf-8', 'replace'))
+            finally: os.close(r)
+
+# %% ../nbs/01_dicom.ipynb #4ad4e1fc
+_JPEG_DAMAGE = ('Corrupt JPEG data', 'Premature end of JPEG file')   # libjpeg's warnings of a stream it had to patch
+
+def _decode_jpeg8(frame:bytes, path) -> np.ndarray|None:
+    "OpenCV's decode of a JPEG baseline frame (or None); a stream libjpeg finds damaged is refused in its words"
+    said = []
+    with _c_stderr(said): arr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_UNCHANGED)
+    text = ' '.join(''.join(said).split())
+    if any(w in text for w in _JPEG_DAMAGE):
+        raise _fail(path, f'the JPEG data is damaged (libjpeg: {text[:200]}); refusing an image it had to patch')
+    if text: warnings.warn(f'{path}: {text[:300]}')   # another library line: shown with PNEUMONIA_KIT_VERBOSE=1
+    return arr
+
 # %% ../nbs/01_dicom.ipynb #5c8f276a
 def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
     "Stored pixel values of the single frame of `ds` (HxW, or HxWx3 for colour)"
@@ -280,8 +312,9 @@ def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
         _check_frame(frame, ts, shape, path)
     if ts in _JPEG8 and ds.get('SamplesPerPixel', 1) == 1 and ds.BitsAllocated == 8:
         try:
-            arr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_UNCHANGED)
+            arr = _decode_jpeg8(frame, path)
             if arr is not None and arr.shape == shape: return arr
+        except DicomError: raise   # damaged: pydicom's Pillow would patch it too
         except Exception: pass  # let pydicom try, and report its error
     try: arr = ds.pixel_array
     except Exception as e:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
-from .core import PneumoniaKitError, cfg2dict, check_writable
+from .core import PneumoniaKitError, cfg2dict, check_apart, check_writable
 from .image import draw_boxes, resize_image, write_png
 from .dicom import find_dicoms, pixel_limit, read_xray
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion
@@ -240,6 +240,7 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
     S = models[0].cfg.image_size
     paths = find_dicoms(images)
     seen = _unique_ids(paths)
+    for whole in (out, failed_csv_path(out)): check_apart(whole, png_dir, 'png', seen, '--png-dir')
     batch_size = batch_size or (64 if dev.type == 'cuda' else 8)
     dl = DataLoader(XrayFiles(paths, S), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
                     pin_memory=dev.type == 'cuda')

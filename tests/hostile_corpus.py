@@ -321,7 +321,18 @@ def make_dicoms2(d: Path) -> Path:
                RescaleIntercept='0')   # pydicom warns of the padding while decoding; then the NaN slope is refused
     _raw_dicom(d/'wide64.dcm', np.zeros((2, 2), np.uint8), Rows=8192, Columns=8192, BitsAllocated=64, BitsStored=64, HighBit=63,
                PixelData=bytes(16))   # within the pixel limit; 512 MB of pixels
+    _jpeg_cut(d/'good1.dcm', d/'jpeg_cut.dcm')
     return d
+
+
+def _jpeg_cut(good: Path, path: Path):
+    "`good` with half its JPEG's entropy-coded data gone but the end-of-image marker kept: libjpeg greys out the rest"
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+    ds = pydicom.dcmread(good); ds.PatientID = ds.PatientName = path.stem
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1)).rstrip(b'\0')
+    ds.PixelData = encapsulate([frame[:len(frame) // 2] + b'\xff\xd9']); ds['PixelData'].VR = 'OB'
+    ds.save_as(path, enforce_file_format=True)
 
 
 def _nan_model(d: Path, bias: str) -> Path:
@@ -378,6 +389,7 @@ def make_csvs2(d: Path) -> Path:
     w('sub_p.csv', 'patientId,PredictionString\np,\n')
     w('sub_bad_rows.csv', 'patientId,PredictionString\n' + 'x,1,2\n' * 20000)
     w('labels_long_pid.csv', 'patientId,x,y,width,height,Target\n' + 'x' * 100_000 + ',,,,,0\n')
+    (d/'dangling.csv').symlink_to(d/'moved_away.csv'); (d/'loop.csv').symlink_to(d/'loop.csv')
     return d
 
 
@@ -559,6 +571,10 @@ def cases2() -> list:
         out.append(Case(f'show_{n}', ['show', f'{D}/{n}.dcm', '--out', '{out}/x.png'], 2, (f'{n}.dcm', says), max_mb=400))
         out.append(bp(f'bp_{n}', 'ok', [f'{D}/{n}.dcm', f'{D}/good1.dcm'], '--out', '{out}/sub.csv', rc=3, says=('2 images, 1 failed',),
                       out='{out}/sub.csv', good=('good1',), failed=(n,), reason=says, max_mb=1000))
+    damaged = 'the JPEG data is damaged (libjpeg: Corrupt JPEG data: premature end of data segment)'   # and libjpeg's own line hidden
+    out.append(Case('show_jpeg_cut', ['show', f'{D}/jpeg_cut.dcm', '--out', '{out}/x.png'], 2, ('jpeg_cut.dcm', damaged)))
+    out.append(bp('bp_jpeg_cut', 'ok', [f'{D}/jpeg_cut.dcm', f'{D}/good1.dcm'], '--out', '{out}/sub.csv', rc=3, says=('2 images, 1 failed',),
+                  out='{out}/sub.csv', good=('good1',), failed=('jpeg_cut',), reason=damaged))
     out.append(bp('bp_max16', 'ok', [f'{D}/max16.dcm'], '--out', '{out}/sub.csv', rc=0, says=('1 images, 0 failed',), out='{out}/sub.csv',
                   good=('max16',), max_mb=1000))   # the largest image the limits allow: decoded, under the board's 1 GB
     out.append(Case('show_deflate_liar', ['show', f'{D}/deflate_liar.dcm', '--out', '{out}/x.png'], 2, ('deflate_liar.dcm', 'inflates to more than'),
@@ -576,6 +592,13 @@ def cases2() -> list:
                   f'{B}/victim_json', rc=2, says=('victim_json/board.json: is one of the inputs', '--json-dir')))
     out.append(bp('bp_png_dir_input', 'ok', [f'{R}/named/x.png', f'{R}/goods'], '--out', '{out}/sub.csv', '--png-dir', f'{R}/named',
                   rc=2, says=('named/x.png: is one of the inputs', '--png-dir')))
+    # --out and the per-image folders never replace each other's files (nothing is written: absent)
+    out.append(bp('bp_out_is_png', 'ok', [f'{R}/goods'], '--out', '{out}/pics/good1.png', '--png-dir', '{out}/pics', rc=2,
+                  says=('pics/good1.png: is also where --png-dir puts the PNG of image good1',), absent=('{out}/pics',)))
+    out.append(bp('bp_out_is_json', 'ok', [f'{R}/goods'], '--out', '{out}/good2.json', '--json-dir', '{out}', rc=2,
+                  says=('good2.json: is also where --json-dir puts the JSON of image good2',), absent=('{out}/good1.json',)))
+    out.append(bp('bp_png_dir_in_out', 'ok', [f'{R}/goods'], '--out', '{out}/sub.csv', '--png-dir', '{out}/sub.csv/png', rc=2,
+                  says=('png: --png-dir is', 'sub.csv or inside it'), absent=('{out}/sub.csv',)))
     out += [_bad(opt, '', 'board-predict', f'{B}/ok', f'{R}/goods', *([] if opt == '--out' else ['--out', '{out}/sub.csv']))
             for opt in ('--out', '--png-dir', '--json-dir')]   # an empty path is not the current folder
     out.append(Case('predict_out_checkpoint', ['predict', f'{R}/runs/bad_types/epoch_001.pt', '--images', f'{R}/goods', '--out',
@@ -589,6 +612,8 @@ def cases2() -> list:
         what = 'cls_logits' if folder == 'nan_logits' else 'bbox_regression'
         out.append(bp(f'bp_{folder}', folder, [f'{R}/goods'], '--out', '{out}/sub.csv', rc=3, says=('2 images, 2 failed',), out='{out}/sub.csv',
                       failed=GOOD, reason=f'the network output {what} has', max_mb=400))
+    for n in ('dangling', 'loop'):   # a link that leads nowhere is not a missing file
+        out.append(Case(f'score_link_{n}', ['score', f'{C}/{n}.csv', f'{C}/labels.csv'], 2, (f'{n}.csv: a link that leads nowhere',)))
     out.append(Case('score_1e300', ['score', f'{C}/sub.csv', f'{C}/labels_1e300.csv'], 2, ('labels_1e300.csv', 'line 2 (good1): box coordinate beyond')))
     out.append(Case('score_sub_1e300', ['score', f'{C}/sub_1e300.csv', f'{C}/labels.csv'], 2, ('sub_1e300.csv', 'line 2 (good1)', 'coordinate beyond')))
     out.append(Case('score_json_nan', ['score', f'{C}/sub_empty.csv', f'{C}/labels_neg.csv', '--json'], 0, ('"map": null',)))

@@ -98,6 +98,7 @@ def test_case(case, results, corpus):
     where = f"{' '.join(r['argv'])}\nrc {r['rc']}\nstdout: {r['stdout'][-2000:]}\nstderr: {r['stderr'][-3000:]}"
     assert r['rc'] == case.rc, where
     assert 'Traceback' not in r['stderr'], where
+    assert not [l for l in _lines(r['stderr']) if l.startswith(('Corrupt JPEG', 'Premature end of JPEG'))], where   # libjpeg's own
     if case.rc == 2:   # one line, naming what is wrong
         lines = _lines(r['stderr'])
         assert len(lines) == 1, where
@@ -266,3 +267,20 @@ def test_predict_nan_outputs(corpus, tmp_path):
     assert sorted(listed) == sorted(GOOD), listed
     for msg in listed.values(): assert 'the network output cls_scores has' in msg and 'NaN' in msg, msg
     with open(sub, newline='') as f: assert dict(list(csv.reader(f))[1:]) == {g: '' for g in GOOD}
+
+
+@pytest.mark.parametrize('where', ['full', 'closed_pipe'])
+def test_stdout_cannot_be_written(corpus, tmp_path, where):
+    "The summary cannot be printed (stdout on a full disk, or a reader that left): one line naming stdout, exit 2"
+    argv = PROGS['pneumonia-kit'] + ['board-predict', str(corpus/'board'/'ok'), str(corpus/'goods'), '--out', str(tmp_path/'sub.csv')]
+    if where == 'full':
+        if not Path('/dev/full').exists(): pytest.skip('no /dev/full')
+        with open('/dev/full', 'w') as full:
+            p = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, env=_env(), timeout=120)
+    else:
+        r, w = os.pipe(); os.close(r)   # nobody reads: the write gets EPIPE (SIGPIPE is ignored by Python)
+        p = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, env=_env(), timeout=120); os.close(w)
+    err = _lines(p.stderr.decode())
+    reason = 'No space left on device' if where == 'full' else 'Broken pipe'
+    assert (p.returncode, err) == (2, [f'pneumonia-kit board-predict: error: stdout: cannot write to it ({reason})']), (p.returncode, err)
+    assert len((tmp_path/'sub.csv').read_text().splitlines()) == 3   # the submission itself was written first
