@@ -396,6 +396,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'pneumonia_kit.dicom._pixels': ('dicom.html#_pixels', 'pneumonia_kit/dicom.py'),
                                      'pneumonia_kit.dicom._pydicom': ('dicom.html#_pydicom', 'pneumonia_kit/dicom.py'),
                                      'pneumonia_kit.dicom._read_ds': ('dicom.html#_read_ds', 'pneumonia_kit/dicom.py'),
+                                     'pneumonia_kit.dicom._stop_when': ('dicom.html#_stop_when', 'pneumonia_kit/dicom.py'),
                                      'pneumonia_kit.dicom._stream_dims': ('dicom.html#_stream_dims', 'pneumonia_kit/dicom.py'),
                                      'pneumonia_kit.dicom._to_uint8': ('dicom.html#_to_uint8', 'pneumonia_kit/dicom.py'),
                                      'pneumonia_kit.dicom.find_dicoms': ('dicom.html#find_dicoms', 'pneumonia_kit/dicom.py'),

@@ -120,11 +120,8 @@ def _stream_dims(frame:bytes):
             if m == 0xFF: i += 1; continue                              # fill byte
             if m == 0x01 or 0xD0 <= m <= 0xD8: i += 2; continue        # markers without a length
             if (0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC)) or m == 0xF7:   # SOF0-15, SOF55 (JPEG-LS)
-                return (
-                    (int.from_bytes(frame[i + 5 : i + 7], 'big'), int.from_bytes(frame[i + 7 : i + 9], 'big'))
-                    if i + 9 <= len(frame)
-                    else None
-                )
+                if i + 9 > len(frame): return None
+                return int.from_bytes(frame[i+5:i+7], 'big'), int.from_bytes(frame[i+7:i+9], 'big')
             if m == 0xDA: return None                                   # a scan before any frame header
             i += 2 + int.from_bytes(frame[i+2:i+4], 'big')
         return None
@@ -191,9 +188,8 @@ def _ends_early(ds:Dataset, size:int) -> bool:
     tell, n = getattr(last, 'value_tell', None), getattr(last, 'length', None)
     return tell is not None and n is not None and n != 0xFFFFFFFF and tell + n < size
 
-def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
-    """dcmread with every failure turned into a DicomError; sizes checked first (`limit` pixels); truncation reported as
-    such"""
+def _read_ds(path, limit:int|None=None, stop_before_pixels:bool=False) -> Dataset:
+    "dcmread with every failure a DicomError; sizes checked first (`limit` pixels); truncation reported as such"
     path, limit = Path(path), pixel_limit() if limit is None else limit
     if path.is_dir(): raise _fail(path, 'is a folder, not a DICOM file')
     if not path.exists():
@@ -202,25 +198,40 @@ def _read_ds(path, limit:int|None=None, **kwargs) -> Dataset:
     pd = _pydicom()
     try:
         size = path.stat().st_size
-        if size > _max_bytes(limit) and not kwargs.get('stop_before_pixels'):
+        if size > _max_bytes(limit) and not stop_before_pixels:
             raise _fail(path, f'file of {size:,} bytes is larger than any image within the limit; {_limit_msg(limit)}')
         _check_deflated(path, limit)
         with warnings.catch_warnings(record=True) as ws:
             warnings.simplefilter('always')
-            ds = pd.dcmread(path, **kwargs)
+            with open(path, 'rb') as f: ds = pd.filereader.read_partial(f, _stop_when(path, stop_before_pixels))
     except DicomError: raise
     except pd.errors.InvalidDicomError: raise _fail(path, "not a DICOM file (no 'DICM' marker in its header)") from None
     except OSError as e: raise _fail(path, f'cannot read it ({e.strerror or e})') from None
     except Exception as e: raise _fail(path, f'broken DICOM header ({type(e).__name__}: {e})') from None
-    if 'PixelData' not in ds and not kwargs.get('stop_before_pixels'):
+    if 'PixelData' not in ds and not stop_before_pixels:
         if any('end of file' in str(w.message).lower() for w in ws):
             raise _fail(path, 'file is truncated (it ends inside the pixel data)')
         if _ends_early(ds, size): raise _fail(path, 'file is truncated (it ends inside the header)')
         if 'Rows' in ds:
-            raise _fail(
-                path, 'no Pixel Data element, though the header describes an image: the file is probably truncated'
-            )
+            raise _fail(path, 'no Pixel Data element, though the header describes an image: the file is probably '
+                              'truncated')
     return ds
+
+# %% ../nbs/01_dicom.ipynb #1fe911c6
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)   # Float, Double Float and (plain) Pixel Data
+_MAX_ELEMENTS = 100_000   # top-level data elements of one file; a chest X-ray has about 40
+
+def _stop_when(path, before_pixels:bool):
+    """pydicom's `stop_when`: nothing after the pixel data is parsed (100 MB of zeros appended would be 13 M empty
+    elements, a minute of CPU), and a file of more than `_MAX_ELEMENTS` top-level elements is refused"""
+    n, after = 0, False
+    def stop(tag, vr, length) -> bool:
+        nonlocal n, after
+        if after or (before_pixels and tag in _PIXEL_TAGS): return True
+        if (n := n + 1) > _MAX_ELEMENTS: raise _fail(path, f'more than {_MAX_ELEMENTS:,} data elements; not an X-ray')
+        after = tag in _PIXEL_TAGS
+        return False
+    return stop
 
 # %% ../nbs/01_dicom.ipynb #66bfc74a
 def _frames(ds) -> int:
@@ -239,11 +250,8 @@ def _declared(ds:Dataset, path, limit:int) -> tuple:
     if spp not in (1, 3) or bits not in (1, 8, 16, 32, 64):
         raise _fail(path, f'{spp} samples of {bits} bits per pixel is not an image format')
     if (need := r * c * spp * max(1, bits // 8)) > max_image_bytes(limit):
-        raise _fail(
-            path,
-            f'{r}x{c} pixels of {spp}x{bits} bits need {need:,} bytes, more than {max_image_bytes(limit):,} '
-            f'(2 bytes a pixel of the limit); {_limit_msg(limit)}',
-        )
+        raise _fail(path, f'{r}x{c} pixels of {spp}x{bits} bits need {need:,} bytes, more than '
+                          f'{max_image_bytes(limit):,} (2 bytes a pixel of the limit); {_limit_msg(limit)}')
     n = _frames(ds)
     if n != 1: raise _fail(path, f'{n} frames; expected a single X-ray image')
     return r, c
@@ -255,10 +263,8 @@ def _check_frame(frame:bytes, ts, shape:tuple, path):
     dims = shape if ts == '1.2.840.10008.1.2.5' else _stream_dims(frame)   # RLE decodes to the header's size
     if dims is None: raise _fail(path, 'cannot find the image size in the compressed image; refusing to decode it')
     if dims != shape:
-        raise _fail(
-            path,
-            f'the compressed image says it is {dims[0]}x{dims[1]} pixels but the header says {shape[0]}x{shape[1]}',
-        )
+        raise _fail(path, f'the compressed image says it is {dims[0]}x{dims[1]} pixels but the header says '
+                          f'{shape[0]}x{shape[1]}')
     if frame[:2] == b'\xff\xd8' and frame.rstrip(b'\0')[-2:] != b'\xff\xd9':   # a fragment may end in a null pad byte
         raise _fail(path, 'the JPEG image is cut short (no end-of-image marker): the file is damaged')
 
@@ -321,10 +327,8 @@ def _pixels(ds:Dataset, path, limit:int) -> np.ndarray:
         name = getattr(ts, 'name', ts) or 'unknown transfer syntax'
         msg = ' '.join(str(e).split())[:300] or type(e).__name__
         if 'missing dependencies' in msg or 'No plugins' in msg:
-            msg = (
-                'no decoder for it is installed (pylibjpeg-openjpeg/-libjpeg or Pillow); or convert the file to'
-                ' uncompressed or JPEG baseline'
-            )
+            msg = ('no decoder for it is installed (pylibjpeg-openjpeg/-libjpeg or Pillow); or convert the file to'
+                   ' uncompressed or JPEG baseline')
         raise _fail(path, f'cannot decode the pixel data ({name}): {msg}') from None
     if arr.shape[:2] != shape: raise _fail(path, f'decoded image is {arr.shape[:2]} but the header says {shape}')
     return arr
@@ -345,10 +349,8 @@ def _check_luts(ds):
         v = ds.get(k)
         if v is None or v == '': continue
         try:
-            ok = all(
-                math.isfinite(float(x))
-                for x in ([v] if isinstance(v, (str, bytes)) or not hasattr(v, '__iter__') else v)
-            )
+            ok = all(math.isfinite(float(x))
+                     for x in ([v] if isinstance(v, (str, bytes)) or not hasattr(v, '__iter__') else v))
         except (TypeError, ValueError): ok = False
         if not ok: raise ValueError(f'{k} is {v!r}, not a finite number')
     if 'RescaleSlope' in ds and ds.RescaleSlope not in (None, '') and float(ds.RescaleSlope) == 0:
@@ -379,11 +381,8 @@ def _grey(arr:np.ndarray, ds:Dataset) -> np.ndarray:
         if lut is None:
             identity = bits == 8 and not signed and np.array_equal(vals, np.arange(vmin, vmax + 1))
             if identity and idx.dtype == np.uint8 and pi == 'MONOCHROME2': return idx   # the Kaggle images
-            lut = (
-                _to_uint8(vals, 0, 255)
-                if identity
-                else _to_uint8(vals, *np.percentile(vals[idx[::4, ::4]], [0.5, 99.5]))
-            )
+            lut = (_to_uint8(vals, 0, 255) if identity
+                   else _to_uint8(vals, *np.percentile(vals[idx[::4, ::4]], [0.5, 99.5])))
     else:  # float data or >16 bits: work on the values directly, in float32 and in place (a quarter of the memory)
         if 'ModalityLUTSequence' in ds: x = apply_modality_lut(arr, ds).astype(np.float32)
         else:

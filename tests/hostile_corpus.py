@@ -11,7 +11,7 @@ the file or option, the images that must still be predicted, the peak-memory bou
     python tests/hostile_corpus.py DIR      # write the corpus to DIR, to try the commands by hand
 """
 from __future__ import annotations
-import json, logging, os, sys, warnings, zlib
+import json, logging, os, struct, sys, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -322,6 +322,12 @@ def make_dicoms2(d: Path) -> Path:
     _raw_dicom(d/'wide64.dcm', np.zeros((2, 2), np.uint8), Rows=8192, Columns=8192, BitsAllocated=64, BitsStored=64, HighBit=63,
                PixelData=bytes(16))   # within the pixel limit; 512 MB of pixels
     _jpeg_cut(d/'good1.dcm', d/'jpeg_cut.dcm')
+    with open(d/'trailing_zeros.dcm', 'wb') as f:   # 100 MB of zeros after the pixel data (sparse: no disk used)
+        f.write((d/'good1.dcm').read_bytes()); f.truncate(100 << 20)
+    from pneumonia_kit.dicom import _meta_end
+    raw = (d/'good1.dcm').read_bytes(); start = _meta_end(raw[:1 << 16])[0]   # 131,072 empty elements before the rest
+    elements = b''.join(struct.pack('<HH2sH', g, e, b'LO', 0) for g in (3, 5) for e in range(1 << 16))
+    (d/'many_elements.dcm').write_bytes(raw[:start] + elements + raw[start:])
     return d
 
 
@@ -575,6 +581,10 @@ def cases2() -> list:
     out.append(Case('show_jpeg_cut', ['show', f'{D}/jpeg_cut.dcm', '--out', '{out}/x.png'], 2, ('jpeg_cut.dcm', damaged)))
     out.append(bp('bp_jpeg_cut', 'ok', [f'{D}/jpeg_cut.dcm', f'{D}/good1.dcm'], '--out', '{out}/sub.csv', rc=3, says=('2 images, 1 failed',),
                   out='{out}/sub.csv', good=('good1',), failed=('jpeg_cut',), reason=damaged))
+    out.append(bp('bp_trailing_zeros', 'ok', [f'{D}/trailing_zeros.dcm'], '--out', '{out}/sub.csv', rc=0, says=('1 images, 0 failed',),
+                  out='{out}/sub.csv', good=('trailing_zeros',), max_s=15))   # pydicom parsed the zeros: 34 s of CPU
+    out.append(Case('show_many_elements', ['show', f'{D}/many_elements.dcm', '--out', '{out}/x.png'], 2,
+                    ('many_elements.dcm: more than 100,000 data elements; not an X-ray',), max_s=15))
     out.append(bp('bp_max16', 'ok', [f'{D}/max16.dcm'], '--out', '{out}/sub.csv', rc=0, says=('1 images, 0 failed',), out='{out}/sub.csv',
                   good=('max16',), max_mb=1000))   # the largest image the limits allow: decoded, under the board's 1 GB
     out.append(Case('show_deflate_liar', ['show', f'{D}/deflate_liar.dcm', '--out', '{out}/x.png'], 2, ('deflate_liar.dcm', 'inflates to more than'),
