@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'MAX_JSON_BYTES', 'EXIT_USAGE', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'positive_int',
-           'nonneg_int', 'positive_float', 'nonneg_float', 'fraction', 'MAX_MESSAGE', 'PneumoniaKitError', 'RsnaPaths',
-           'check_patient_id', 'patient_id_of', 'WriteError', 'remove_stale_temps', 'temp_path', 'replace_file',
-           'atomic_write', 'check_writable', 'check_apart', 'json_safe', 'json_text', 'save_json', 'check_readable',
-           'read_text', 'load_json', 'cfg2dict', 'dict2cfg', 'ConfigError', 'is_number', 'is_whole', 'check_field',
-           'set_seed', 'file_sha256', 'ArgParser', 'int_range', 'one_line', 'verbose', 'run_command']
+__all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'LEADS_NOWHERE', 'MAX_JSON_BYTES', 'EXIT_USAGE', 'EXIT_FAILED',
+           'EXIT_INTERRUPTED', 'positive_int', 'nonneg_int', 'positive_float', 'nonneg_float', 'fraction',
+           'MAX_MESSAGE', 'PneumoniaKitError', 'RsnaPaths', 'check_patient_id', 'patient_id_of', 'WriteError',
+           'remove_stale_temps', 'temp_path', 'replace_file', 'atomic_write', 'check_writable', 'check_apart',
+           'json_safe', 'json_text', 'save_json', 'check_readable', 'read_text', 'load_json', 'cfg2dict', 'dict2cfg',
+           'ConfigError', 'is_number', 'is_whole', 'check_field', 'set_seed', 'file_sha256', 'ArgParser', 'int_range',
+           'one_line', 'verbose', 'run_command']
 
 # %% ../nbs/00_core.ipynb #97380400
 CLASSES = ('Normal', 'No Lung Opacity / Not Normal', 'Lung Opacity')  # spelled exactly as in the Kaggle CSV
@@ -227,6 +228,8 @@ def save_json(obj, path, indent:int=2):
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #832f9a11
+LEADS_NOWHERE = 'a link that leads nowhere (dangling, or a loop)'   # one wording wherever a path is checked
+
 def check_readable(path, # a file the command reads
                    what:str='file', # what it is, for messages ('labels', 'checkpoint')
                    max_bytes:int|None=None, # refuse a larger file before reading it
@@ -236,7 +239,7 @@ def check_readable(path, # a file the command reads
     try: st = os.stat(path)
     except OSError as e:
         if os.path.islink(path) and not os.path.exists(path):   # dangling, or a loop (ELOOP)
-            raise PneumoniaKitError(f'{path}: a link that leads nowhere (dangling, or a loop)') from None
+            raise PneumoniaKitError(f'{path}: {LEADS_NOWHERE}') from None
         if isinstance(e, (FileNotFoundError, NotADirectoryError)):
             raise PneumoniaKitError(f'{path}: {"" if what in ("file", "JSON") else what + " "}file not found') from None
         raise PneumoniaKitError(f'{path}: cannot read it ({e.strerror or e})') from None

@@ -8,7 +8,7 @@ import contextlib, math, os, re, sys, threading, warnings, zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np, cv2
-from .core import PneumoniaKitError, atomic_write
+from .core import LEADS_NOWHERE, PneumoniaKitError, atomic_write
 if TYPE_CHECKING: from pydicom.dataset import Dataset
 
 def _pydicom():
@@ -193,7 +193,7 @@ def _read_ds(path, limit:int|None=None, stop_before_pixels:bool=False) -> Datase
     path, limit = Path(path), pixel_limit() if limit is None else limit
     if path.is_dir(): raise _fail(path, 'is a folder, not a DICOM file')
     if not path.exists():
-        raise _fail(path, 'a link that leads nowhere (dangling, or a loop)' if path.is_symlink() else 'file not found')
+        raise _fail(path, LEADS_NOWHERE if path.is_symlink() else 'file not found')
     if not path.is_file(): raise _fail(path, 'not a regular file')
     pd = _pydicom()
     try:
@@ -443,7 +443,7 @@ def find_dicoms(images:list, # DICOM files and/or folders of them (a single path
             if not found: raise PneumoniaKitError(f'{p}: no .dcm files in this folder')
             out += found
         elif p.exists() or p.suffix.lower() == '.dcm': out.append(p)
-        elif p.is_symlink(): raise PneumoniaKitError(f'{p}: a link that leads nowhere (dangling, or a loop)')
+        elif p.is_symlink(): raise PneumoniaKitError(f'{p}: {LEADS_NOWHERE}')
         else: raise PneumoniaKitError(f'{p}: no such file or folder')
     if not out: raise PneumoniaKitError('no images given')
     return out
