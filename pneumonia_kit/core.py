@@ -125,13 +125,18 @@ def temp_path(path) -> Path:
     if path.is_dir(): raise WriteError(f'{path}: is a folder; give a file name')
     up = next((a for a in path.parents if a.exists()), None)   # the nearest ancestor that exists must be a folder
     if up is not None and not up.is_dir(): raise WriteError(f'{path}: cannot write it ({up} is a file, not a folder)')
+    name = path.name
+    while len(os.fsencode(name)) > 200:
+        name = name[:-1]  # with '.', 8 random letters, host and pid: within 255 bytes
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if (key := os.path.abspath(path.parent)) not in _SWEPT: remove_stale_temps(path.parent); _SWEPT.add(key)
-        name = path.name
-        while len(os.fsencode(name)) > 200:
-            name = name[:-1]  # with '.', 8 random letters, host and pid: within 255 bytes
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{name}.', suffix=f'.{_HOST}-{os.getpid()}.tmp')
+        for attempt in range(5):   # another process's `check_writable` may remove the folder made here: make it again
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if (key := os.path.abspath(path.parent)) not in _SWEPT: remove_stale_temps(path.parent); _SWEPT.add(key)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{name}.', suffix=f'.{_HOST}-{os.getpid()}.tmp')
+                break
+            except FileNotFoundError:
+                if attempt == 4: raise
     except OSError as e: raise WriteError(f'{path}: cannot write it ({e.strerror or e})') from None
     os.close(fd)
     return Path(tmp)
