@@ -5,7 +5,7 @@ exact resume, time budgets, per-epoch log, curves and out-of-fold predictions.""
 
 # %% ../nbs/21_train.ipynb #35b2f172
 from __future__ import annotations
-import contextlib, dataclasses, datetime, functools, importlib.util, math, os, random, sys, time, warnings
+import contextlib, dataclasses, datetime, functools, gc, importlib.util, math, os, random, sys, time, warnings
 from pathlib import Path
 import cv2
 import numpy as np
@@ -40,7 +40,9 @@ def distributed(device:torch.device, # this process's device (its type picks the
                                 timeout=datetime.timedelta(minutes=timeout_min))
     try: yield dist.get_rank(), dist.get_world_size()
     finally:
-        if created: dist.destroy_process_group()
+        # what still holds the group only through a reference cycle (matplotlib's traceback kept the frames of an
+        # epoch) goes now: a group freed at interpreter exit can abort the process in a Gloo thread
+        if created: gc.collect(); dist.destroy_process_group()
 
 # %% ../nbs/21_train.ipynb #d9f55eb8
 def _from_rank0(obj, world):
@@ -361,8 +363,7 @@ def fit(
     out, dev = Path(out), resolve_device(device)
     dtype = amp_dtype(tc.amp, dev)
     with distributed(dev) as (rank, world), _torch_flags(tc.deterministic, dev):
-        # bars on a terminal only: a notebook gets the epoch lines
-        main, show = rank == 0, rank == 0 and tc.progress and sys.stderr.isatty()
+        main, show = rank == 0, rank == 0 and tc.progress and sys.stderr.isatty()   # bars: a terminal only
         data = (data_fn or prepare_data)(data_root, mc.image_size, tc, rank, world)
         config = dict(model=cfg2dict(mc), train=cfg2dict(tc), data=data['info'], **(extra_config or {}))
         st = _training_state(mc, tc, out, dev, dtype, resume, config, rank, world)
@@ -378,6 +379,7 @@ def fit(
             if main: _end_epoch(out, st, config, epoch, row, ev, tc)
             over = tc.max_minutes is not None and (time.time() - t0 + float(np.median(took))) / 60 > tc.max_minutes
             if _from_rank0(over, world) and epoch < tc.epochs: stopped = f'time budget of {tc.max_minutes} min'; break
+        del net, step   # the DDP wrapper holds the process group, which `distributed` ends next
         summary = _summary(history, tc, stopped, out, t0, dev, world, dtype)
         if main: save_json(summary, out/'summary.json')
         return dict(summary, run_dir=str(out), history=history, model=model.eval())
