@@ -329,6 +329,17 @@ def file_sha256(path, chunk:int=1<<20) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #d584cef6
+def _to_devnull(stream):
+    "After a failed write to `stream`: its descriptor goes to /dev/null; Python's flush at exit cannot fail again"
+    # Python 3.14 (the board's) keeps the unwritten bytes, then says 'Exception ignored while flushing sys.stdout'
+    # and exits 120 after our one line; this is the redirection Python's docs give for SIGPIPE
+    try: fd = stream.fileno()
+    except (AttributeError, OSError, ValueError): return   # not a file: a notebook's stream, a StringIO
+    null = os.open(os.devnull, os.O_WRONLY)
+    try: os.dup2(null, fd)
+    finally: os.close(null)
+
 # %% ../nbs/00_core.ipynb #6466e0d0
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 130   # see the table above
 
@@ -344,6 +355,19 @@ class ArgParser(argparse.ArgumentParser):
             if act.default != '' and (v == '' or (isinstance(v, list) and '' in v)):
                 self.error(f'argument {"/".join(act.option_strings) or act.metavar or act.dest}: empty; give a value')
         return ns, rest
+
+    def _print_message(self, message, file=None):
+        # argparse's way out for help, usage and --version text; it drops a failed write (`--help > /dev/full`: exit 0)
+        if not message: return
+        file = file or sys.stderr
+        if file is None: return   # stdout and stderr both closed (`>&- 2>&-`)
+        try: file.write(message); file.flush()
+        except OSError as e:
+            if file is sys.stderr: return   # an error's own line: nowhere left to say it, its exit status stands
+            where = 'stdout' if file is sys.stdout else getattr(file, 'name', 'the output')
+            print(f'{self.prog}: error: {where}: cannot write to it ({e.strerror or e})', file=sys.stderr)
+            _to_devnull(file)
+            self.exit(EXIT_USAGE)
 
 # %% ../nbs/00_core.ipynb #725fc504
 def _number(kind, lo=None, hi=None, lo_open=False, name=''):
@@ -386,7 +410,9 @@ class _Stdout:
     def __getattr__(self, name): return getattr(self._stream, name)
     def _named(self, op, *args):
         try: return op(*args)
-        except OSError as e: raise WriteError(f'stdout: cannot write to it ({e.strerror or e})') from None
+        except OSError as e:
+            _to_devnull(self._stream)
+            raise WriteError(f'stdout: cannot write to it ({e.strerror or e})') from None
     def write(self, s): return self._named(self._stream.write, s)
     def flush(self): return self._named(self._stream.flush)
 

@@ -225,6 +225,17 @@ done_step
 step loong64 "the bundle under qemu-loongarch64 ($QEMU_CPU_MODEL)"
 guest_py "$BUNDLE" --version || die "the bundle's --version check failed in the emulator"
 both_runs loong64 guest_py
+# stdout that cannot be written (a full disk): the board's Python 3.14 must end with our one line, exit 2, not its own
+# 'Exception ignored while flushing sys.stdout' and exit 120 (the help text, then a whole prediction's summary)
+for what in help predict; do
+  args=(--help); [[ $what == help ]] || args=("${IMAGES[@]}" --threads 2 --out "$RUN/full-stdout/submission.csv")
+  mkdir -p "$RUN/full-stdout"; rc=0
+  TMPDIR=$RUN/tmp guest_py "$BUNDLE" "${args[@]}" > /dev/full 2> "$RUN/full-stdout/$what.err" || rc=$?
+  tr '\r' '\n' < "$RUN/full-stdout/$what.err" | grep -v -E '^([0-9]+/[0-9]+)?$' > "$RUN/full-stdout/$what.lines" || true  # not progress
+  [[ $rc == 2 && $(wc -l < "$RUN/full-stdout/$what.lines") == 1 ]] && grep -q 'error: stdout: cannot write to it' "$RUN/full-stdout/$what.lines" \
+    || { cat "$RUN/full-stdout/$what.err" >&2; die "$what with stdout on /dev/full: exit $rc, not one line and exit 2"; }
+  echo "   $what > /dev/full: exit 2, $(cat "$RUN/full-stdout/$what.lines")"
+done
 done_step
 
 # ------------------------------------------------------------------------------------------------ 8. compare

@@ -269,10 +269,8 @@ def test_predict_nan_outputs(corpus, tmp_path):
     with open(sub, newline='') as f: assert dict(list(csv.reader(f))[1:]) == {g: '' for g in GOOD}
 
 
-@pytest.mark.parametrize('where', ['full', 'closed_pipe'])
-def test_stdout_cannot_be_written(corpus, tmp_path, where):
-    "The summary cannot be printed (stdout on a full disk, or a reader that left): one line naming stdout, exit 2"
-    argv = PROGS['pneumonia-kit'] + ['board-predict', str(corpus/'board'/'ok'), str(corpus/'goods'), '--out', str(tmp_path/'sub.csv')]
+def _run_unwritable_stdout(argv, where):
+    "Run `argv` with stdout on a full disk or a pipe nobody reads: (exit status, stderr lines, the reason's words)"
     if where == 'full':
         if not Path('/dev/full').exists(): pytest.skip('no /dev/full')
         with open('/dev/full', 'w') as full:
@@ -280,7 +278,25 @@ def test_stdout_cannot_be_written(corpus, tmp_path, where):
     else:
         r, w = os.pipe(); os.close(r)   # nobody reads: the write gets EPIPE (SIGPIPE is ignored by Python)
         p = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, env=_env(), timeout=120); os.close(w)
-    err = _lines(p.stderr.decode())
-    reason = 'No space left on device' if where == 'full' else 'Broken pipe'
-    assert (p.returncode, err) == (2, [f'pneumonia-kit board-predict: error: stdout: cannot write to it ({reason})']), (p.returncode, err)
+    return p.returncode, _lines(p.stderr.decode()), 'No space left on device' if where == 'full' else 'Broken pipe'
+
+
+@pytest.mark.parametrize('where', ['full', 'closed_pipe'])
+def test_stdout_cannot_be_written(corpus, tmp_path, where):
+    "The summary cannot be printed (stdout on a full disk, or a reader that left): one line naming stdout, exit 2"
+    argv = PROGS['pneumonia-kit'] + ['board-predict', str(corpus/'board'/'ok'), str(corpus/'goods'), '--out', str(tmp_path/'sub.csv')]
+    rc, err, reason = _run_unwritable_stdout(argv, where)
+    assert (rc, err) == (2, [f'pneumonia-kit board-predict: error: stdout: cannot write to it ({reason})']), (rc, err)
     assert len((tmp_path/'sub.csv').read_text().splitlines()) == 3   # the submission itself was written first
+
+
+@pytest.mark.parametrize('where', ['full', 'closed_pipe'])
+@pytest.mark.parametrize('args', [('pneumonia-kit', '--help'), ('pneumonia-kit', '--version'), ('pneumonia-kit', 'train --help'),
+                                  ('board', '--help')], ids=['help', 'version', 'train-help', 'board-help'])
+def test_help_cannot_be_written(args, where):
+    "argparse drops a failed write of its help or version (exit 0, silent): ours says so in one line, exit 2"
+    prog, words = args
+    rc, err, reason = _run_unwritable_stdout(PROGS[prog] + words.split(), where)
+    name = {'pneumonia-kit': 'pneumonia-kit train' if words.startswith('train') else 'pneumonia-kit',
+            'board': 'python3 -m pneumonia_kit.board'}[prog]
+    assert (rc, err) == (2, [f'{name}: error: stdout: cannot write to it ({reason})']), (rc, err)
