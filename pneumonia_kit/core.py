@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'LEADS_NOWHERE', 'MAX_JSON_BYTES', 'EXIT_USAGE', 'EXIT_FAILED',
+__all__ = ['CLASSES', 'CLASS_TO_ID', 'OPACITY', 'LEADS_NOWHERE', 'MAX_JSON_BYTES', 'MAX_JSON_DEPTH', 'EXIT_USAGE', 'EXIT_FAILED',
            'EXIT_INTERRUPTED', 'positive_int', 'nonneg_int', 'positive_float', 'nonneg_float', 'fraction',
            'MAX_MESSAGE', 'PneumoniaKitError', 'RsnaPaths', 'check_patient_id', 'patient_id_of', 'WriteError',
            'remove_stale_temps', 'temp_path', 'replace_file', 'atomic_write', 'check_writable', 'check_apart',
@@ -268,13 +268,20 @@ def read_text(path, what:str='text', max_bytes:int|None=None) -> str:
 
 # %% ../nbs/00_core.ipynb #7138940c
 MAX_JSON_BYTES = 64 << 20   # settings files are kilobytes
+MAX_JSON_DEPTH = 100   # nested lists/objects: settings files have a few; Python 3.11 stops near 1,000, 3.14 far deeper
 
 def load_json(path, max_bytes:int=MAX_JSON_BYTES):
     "Read a JSON file, with an error naming the file when it is missing, not UTF-8, too large, too deep or broken"
     text = read_text(path, 'JSON', max_bytes)
-    try: return json.loads(text)
+    try:
+        todo = [([obj := json.loads(text)], 0)]   # in a list: a bare number or string is fine
+        while todo:   # how deep lists and objects nest, without recursion (the board's Python 3.14 parses 10,000)
+            o, d = todo.pop()
+            if d > MAX_JSON_DEPTH: raise RecursionError
+            todo += [(v, d + 1) for v in (o.values() if isinstance(o, dict) else o) if isinstance(v, (list, dict))]
     except json.JSONDecodeError as e: raise PneumoniaKitError(f'{path}: not valid JSON ({e})') from None
     except RecursionError: raise PneumoniaKitError(f'{path}: nested too deep to be a settings file') from None
+    return obj
 
 # %% ../nbs/00_core.ipynb #b3b443b9
 def cfg2dict(cfg) -> dict:
@@ -329,18 +336,16 @@ def file_sha256(path, chunk:int=1<<20) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/00_core.ipynb #d584cef6
+# %% ../nbs/00_core.ipynb #6466e0d0
 def _to_devnull(stream):
     "After a failed write to `stream`: its descriptor goes to /dev/null; Python's flush at exit cannot fail again"
     # Python 3.14 (the board's) keeps the unwritten bytes, then says 'Exception ignored while flushing sys.stdout'
     # and exits 120 after our one line; this is the redirection Python's docs give for SIGPIPE
-    try: fd = stream.fileno()
-    except (AttributeError, OSError, ValueError): return   # not a file: a notebook's stream, a StringIO
-    null = os.open(os.devnull, os.O_WRONLY)
-    try: os.dup2(null, fd)
-    finally: os.close(null)
+    with contextlib.suppress(AttributeError, OSError, ValueError):   # not a file (a notebook's stream): nothing to do
+        null = os.open(os.devnull, os.O_WRONLY)
+        try: os.dup2(null, stream.fileno())
+        finally: os.close(null)
 
-# %% ../nbs/00_core.ipynb #6466e0d0
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 130   # see the table above
 
 class ArgParser(argparse.ArgumentParser):

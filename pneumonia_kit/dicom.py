@@ -27,7 +27,7 @@ with contextlib.suppress(AttributeError):
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'DicomError', 'write_jpeg_dicom', 'pixel_limit', 'max_image_bytes', 'read_xray', 'read_meta',
+__all__ = ['MAX_PIXELS', 'DicomError', 'write_jpeg_dicom', 'pixel_limit', 'max_image_bytes', 'c_stderr', 'read_xray', 'read_meta',
            'find_dicoms']
 
 # %% ../nbs/01_dicom.ipynb #9dc7c449
@@ -272,20 +272,21 @@ def _check_frame(frame:bytes, ts, shape:tuple, path):
 _FD2 = threading.Lock()   # one file descriptor 2 per process: one capture at a time
 
 @contextlib.contextmanager
-def _c_stderr(said:list):
-    "What C code writes to fd 2 in the block goes into `said`; only for C calls writing a line or two (a 64 KB pipe)"
+def c_stderr(said:list, keep:int=1 << 16):
+    "What C code (libjpeg, OpenCV) writes to fd 2 in the block goes into `said`: its first `keep` bytes"
     with _FD2:
         try: saved = os.dup(2)
         except OSError: saved = None   # no fd 2 (`2>&-`): nothing to capture
         if saved is None: yield; return
         with contextlib.suppress(Exception): sys.stderr.flush()   # Python's pending text goes where it was meant to
-        r, w = os.pipe()
-        os.dup2(w, 2); os.close(w)
+        r, w = os.pipe(); got = bytearray()
+        def drain():   # read all along: a C call writing more than a pipe holds (64 KB) cannot block on it
+            while chunk := os.read(r, 1 << 16): got.extend(chunk[:max(0, keep - len(got))])
+        (reader := threading.Thread(target=drain, daemon=True)).start(); os.dup2(w, 2); os.close(w)
         try: yield
         finally:
-            os.dup2(saved, 2); os.close(saved)   # the pipe's last writer is closed: the read below cannot block
-            try: said.append(os.read(r, 1 << 16).decode('utf-8', 'replace'))
-            finally: os.close(r)
+            os.dup2(saved, 2); os.close(saved)   # the pipe's last writer is closed: the reader sees its end
+            reader.join(); os.close(r); said.append(got.decode('utf-8', 'replace'))   # the rest was read, dropped
 
 # %% ../nbs/01_dicom.ipynb #4ad4e1fc
 _JPEG_DAMAGE = ('Corrupt JPEG data', 'Premature end of JPEG file')   # libjpeg's warnings of a stream it had to patch
@@ -293,7 +294,7 @@ _JPEG_DAMAGE = ('Corrupt JPEG data', 'Premature end of JPEG file')   # libjpeg's
 def _decode_jpeg8(frame:bytes, path) -> np.ndarray|None:
     "OpenCV's decode of a JPEG baseline frame (or None); a stream libjpeg finds damaged is refused in its words"
     said = []
-    with _c_stderr(said): arr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_UNCHANGED)
+    with c_stderr(said): arr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_UNCHANGED)
     text = ' '.join(''.join(said).split())
     if any(w in text for w in _JPEG_DAMAGE):
         raise _fail(path, f'the JPEG data is damaged (libjpeg: {text[:200]}); refusing an image it had to patch')

@@ -4,10 +4,11 @@
 
 # %% ../nbs/07_runtime.ipynb #c5b10037
 from __future__ import annotations
-import math, mmap, os
+import math, mmap, os, warnings
 from pathlib import Path
 import numpy as np, cv2
 from .core import PneumoniaKitError, check_readable, load_json
+from .dicom import c_stderr
 from .post import as_post
 
 # %% auto #0
@@ -247,7 +248,10 @@ class Runtime:
     def run(self, image:np.ndarray) -> dict: raise NotImplementedError
     def __repr__(self): return f'{self.name} ({self.threads} threads, {self.onnx_path.name})'
 
-def _first_line(e): return (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
+def _first_line(e):
+    "The last line of an error that says something, without the '> ' that OpenCV 4 puts before its lines"
+    return next((s for s in reversed([l.strip().lstrip('>').strip() for l in str(e).splitlines()]) if s),
+                type(e).__name__)
 
 # %% ../nbs/07_runtime.ipynb #5f120140
 class OrtRuntime(Runtime):
@@ -288,18 +292,21 @@ class OpenCVRuntime(Runtime):
     name = 'opencv'
     def __init__(self, onnx_path, input_name='image', output_names=OUTPUT_NAMES, threads=2):
         super().__init__(onnx_path, input_name, output_names, threads)
-        side = self.onnx_path.with_name(self.onnx_path.name + '.data')
-        if side.exists() and int(cv2.__version__.split('.')[0]) < 5:   # OpenCV 4.x would crash (SIGFPE), not raise
-            raise PneumoniaKitError(
-                f'{self.onnx_path}: its weights are in {side.name}, which OpenCV {cv2.__version__} cannot read; export'
-                ' with dynamo=False'
+        if self.external and int(cv2.__version__.split('.')[0]) < 5:   # 4.x loads empty weights: a division by zero
+            raise PneumoniaKitError(                                  # (SIGFPE, no message) or a parse error
+                f'{self.onnx_path}: its weights are in {", ".join(p.name for p in self.external)} (ONNX external'
+                f' data), which OpenCV {cv2.__version__} cannot read; export with dynamo=False (one file)'
             )
         cv2.setNumThreads(self.threads)
-        try: self.net = cv2.dnn.readNetFromONNX(str(self.onnx_path))
+        said = []   # OpenCV's own log lines (4.10: '[ERROR:0@0.6] global onnx_importer.cpp ...'): one line is ours
+        try:
+            with c_stderr(said): self.net = cv2.dnn.readNetFromONNX(str(self.onnx_path))
         except cv2.error as e:
             raise PneumoniaKitError(
                 f'{self.onnx_path}: OpenCV {cv2.__version__} DNN cannot load the model ({_first_line(e)})'
             ) from None
+        finally:
+            if ''.join(said).strip(): warnings.warn(f'OpenCV: {"".join(said).strip()[:2000]}')   # shown when verbose
         # the default backend/target (OpenCV's own code on the CPU) is what we want; setting them only makes
         # OpenCV 5's new graph engine warn
     def run(self, image):

@@ -168,8 +168,8 @@ def tiny_onnx(path: Path, size: int = SIZE, grid: int = 4):
              nh.from_array(np.array([1, A], np.int64), 's1'), nh.from_array(np.array([1, A, 4], np.int64), 's2'),
              nh.from_array(np.array([[1., -1., 2.]], np.float32), 'wg'), nh.from_array(np.zeros(3, np.float32), 'bg')]
     nodes = [h.make_node('AveragePool', ['image'], ['p'], kernel_shape=[k, k], strides=[k, k]),
-             h.make_node('Conv', ['p', 'wc', 'bc'], ['c']), h.make_node('Reshape', ['c', 's1'], ['cls_logits']),
-             h.make_node('Conv', ['p', 'wb', 'bb'], ['b']), h.make_node('Transpose', ['b'], ['bt'], perm=[0, 2, 3, 1]),
+             h.make_node('Conv', ['p', 'wc', 'bc'], ['c'], kernel_shape=[1, 1]), h.make_node('Reshape', ['c', 's1'], ['cls_logits']),
+             h.make_node('Conv', ['p', 'wb', 'bb'], ['b'], kernel_shape=[1, 1]), h.make_node('Transpose', ['b'], ['bt'], perm=[0, 2, 3, 1]),
              h.make_node('Reshape', ['bt', 's2'], ['bbox_regression']),
              h.make_node('GlobalAveragePool', ['image'], ['g']), h.make_node('Flatten', ['g'], ['gf']),
              h.make_node('Gemm', ['gf', 'wg', 'bg'], ['global_logits'])]
