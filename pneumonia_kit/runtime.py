@@ -306,7 +306,7 @@ class OpenCVRuntime(Runtime):
                 f'{self.onnx_path}: OpenCV {cv2.__version__} DNN cannot load the model ({_first_line(e)})'
             ) from None
         finally:
-            if ''.join(said).strip(): warnings.warn(f'OpenCV: {"".join(said).strip()[:2000]}')   # shown when verbose
+            if text := ''.join(said).strip(): warnings.warn(f'OpenCV: {text[:2000]}')   # shown when verbose
         # the default backend/target (OpenCV's own code on the CPU) is what we want; setting them only makes
         # OpenCV 5's new graph engine warn
     def run(self, image):

@@ -35,9 +35,9 @@ def _board_cases(cases) -> list:
     out = [c for c in out if c.prog == 'board' and 'onnxruntime' not in c.argv]
     cv = subprocess.run(BOARD_PYTHON + ['-c', 'import cv2; print(cv2.__version__)'], capture_output=True, text=True).stdout.strip()
     if cv.startswith('4.'):   # what OpenCV 4 does otherwise than 5: it runs the QDQ int8 model, it drops external data
-        new = dict(bp_folder_ok_opencv_int8=dict(rc=0, says=('0 failed',), out='{out}/sub.csv', good=GOOD),
-                   bp_ext_ok=dict(rc=2, says=(f'weights.bin (ONNX external data), which OpenCV {cv} cannot read',), out=None, good=()))
-        out = [dataclasses.replace(c, **new.get(c.name.replace('-', '_'), {})) for c in out]
+        new = {'bp_folder_ok_opencv-int8': dict(rc=0, says=('0 failed',), out='{out}/sub.csv', good=GOOD),
+               'bp_ext_ok': dict(rc=2, says=(f'weights.bin (ONNX external data), which OpenCV {cv} cannot read',), out=None, good=())}
+        out = [dataclasses.replace(c, **new.get(c.name, {})) for c in out]
     return out
 
 
@@ -314,12 +314,11 @@ def test_stdout_cannot_be_written(corpus, tmp_path, where):
 
 
 @pytest.mark.parametrize('where', ['full', 'closed_pipe'])
-@pytest.mark.parametrize('args', [('pneumonia-kit', '--help'), ('pneumonia-kit', '--version'), ('pneumonia-kit', 'train --help'),
-                                  ('board', '--help')], ids=['help', 'version', 'train-help', 'board-help'])
+@pytest.mark.parametrize('args', [('pneumonia-kit', '--help', 'pneumonia-kit'), ('pneumonia-kit', '--version', 'pneumonia-kit'),
+                                  ('pneumonia-kit', 'train --help', 'pneumonia-kit train'),
+                                  ('board', '--help', 'python3 -m pneumonia_kit.board')], ids=['help', 'version', 'train-help', 'board-help'])
 def test_help_cannot_be_written(args, where):
     "argparse drops a failed write of its help or version (exit 0, silent): ours says so in one line, exit 2"
-    prog, words = args
+    prog, words, name = args
     rc, err, reason = _run_unwritable_stdout(PROGS[prog] + words.split(), where)
-    name = {'pneumonia-kit': 'pneumonia-kit train' if words.startswith('train') else 'pneumonia-kit',
-            'board': 'python3 -m pneumonia_kit.board'}[prog]
     assert (rc, err) == (2, [f'{name}: error: stdout: cannot write to it ({reason})']), (rc, err)
