@@ -19,7 +19,8 @@ import dataclasses, json, os, platform, shutil, subprocess, time
 from pathlib import Path
 import numpy as np
 import pneumonia_kit
-from pneumonia_kit.core import ArgParser, cfg2dict, nonneg_int, positive_int
+from pneumonia_kit.core import cfg2dict
+from pneumonia_kit.cmdline import ArgParser, nonneg_int, positive_int
 from pneumonia_kit.metric import bootstrap_ci, compare_scores, image_scores
 from pneumonia_kit.csvio import read_gt_labels, read_submission, score_submission
 from pneumonia_kit.scene import DIFFICULTIES, SynthCfg

@@ -9,19 +9,9 @@ from pathlib import Path
 import numpy as np
 import pneumonia_kit
 from pneumonia_kit.core import (
-    CLASSES,
-    EXIT_FAILED,
-    ArgParser,
-    PneumoniaKitError,
-    WriteError,
-    check_apart,
-    check_writable,
-    int_range,
-    patient_id_of,
-    positive_int,
-    run_command,
-    save_json,
+    CLASSES, PneumoniaKitError, WriteError, check_apart, check_stop, check_writable, patient_id_of, save_json,
 )
+from .cmdline import EXIT_FAILED, ArgParser, int_range, positive_int, run_command
 from .image import draw_boxes, resize_image, write_png
 from .dicom import find_dicoms, pixel_limit, read_xray
 from .csvio import failed_csv_path, format_prediction_string, write_failures, write_submission
@@ -81,10 +71,10 @@ def _progress(items, enabled:bool):
         from tqdm import tqdm
         return tqdm(items, unit='img')
     except ImportError: pass
-    def counter():
+    def counter():   # each count ends in '\r': an image's error line (or the last one) starts at the line's beginning
         for i, it in enumerate(items, 1):
             yield it
-            print(f'\r{i}/{len(items)}', end='\n' if i == len(items) else '', file=sys.stderr, flush=True)
+            print(f'{i}/{len(items)}', end='\n' if i == len(items) else '\r', file=sys.stderr, flush=True)
     return counter()
 
 # %% ../nbs/08_board.ipynb #a07e79dd
@@ -175,11 +165,11 @@ def _predict_files(self, paths:list, # DICOM files; the patientId of each is its
         failed.append(dict(patientId=pid, path=str(p), error=msg)); rows.append((pid, ''))
         print(msg if msg.startswith(str(p)) else f'{p}: {msg}', file=sys.stderr)
     for p in _progress(paths, progress):
+        check_stop()   # a stop signal whose exception was lost: stop here, write nothing
         if p in bad_ids: fail(p, bad_ids[p]); continue
         try: img = read_xray(p, self.max_pixels)
         except Exception as e:
-            fail(p, str(e) if isinstance(e, PneumoniaKitError) else f'{type(e).__name__}: {e}')
-            continue
+            fail(p, str(e) if isinstance(e, PneumoniaKitError) else f'{type(e).__name__}: {e}'); continue
         try: res = dict(patientId=ids[p], **self.predict_array(img))
         except NonFiniteOutput as e: fail(p, str(e)); continue   # that image, never the batch
         except Exception as e:

@@ -4,12 +4,11 @@
 
 # %% ../nbs/38_bundle.ipynb #13c895b1
 from __future__ import annotations
-import argparse, contextlib, hashlib, importlib, json, os, re, shutil, signal, sys, tempfile, threading, zipfile, zlib
+import argparse, contextlib, hashlib, importlib, json, os, re, shutil, sys, tempfile, zipfile, zlib
 from pathlib import Path, PurePosixPath
 import pneumonia_kit
-from pneumonia_kit.core import (
-    _HOST, _pid_alive, ArgParser, PneumoniaKitError, atomic_write, check_writable, file_sha256, run_command,
-)
+from .core import _HOST, _pid_alive, PneumoniaKitError, atomic_write, check_writable, file_sha256
+from .cmdline import ArgParser, run_command, stop_signals
 from .runtime import FILE_KEYS, check_onnx_files, load_model_dir
 from .board import add_board_args, run_board
 
@@ -21,7 +20,8 @@ __all__ = ['BUNDLE_FORMAT', 'MODULES', 'MANIFEST', 'MODEL_PREFIX', 'MAX_MANIFEST
 # %% ../nbs/38_bundle.ipynb #b5d59e09
 BUNDLE_FORMAT = 1   # version of the bundle layout (the manifest's `format_version`)
 # what the board runs
-MODULES = ('__init__', 'core', 'dicom', 'image', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board', 'bundle')
+MODULES = ('__init__', 'core', 'cmdline', 'dicom', 'image', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board',
+           'bundle')
 MANIFEST = 'BUNDLE.json'   # format, versions, the model's facts and the SHA-256 of every other member
 MODEL_PREFIX = 'model/'    # the model folder's files inside the bundle
 MAX_MANIFEST_BYTES = 1 << 20   # a manifest is a few KB; one declaring more is refused before it is read
@@ -189,19 +189,15 @@ def remove_stale_model_dirs(root=None) -> list:
     return out
 
 # %% ../nbs/38_bundle.ipynb #0cb61dce
-def _interrupted(signum, frame): raise KeyboardInterrupt   # SIGTERM/SIGHUP: unwind, so the temp folder goes
-
 @contextlib.contextmanager
 def model_tempdir():
-    "A new private (0700) temp folder, removed when the block ends: done, error, Ctrl-C, SIGTERM or SIGHUP"
+    """A new private (0700) temp folder, removed when the block ends: done, error, Ctrl-C, SIGTERM or SIGHUP
+    (`cmdline.stop_signals`: a signal ignored when the program started, as `nohup` ignores SIGHUP, stays ignored)"""
     remove_stale_model_dirs()
-    d = Path(tempfile.mkdtemp(prefix=f'{_TEMP_PREFIX}{_HOST}-{os.getpid()}.'))
-    main = threading.current_thread() is threading.main_thread()   # signal handlers can only be set there
-    old = {s: signal.signal(s, _interrupted) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
-    try: yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-        for s, h in old.items(): signal.signal(s, h)
+    with stop_signals():
+        d = Path(tempfile.mkdtemp(prefix=f'{_TEMP_PREFIX}{_HOST}-{os.getpid()}.'))
+        try: yield d
+        finally: shutil.rmtree(d, ignore_errors=True)
 
 # %% ../nbs/38_bundle.ipynb #d99961b4
 BUNDLE_EXAMPLES = """examples:
@@ -228,7 +224,7 @@ def bundle_parser(path) -> ArgParser:
 # %% ../nbs/38_bundle.ipynb #d2a00d13
 def bundle_main(argv=None, # the arguments after the bundle's name
                 path=None, # the bundle (default: sys.argv[0], as `python3 board.pyz` sets it)
-               ) -> int: # exit status: 0, 2 (bad input or bundle, one line), 3 (some images failed), 130
+               ) -> int: # exit status: 0, 2 (bad input or bundle, one line), 3 (some images failed), 130/143/129
     "What `python3 board.pyz IMAGE...` runs: parse, check the bundle while extracting its model privately, predict"
     path = Path(path or sys.argv[0])
     def run():

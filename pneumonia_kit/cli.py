@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, sys
 import pneumonia_kit
-from .core import EXIT_USAGE, ArgParser, run_command
+from .cmdline import EXIT_USAGE, ArgParser, run_command
 from pneumonia_kit.cli_data import (
     _cache_args, _download_args, _eda_args, _show_args, _synth_args, cache, download, eda, show, synth
 )
@@ -122,7 +122,8 @@ def build_parser() -> ArgParser:
         description='Find pneumonia (lung opacity) regions on chest X-rays.',
         epilog=(
             'pneumonia-kit COMMAND --help describes a command; README.md the workflow.\nexit status: 0 done, 2 bad'
-            ' usage or input (one line), 3 some images of a batch failed (<out>.failed.csv), 130 interrupted'
+            ' usage or input (one line), 3 some images of a batch failed (<out>.failed.csv), 130 interrupted,'
+            ' 143/129 stopped by SIGTERM/SIGHUP'
         ),
     )
     p.add_argument('--version', action='version', version=f'pneumonia_kit {pneumonia_kit.__version__}')

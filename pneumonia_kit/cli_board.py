@@ -5,7 +5,8 @@
 # %% ../nbs/36_cli_board.ipynb #c100001a
 from __future__ import annotations
 from pathlib import Path
-from .core import fraction, int_range, load_json, positive_float, positive_int
+from .core import load_json
+from .cmdline import fraction, int_range, positive_float, positive_int
 from .metric import PairedDiff
 from .board import add_board_args, run_board
 from .demo import QUICK, STAGES, DemoCfg, run_demo

@@ -6,9 +6,8 @@
 from __future__ import annotations
 import argparse, dataclasses, importlib, os, re, warnings
 from pathlib import Path
-from pneumonia_kit.core import (
-    EXIT_FAILED, PneumoniaKitError, check_writable, fraction, int_range, nonneg_float, nonneg_int, positive_int
-)
+from .core import PneumoniaKitError, check_writable
+from .cmdline import EXIT_FAILED, fraction, int_range, nonneg_float, nonneg_int, positive_int
 from .scene import DIFFICULTIES, LOOKALIKES, SynthCfg
 from .demo import run_runner
 

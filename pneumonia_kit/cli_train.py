@@ -6,10 +6,8 @@
 from __future__ import annotations
 import argparse, dataclasses, json, os, re
 from pathlib import Path
-from pneumonia_kit.core import (
-    EXIT_FAILED, ConfigError, PneumoniaKitError, cfg2dict, check_writable, dict2cfg, fraction, int_range, json_text,
-    nonneg_int, one_line, positive_float, positive_int
-)
+from .core import ConfigError, PneumoniaKitError, cfg2dict, check_writable, dict2cfg, json_text
+from .cmdline import EXIT_FAILED, fraction, int_range, nonneg_int, one_line, positive_float, positive_int
 from .metric import MODES, Score, format_comparison, format_score_report
 from .csvio import compare_submissions, score_submission
 from pneumonia_kit.cli_data import (

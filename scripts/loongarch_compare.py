@@ -5,7 +5,7 @@
     python3 loongarch_compare.py run MODEL_DIR OUT IMAGES... [--backend opencv] [--threads 2]  # board/emulator: numpy, pydicom, cv2 only
     python3 scripts/loongarch_compare.py compare REF_OUT OTHER_OUT [--iou 0.99] [--score-tol 1e-3]  # exit 1 on mismatch
 
-`run` imports only the torch-free modules (`pneumonia_kit.{core,dicom,boxes,metric,post,runtime,board}`) found beside this file or on
+`run` imports only the torch-free modules (`pneumonia_kit.{core,cmdline,dicom,boxes,metric,post,runtime,board}`) found beside this file or on
 PYTHONPATH, so the same file runs under QEMU in a Debian loong64 root filesystem that has no PyTorch, pandas or fastcore.
 """
 from __future__ import annotations

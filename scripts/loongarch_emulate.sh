@@ -23,7 +23,8 @@
 #               raw network outputs (loongarch_compare.py importing the bundle's modules: PYTHONPATH=board.pyz), with
 #               this machine's OpenCV and with OpenCV 4.10 (the board's version) from a private venv under
 #               outputs/loongarch/x86-cv410 (skip: --no-x86-cv410).
-#   7. loong64  the same, same files, inside the emulator (the bundle's --version check first).
+#   7. loong64  the same, same files, inside the emulator (the bundle's --version check first); then stdout on /dev/full,
+#               and a 300-image batch given SIGHUP under nohup (it goes on), then SIGTERM (exit 143, nothing left).
 #   8. compare  same images, same box counts, boxes IoU > 0.99, scores within 1e-3 (the bundle's submissions and the
 #               raw-output runs), raw network outputs within 1e-3.
 # --rootfs-only stops after step 4 (what scripts/loongarch_meter.sh needs: the QEMU binary and the checked rootfs).
@@ -51,7 +52,7 @@ while (($#)); do
     --checkpoint) CHECKPOINT=$(realpath "$2"); shift ;;
     --no-x86-cv410) CV410=0 ;;
     --rootfs-only) ROOTFS_ONLY=1 ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac; shift
 done
@@ -236,6 +237,23 @@ for what in help predict; do
     || { cat "$RUN/full-stdout/$what.err" >&2; die "$what with stdout on /dev/full: exit $rc, not one line and exit 2"; }
   echo "   $what > /dev/full: exit 2, $(cat "$RUN/full-stdout/$what.lines")"
 done
+# stop signals on the board's Python: SIGHUP ignored, as `nohup` starts a batch over SSH (it must go on), then SIGTERM
+# (systemd, kill): one line, exit 143, no submission, the bundle's model folder gone
+STOP=$RUN/stop; rm -rf "$STOP"; mkdir -p "$STOP/many" "$STOP/tmp"
+for i in $(seq -w 1 300); do ln -s "$(realpath "${IMAGES[0]}")" "$STOP/many/s$i.dcm"; done
+counted() { local n; n=$(tr '\r' '\n' < "$STOP/err" | grep -E '^[0-9]+/300$' | tail -1 | cut -d/ -f1 || true); echo "${n:-0}"; }
+( trap - ERR; trap '' HUP; set +e; TMPDIR=$STOP/tmp guest_py "$BUNDLE" "$STOP/many" --threads 1 --out "$STOP/submission.csv" > /dev/null 2> "$STOP/err" ) &
+batch=$!; qp=
+for _ in $(seq 600); do qp=$(pgrep -f "qemu-loongarch64.*$STOP/submission.csv" | head -1 || true); [[ -n $qp && $(counted) -gt 0 ]] && break; sleep 0.2; done
+[[ -n $qp && $(counted) -gt 0 ]] || die "the 300-image batch was not seen running"
+kill -HUP "$qp"; n=$(counted)
+for _ in $(seq 300); do (( $(counted) >= n + 3 )) && break; sleep 0.2; done
+(( $(counted) >= n + 3 )) || die "SIGHUP stopped a batch started with SIGHUP ignored (nohup)"
+kill -TERM "$qp"; rc=0; wait "$batch" || rc=$?
+lines=$(tr '\r' '\n' < "$STOP/err" | grep -v -E '^([0-9]+/[0-9]+)?$' || true)
+[[ $rc == 143 && $(wc -l <<< "$lines") == 1 && $lines == *'interrupted by SIGTERM' && ! -e $STOP/submission.csv && -z $(ls -A "$STOP/tmp") ]] \
+  || { cat "$STOP/err" >&2; ls -A "$STOP" "$STOP/tmp" >&2; die "SIGTERM: exit $rc, not one line, exit 143, nothing written and the model folder gone"; }
+echo "   SIGHUP under nohup: the batch went on ($n -> $(counted) images); then SIGTERM: exit 143, $lines"
 done_step
 
 # ------------------------------------------------------------------------------------------------ 8. compare

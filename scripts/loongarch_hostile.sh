@@ -8,7 +8,8 @@
 # Needs the checked rootfs and QEMU of scripts/loongarch_emulate.sh --rootfs-only (made there, once). The corpus is
 # made on this machine (it needs onnx); each case's command then runs in the emulator, its exit status, its one error
 # line, its submission and its .failed.csv checked as tests/test_hostile.py checks them on x86. The cases of ONNX
-# Runtime are left out (the board has none). Peak memory is QEMU's (the guest's plus the emulator's own).
+# Runtime are left out (the board has none). Peak memory is QEMU's (the guest's plus the emulator's own). Then the
+# board program stopped mid-batch by Ctrl-C, SIGTERM and SIGHUP, and given SIGHUP under nohup (it goes on).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=${LOONGARCH_WORK:-$ROOT/outputs/loongarch}
@@ -18,4 +19,4 @@ if [[ ! -x $QEMU || ! -f $ROOTFS/.complete ]]; then
 fi
 export HOSTILE_BOARD_PYTHON="env QEMU_CPU=${QEMU_CPU_MODEL:-la464,lasx=off} $QEMU -L $ROOTFS $ROOTFS/usr/bin/python3"
 cd "$ROOT"
-exec python3 -m pytest -q -rfs tests/test_hostile.py -k test_case "$@"
+exec python3 -m pytest -q -rfs tests/test_hostile.py -k "test_case or (test_stop_leaves and board)" "$@"

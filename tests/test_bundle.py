@@ -1,6 +1,6 @@
 """`pneumonia-kit bundle` and the bundle it writes, run as on the board: a fresh Python that can import numpy, pydicom
 and OpenCV and nothing else outside the standard library; bad input gets one line and a non-zero exit."""
-import csv, os, subprocess, sys, textwrap, zipfile
+import csv, os, re, subprocess, sys, textwrap, time, zipfile
 from pathlib import Path
 import numpy as np
 import pytest
@@ -186,9 +186,9 @@ def test_pneumonia_kit_from_elsewhere_is_refused(made, tmp_path):
     one_line(r, 'not from this bundle')
 
 
-def test_sigterm_removes_the_model_folder(made, tmp_path):
-    "SIGTERM in the middle of a batch: exit 130, one line, no submission written, the model's temp folder gone"
-    import signal, threading, time, cv2
+def _start_batch(made, tmp_path, ignore_hup=False):
+    "Start the bundle on 300 images (1 thread); (process, its stderr so far, its reader, the temp folder) once it runs"
+    import signal, threading, cv2
     from pneumonia_kit.dicom import write_jpeg_dicom
     root, pyz, _ = made
     many = tmp_path/'many'
@@ -196,9 +196,10 @@ def test_sigterm_removes_the_model_folder(made, tmp_path):
     write_jpeg_dicom(many/'x000.dcm', img.astype(np.uint8), 'x000')
     for i in range(1, 300): (many/f'x{i:03d}.dcm').write_bytes((many/'x000.dcm').read_bytes())
     tmpdir = tmp_path/'tmp'; tmpdir.mkdir()
-    py, env = board_python(root)   # no tqdm there: the predictor counts images on stderr ("\r1/300")
+    py, env = board_python(root)   # no tqdm there: the predictor counts images on stderr ("1/300\r")
+    hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore_hup else None   # what `nohup` does
     p = subprocess.Popen([*py, str(pyz), str(many), '--out', str(tmp_path/'sub.csv'), '--threads', '1'], cwd=root,
-                         env=dict(env, TMPDIR=str(tmpdir)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         env=dict(env, TMPDIR=str(tmpdir)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=hup)
     err = bytearray()
     def read(): [err.extend(b) for b in iter(lambda: p.stderr.read1(256), b'')]
     reader = threading.Thread(target=read, daemon=True)
@@ -206,12 +207,38 @@ def test_sigterm_removes_the_model_folder(made, tmp_path):
     t0 = time.time()
     while b'/300' not in err and p.poll() is None and time.time() - t0 < 120: time.sleep(0.01)
     assert p.poll() is None and any(tmpdir.iterdir()), f'the batch was not seen running: {bytes(err)[-500:]}'
+    return p, err, reader, tmpdir
+
+
+def _done(err) -> int:
+    "images the predictor has counted so far"
+    return max([int(m) for m in re.findall(rb'(\d+)/300', bytes(err))] or [0])
+
+
+def test_sigterm_removes_the_model_folder(made, tmp_path):
+    "SIGTERM in the middle of a batch: exit 143 (128 + 15), one line, no submission written, the model's temp folder gone"
+    import signal
+    p, err, reader, tmpdir = _start_batch(made, tmp_path)
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=60); reader.join(timeout=10)
     text = err.decode(errors='replace')
-    assert p.returncode == 130 and 'board.pyz: interrupted' in text, (p.returncode, text[-2000:])
+    assert p.returncode == 143 and 'board.pyz: interrupted by SIGTERM' in text, (p.returncode, text[-2000:])
     assert 'Traceback' not in text and '300/300' not in text
     assert list(tmpdir.iterdir()) == [] and not (tmp_path/'sub.csv').exists()
+
+
+def test_nohup_keeps_the_batch_running(made, tmp_path):
+    """Started as `nohup` starts it (SIGHUP ignored), the batch goes on after a SIGHUP (the SSH session closed): the bundle
+    once set its own SIGHUP handler over the ignored one and stopped (exit 130). SIGTERM still stops it cleanly"""
+    import signal
+    p, err, reader, tmpdir = _start_batch(made, tmp_path, ignore_hup=True)
+    p.send_signal(signal.SIGHUP)
+    before, t0 = _done(err), time.time()
+    while _done(err) < before + 3 and p.poll() is None and time.time() - t0 < 60: time.sleep(0.01)
+    assert p.poll() is None and _done(err) >= before + 3, (p.returncode, bytes(err)[-500:])
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=60); reader.join(timeout=10)
+    assert p.returncode == 143 and list(tmpdir.iterdir()) == [], (p.returncode, bytes(err)[-500:])
 
 
 def test_outputs_never_replace_the_bundle_or_the_model(made, tmp_path):

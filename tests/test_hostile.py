@@ -108,7 +108,7 @@ def results(corpus):
 
 
 _PROGRESS = re.compile(r'\d+%\|.*\|\s*\d+/\d+ \[|^(\r?\d+/\d+)+$')   # a tqdm bar (commands that pass `disable=`
-# ignore TQDM_DISABLE), or the board's own counter where tqdm is missing ('\r1/2\r2/2')
+# ignore TQDM_DISABLE), or the board's own counter where tqdm is missing ('1/2\r2/2\n')
 
 def _lines(text): return [l for l in text.splitlines() if l.strip() and not _PROGRESS.search(l)]
 
@@ -167,33 +167,53 @@ def test_parser_refusals_skip_torch(results):
 
 
 # ---------------------------------------------------------------- Ctrl-C and kill -9
-def _interrupt(argv, png_dir: Path, wait_for: int = 3):
-    "Start `argv`, wait until `wait_for` PNGs are written, send SIGINT; (return code, stderr)"
+def _interrupt(argv, png_dir: Path, wait_for: int = 3, sig=signal.SIGINT, then=None):
+    """Start `argv`, wait until `wait_for` PNGs are written, send `sig` (then, if given, wait for 3 more PNGs and send
+    `then`); (return code, stderr)"""
     # SIGINT back to its default in the child: started from a background job (`pytest ... &` in a script, some CI
-    # runners), it would inherit SIG_IGN, Python would install no KeyboardInterrupt handler, and Ctrl-C would do nothing
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    t0 = time.time()
-    while time.time() - t0 < 120 and p.poll() is None:
-        if png_dir.exists() and sum(1 for _ in png_dir.glob('*.png')) >= wait_for: break
-        time.sleep(0.05)
-    assert p.poll() is None, f'finished before it could be interrupted: {p.communicate()}'
-    p.send_signal(signal.SIGINT)
+    # runners), it would inherit SIG_IGN, Python would install no KeyboardInterrupt handler, and Ctrl-C would do nothing.
+    # With `then`, SIGHUP starts ignored, as `nohup` starts a program.
+    def child():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if then is not None: signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), preexec_fn=child)
+    def wait_pngs(n):
+        t0 = time.time()
+        while time.time() - t0 < 120 and p.poll() is None:
+            if png_dir.exists() and sum(1 for _ in png_dir.glob('*.png')) >= n: break
+            time.sleep(0.05)
+        assert p.poll() is None, f'finished before it could be interrupted: {p.communicate()}'
+    wait_pngs(wait_for)
+    p.send_signal(sig)
+    if then is not None:
+        wait_pngs(sum(1 for _ in png_dir.glob('*.png')) + 3)   # still running after `sig`
+        p.send_signal(then)
     try: _, err = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired: p.kill(); p.communicate(); raise AssertionError('still running 60 s after Ctrl-C') from None
+    except subprocess.TimeoutExpired: p.kill(); p.communicate(); raise AssertionError(f'still running 60 s after {sig!r}') from None
     return p.returncode, err
 
 
+STOPS = {  # how a run is stopped -> (signal, then, exit status, the end of the one line)
+    'ctrl_c': (signal.SIGINT, None, 130, 'interrupted'),
+    'sigterm': (signal.SIGTERM, None, 143, 'interrupted by SIGTERM'),   # kill, timeout, systemd, a batch scheduler
+    'sighup': (signal.SIGHUP, None, 129, 'interrupted by SIGHUP'),      # the terminal or SSH session closed
+    'nohup': (signal.SIGHUP, signal.SIGTERM, 143, 'interrupted by SIGTERM'),   # SIGHUP ignored at start: it goes on
+}
+
+
+@pytest.mark.parametrize('stop', list(STOPS))
 @pytest.mark.parametrize('prog', ['pneumonia-kit', 'board'])
-def test_ctrl_c_leaves_previous_output(corpus, tmp_path, prog):
+def test_stop_leaves_previous_output(corpus, tmp_path, prog, stop):
+    "Ctrl-C, SIGTERM or SIGHUP mid-batch: one line, 128 + the signal, the previous --out untouched, no temp file"
+    sig, then, code, end = STOPS[stop]
     many = tmp_path/'many'; many.mkdir()
     for i in range(3000): (many/f'id{i:04d}.dcm').symlink_to(corpus/'dicom'/'good1.dcm')   # enough work to interrupt
     sub = tmp_path/'sub.csv'; sub.write_text('patientId,PredictionString\nprevious,\n')
     argv = PROGS[prog] + (['board-predict'] if prog == 'pneumonia-kit' else []) + \
         [str(corpus/'board'/'ok'), str(many), '--out', str(sub), '--png-dir', str(tmp_path/'png')]
-    rc, err = _interrupt(argv, tmp_path/'png')
-    assert rc == 130, err
-    assert 'Traceback' not in err and _lines(err)[-1].endswith('interrupted'), err
+    rc, err = _interrupt(argv, tmp_path/'png', sig=sig, then=then)
+    assert rc == code, (rc, err[-2000:])
+    assert 'Traceback' not in err and _lines(err)[-1].endswith(f': {end}'), err
     assert sub.read_text() == 'patientId,PredictionString\nprevious,\n'   # untouched
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ['sub.csv']   # no failed.csv, no temp file
 

@@ -5,19 +5,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TORCH_FREE = ('core', 'dicom', 'image', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board',
+TORCH_FREE = ('core', 'cmdline', 'dicom', 'image', 'boxes', 'metric', 'csvio', 'post', 'runtime', 'board',
               'bundle')   # bundle: what `board.pyz` runs
 HEAVY = ('torch', 'torchvision', 'pandas', 'PIL', 'fastcore')
 
 
 def notebook_numbers() -> dict:
-    "module name -> its notebook's number, from each notebook's `#| default_exp`"
+    "module name -> its notebook's number ('00', '00a', '01'...: they sort in import order), from its `#| default_exp`"
     out = {}
     for nb in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')):
         cells = json.loads(nb.read_text())['cells']
         m = re.search(r'#\|\s*default_exp\s+(\w+)', ''.join(cells[0]['source']))
         assert m, f'{nb.name}: the first cell must be `#| default_exp NAME`'
-        out[m.group(1)] = int(nb.name.split('_')[0])
+        out[m.group(1)] = nb.name.split('_')[0]
+        assert re.fullmatch(r'\d\d[a-z]?', out[m.group(1)]), f'{nb.name}: a notebook is named NN_name or NNa_name'
     return out
 
 
