@@ -4,12 +4,13 @@
 
 # %% ../nbs/15_cache.ipynb #0a984606
 from __future__ import annotations
-import multiprocessing, os, threading, time, warnings
+import multiprocessing, os, signal, threading, time, warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 import cv2, numpy as np, pandas as pd
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_patient_id, patient_id_of
+from .cmdline import ignore_stop_signals
 from .dicom import find_dicoms, read_meta, read_xray
 from .image import resize_image
 
@@ -29,6 +30,7 @@ def _watch_parent(ppid:int):
 def _init_worker(ppid:int):
     cv2.setNumThreads(1)   # one process per core; no OpenCV threads on top
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
+    ignore_stop_signals()   # a signal to the whole group stops the parent, which ends the pool: none dies mid-write
 
 def _save_npy(path, arr):
     with atomic_write(path, 'wb') as f: np.save(f, arr)
@@ -94,9 +96,19 @@ def _int_col(values) -> pd.api.extensions.ExtensionArray:
     return pd.array([None if v is None or pd.isna(v) or v == '' else int(v) for v in values], dtype='Int64')
 
 # %% ../nbs/15_cache.ipynb #6d919065
+def _start_tracker():
+    """Start multiprocessing's resource tracker, a process of its own that ignores SIGINT and SIGTERM, with SIGHUP
+    blocked too: a hang-up to the process group would kill it, and the one started again in its place prints a KeyError
+    traceback for each semaphore it never saw. SIGHUP stays blocked in it (it unblocks only the two it ignores)"""
+    from multiprocessing import resource_tracker
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})   # here it waits, pending, for the unblock below
+    try: resource_tracker.ensure_running()
+    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
 def _cache_jobs(jobs:list, rows:dict, workers, threads:bool, bar):
     "Run `_cache_one` over `jobs` (in this process, threads or spawned processes), storing each manifest row in `rows`"
     n = min(os.cpu_count() if workers is None else workers, len(jobs))
+    if n > 1 and not threads: _start_tracker()
     pool = (
         None
         if n <= 1

@@ -10,7 +10,7 @@ from .core import _STOPS, PneumoniaKitError, Stopped, WriteError, check_stop
 # %% auto #0
 __all__ = ['EXIT_USAGE', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'positive_int', 'nonneg_int', 'positive_float', 'nonneg_float',
            'fraction', 'MAX_MESSAGE', 'STOP_SIGNALS', 'ArgParser', 'int_range', 'one_line', 'verbose', 'stop_signals',
-           'run_command']
+           'stop_signals_held', 'ignore_stop_signals', 'run_command']
 
 # %% ../nbs/00a_cmdline.ipynb #6466e0d0
 def _to_devnull(stream):
@@ -115,6 +115,34 @@ def stop_signals():
     finally:
         for s, h in old.items(): signal.signal(s, h)
         if old: _STOPS.clear()
+
+# %% ../nbs/00a_cmdline.ipynb #81acb7d9
+def _stop_set() -> set: return {s for n in ('SIGINT', *STOP_SIGNALS) if (s := getattr(signal, n, None)) is not None}
+
+@contextlib.contextmanager
+def stop_signals_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP back for the block, then deliver them. Blocked in this thread's signal mask,
+    processes forked inside start with them blocked, so a signal to the whole process group cannot end one before it
+    has set its own handling (`ignore_stop_signals`, `dataset.StoppableLoader`'s). Another thread may still take one:
+    then this process's Python handlers (main thread) only note it, and run it when the block ends"""
+    held, handlers = [], {}
+    if threading.current_thread() is threading.main_thread():
+        for s in _stop_set():
+            if callable(h := signal.getsignal(s)): handlers[s] = h; signal.signal(s, lambda n, f: held.append((n, f)))
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _stop_set()) if hasattr(signal, 'pthread_sigmask') else None
+    try: yield
+    finally:
+        if old is not None: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, h in handlers.items(): signal.signal(s, h)
+        for n, f in held[:1]: handlers[n](n, f)   # now: `Stopped` or KeyboardInterrupt
+
+# %% ../nbs/00a_cmdline.ipynb #4a59b7d6
+def ignore_stop_signals(*_):
+    """For a pool's worker process: ignore Ctrl-C, SIGTERM and SIGHUP sent to the whole process group (a terminal,
+    systemd, a batch scheduler), and unblock them. Its parent stops cleanly and then ends the pool by message, so no
+    worker dies in the middle of a write"""
+    for s in _stop_set(): signal.signal(s, signal.SIG_IGN)
+    if hasattr(signal, 'pthread_sigmask'): signal.pthread_sigmask(signal.SIG_UNBLOCK, _stop_set())
 
 # %% ../nbs/00a_cmdline.ipynb #8a932a29
 def run_command(fn, *args, prog:str='pneumonia-kit', **kwargs) -> int:

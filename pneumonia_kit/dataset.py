@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_dataset.ipynb #f8d67b0b
 from __future__ import annotations
-import dataclasses, math, warnings
+import dataclasses, functools, math, signal, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import cv2
@@ -14,11 +14,13 @@ import torch
 import albumentations as A
 from fastcore.basics import patch
 from .core import CLASSES, PneumoniaKitError
+from .cmdline import stop_signals_held
 from .boxes import xywh2xyxy
 from .cache import load_manifest
 
 # %% auto #0
-__all__ = ['SIGMA_SPAN', 'REF_SIZE', 'AUG_LEVELS', 'AugLevel', 'bbox_params', 'make_transforms', 'RsnaDataset', 'collate_fn']
+__all__ = ['SIGMA_SPAN', 'REF_SIZE', 'AUG_LEVELS', 'AugLevel', 'bbox_params', 'make_transforms', 'RsnaDataset', 'collate_fn',
+           'StoppableLoader']
 
 # %% ../nbs/16_dataset.ipynb #8fbbd887
 SIGMA_SPAN = 2.0  # a normal N(0, sigma) becomes uniform(-SIGMA_SPAN*sigma, SIGMA_SPAN*sigma)
@@ -184,3 +186,18 @@ def __getitem__(self:RsnaDataset, i:int) -> dict:
 def collate_fn(batch:list) -> tuple:
     "Batch dataset items: (uint8 images [B,1,S,S], list of per-image dicts with boxes, class_id, patientId, orig_size)"
     return torch.stack([b['image'] for b in batch]), [{k: v for k, v in b.items() if k != 'image'} for b in batch]
+
+# %% ../nbs/16_dataset.ipynb #3e4ab922
+def _worker_start(init, worker_id:int):
+    "A `StoppableLoader` worker: SIGTERM as Ctrl-C (its loop ends, exit 0), SIGHUP ignored, then unblocked; `init`"
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    if init is not None: init(worker_id)
+
+class StoppableLoader(torch.utils.data.DataLoader):
+    "A `DataLoader` whose worker processes a signal to the whole process group cannot end half-way (above)"
+    def __init__(self, *args, worker_init_fn=None, **kwargs):
+        super().__init__(*args, worker_init_fn=functools.partial(_worker_start, worker_init_fn), **kwargs)
+    def __iter__(self):
+        with stop_signals_held(): return super().__iter__()   # the workers are forked here

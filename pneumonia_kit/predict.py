@@ -7,11 +7,12 @@ from __future__ import annotations
 import sys, time
 from pathlib import Path
 import numpy as np, torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, cfg2dict, check_apart, check_writable
 from .image import draw_boxes, resize_image, write_png
 from .dicom import find_dicoms, pixel_limit, read_xray
+from .dataset import StoppableLoader
 from .boxes import hflip_boxes, mirror_index, nms, weighted_boxes_fusion
 from .csvio import failed_csv_path, format_prediction_string, write_failures, write_submission
 from pneumonia_kit.post import (
@@ -242,8 +243,8 @@ def predict(checkpoints, # checkpoint files or run folders (a list, or a comma-s
     seen = _unique_ids(paths)
     for whole in (out, failed_csv_path(out)): check_apart(whole, png_dir, 'png', seen, '--png-dir')
     batch_size = batch_size or (64 if dev.type == 'cuda' else 8)
-    dl = DataLoader(XrayFiles(paths, S), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
-                    pin_memory=dev.type == 'cuda')
+    dl = StoppableLoader(XrayFiles(paths, S), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
+                         pin_memory=dev.type == 'cuda')
     t0 = time.perf_counter()
     rows, failed = {}, []
     def run(x):

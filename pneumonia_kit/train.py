@@ -16,7 +16,7 @@ from .core import PneumoniaKitError, RsnaPaths, cfg2dict, save_json, set_seed
 from .plots import plot_curves
 from .data import get_folds, load_labels
 from .cache import build_cache, load_manifest
-from .dataset import RsnaDataset, make_transforms
+from .dataset import RsnaDataset, StoppableLoader, make_transforms
 from .model import LOSS_KEYS, ModelCfg, create_model
 from .runs import (amp_dtype, drop_optimizer_state, list_checkpoints, read_checkpoint, resolve_device,
                                 save_checkpoint, save_oof, set_rng_state, write_log)
@@ -89,7 +89,7 @@ def train_loader(ds:RsnaDataset, # training dataset (with its augmentation)
     if tc.num_workers == 0 and getattr(ds, 'transforms', None) is not None: ds.transforms.set_random_seed(s)
     random.seed(s); np.random.seed(s)
     # compiled steps: no smaller last batch (one shape, one graph)
-    return DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.num_workers,
+    return StoppableLoader(ds, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.num_workers,
                       collate_fn=collate_padded, generator=g, worker_init_fn=functools.partial(_worker_init, s),
                       pin_memory=pin_memory, drop_last=tc.compile != 'off' and len(ds) > tc.batch_size)
 
@@ -320,8 +320,8 @@ def _loop_parts(model, data:dict, dev, dtype, tc:TrainCfg, sch:dict, world:int, 
            if world > 1 else model)
     step = make_step(net, dev, dtype, loss_fn, tc.compile)
     warm = (sch['warmup_steps'], sch['lr']) if sch['warmup_steps'] else None
-    val_loader = DataLoader(data['val'], batch_size=tc.batch_size, shuffle=False, num_workers=tc.num_workers,
-                            collate_fn=collate_padded, pin_memory=dev.type == 'cuda')
+    val_loader = StoppableLoader(data['val'], batch_size=tc.batch_size, shuffle=False, num_workers=tc.num_workers,
+                                 collate_fn=collate_padded, pin_memory=dev.type == 'cuda')
     return net, step, warm, val_loader
 
 # %% ../nbs/21_train.ipynb #e92c09aa

@@ -232,24 +232,35 @@ def _alive(pid: int) -> bool:
     except OSError: return False
 
 
+def _cache_data(corpus, tmp_path, n: int):
+    "A Kaggle-layout folder: the good DICOMs and `n` copies, labelled; (the folder, where its 32-px cache goes)"
+    data = tmp_path/'data'
+    make_batch(data/'stage_2_train_images', corpus/'dicom', GOOD)
+    imgs = data/'stage_2_train_images'
+    for i in range(n): shutil.copyfile(imgs/'good1.dcm', imgs/f'id{i:03d}.dcm')
+    (data/'stage_2_train_labels.csv').write_text('patientId,x,y,width,height,Target\n' + ''.join(f'{p.stem},,,,,0\n' for p in imgs.iterdir()))
+    return data, data/'cache'/'train_32'
+
+
+def _start_cache(data, cache, n_npy: int, **popen):
+    "Start `cache --size 32 --workers 2`; (the process, its workers' pids) once both run and `n_npy` files are written"
+    p = subprocess.Popen(PROGS['pneumonia-kit'] + ['cache', str(data), '--size', '32', '--workers', '2'], stdout=subprocess.DEVNULL,
+                         env=_env(), **popen)
+    t0, kids = time.time(), []
+    while time.time() - t0 < 120 and p.poll() is None:
+        kids = _children(p.pid)
+        if len(kids) >= 2 and cache.exists() and sum(1 for _ in cache.glob('*.npy')) >= n_npy: break
+        time.sleep(0.02)
+    assert p.poll() is None and len(kids) >= 2, 'cache finished before it could be stopped'
+    return p, kids
+
+
 @pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='needs /proc')
 def test_kill_cache_workers_die_and_next_run_cleans(corpus, tmp_path):
     "kill -9 of `cache --workers 2`: its workers exit within seconds; the next run removes stale temp files and finishes"
     from pneumonia_kit.core import _HOST
-    data = tmp_path/'data'
-    make_batch(data/'stage_2_train_images', corpus/'dicom', GOOD)
-    imgs = data/'stage_2_train_images'
-    for i in range(200): shutil.copyfile(imgs/'good1.dcm', imgs/f'id{i:03d}.dcm')
-    (data/'stage_2_train_labels.csv').write_text('patientId,x,y,width,height,Target\n' + ''.join(f'{p.stem},,,,,0\n' for p in imgs.iterdir()))
-    cache = data/'cache'/'train_32'
-    p = subprocess.Popen(PROGS['pneumonia-kit'] + ['cache', str(data), '--size', '32', '--workers', '2'], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, env=_env())
-    t0, kids = time.time(), []
-    while time.time() - t0 < 120 and p.poll() is None:
-        kids = _children(p.pid)
-        if len(kids) >= 2 and cache.exists() and any(cache.glob('*.npy')): break
-        time.sleep(0.05)
-    assert p.poll() is None and len(kids) >= 2, 'cache finished before the kill'
+    data, cache = _cache_data(corpus, tmp_path, 200)
+    p, kids = _start_cache(data, cache, 1, stderr=subprocess.DEVNULL)
     p.kill(); p.wait()
     t1 = time.time()
     while any(map(_alive, kids)) and time.time() - t1 < 10: time.sleep(0.1)
@@ -260,6 +271,60 @@ def test_kill_cache_workers_die_and_next_run_cleans(corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert not stale.exists() and not list(cache.glob('.*.tmp'))
     assert len(list(cache.glob('*.npy'))) == 202 and '202 images, 0 failed' in r.stdout
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='needs /proc')
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGHUP], ids=['sigterm', 'sighup'])
+def test_stop_cache_group(corpus, tmp_path, sig):
+    """SIGTERM or SIGHUP to the whole process group of `cache --workers 2` (systemd, a scheduler, a closed terminal): the
+    parent's one line, 128 + the signal, no temp file left (workers once died mid-write), no traceback, no worker left"""
+    data, cache = _cache_data(corpus, tmp_path, 800)
+    p, kids = _start_cache(data, cache, 20, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    os.killpg(p.pid, sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + sig and 'Traceback' not in err, (p.returncode, err[-2000:])
+    assert _lines(err) == [f'pneumonia-kit cache: interrupted by {sig.name}'], err[-2000:]
+    assert not [f.name for f in cache.iterdir() if f.name.endswith('.tmp')]
+    t1 = time.time()
+    while any(map(_alive, kids)) and time.time() - t1 < 10: time.sleep(0.1)
+    assert not any(map(_alive, kids)), 'workers still running after their parent stopped'
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='needs /proc')
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['sigterm', 'ctrl_c'])
+def test_stop_train_group(tiny_twin, tmp_path, sig):
+    """SIGTERM or Ctrl-C to the whole process group of `train --num-workers 2` (systemd, a batch scheduler, a terminal):
+    the trainer's one line, exit 143 or 130, no temp file, no worker left. The DataLoader workers SIGTERM killed once
+    added 'DataLoader worker (pid N) is killed by signal: Terminated' after it, or left the trainer waiting for one
+    forever (1 run in 3 here). After SIGTERM, `--resume` finishes the run"""
+    data, run = tmp_path/'data', tmp_path/'run'
+    shutil.copytree(tiny_twin, data)
+    argv = PROGS['pneumonia-kit'] + ['train', str(data), '--preset', 'cpu_demo', '--epochs', '30', '--num-workers', '2', '--out', str(run)]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # Ctrl-C works in a background job too
+    t0, kids = time.time(), []
+    while time.time() - t0 < 300 and p.poll() is None:
+        kids = _children(p.pid) if any((run/'checkpoints').glob('epoch_*.pt')) else []
+        if len(kids) >= 2: break
+        time.sleep(0.05)
+    assert p.poll() is None and len(kids) >= 2, f'no epoch with its workers seen running: {p.communicate()[1][-2000:]}'
+    os.killpg(p.pid, sig)
+    try: _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.system(f'ps -o pid,ppid,stat,wchan:32,cmd -g {p.pid} >&2')
+        os.killpg(p.pid, signal.SIGKILL); p.communicate(); raise AssertionError(f'still running 60 s after {sig.name}') from None
+    lines = [l for l in _lines(err) if not l.startswith('epoch ')]
+    end = ' by SIGTERM' if sig == signal.SIGTERM else ''
+    assert p.returncode == 128 + sig and lines == [f'pneumonia-kit train: interrupted{end}'], (p.returncode, err[-3000:])
+    assert not [f for f in run.rglob('*') if f.name.endswith('.tmp')]
+    t1 = time.time()
+    while any(map(_alive, kids)) and time.time() - t1 < 15: time.sleep(0.1)
+    assert not any(map(_alive, kids)), 'DataLoader workers still running after the trainer stopped'
+    if sig != signal.SIGTERM: return
+    done = len(list((run/'checkpoints').glob('epoch_*.pt')))
+    r = subprocess.run(PROGS['pneumonia-kit'] + ['train', str(data), '--preset', 'cpu_demo', '--epochs', str(done + 1), '--out', str(run),
+                        '--resume'], capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0 and f'{done + 1}/{done + 1} epochs (completed)' in r.stdout, (r.returncode, r.stdout[-1000:], r.stderr[-1000:])
 
 
 def test_predict_batch(corpus, tmp_path):
