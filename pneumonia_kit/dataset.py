@@ -190,7 +190,7 @@ def collate_fn(batch:list) -> tuple:
 # %% ../nbs/16_dataset.ipynb #3e4ab922
 def _worker_start(init, worker_id:int):
     "A `StoppableLoader` worker: SIGTERM as Ctrl-C (its loop ends, exit 0), SIGHUP ignored, then unblocked; `init`"
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.default_int_handler)   # not the parent's ones
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     if init is not None: init(worker_id)
