@@ -4,13 +4,13 @@
 
 # %% ../nbs/15_cache.ipynb #0a984606
 from __future__ import annotations
-import multiprocessing, os, signal, threading, time, warnings
+import multiprocessing, os, threading, time, warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 import cv2, numpy as np, pandas as pd
 from tqdm import tqdm   # plain text bars: tqdm.auto wants ipywidgets in a notebook kernel
 from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_patient_id, patient_id_of
-from .cmdline import ignore_stop_signals
+from .cmdline import ignore_stop_signals, stop_signals_held
 from .dicom import find_dicoms, read_meta, read_xray
 from .image import resize_image
 
@@ -97,13 +97,12 @@ def _int_col(values) -> pd.api.extensions.ExtensionArray:
 
 # %% ../nbs/15_cache.ipynb #6d919065
 def _start_tracker():
-    """Start multiprocessing's resource tracker, a process of its own that ignores SIGINT and SIGTERM, with SIGHUP
-    blocked too: a hang-up to the process group would kill it, and the one started again in its place prints a KeyError
-    traceback for each semaphore it never saw. SIGHUP stays blocked in it (it unblocks only the two it ignores)"""
+    """Start multiprocessing's resource tracker, a process of its own that ignores SIGINT and SIGTERM, with the stop
+    signals held back: a hang-up to the process group would kill it, and the one started again in its place prints a
+    KeyError traceback for each semaphore it never saw. SIGHUP stays blocked in it (it unblocks only the two it
+    ignores); a stop that comes meanwhile is delivered here once it runs"""
     from multiprocessing import resource_tracker
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})   # here it waits, pending, for the unblock below
-    try: resource_tracker.ensure_running()
-    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    with stop_signals_held(): resource_tracker.ensure_running()
 
 def _cache_jobs(jobs:list, rows:dict, workers, threads:bool, bar):
     "Run `_cache_one` over `jobs` (in this process, threads or spawned processes), storing each manifest row in `rows`"
