@@ -6,7 +6,7 @@ bound) against the GPU's rate goal: 178 images/s (20x the original's P100 epoch)
 
     python bench/bench_aug_cost.py --data /tmp/pk_aug_twin --size 512 --n 48 --json aug_cost.json
 """
-import argparse, json, os, platform, statistics, sys, time
+import argparse, json, os, platform, sys, time
 from pathlib import Path
 
 GOAL_IMAGES_S, MARGIN = 178., 1.5

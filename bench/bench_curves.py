@@ -109,7 +109,7 @@ def runs_of(sa:int, sb:int) -> tuple: return (('fp32 eager, seed A', sa, False),
 
 def parallel(a, argv:list) -> dict:
     "The three runs in three processes at once (the data and its cache made first, once), then the one summary"
-    import subprocess, tempfile, torch
+    import subprocess, tempfile
     from pneumonia_kit.runs import resolve_device
     from pneumonia_kit.train import prepare_data
     from pneumonia_kit.presets import preset_cfgs

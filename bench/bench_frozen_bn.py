@@ -14,7 +14,7 @@ dtype casts among them, MiB of distinct storage kept for the backward pass (`sav
     python bench/bench_frozen_bn.py --device cuda --size 512 --json out.json
     python bench/bench_frozen_bn.py --backbone resnet_tiny --size 128 --fpn-channels 16 --steps 1  # dry run, seconds
 """
-import argparse, collections, json, platform, statistics, sys, time
+import argparse, collections, json, platform, statistics, sys
 from pathlib import Path
 import torch
 import torch.nn.functional as F

@@ -18,7 +18,7 @@ If ROOT has no twin, one is written there (`synth.synth_dataset` when present, e
 here); the cache is built with `cache.build_cache` when present, else here.
 """
 from __future__ import annotations
-import argparse, json, math, os, platform, sys, time, warnings
+import argparse, json, math, os, platform, sys, time
 from pathlib import Path
 import cv2
 import numpy as np

@@ -74,7 +74,7 @@ def make_data(root:Path, n_images:int, image_px:int, size:int, workers:int) -> d
 def run_one(root, preset:str, batch:int, workers:int, steps:int, warmup:int, gpu_steps:int, device:str,
             image_size:int|None=None, deadline:float|None=None, compile:str='off', amp:str|None=None) -> dict:
     "Train `warmup + steps` steps of `preset` from the real loader, then `gpu_steps` on one pinned batch; the figures"
-    import numpy as np, torch
+    import torch
     from pneumonia_kit.core import set_seed
     from pneumonia_kit.model import create_model
     from pneumonia_kit.runs import amp_dtype, resolve_device

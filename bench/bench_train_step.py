@@ -18,7 +18,7 @@ All configurations are timed in this one process, their steps interleaved, so th
     python bench/bench_train_step.py --device cpu --backbone resnet_tiny --size 256 --fpn-channels 32 --steps 2  # dry run
 On CUDA, "fp32" is PyTorch's default there: cuDNN convolutions may use TF32 (the flags are in the JSON).
 """
-import argparse, dataclasses, json, platform, statistics, sys, time
+import argparse, json, platform, statistics, sys, time
 from pathlib import Path
 import numpy as np
 import torch

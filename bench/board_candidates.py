@@ -22,9 +22,9 @@ listed order in ONE guest process (`board_meter.meter_many`: the ~1.9 G-instruct
 result cached as soon as it is done; two forwards each (the first with OpenCV's set-up, the second = per image).
 """
 from __future__ import annotations
-import argparse, importlib.util, json, math, os, sys, tempfile, time
+import argparse, importlib.util, json, os, sys, tempfile, time
 from collections import OrderedDict
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_dataset.ipynb #f8d67b0b
 from __future__ import annotations
-import dataclasses, functools, math, signal, warnings
+import functools, signal, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import cv2
@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 import albumentations as A
 from fastcore.basics import patch
-from .core import CLASSES, PneumoniaKitError
+from .core import PneumoniaKitError
 from .cmdline import stop_signals_held
 from .boxes import xywh2xyxy
 from .cache import load_manifest

@@ -4,17 +4,15 @@
 
 # %% ../nbs/18_model.ipynb #cc6a6271
 from __future__ import annotations
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
-import numpy as np
 import torch, torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.ops import FeaturePyramidNetwork, box_iou, sigmoid_focal_loss
+from torchvision.ops import FeaturePyramidNetwork, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 from torchvision.ops.misc import Conv2dNormActivation
 from fastcore.basics import patch

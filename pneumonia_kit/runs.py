@@ -4,11 +4,11 @@
 
 # %% ../nbs/19_runs.ipynb #548d0cb7
 from __future__ import annotations
-import contextlib, os, random, re, zipfile
+import os, random, re, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
-from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_readable, dict2cfg, load_json
+from .core import PneumoniaKitError, RsnaPaths, atomic_write, check_readable, load_json
 from .metric import rsna_map
 from .post import PostCfg, as_post, finalize
 from .data import get_folds

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_synth.ipynb #8c03690a
 from __future__ import annotations
-import csv, dataclasses, os, time
+import csv, dataclasses, os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np, cv2

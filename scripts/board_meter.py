@@ -38,7 +38,7 @@ Host side: standard library only (numpy is not even needed here; the x86 second 
 Exit status: 0 done, 2 bad input or a missing emulator (one line on stderr), 1 an emulation or measurement failed.
 """
 from __future__ import annotations
-import argparse, contextlib, hashlib, json, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, hashlib, json, os, re, subprocess, sys, tempfile, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@
 PYTHONPATH, so the same file runs under QEMU in a Debian loong64 root filesystem that has no PyTorch, pandas or fastcore.
 """
 from __future__ import annotations
-import argparse, hashlib, json, math, platform, shutil, sys, tempfile, time
+import argparse, hashlib, json, platform, shutil, sys, tempfile, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

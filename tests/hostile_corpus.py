@@ -54,7 +54,6 @@ def _good_image(seed: int) -> np.ndarray:
 
 def _raw_dicom(path, arr, **tags):
     "An uncompressed DICOM of `arr` (2-d uint8/uint16), extra header `tags`; `PixelData` may be overridden in tags"
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
     meta = FileMetaDataset(); meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -3,7 +3,7 @@
 The quick run needs the OpenCV 4.10 venv that `scripts/loongarch_meter.sh build` makes (outputs/loongarch/x86-cv410):
 skipped with that reason where it is absent. The rest needs neither the venv nor the emulator (a fake guest stands in).
 """
-import importlib.util, json, math, os, stat, sys
+import importlib.util, json, math, stat, sys
 from pathlib import Path
 import pytest
 

@@ -2,7 +2,7 @@
 
 The real count needs `scripts/loongarch_meter.sh build` and minutes of emulation: it is kept out of this suite.
 """
-import importlib.util, json, sys
+import importlib.util, json
 from pathlib import Path
 import pytest
 

@@ -1,6 +1,5 @@
 """The board predictor runs where torch, pandas, PIL and fastcore cannot be imported, and its two runtimes agree."""
 import csv, json, os, subprocess, sys, textwrap
-from pathlib import Path
 import numpy as np
 import pytest
 

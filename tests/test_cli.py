@@ -1,5 +1,5 @@
 """The `pneumonia-kit` command as a user runs it: a real subprocess, help for every subcommand, one-line errors."""
-import json, subprocess, sys
+import json, subprocess
 import pytest
 from pneumonia_kit.cli import COMMANDS
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from pneumonia_kit.backbones import list_backbones
 from pneumonia_kit.core import load_json
-from pneumonia_kit.model import MODEL_PRESETS, count_flops, count_params, create_model, make_anchors
+from pneumonia_kit.model import count_flops, count_params, create_model, make_anchors
 from pneumonia_kit.export import export_onnx
 
 KNOBS = dict(p3p6=dict(levels=(3, 6)), p4p7=dict(levels=(4, 7)), p3p5=dict(levels=(3, 5)),

@@ -7,7 +7,7 @@ a part of the suite: it collects every test (pytest exits non-zero if one fails 
 command line and the package's layout, which use the clone's own install. The whole suite is not run a second time:
 CI runs README's test command itself on a fresh clone in a fresh venv, and the clone's run repeated it (825 of CI's
 1,748 s of tests on 2 cores, 2026-12-06). No test reads what the demo leaves in outputs/ or data/."""
-import os, re, shutil, subprocess, sys
+import os, re, subprocess, sys
 from pathlib import Path
 import pytest
 

@@ -1,5 +1,5 @@
 """Each library notebook's own tests (its `test_eq` cells), run by nbdev-test in a fresh process."""
-import subprocess, sys
+import subprocess
 from pathlib import Path
 import pytest
 

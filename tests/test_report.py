@@ -2,7 +2,7 @@
 headless browser (Debian's chromium; skipped with the reason when it is not installed) checking that every picture
 loads and every link resolves, with a screenshot saved under outputs/. The fast tests use a report written from a
 small made-up demo folder; the slow ones (--slow, PNEUMONIA_KIT_SLOW=1, CI) run `pneumonia-kit demo --quick`."""
-import json, os, re, shutil, subprocess, tempfile
+import json, re, shutil, subprocess, tempfile
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path

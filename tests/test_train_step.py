@@ -1,6 +1,6 @@
 """Issue 20 on the CPU: the training step never waits for the device, its loss equals the earlier per-image one, and
 `torch.compile(fullgraph=True)` captures forward + loss with no graph break and the same numbers as eager."""
-import contextlib, os, sys, time
+import sys
 from pathlib import Path
 import pytest
 import torch, torch.nn.functional as F
@@ -13,7 +13,7 @@ from pneumonia_kit.step import TrainCfg, collate_padded, make_optimizer, make_st
 
 def reference_loss(net, raw, targets):
     "The loss as it was before issue 20 (per-image matcher, `nonzero` of the foreground): the reference the new one must equal"
-    cfg, dev = net.cfg, raw['cls_logits'].device
+    cfg = net.cfg
     cls, reg = raw['cls_logits'].float(), raw['bbox_regression'].float()
     B, A = cls.shape
     boxes = [torch.as_tensor(t['boxes'], dtype=torch.float32).reshape(-1, 4) for t in targets]
