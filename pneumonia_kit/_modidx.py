@@ -369,6 +369,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                            'pneumonia_kit/dataset.py'),
                                        'pneumonia_kit.dataset.StoppableLoader.__iter__': ( 'dataset.html#stoppableloader.__iter__',
                                                                                            'pneumonia_kit/dataset.py'),
+                                       'pneumonia_kit.dataset._drop_sharer_errors': ( 'dataset.html#_drop_sharer_errors',
+                                                                                      'pneumonia_kit/dataset.py'),
                                        'pneumonia_kit.dataset._level': ('dataset.html#_level', 'pneumonia_kit/dataset.py'),
                                        'pneumonia_kit.dataset._worker_start': ('dataset.html#_worker_start', 'pneumonia_kit/dataset.py'),
                                        'pneumonia_kit.dataset._xywh2xyxy': ('dataset.html#_xywh2xyxy', 'pneumonia_kit/dataset.py'),

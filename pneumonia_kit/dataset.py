@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_dataset.ipynb #f8d67b0b
 from __future__ import annotations
-import functools, signal, warnings
+import functools, multiprocessing, signal, sys, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import cv2
@@ -187,12 +187,25 @@ def collate_fn(batch:list) -> tuple:
     "Batch dataset items: (uint8 images [B,1,S,S], list of per-image dicts with boxes, class_id, patientId, orig_size)"
     return torch.stack([b['image'] for b in batch]), [{k: v for k, v in b.items() if k != 'image'} for b in batch]
 
+# %% ../nbs/16_dataset.ipynb #79dad838
+def _drop_sharer_errors(hook):
+    """`sys.excepthook` for a `StoppableLoader` worker: a connection error in multiprocessing's fd-sharing thread (the
+    trainer went away while taking a batch: it says why itself) prints nothing; anything else goes to `hook`"""
+    def excepthook(kind, value, tb):
+        code = tb.tb_frame.f_code if tb is not None else None
+        sharer = code is not None and code.co_name == '_serve' and code.co_filename.endswith('resource_sharer.py')
+        lost = issubclass(kind, (EOFError, OSError, multiprocessing.AuthenticationError))   # the peer hung up
+        if not (sharer and lost): hook(kind, value, tb)
+    return excepthook
+
 # %% ../nbs/16_dataset.ipynb #3e4ab922
 def _worker_start(init, worker_id:int):
-    "A `StoppableLoader` worker: SIGTERM as Ctrl-C (its loop ends, exit 0), SIGHUP ignored, then unblocked; `init`"
+    """A `StoppableLoader` worker: SIGTERM as Ctrl-C (its loop ends, exit 0), SIGHUP ignored, then unblocked; the
+    fd-sharing thread's connection errors dropped; `init`"""
     for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.default_int_handler)   # not the parent's ones
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    sys.excepthook = _drop_sharer_errors(sys.excepthook)
     if init is not None: init(worker_id)
 
 class StoppableLoader(torch.utils.data.DataLoader):
