@@ -13,8 +13,8 @@ import argparse, dataclasses, json, math, sys, time
 from pathlib import Path
 
 
-def run(data, mc, tc, dev, seed:int, steps:int, fast:bool) -> dict:
-    "Per-step training losses of one run (the losses stay on the device until the end)"
+def run(data, mc, tc, dev, seed:int, steps:int, fast:bool, deadline:float|None=None) -> dict:
+    "Per-step training losses of one run (the losses stay on the device until the end); cut at `deadline` (time.time())"
     import torch
     from pneumonia_kit.core import set_seed
     from pneumonia_kit.model import create_model
@@ -30,9 +30,11 @@ def run(data, mc, tc, dev, seed:int, steps:int, fast:bool) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     opt, step = make_optimizer(params, tc.lr), make_step(model, dev, dtype, None, tc.compile)
     losses, epoch, t0 = [], 1, time.perf_counter()
-    while len(losses) < steps:
+    over = lambda: deadline is not None and time.time() > deadline
+    while len(losses) < steps and not over():
         set_seed(seed * 1000 + epoch)
         for images, targets in train_loader(data['train'], tc, epoch, pin_memory=dev.type == 'cuda'):
+            if over(): break
             x, t = to_device(images, targets, dev, cl)
             loss = step(x, t)['loss']
             opt.zero_grad(set_to_none=True); loss.backward()
@@ -40,8 +42,8 @@ def run(data, mc, tc, dev, seed:int, steps:int, fast:bool) -> dict:
             losses.append(loss.detach().float())
             if len(losses) == steps: break
         epoch += 1
-    curve = torch.stack(losses).cpu().tolist()
-    return dict(seed=seed, fast=fast, amp=tc.amp, compile=tc.compile, channels_last=cl, seconds=round(time.perf_counter() - t0, 1),
+    curve = torch.stack(losses).cpu().tolist() if losses else []
+    return dict(seed=seed, fast=fast, cut_by_deadline=len(curve) < steps, amp=tc.amp, compile=tc.compile, channels_last=cl, seconds=round(time.perf_counter() - t0, 1),
                 curve=[round(v, 5) for v in curve], finite=all(math.isfinite(v) for v in curve))
 
 
@@ -76,9 +78,13 @@ def main(argv=None) -> dict:
     p.add_argument('--threads', type=int, default=0)
     p.add_argument('--parallel', action='store_true', help='the three runs at once, one process each (the losses do not depend '
                    'on timing; on a big GPU this takes about the time of one run)')
+    p.add_argument('--budget-s', type=float, default=None, help='stop every run after this many seconds from the start (the '
+                   'curves are then compared over the steps all three reached); default: no limit')
     p.add_argument('--only', type=int, default=None, help=argparse.SUPPRESS)   # one run (0, 1, 2): a --parallel child
+    p.add_argument('--deadline', type=float, default=None, help=argparse.SUPPRESS)   # time.time() to stop at: a child
     p.add_argument('--json', default=None)
     a = p.parse_args(argv)
+    if a.deadline is None and a.budget_s is not None: a.deadline = time.time() + a.budget_s
     import torch
     if a.device.startswith('cuda') and not torch.cuda.is_available(): p.error(f'--device {a.device}: no CUDA GPU here')
     if a.parallel: return parallel(a, argv if argv is not None else sys.argv[1:])
@@ -95,9 +101,10 @@ def main(argv=None) -> dict:
     runs = {}
     for i, (name, seed, fast) in enumerate(runs_of(sa, sb)):
         if a.only is not None and i != a.only: continue
-        runs[name] = run(data, mc, tc, dev, seed, a.steps, fast)
+        runs[name] = run(data, mc, tc, dev, seed, a.steps, fast, a.deadline)
         c = runs[name]['curve']
-        print(f'{name}: {runs[name]["seconds"]} s, loss {c[0]:.4f} -> {sum(c[-a.smooth:]) / len(c[-a.smooth:]):.4f}', file=sys.stderr, flush=True)
+        print(f'{name}: {runs[name]["seconds"]} s, {len(c)} steps' + (f', loss {c[0]:.4f} -> {sum(c[-a.smooth:]) / len(c[-a.smooth:]):.4f}'
+              if c else ''), file=sys.stderr, flush=True)
     if a.only is not None:
         if a.json: Path(a.json).write_text(json.dumps(runs))
         return runs
@@ -116,7 +123,9 @@ def parallel(a, argv:list) -> dict:
     mc, tc = preset_cfgs(a.preset, pretrained=False, image_size=a.size, batch_size=a.batch, lr=a.lr, num_workers=a.workers)
     prepare_data(a.data, mc.image_size, tc)
     base = [x for x in argv if x != '--parallel']
-    if '--json' in base: i = base.index('--json'); del base[i:i + 2]
+    for opt in ('--json', '--budget-s', '--deadline'):
+        if opt in base: i = base.index(opt); del base[i:i + 2]
+    if a.deadline is not None: base += ['--deadline', repr(a.deadline)]   # the same moment for the three
     with tempfile.TemporaryDirectory() as tmp:
         procs = [subprocess.Popen([sys.executable, __file__, *base, '--only', str(i), '--json', f'{tmp}/{i}.json'])
                  for i in range(3)]
@@ -131,14 +140,18 @@ def summary(a, mc, dev, runs:dict) -> dict:
     "The comparison of the three curves: JSON (and `--json`) and markdown"
     import torch
     A, F, B = (runs[k]['curve'] for k in ('fp32 eager, seed A', 'fast, seed A', 'fp32 eager, seed B'))
-    g_fast, g_seed = gap(A, F, a.smooth), gap(A, B, a.smooth)
-    w = a.smooth
+    n = min(map(len, (A, F, B)))   # a run cut by the deadline: the steps all three reached
+    A, F, B = A[:n], F[:n], B[:n]
+    g_fast, g_seed = (gap(A, F, a.smooth), gap(A, B, a.smooth)) if n else (None, None)
+    w = min(a.smooth, n) or 1
     res = dict(device=str(torch.cuda.get_device_name(dev)) if dev.type == 'cuda' else 'CPU', preset=a.preset, parallel=a.parallel, backbone=mc.backbone,
-               levels=list(mc.levels), size=a.size, batch=a.batch, lr=a.lr, steps=a.steps, smooth=w, runs=runs,
-               gap_fast_vs_fp32=round(g_fast, 5), gap_seed_noise=round(g_seed, 5),
-               ratio=round(g_fast / g_seed, 3) if g_seed > 0 else None,
-               first_last={k: (round(sum(r['curve'][:w]) / w, 4), round(sum(r['curve'][-w:]) / w, 4)) for k, r in runs.items()},
-               finite=all(r['finite'] for r in runs.values()))
+               levels=list(mc.levels), size=a.size, batch=a.batch, lr=a.lr, steps=a.steps, steps_compared=n, smooth=w, runs=runs,
+               gap_fast_vs_fp32=None if g_fast is None else round(g_fast, 5),
+               gap_seed_noise=None if g_seed is None else round(g_seed, 5),
+               ratio=round(g_fast / g_seed, 3) if g_seed else None,
+               first_last={k: (round(sum(r['curve'][:n][:w]) / w, 4), round(sum(r['curve'][:n][-w:]) / w, 4)) if n else (None, None)
+                           for k, r in runs.items()},
+               finite=n > 0 and all(r['finite'] for r in runs.values()))
     res['markdown'] = markdown(res)
     print(res['markdown'])
     if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
@@ -147,7 +160,9 @@ def summary(a, mc, dev, runs:dict) -> dict:
 
 def markdown(r) -> str:
     L = [f"Training-loss curves, {r['backbone']} P{r['levels'][0]}-P{r['levels'][1]}, {r['size']} px, batch {r['batch']}, "
-         f"Adam {r['lr']:g} from scratch, {r['steps']} steps, {r['device']}", '',
+         f"Adam {r['lr']:g} from scratch, {r['steps']} steps, {r['device']}"
+         + ('' if r['steps_compared'] == r['steps'] else f" (cut by the time budget: compared over the {r['steps_compared']} steps "
+            "all three reached)"), '',
          f"| run | seconds | mean loss, first {r['smooth']} steps | mean loss, last {r['smooth']} steps |", '|---|---:|---:|---:|']
     L += [f"| {k} ({v['amp']}, compile {v['compile']}) | {v['seconds']} | {r['first_last'][k][0]} | {r['first_last'][k][1]} |"
           for k, v in r['runs'].items()]

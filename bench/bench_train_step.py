@@ -18,7 +18,7 @@ All configurations are timed in this one process, their steps interleaved, so th
     python bench/bench_train_step.py --device cpu --backbone resnet_tiny --size 256 --fpn-channels 32 --steps 2  # dry run
 On CUDA, "fp32" is PyTorch's default there: cuDNN convolutions may use TF32 (the flags are in the JSON).
 """
-import argparse, json, platform, statistics, sys, time
+import argparse, json, os, platform, statistics, sys, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -149,7 +149,9 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     p.add_argument('--budget-s', type=float, default=None, help='each phase starts no new configuration after a share of this '
                    '(eager 60%%, CUDA graph 75%%, compiled 85%%); the last rounds stop at it')
-    p.add_argument('--json', default=None, help='also write the JSON result here')
+    p.add_argument('--compile-min-s', type=float, default=0., help='start a torch.compile configuration only if this many '
+                   'seconds of --budget-s are left (SE-ResNeXt101 P2-P7 took over 100 s to compile on the H200)')
+    p.add_argument('--json', default=None, help='also write the JSON result here (rewritten after each round; atomic)')
     a = p.parse_args(argv)
     t_start = time.perf_counter()
     over = lambda share: a.budget_s is not None and time.perf_counter() - t_start > share * a.budget_s
@@ -165,7 +167,7 @@ def main(argv=None):
 
     orig = 'original (P2-P7, fp32, python loss)'
     cl = ' channels_last' if dev.type == 'cuda' and not a.no_channels_last else ''
-    runners, skipped, warm_s = {}, {}, {}   # name -> (step, model, note, batch)
+    runners, meta, skipped, warm_s = {}, {}, {}, {}   # name -> step; name -> (note, batch, parameters in millions)
     times, peaks = {}, {}
 
     def add(name, make, over_share):
@@ -176,24 +178,32 @@ def main(argv=None):
             step, m, note, b = make()
             for _ in range(a.warmup): step()
             _sync(dev)
-            runners[name] = (step, m, note, b); times[name], peaks[name] = [], 0.
+            runners[name], meta[name] = step, (note, b, sum(q.numel() for q in m.parameters()) / 1e6)
+            times[name], peaks[name] = [], 0.
         except Exception as e:   # noqa: BLE001 - out of memory, a compiler or capture error: reported, the others still run
-            skipped[name] = 'out of memory' if isinstance(e, torch.cuda.OutOfMemoryError) else f'{type(e).__name__}: {str(e)[:300]}'
+            skipped[name] = _why(e)
             if dev.type == 'cuda': torch.cuda.empty_cache()
         warm_s[name] = round(time.perf_counter() - t, 1)
         print(f'  warm-up {name}: {warm_s[name]} s{" (" + skipped[name] + ")" if name in skipped else ""}', file=sys.stderr, flush=True)
 
-    def rounds(names, n, stop_share):
-        "`n` interleaved timing rounds of `names` (a change of machine load hits every configuration alike)"
-        names = [k for k in names if k in runners]
+    def rounds(names, n, stop_share, phase):
+        """`n` interleaved timing rounds of `names` (a change of machine load hits every configuration alike), the JSON
+        rewritten after each; a configuration that fails (out of memory, a CUDA error) keeps its timed steps and leaves"""
         for i in range(n):
-            if i and over(stop_share): break
+            names = [k for k in names if k in runners]
+            if not names or (i and over(stop_share)): break
             for k in names:
-                if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
-                times[k] += time_steps(runners[k][0], dev, 0, 1)
-                if dev.type == 'cuda': peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated(dev) / 2**30)
-            print(f'  round {i + 1}/{n}: ' + ', '.join(f'{k.split(" (")[0]} {times[k][-1]*1e3:.0f} ms' for k in names),
-                  file=sys.stderr, flush=True)
+                try:
+                    if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
+                    times[k] += time_steps(runners[k], dev, 0, 1)
+                    if dev.type == 'cuda': peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated(dev) / 2**30)
+                except Exception as e:   # noqa: BLE001 - reported; the other configurations go on
+                    skipped[k] = f'failed after {len(times[k])} timed step(s): ' + _why(e)
+                    del runners[k]
+                    if dev.type == 'cuda': torch.cuda.empty_cache()
+            print(f'  round {i + 1}/{n}: ' + ', '.join(f'{k.split(" (")[0]} {times[k][-1]*1e3:.0f} ms' if k in runners
+                                                       else f'{k.split(" (")[0]} failed' for k in names), file=sys.stderr, flush=True)
+            save(phase)
 
     def make_original():
         m, step = original_runner(a.backbone, images, targets, dev, a.fpn_channels)
@@ -216,8 +226,9 @@ def main(argv=None):
         return f'ours P2-P7 b{b} ' + {'off': 'eager', 'graph': 'cuda-graph'}.get(mode, f'compiled {mode}')
 
     def save(phase):
-        res = result(a, dev, batches, modes, runners, times, peaks, warm_s, skipped, orig, t_start, phase)
-        if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+        res = result(a, dev, batches, modes, meta, times, peaks, warm_s, skipped, orig, t_start, phase)
+        if a.json:   # atomic: a run killed by its limit while writing keeps the previous file whole
+            tmp = Path(f'{a.json}.tmp'); tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, a.json)
         return res
 
     # phase 1, what matters most, written as soon as it is timed: the original and ours eager at every batch
@@ -229,22 +240,27 @@ def main(argv=None):
     if sweep and dev.type == 'cuda':   # at the smallest batch, what autocast and channels-last each cost (last: cut first)
         if a.amp not in ('off', 'auto'): add(name_of(batches[0], 'off') + ' fp32', make_ours(batches[0], 'off', amp='off'), 0.6)
         if not a.no_channels_last: add(name_of(batches[0], 'off') + ' NCHW', make_ours(batches[0], 'off', channels_last=False), 0.6)
-    rounds(list(runners), a.steps, 0.65)
+    rounds(list(runners), a.steps, 0.65, 'eager')
     res = save('eager')
     # phase 2: the whole step in one CUDA graph (capture costs seconds), at the original's batch and the next one
     if 'graph' in modes and dev.type == 'cuda':
         for b in batches[:2]: add(name_of(b, 'graph'), make_ours(b, 'graph'), 0.75)
         gnames = [name_of(b, 'graph') for b in batches[:2]]
-        rounds([orig, *[name_of(b, 'off') for b in batches[:2]], *gnames], a.steps, 0.85)
+        rounds([orig, *[name_of(b, 'off') for b in batches[:2]], *gnames], a.steps, 0.85, 'graph')
         res = save('graph')
     elif 'graph' in modes: skipped[name_of(batches[0], 'graph')] = 'CUDA graphs need a CUDA device'
     # phase 3: torch.compile (minutes for a big network): one compilation per mode, at the best eager batch
     for mode in [m for m in modes if m not in ('off', 'graph')]:
         eager = {k: statistics.median(v) for k, v in times.items() if k.startswith('ours P2-P7') and k.endswith('eager') and v}
-        b = max(eager, key=lambda k: runners[k][3] / eager[k]) if eager else None
-        b = runners[b][3] if b else batches[0]
+        b = max(eager, key=lambda k: meta[k][1] / eager[k]) if eager else None
+        b = meta[b][1] if b else batches[0]
+        left = None if a.budget_s is None else a.budget_s - (time.perf_counter() - t_start)
+        if left is not None and left < a.compile_min_s:   # it would be killed half-way: the time goes to the next parts
+            skipped[name_of(b, mode)] = f'time budget: {left:.0f} s left, a compile needs about {a.compile_min_s:.0f} s'; continue
+        for k in [k for k in runners if k.endswith('cuda-graph')]: del runners[k]   # their graphs' memory pools go
+        if dev.type == 'cuda': torch.cuda.empty_cache()
         add(name_of(b, mode), make_ours(b, mode), 0.85)   # SE-ResNeXt101 P2-P7 took over 100 s on the H200
-        rounds([orig, name_of(b, 'off'), name_of(b, mode)], a.steps, 1.)
+        rounds([orig, name_of(b, 'off'), name_of(b, mode)], a.steps, 1., f'compiled {mode}')
         res = save(f'compiled {mode}')
     res = save('done')
     print(f'\nTraining step, {a.backbone}, {a.size} px, {res["device"]} (median of up to {a.steps} steps)\n')
@@ -254,12 +270,15 @@ def main(argv=None):
 
 def _prec(dt) -> str: return str(dt).removeprefix('torch.') if dt else 'fp32'
 
-def result(a, dev, batches, modes, runners, times, peaks, warm_s, skipped, orig, t_start, phase) -> dict:
+def _why(e:Exception) -> str:
+    "Why a configuration was left out, in one line"
+    return 'out of memory' if isinstance(e, torch.cuda.OutOfMemoryError) else f'{type(e).__name__}: {str(e)[:300]}'
+
+def result(a, dev, batches, modes, meta, times, peaks, warm_s, skipped, orig, t_start, phase) -> dict:
     "The JSON result of what is timed so far (`phase`: the last phase done; 'done' at the end)"
-    rows = {k: dict(batch=runners[k][3], median_s=statistics.median(ts), min_s=min(ts), steps=len(ts),
-                    images_per_s=runners[k][3] / statistics.median(ts), warmup_s=warm_s.get(k),
-                    peak_mem_gb=peaks[k] if dev.type == 'cuda' else None,
-                    params_m=sum(q.numel() for q in runners[k][1].parameters()) / 1e6, note=runners[k][2])
+    rows = {k: dict(batch=meta[k][1], median_s=statistics.median(ts), min_s=min(ts), steps=len(ts),
+                    images_per_s=meta[k][1] / statistics.median(ts), warmup_s=warm_s.get(k),
+                    peak_mem_gb=peaks[k] if dev.type == 'cuda' else None, params_m=meta[k][2], note=meta[k][0])
             for k, ts in times.items() if ts}
     ref = rows.get(orig, {}).get('images_per_s')
     for r in rows.values(): r['speedup_vs_original'] = r['images_per_s'] / ref if ref else None   # images/s: batches may differ
@@ -281,9 +300,10 @@ def table(res) -> str:
          '|---|---:|---:|---:|---:|---:|---:|---|']
     for k, r in res['rows'].items():
         mem = '' if r['peak_mem_gb'] is None else f'{r["peak_mem_gb"]:.2f}'
-        L.append(f'| {k} | {r["batch"]} | {r["median_s"]*1e3:.0f} | {r["images_per_s"]:.2f} | {r["speedup_vs_original"]:.2f}x | {mem} | '
+        x = '' if r['speedup_vs_original'] is None else f'{r["speedup_vs_original"]:.2f}x'   # None: the original did not run
+        L.append(f'| {k} | {r["batch"]} | {r["median_s"]*1e3:.0f} | {r["images_per_s"]:.2f} | {x} | {mem} | '
                  f'{r["warmup_s"] if r["warmup_s"] is not None else ""} | {r["note"]} |')
-    L += [f'| {k} | | | | | | | not run: {why} |' for k, why in res.get('skipped', {}).items()]
+    L += [f'| {k} | | | | | | | {"stopped" if k in res["rows"] else "not run"}: {why} |' for k, why in res.get('skipped', {}).items()]
     return '\n'.join(L)
 
 if __name__ == '__main__': main()
