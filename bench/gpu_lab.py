@@ -15,7 +15,13 @@ Stages, each through the `pneumonia-kit` command line in its own process (the sa
            moonshot's candidate: (d) with 2 convs per subnet instead of 4 (1.140 G, 21.1x; narrower 96-channel FPN and
            heads counted the same, 1.137 G; P4-P6 at 320 px 1.208 G; 256 px 0.751 G, 32x, but anchors from 32 px), trained
            last, at (d)'s learning rate, so it is the one the budget drops first.
-           Each gets the same epochs and its own learning rate from LR_GRID, chosen on the validation fold (best_val_map)
+           Each gets the same epochs, BatchNorm trained (frozen statistics of no pretrained weights would leave a backbone
+           unnormalised, the deep SE-ResNeXt far more than ResNet18) and the learning rate as given (no batch scaling:
+           the `original` preset's sqrt(batch / 4) rule would give (a) 2.8x the rate at batch 32), and its own learning
+           rate from the grid, chosen on the validation fold (best_val_map): the grid's first rate always, each further
+           one only while the budget still leaves one run for every model after it and RESERVE_S for test and pareto.
+           Every training stops cleanly at an epoch's end within its share (--max-minutes) and is killed, with its
+           processes, at it
   distill  (c) `board_r18_p4p7` distilled from (a)'s best epoch, the learning rate (b) chose
   test     (a) by PyTorch on the GPU (its board-runtime forward takes ~0.5 s an image on 16 x86 cores: 1,000 images would
            not fit the budget; the export's parity check ties ONNX to PyTorch) and scored; (b)-(d) exported
@@ -27,20 +33,26 @@ Stages, each through the `pneumonia-kit` command line in its own process (the sa
   compare  the paired difference (c)-(b): did distillation beat label-only training
 From scratch for every network (no ImageNet weights can be downloaded there), stated in the results.
 
-Exit status: 0 all stages ran; 1 a stage failed or the budget ran out (results.md says which); 2 bad usage or input
-(no GPU without --dry-run, a reused twin of another size, no meter counts), one line. Standard library only here.
+Work (the twin, runs, exports, predictions, board-pareto's folder) goes to --work (default /tmp/pk_gpu_lab on the GPU,
+OUT_DIR/work in the dry run); OUT_DIR gets only lab.json, lab.md, lab.log, pareto.md and pareto.json (the device tool
+brings back at most 8 files). Exit status: 0 all stages ran; 1 a stage failed or the budget ran out (lab.md says which);
+2 bad usage or input (no GPU without --dry-run, a reused twin of another size, count or difficulty, no meter counts),
+one line. Standard library only here.
 """
 from __future__ import annotations
-import argparse, datetime, json, os, platform, subprocess, sys, time
+import argparse, datetime, json, os, platform, shutil, signal, subprocess, sys, time
 from pathlib import Path
 from gpu_acceptance import no_cuda   # bench/ is this script's folder: the same probe as the acceptance's
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET = (450., 300.)   # seconds for the whole lab: GPU, dry run
+RESERVE_S = (200., 20.)   # kept for test + pareto (GPU: 1,000 images x 4 board models through OpenCV on 16 cores), dry run
+MIN_TRAIN_S = (40., 0.)   # a further grid rate runs only if each model still to train keeps this much (GPU, dry run)
 CHEAP_SET = ('model.head_convs=2',)   # (e): the board model's --set, 2 convs per subnet instead of 4
+FAIR_SET = ('model.freeze_bn=false', 'train.lr_base_batch=null')   # every model: BatchNorm trained, the lr as given
 # (GPU, dry run): twin, model presets, input sizes, epochs, batch, learning-rate grid
 GPU = dict(n_images=2000, n_test=1000, twin_size=512, difficulty='default', original='original', board='board_r18_p4p7',
-           backbone='se_resnext50_32x4d', size=512, low_size=384, cheap_set=CHEAP_SET, epochs=6, batch_size=32, lr_grid=(3e-4, 1e-3),
+           backbone='se_resnext50_32x4d', size=512, low_size=384, cheap_set=CHEAP_SET, epochs=6, batch_size=32, lr_grid=(1e-3, 3e-4),
            amp='bf16', device='cuda', threads=16, workers=8)
 DRY = dict(n_images=32, n_test=12, twin_size=256, difficulty='easy', original='tiny', board='tiny_light', backbone=None,
            size=256, low_size=128, cheap_set=CHEAP_SET, epochs=1, batch_size=8, lr_grid=(1e-3,), amp='off', device='cpu', threads=1, workers=0)
@@ -56,23 +68,29 @@ def _now() -> str: return datetime.datetime.now().isoformat(timespec='seconds')
 
 
 class Lab:
-    def __init__(self, out:Path, data:Path, cfg:dict, dry:bool, budget:float, env:dict):
-        self.out, self.data, self.cfg, self.dry, self.env = out, data, cfg, dry, env
+    def __init__(self, out:Path, work:Path, data:Path, cfg:dict, dry:bool, budget:float, env:dict):
+        self.out, self.work, self.data, self.cfg, self.dry, self.env = out, work, data, cfg, dry, env
         self.deadline, self.log = time.monotonic() + budget, out/'lab.log'
+        self.reserve, self.min_train = RESERVE_S[dry], MIN_TRAIN_S[dry]
         self.res = dict(mode='dry-run (CPU, tiny)' if dry else 'GPU', started=_now(), host=platform.node(), budget_s=budget,
                         cfg=cfg, from_scratch=True, stages={}, models={}, pairs={}, notes=[])
 
     def left(self) -> float: return self.deadline - time.monotonic()
 
     def kit(self, stage:str, *args, limit:float|None=None) -> float:
-        "Run `pneumonia-kit ARGS` (output appended to lab.log); its seconds; LabStageError when it fails or runs out of time"
+        """Run `pneumonia-kit ARGS` (output appended to lab.log); its seconds; StageError when it fails or runs out of
+        time (then it is killed with every process it started: loader workers, board-pareto's predictor)"""
         limit = max(1., min(limit or self.left(), self.left()))
         cmd = [sys.executable, '-c', 'import sys; from pneumonia_kit.cli import main; sys.exit(main())', *map(str, args)]
         t = time.monotonic()
         with open(self.log, 'a', encoding='utf-8') as f:
             f.write(f'\n[{_now()}] {stage}: pneumonia-kit {" ".join(map(str, args))}\n'); f.flush()
-            try: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=self.env, timeout=limit, cwd=self.out).returncode
-            except subprocess.TimeoutExpired: rc = 'timeout'
+            p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=self.env, cwd=self.work, start_new_session=True)
+            try: rc = p.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                try: os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError: pass
+                p.wait(); rc = 'timeout'
         s = round(time.monotonic() - t, 1)
         if rc != 0: raise StageError(f'{stage}: pneumonia-kit {args[0]} ' + (f'ran past {limit:.0f} s' if rc == 'timeout' else f'exited {rc}') + ' (lab.log)')
         return s
@@ -100,57 +118,78 @@ class Lab:
     def cache(self):
         for s in (self.cfg['size'], self.cfg['low_size']): self.kit('cache', 'cache', self.data, '--size', s, '--split', 'train')
 
-    def _train(self, key:str, lr:float, run:Path, preset:str, size:int, distill_from:Path|None=None) -> float:
+    def _train(self, key:str, lr:float, run:Path, preset:str, size:int, limit:float, distill_from:Path|None=None) -> float:
         c = self.cfg
         common = ['--out', run, '--preset', preset, '--epochs', c['epochs'], '--image-size', size, '--batch-size', c['batch_size'],
-                  '--lr', lr, '--device', c['device'], '--amp', c['amp'], '--no-pretrained', '--seed', 0, '--num-workers', c['workers']]
+                  '--lr', lr, '--device', c['device'], '--amp', c['amp'], '--no-pretrained', '--seed', 0, '--num-workers', c['workers'],
+                  '--set', *FAIR_SET, '--max-minutes', f'{max(limit - 20, 10) / 60:.3f}']   # 20 s: start-up and the last save
         if key == 'a' and c['backbone']: common += ['--backbone', c['backbone']]
         if key == 'e': common += ['--set', *c['cheap_set']]
-        if distill_from: return self.kit(f'distill {key}', 'distill', distill_from, '--data', self.data, *common)
-        return self.kit(f'train {key} lr={lr:g}', 'train', self.data, *common)
+        if distill_from: return self.kit(f'distill {key}', 'distill', distill_from, '--data', self.data, *common, limit=limit)
+        return self.kit(f'train {key} lr={lr:g}', 'train', self.data, *common, limit=limit)
 
     def train(self, key:str):
-        "Train model `key` at each learning rate of the grid ((c): at (b)'s choice, (e): at (d)'s); keep the best on validation"
+        """Train model `key` at each learning rate of the grid ((c): at (b)'s choice, (e): at (d)'s) that the budget allows;
+        keep the best on validation. A run that fails or runs out of time is recorded and the others kept"""
         c, m = self.cfg, self.res['models']
         preset, size = (c['original'], c['size']) if key == 'a' else (c['board'], c['low_size'] if key in 'de' else c['size'])
         grid = [m['b']['lr']] if key == 'c' else [m['d']['lr']] if key == 'e' and 'd' in m else list(c['lr_grid'])
-        tried = []
-        for lr in grid:
-            run = self.out/'runs'/f'{key}_lr{lr:g}'
+        later = len(MODELS) - 1 - MODELS.index(key)   # models trained after this one, each owed one run
+        tried, errors = [], []
+        for i, lr in enumerate(grid):
+            share = self.left() - self.reserve - later * self.min_train   # what this run may take
+            if i and tried and share < tried[0]['train_s']:   # a further rate only when it fits beside the rest
+                self.res['notes'].append(f"({key}): learning rates {list(grid[i:])} not tried: {self.left():.0f} s left "
+                                         f"(one run took {tried[0]['train_s']:.0f} s; {self.reserve:.0f} s kept for test and pareto)")
+                break
+            if share < 10: errors.append(f'lr {lr:g}: not started, {self.left():.0f} s left'); break
+            run = self.work/'runs'/f'{key}_lr{lr:g}'
             teacher = Path(self.res['models']['a']['run']) if key == 'c' else None
-            secs = self._train(key, lr, run, preset, size, teacher)
+            try: secs = self._train(key, lr, run, preset, size, share, teacher)
+            except StageError as e: errors.append(f'lr {lr:g}: {e}'); continue
             summ = json.loads((run/'summary.json').read_text(encoding='utf-8'))
-            tried.append(dict(lr=lr, run=str(run), train_s=secs, val_map=summ.get('best_val_map'), best_epoch=summ.get('best_epoch')))
+            if summ.get('stopped', 'completed') != 'completed': self.res['notes'].append(f"({key}) lr {lr:g}: {summ['stopped']}")
+            tried.append(dict(lr=lr, run=str(run), train_s=secs, val_map=summ.get('best_val_map'), best_epoch=summ.get('best_epoch'),
+                              epochs_done=summ.get('epochs_done')))
+        if not tried: raise StageError('; '.join(errors) or 'no run')
+        if errors: self.res['notes'].append(f'({key}): ' + '; '.join(errors))
         best = max(tried, key=lambda t: -1 if t['val_map'] is None else t['val_map'])
         net = ' / '.join([preset] + ([c['backbone']] if key == 'a' and c['backbone'] else [])
                          + ([' '.join(c['cheap_set'])] if key == 'e' else []))
         self.res['models'][key] = dict(best, name=f'{ROLES[key]}: {net}', preset=preset, size=size, grid=tried)
 
     def test(self):
-        "(a) predicted by PyTorch and scored; (b)-(d) exported (`pareto` predicts them on the board runtime)"
+        """(a) predicted by PyTorch and scored; (b)-(e) exported (`pareto` predicts them on the board runtime). A model that
+        fails is recorded and the others go on (board-pareto runs on the exports there are)"""
         labels, images, c = self.data/'synthetic_test_labels.csv', self.data/'stage_2_test_images', self.cfg
+        errors = []
         for key, m in self.res['models'].items():
-            if key == 'a':
-                sub = self.out/'subs'/'a.csv'
-                m['test_s'] = self.kit('test a', 'predict', m['run'], '--images', images, '--out', sub, '--device', c['device'])
-                m['test_ms_per_image'] = round(1e3 * m['test_s'] / c['n_test'], 1)
-                m['runtime'], m['submission'] = f'PyTorch ({c["device"]})', str(sub)
-                m['score'] = self.score('score', sub, labels)
-            else:
-                m['model_dir'] = str(self.out/'models'/key)
-                m['export_s'] = self.kit(f'export {key}', 'export', m['run'], '--out', m['model_dir'])
+            try:
+                if key == 'a':
+                    sub = self.work/'subs'/'a.csv'
+                    m['test_s'] = self.kit('test a', 'predict', m['run'], '--images', images, '--out', sub, '--device', c['device'])
+                    m['test_ms_per_image'] = round(1e3 * m['test_s'] / c['n_test'], 1)
+                    m['runtime'], m['submission'] = f'PyTorch ({c["device"]})', str(sub)
+                    m['score'] = self.score('score', sub, labels)
+                else:
+                    d = self.work/'models'/key
+                    m['export_s'] = self.kit(f'export {key}', 'export', m['run'], '--out', d)
+                    m['model_dir'] = str(d)
+            except StageError as e: errors.append(f'({key}) {e}')
+        if errors: raise StageError('; '.join(errors))
 
     def pareto(self):
         "board-pareto: (b)-(d) on the board runtime, scored and paired against (a)'s PyTorch predictions, with board counts"
-        m, c, out = self.res['models'], self.cfg, self.out/'pareto'
+        m, c, out = self.res['models'], self.cfg, self.work/'pareto'
         cands = [f"{k}={m[k]['model_dir']}" for k in 'bcde' if 'model_dir' in m.get(k, {})]
         if 'submission' not in m.get('a', {}) or not cands: raise StageError('pareto: (a) or every board model is missing')
         s = self.kit('pareto', 'board-pareto', *cands, '--original', f"a={m['a']['run']}", '--original-submission',
                      m['a']['submission'], '--data', self.data, '--out', out, '--n-test', c['n_test'],
                      '--threads', c['threads'], '--python', sys.executable)
         doc = json.loads((out/'pareto.json').read_text(encoding='utf-8'))
+        for f in ('pareto.md', 'pareto.json'): shutil.copy(out/f, self.out/f)   # back from the GPU machine with lab.md
         self.res['pareto'] = {k: doc.get(k) for k in ('recommended', 'cheapest_not_worse', 'moonshot', 'criteria')}
-        self.res['pareto'].update(seconds=s, table=str(out/'pareto.md'))
+        self.res['pareto'].update(seconds=s, table='pareto.md')
         self.res['meter'] = {}
         for r in doc['rows']:
             k = r['name']
@@ -166,9 +205,12 @@ class Lab:
                                                n_counted_b=r['n_counted'])
 
     def score(self, cmd, *args) -> dict:
-        js = self.out/'subs'/f'{cmd}_{len(list((self.out/"subs").glob(f"{cmd}_*.json")))}.json'
-        p = subprocess.run([sys.executable, '-c', 'import sys; from pneumonia_kit.cli import main; sys.exit(main())', cmd,
-                            *map(str, args), '--json'], capture_output=True, text=True, env=self.env, cwd=self.out, timeout=300)
+        js = self.work/'subs'/f'{cmd}_{len(list((self.work/"subs").glob(f"{cmd}_*.json")))}.json'
+        try:
+            p = subprocess.run([sys.executable, '-c', 'import sys; from pneumonia_kit.cli import main; sys.exit(main())', cmd,
+                                *map(str, args), '--json'], capture_output=True, text=True, env=self.env, cwd=self.work,
+                               timeout=max(30., self.left()))
+        except subprocess.TimeoutExpired: raise StageError(f'{cmd}: ran past the budget') from None
         if p.returncode != 0: raise StageError(f'{cmd}: ' + (p.stderr.strip().splitlines() or ['failed'])[-1])
         js.write_text(p.stdout, encoding='utf-8')
         return json.loads(p.stdout)
@@ -180,17 +222,24 @@ class Lab:
             if f'{b}-{a}' not in self.res['pairs'] and 'submission' in m.get(a, {}) and 'submission' in m.get(b, {}):
                 self.res['pairs'][f'{b}-{a}'] = self.score('compare', m[a]['submission'], m[b]['submission'], labels)
         if not self.res.get('meter'):
-            self.res['meter'] = meter_counts({k: v['model_dir'] for k, v in m.items() if 'model_dir' in v}, self.env)
+            self.res['meter'] = meter_counts({k: v['model_dir'] for k, v in m.items() if 'model_dir' in v}, self.env, max(30., self.left()))
 
 
 class StageError(Exception): "A stage failed: recorded, the lab goes on with what does not depend on it"
 
 
-def meter_counts(dirs:dict, env:dict) -> dict:
+def installed_site(prefix:Path) -> Path|None:
+    "The folder of a `pip install --prefix` where the package landed (site-packages or Debian's dist-packages), or None"
+    hits = sorted(Path(prefix).glob('**/pneumonia_kit/__init__.py'))
+    return hits[0].parent.parent if hits else None
+
+
+def meter_counts(dirs:dict, env:dict, limit:float=300.) -> dict:
     "Board instructions per image of each exported model (`meter.metered`: the meter's cache, else bench/meter_counts.json)"
     code = ('import json, sys; from pneumonia_kit.meter import metered\n'
             'print(json.dumps({k: metered(v) for k, v in json.loads(sys.argv[1]).items()}))')
-    p = subprocess.run([sys.executable, '-c', code, json.dumps(dirs)], capture_output=True, text=True, env=env, timeout=300)
+    try: p = subprocess.run([sys.executable, '-c', code, json.dumps(dirs)], capture_output=True, text=True, env=env, timeout=limit)
+    except subprocess.TimeoutExpired: return {'error': 'ran past the budget'}
     return json.loads(p.stdout) if p.returncode == 0 else {'error': (p.stderr.strip().splitlines() or ['failed'])[-1]}
 
 
@@ -223,7 +272,7 @@ def markdown(res:dict) -> str:
         g = meter.get(k) if isinstance(meter.get(k), dict) else None
         cost = (f"{g['per_image_G']} ({g['first_G']})" + ('' if g['per_image_is'] == 'second forward' else ' first only')) if g else 'not metered'
         ratio = f"{ga['per_image_G'] / g['per_image_G']:.1f}x" if g and ga and ga['per_image_is'] == g['per_image_is'] == 'second forward' else '—'
-        tr = sum(t['train_s'] for t in m.get('grid', [])) if m.get('grid') else '—'
+        tr = round(sum(t['train_s'] for t in m.get('grid', [])), 1) if m.get('grid') else '—'
         L.append(f"| ({k}) {m['name']}, {m['size']} px | {m['lr']:g} | {m['val_map'] if m['val_map'] is None else round(m['val_map'], 3)} "
                  f"| {tr} | {_fmt_score(m.get('score'))} | {m.get('runtime', '—')} | {m.get('test_ms_per_image', '—')} | {cost} | {ratio} |")
     pa = res.get('pareto')
@@ -252,9 +301,11 @@ def check_inputs(data:Path, cfg:dict, dry:bool, env:dict, meter_dir:Path|None):
         except (OSError, ValueError) as e: raise LabError(f'{spec}: not a twin settings file ({e})')
         if t.get('size', 0) < cfg['size']:
             raise LabError(f"{data}: the twin's images are {t.get('size')} px, smaller than the models' {cfg['size']} px input; make a new one (another --data)")
-        if t.get('n_images', 0) < cfg['n_images'] or t.get('n_test', 0) < cfg['n_test']:
+        if t.get('n_images') != cfg['n_images'] or t.get('n_test') != cfg['n_test']:   # the budget and the test set are sized for these
             raise LabError(f"{data}: the twin has {t.get('n_images')} training / {t.get('n_test')} test images, the lab needs "
                            f"{cfg['n_images']} / {cfg['n_test']}; make a new one (another --data)")
+        if t.get('difficulty') != cfg['difficulty']:
+            raise LabError(f"{data}: the twin's difficulty is {t.get('difficulty')!r}, the lab's is {cfg['difficulty']!r}; make a new one (another --data)")
     elif data.exists() and any(data.iterdir()):
         raise LabError(f'{data}: not a synthetic twin (no synthetic_twin.json) and not empty')
     counts = (meter_dir/'meter'/'cache.json') if meter_dir else REPO/'bench'/'meter_counts.json'
@@ -265,9 +316,11 @@ def check_inputs(data:Path, cfg:dict, dry:bool, env:dict, meter_dir:Path|None):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='bench/gpu_lab.sh', description=__doc__.split('\n\n')[0])
-    p.add_argument('out', type=Path, metavar='OUT_DIR', help='lab.json, lab.md, lab.log (and runs/, models/, subs/)')
+    p.add_argument('out', type=Path, metavar='OUT_DIR', help='lab.json, lab.md, lab.log, pareto.md, pareto.json')
+    p.add_argument('--work', type=Path, default=None, help='the twin, runs, exports, predictions, board-pareto folder '
+                   '(default /tmp/pk_gpu_lab; OUT_DIR/work in the dry run)')
     p.add_argument('--dry-run', action='store_true', help='on the CPU, tiny (CI)')
-    p.add_argument('--data', type=Path, default=None, help='the twin (made if missing, reused if there; default OUT_DIR/twin)')
+    p.add_argument('--data', type=Path, default=None, help='the twin (made if missing, reused if there; default WORK/twin)')
     p.add_argument('--budget-s', type=float, default=None, help=f'the whole lab (default {BUDGET[0]:.0f} s GPU, {BUDGET[1]:.0f} s dry)')
     p.add_argument('--epochs', type=int, default=None, help='epochs of every model (default 6 GPU, 1 dry)')
     p.add_argument('--meter-dir', type=Path, default=None, help="the board meter's folder (default: bench/meter_counts.json)")
@@ -277,26 +330,36 @@ def main(argv=None) -> int:
     if a.epochs is not None:
         if not 1 <= a.epochs <= 100: print(f'gpu_lab: error: --epochs {a.epochs}: use 1..100', file=sys.stderr); return 2
         cfg['epochs'] = a.epochs
-    out, data = a.out.resolve(), (a.data or a.out/'twin').resolve()
+    out = a.out.resolve()
+    work = (a.work or (out/'work' if a.dry_run else Path('/tmp/pk_gpu_lab'))).resolve()
+    data = (a.data or work/'twin').resolve()
     env = dict(os.environ, PYTHONUNBUFFERED='1', MPLBACKEND='Agg')
     site = None if a.dry_run else a.site   # the dry run uses what is installed here
-    env['PYTHONPATH'] = os.pathsep.join([str(s) for s in (site, REPO) if s] + [q for q in env.get('PYTHONPATH', '').split(os.pathsep) if q])
     if a.meter_dir: env['LOONGARCH_WORK'] = str(a.meter_dir.resolve())
     if a.dry_run: env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     try: check_inputs(data, cfg, a.dry_run, env, a.meter_dir)
     except LabError as e: print(f'gpu_lab: error: {e}', file=sys.stderr); return 2
-    for d in (out/'runs', out/'subs', out/'models'): d.mkdir(parents=True, exist_ok=True)
-    if site and not (site/'pneumonia_kit').is_dir():   # the acceptance's install part, once per machine
-        r = subprocess.run([sys.executable, str(REPO/'bench'/'gpu_acceptance.py'), str(out/'install'), '--only', 'install', '--site', str(site)])
-        if r.returncode != 0: print(f'gpu_lab: error: the install failed: {out}/install/results.md', file=sys.stderr); return 1
-    lab = Lab(out, data, cfg, a.dry_run, a.budget_s or BUDGET[1 if a.dry_run else 0], env)
+    out.mkdir(parents=True, exist_ok=True)
+    for d in (work/'runs', work/'subs', work/'models'): d.mkdir(parents=True, exist_ok=True)
+    if site:   # the acceptance's install part (carried wheels + this package, in a --prefix), once per machine
+        if not installed_site(site):
+            r = subprocess.run([sys.executable, str(REPO/'bench'/'gpu_acceptance.py'), str(work/'install'), '--only', 'install',
+                                '--site', str(site)], stdout=subprocess.DEVNULL)
+            if r.returncode != 0 or not installed_site(site):
+                print(f'gpu_lab: error: the install failed: {work}/install/results.md', file=sys.stderr); return 1
+        site = installed_site(site)
+    # this checkout first (the meter's committed counts are found beside the package), then the installed dependencies
+    env['PYTHONPATH'] = os.pathsep.join([str(REPO)] + ([str(site)] if site else [])
+                                        + [q for q in env.get('PYTHONPATH', '').split(os.pathsep) if q])
+    lab = Lab(out, work, data, cfg, a.dry_run, a.budget_s or BUDGET[1 if a.dry_run else 0], env)
     ok = lab.stage('twin', lab.twin) and lab.stage('cache', lab.cache)
     if ok and lab.stage('train a', lambda: lab.train('a')):
         if lab.stage('train b', lambda: lab.train('b')): lab.stage('distill c', lambda: lab.train('c'))
         lab.stage('train d', lambda: lab.train('d'))
         lab.stage('train e', lambda: lab.train('e'))   # last: the moonshot's candidate, when the budget still allows
     if lab.res['models']:
-        if lab.stage('test', lab.test): lab.stage('pareto', lab.pareto)
+        lab.stage('test', lab.test)   # a model that failed there is left out of pareto; the others go on
+        lab.stage('pareto', lab.pareto)
         lab.stage('compare', lab.compare)
     lab.save()
     failed = [k for k, v in lab.res['stages'].items() if v['status'] != 'passed']

@@ -8,7 +8,9 @@
 # 2. Run it after the GPU acceptance, in the same loan when enough time is left (the acceptance's install in /tmp/site
 #    is reused when there; else bench/gpu_acceptance.py's install part runs first, ~30 s):
 #      run(command='bash bench/gpu_lab.sh "$OUT"', carry=['.whl'], timeout_s=540)
-#    Back in $OUT: lab.md (read it first), lab.json, lab.log.
+#    Back in $OUT: lab.md (read it first), lab.json, lab.log, pareto.md, pareto.json; the work (twin, runs, exports)
+#    stays in /tmp/pk_gpu_lab on the machine (--work). Each training stops at an epoch's end within its share of the
+#    budget, 200 s are kept for test and pareto, and a further grid learning rate runs only when it fits.
 #    Exit status 0: every stage ran; 1: a stage failed or the budget ran out (lab.md says which); 2: bad usage or input.
 #
 # CPU dry run (CI runs it: tests/test_gpu_lab.py): bash bench/gpu_lab.sh OUT_DIR --dry-run   (tiny, ~40 s on 2 cores)

@@ -37,18 +37,33 @@ def test_dry_run_every_stage(dry):
     md = (out/'lab.md').read_text()
     assert '| (c) board model, distilled from (a)' in md and 'c-b:' in md
     # board-pareto ran: (b)-(d) on the board runtime, paired against (a)'s PyTorch predictions on the same images
-    doc = json.loads((out/'pareto'/'pareto.json').read_text())
+    doc = json.loads((out/'pareto.json').read_text())
     assert [r['name'] for r in doc['rows']] == ['a', 'b', 'c', 'd', 'e'] and doc['rows'][0]['runtime'].startswith('given')
     for r in doc['rows'][1:]:
         assert r['diff'] == res['pairs'][f"{r['name']}-a"]['diff'] and r['n_images'] == res['cfg']['n_test']
     assert set(res['pareto']) >= {'recommended', 'cheapest_not_worse', 'moonshot'} and 'board-pareto (' in md
+    # what the device tool brings back (at most 8 files): the results alone; the work is in --work (here OUT/work)
+    assert sorted(p.name for p in out.iterdir()) == ['lab.json', 'lab.log', 'lab.md', 'pareto.json', 'pareto.md', 'work']
+    for m in res['models'].values():   # BatchNorm trained and the lr as given, for every network (the same recipe)
+        cfg = json.loads(Path(m['run'], 'config.json').read_text())
+        assert cfg['model']['freeze_bn'] is False and cfg['train']['lr_base_batch'] is None and cfg['train']['max_minutes'] > 0
 
 
 def test_reused_twin_too_small(tmp_path, dry):
     _, out, _ = dry   # its 256-px twin cannot feed the GPU lab's 512-px models; checked before the GPU is
-    p = lab(tmp_path/'o', '--data', out/'twin')
+    p = lab(tmp_path/'o', '--data', out/'work'/'twin')
     assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
     assert "the twin's images are 256 px, smaller than the models' 512 px input" in p.stderr
+
+
+@pytest.mark.parametrize('field,value,says', [('difficulty', 'hard', "the twin's difficulty is 'hard', the lab's is 'easy'"),
+                                               ('n_test', 13, 'the twin has 32 training / 13 test images, the lab needs 32 / 12')])
+def test_reused_twin_of_another_kind(tmp_path, dry, field, value, says):
+    _, out, _ = dry   # the dry run's own twin settings, one changed: a lab sized for one twin refuses another
+    t = json.loads((out/'work'/'twin'/'synthetic_twin.json').read_text())
+    (tmp_path/'twin').mkdir(); (tmp_path/'twin'/'synthetic_twin.json').write_text(json.dumps(dict(t, **{field: value})))
+    p = lab(tmp_path/'o', '--dry-run', '--data', tmp_path/'twin')
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and says in p.stderr, p.stderr
 
 
 def test_no_gpu(tmp_path):
