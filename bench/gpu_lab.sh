@@ -13,7 +13,7 @@
 #    budget, 200 s are kept for test and pareto, and a further grid learning rate runs only when it fits.
 #    Exit status 0: every stage ran; 1: a stage failed or the budget ran out (lab.md says which); 2: bad usage or input.
 #
-# CPU dry run (CI runs it: tests/test_gpu_lab.py): bash bench/gpu_lab.sh OUT_DIR --dry-run   (tiny, ~40 s on 2 cores)
+# CPU dry run (CI runs it: tests/test_gpu_lab.py): bash bench/gpu_lab.sh OUT_DIR --dry-run   (tiny, 67 s on 2 cores)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
