@@ -163,9 +163,8 @@ class Acceptance:
 
     def prefix_site(self):
         "The folder under the prefix where pip put the package (site-packages or Debian's dist-packages), added to PYTHONPATH"
-        hits = sorted(Path(self.site).glob('**/pneumonia_kit/__init__.py'))
-        if not hits: return None
-        site = hits[0].parent.parent
+        site = installed_site(self.site)
+        if site is None: return None
         if str(site) not in self.env['PYTHONPATH'].split(os.pathsep):
             self.env['PYTHONPATH'] = os.pathsep.join([str(site)] + self.env['PYTHONPATH'].split(os.pathsep))
         return site
@@ -289,6 +288,11 @@ class Acceptance:
 
 
 # ---------------------------------------------------------------------- helpers (also used by the tests)
+def installed_site(prefix) -> Path|None:
+    "The folder of a `pip install --prefix` where the package landed (site-packages or Debian's dist-packages), or None"
+    hits = sorted(Path(prefix).glob('**/pneumonia_kit/__init__.py'))
+    return hits[0].parent.parent if hits else None
+
 def read_json(path) -> dict:
     "A part's JSON result; {} when absent or cut short (a part killed by its limit while writing it)"
     try: return json.loads(Path(path).read_text())

@@ -42,7 +42,7 @@ one line. Standard library only here.
 from __future__ import annotations
 import argparse, datetime, json, os, platform, shutil, signal, subprocess, sys, time
 from pathlib import Path
-from gpu_acceptance import no_cuda   # bench/ is this script's folder: the same probe as the acceptance's
+from gpu_acceptance import installed_site, no_cuda   # bench/ is this script's folder: the acceptance's probe and install
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET = (450., 300.)   # seconds for the whole lab: GPU, dry run
@@ -226,12 +226,6 @@ class Lab:
 
 
 class StageError(Exception): "A stage failed: recorded, the lab goes on with what does not depend on it"
-
-
-def installed_site(prefix:Path) -> Path|None:
-    "The folder of a `pip install --prefix` where the package landed (site-packages or Debian's dist-packages), or None"
-    hits = sorted(Path(prefix).glob('**/pneumonia_kit/__init__.py'))
-    return hits[0].parent.parent if hits else None
 
 
 def meter_counts(dirs:dict, env:dict, limit:float=300.) -> dict:
