@@ -41,6 +41,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
-  echo "usage: bash bench/gpu_acceptance.sh OUT_DIR [--dry-run] [--only PARTS] [--skip-install] [--budget-s S]" >&2; exit 2
+  echo "usage: bash bench/gpu_acceptance.sh OUT_DIR [--dry-run] [--only PARTS] [--skip-install] [--budget-s S] [--work DIR] [--site DIR] [--wheels DIR]" >&2; exit 2
 fi
 exec "${PYTHON:-python3}" bench/gpu_acceptance.py "$@"

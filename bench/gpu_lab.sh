@@ -17,6 +17,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
-  echo "usage: bash bench/gpu_lab.sh OUT_DIR [--dry-run] [--data TWIN] [--budget-s S] [--epochs N] [--meter-dir DIR]" >&2; exit 2
+  echo "usage: bash bench/gpu_lab.sh OUT_DIR [--dry-run] [--work DIR] [--data TWIN] [--budget-s S] [--epochs N] [--meter-dir DIR] [--site DIR]" >&2; exit 2
 fi
 exec "${PYTHON:-python3}" bench/gpu_lab.py "$@"
