@@ -50,6 +50,8 @@ RESERVE_S = (200., 20.)   # kept for test + pareto (GPU: 1,000 images x 4 board 
 MIN_TRAIN_S = (40., 0.)   # a further grid rate runs only if each model still to train keeps this much (GPU, dry run)
 CHEAP_SET = ('model.head_convs=2',)   # (e): the board model's --set, 2 convs per subnet instead of 4
 FAIR_SET = ('model.freeze_bn=false', 'train.lr_base_batch=null')   # every model: BatchNorm trained, the lr as given
+# `pneumonia-kit`, from the package PYTHONPATH names (this checkout, then the install's dependencies)
+KIT = (sys.executable, '-c', 'import sys; from pneumonia_kit.cli import main; sys.exit(main())')
 # (GPU, dry run): twin, model presets, input sizes, epochs, batch, learning-rate grid
 GPU = dict(n_images=2000, n_test=1000, twin_size=512, difficulty='default', original='original', board='board_r18_p4p7',
            backbone='se_resnext50_32x4d', size=512, low_size=384, cheap_set=CHEAP_SET, epochs=6, batch_size=32, lr_grid=(1e-3, 3e-4),
@@ -81,7 +83,7 @@ class Lab:
         """Run `pneumonia-kit ARGS` (output appended to lab.log); its seconds; StageError when it fails or runs out of
         time (then it is killed with every process it started: loader workers, board-pareto's predictor)"""
         limit = max(1., min(limit or self.left(), self.left()))
-        cmd = [sys.executable, '-c', 'import sys; from pneumonia_kit.cli import main; sys.exit(main())', *map(str, args)]
+        cmd = [*KIT, *map(str, args)]
         t = time.monotonic()
         with open(self.log, 'a', encoding='utf-8') as f:
             f.write(f'\n[{_now()}] {stage}: pneumonia-kit {" ".join(map(str, args))}\n'); f.flush()
@@ -207,9 +209,8 @@ class Lab:
     def score(self, cmd, *args) -> dict:
         js = self.work/'subs'/f'{cmd}_{len(list((self.work/"subs").glob(f"{cmd}_*.json")))}.json'
         try:
-            p = subprocess.run([sys.executable, '-c', 'import sys; from pneumonia_kit.cli import main; sys.exit(main())', cmd,
-                                *map(str, args), '--json'], capture_output=True, text=True, env=self.env, cwd=self.work,
-                               timeout=max(30., self.left()))
+            p = subprocess.run([*KIT, cmd, *map(str, args), '--json'], capture_output=True, text=True, env=self.env,
+                               cwd=self.work, timeout=max(30., self.left()))
         except subprocess.TimeoutExpired: raise StageError(f'{cmd}: ran past the budget') from None
         if p.returncode != 0: raise StageError(f'{cmd}: ' + (p.stderr.strip().splitlines() or ['failed'])[-1])
         js.write_text(p.stdout, encoding='utf-8')
@@ -335,13 +336,13 @@ def main(argv=None) -> int:
     except LabError as e: print(f'gpu_lab: error: {e}', file=sys.stderr); return 2
     out.mkdir(parents=True, exist_ok=True)
     for d in (work/'runs', work/'subs', work/'models'): d.mkdir(parents=True, exist_ok=True)
-    if site:   # the acceptance's install part (carried wheels + this package, in a --prefix), once per machine
-        if not installed_site(site):
-            r = subprocess.run([sys.executable, str(REPO/'bench'/'gpu_acceptance.py'), str(work/'install'), '--only', 'install',
-                                '--site', str(site)], stdout=subprocess.DEVNULL)
-            if r.returncode != 0 or not installed_site(site):
-                print(f'gpu_lab: error: the install failed: {work}/install/results.md', file=sys.stderr); return 1
-        site = installed_site(site)
+    # the acceptance's install part (carried wheels + this package, in a --prefix), once per machine
+    if site and not (found := installed_site(site)):
+        r = subprocess.run([sys.executable, str(REPO/'bench'/'gpu_acceptance.py'), str(work/'install'), '--only', 'install',
+                            '--site', str(site)], stdout=subprocess.DEVNULL)
+        if r.returncode != 0 or not (found := installed_site(site)):
+            print(f'gpu_lab: error: the install failed: {work}/install/results.md', file=sys.stderr); return 1
+    site = found if site else None
     # this checkout first (the meter's committed counts are found beside the package), then the installed dependencies
     env['PYTHONPATH'] = os.pathsep.join([str(REPO)] + ([str(site)] if site else [])
                                         + [q for q in env.get('PYTHONPATH', '').split(os.pathsep) if q])
